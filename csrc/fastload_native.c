@@ -1,0 +1,137 @@
+/*
+ * fastload._native: batch gathers from absolute addresses.
+ *
+ * The reader computes, with vectorised NumPy, the address of every requested record inside
+ * memory-mapped shards or decompressed blocks; these functions then copy them into one output
+ * buffer with the GIL released. One call serves a whole batch across any number of shards, which
+ * a Numba kernel cannot do without a Python-level loop over shard arrays (measured figures in
+ * docs/benchmarks.md, "gather kernels").
+ *
+ * Every function validates its buffers and returns None or raises; callers keep the mapped
+ * memory alive for the duration of the call.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+static int get_i64(PyObject *obj, Py_buffer *view, const char *what) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) return -1;
+    if (view->itemsize != 8 || (view->format && strchr("qlQL", view->format[0]) == NULL &&
+                                !(view->format[0] == '<' && strchr("qlQL", view->format[1])))) {
+        PyErr_Format(PyExc_TypeError, "%s must be a contiguous int64 array", what);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static int get_out(PyObject *obj, Py_buffer *view) {
+    return PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE);
+}
+
+/* gather_fixed(addrs, itemsize, out): out[i*itemsize : (i+1)*itemsize] = *addrs[i] */
+static PyObject *gather_fixed(PyObject *self, PyObject *args) {
+    PyObject *addrs_obj, *out_obj;
+    Py_ssize_t itemsize;
+    if (!PyArg_ParseTuple(args, "OnO", &addrs_obj, &itemsize, &out_obj)) return NULL;
+    Py_buffer addrs, out;
+    if (get_i64(addrs_obj, &addrs, "addrs") != 0) return NULL;
+    if (get_out(out_obj, &out) != 0) { PyBuffer_Release(&addrs); return NULL; }
+    Py_ssize_t n = addrs.len / 8;
+    if (itemsize < 0 || out.len < n * itemsize) {
+        PyBuffer_Release(&addrs); PyBuffer_Release(&out);
+        PyErr_SetString(PyExc_ValueError, "out is smaller than len(addrs) * itemsize");
+        return NULL;
+    }
+    const int64_t *a = (const int64_t *)addrs.buf;
+    char *dst = (char *)out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    /* Specialised widths let the compiler emit plain loads/stores instead of memcpy calls. */
+    if (itemsize == 8) {
+        for (Py_ssize_t i = 0; i < n; i++) memcpy(dst + i * 8, (const void *)(intptr_t)a[i], 8);
+    } else if (itemsize == 4) {
+        for (Py_ssize_t i = 0; i < n; i++) memcpy(dst + i * 4, (const void *)(intptr_t)a[i], 4);
+    } else {
+        for (Py_ssize_t i = 0; i < n; i++)
+            memcpy(dst + i * itemsize, (const void *)(intptr_t)a[i], (size_t)itemsize);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&addrs); PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
+/* gather_var(addrs, lengths, out) -> total bytes: payloads copied back to back into out. */
+static PyObject *gather_var(PyObject *self, PyObject *args) {
+    PyObject *addrs_obj, *len_obj, *out_obj;
+    if (!PyArg_ParseTuple(args, "OOO", &addrs_obj, &len_obj, &out_obj)) return NULL;
+    Py_buffer addrs, lens, out;
+    if (get_i64(addrs_obj, &addrs, "addrs") != 0) return NULL;
+    if (get_i64(len_obj, &lens, "lengths") != 0) { PyBuffer_Release(&addrs); return NULL; }
+    if (get_out(out_obj, &out) != 0) { PyBuffer_Release(&addrs); PyBuffer_Release(&lens); return NULL; }
+    Py_ssize_t n = addrs.len / 8;
+    const int64_t *a = (const int64_t *)addrs.buf, *l = (const int64_t *)lens.buf;
+    int64_t total = 0;
+    int bad = lens.len != addrs.len;
+    for (Py_ssize_t i = 0; i < n && !bad; i++) {
+        if (l[i] < 0) bad = 1;
+        total += l[i];
+    }
+    if (bad || total > out.len) {
+        PyBuffer_Release(&addrs); PyBuffer_Release(&lens); PyBuffer_Release(&out);
+        PyErr_SetString(PyExc_ValueError, "lengths must match addrs, be >= 0 and fit in out");
+        return NULL;
+    }
+    char *dst = (char *)out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        memcpy(dst, (const void *)(intptr_t)a[i], (size_t)l[i]);
+        dst += l[i];
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&addrs); PyBuffer_Release(&lens); PyBuffer_Release(&out);
+    return PyLong_FromLongLong(total);
+}
+
+/* gather_padded(addrs, lengths, row_bytes, out): row i gets min(len, row_bytes) bytes, rest zeroed. */
+static PyObject *gather_padded(PyObject *self, PyObject *args) {
+    PyObject *addrs_obj, *len_obj, *out_obj;
+    Py_ssize_t row;
+    if (!PyArg_ParseTuple(args, "OOnO", &addrs_obj, &len_obj, &row, &out_obj)) return NULL;
+    Py_buffer addrs, lens, out;
+    if (get_i64(addrs_obj, &addrs, "addrs") != 0) return NULL;
+    if (get_i64(len_obj, &lens, "lengths") != 0) { PyBuffer_Release(&addrs); return NULL; }
+    if (get_out(out_obj, &out) != 0) { PyBuffer_Release(&addrs); PyBuffer_Release(&lens); return NULL; }
+    Py_ssize_t n = addrs.len / 8;
+    if (lens.len != addrs.len || row < 0 || out.len < n * row) {
+        PyBuffer_Release(&addrs); PyBuffer_Release(&lens); PyBuffer_Release(&out);
+        PyErr_SetString(PyExc_ValueError, "lengths must match addrs and out hold len(addrs) * row_bytes");
+        return NULL;
+    }
+    const int64_t *a = (const int64_t *)addrs.buf, *l = (const int64_t *)lens.buf;
+    char *dst = (char *)out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        size_t take = l[i] < 0 ? 0 : ((size_t)l[i] < (size_t)row ? (size_t)l[i] : (size_t)row);
+        memcpy(dst + i * row, (const void *)(intptr_t)a[i], take);
+        memset(dst + i * row + take, 0, (size_t)row - take);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&addrs); PyBuffer_Release(&lens); PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"gather_fixed", gather_fixed, METH_VARARGS,
+     "gather_fixed(addrs, itemsize, out): copy itemsize bytes from each address into out, in order."},
+    {"gather_var", gather_var, METH_VARARGS,
+     "gather_var(addrs, lengths, out) -> int: copy each payload back to back into out; returns bytes."},
+    {"gather_padded", gather_padded, METH_VARARGS,
+     "gather_padded(addrs, lengths, row_bytes, out): one zero-padded row of row_bytes per payload."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native",
+                                    "fastload's small C extension: batch gathers.", -1, methods};
+
+PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }

@@ -1,0 +1,35 @@
+"""The exceptions fastload raises: one root, leaves that also inherit the matching builtin."""
+
+from __future__ import annotations
+
+
+class FastloadError(Exception):
+    """Root of every error fastload raises on purpose."""
+
+
+class FormatError(FastloadError, ValueError):
+    """A dataset's bytes do not follow the format: corrupt, truncated or unknown version."""
+
+
+class SchemaError(FastloadError, ValueError):
+    """A schema is invalid, or a value does not fit the field it is written to."""
+
+
+class SourceError(FastloadError, ValueError):
+    """A pack source cannot be read: names the file and the row, line or member."""
+
+
+class RecordDecodeError(FastloadError, ValueError):
+    """A stored record cannot be decoded (for example a corrupt image)."""
+
+
+class StorageError(FastloadError, OSError):
+    """Storage cannot be reached or read after retries."""
+
+
+class OutputExistsError(FastloadError, FileExistsError):
+    """A pack output directory is not empty and overwrite was not asked for."""
+
+
+class WorkerError(FastloadError, RuntimeError):
+    """A loader or pack worker died or raised."""

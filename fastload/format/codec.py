@@ -1,0 +1,39 @@
+"""Block compression (zstd or none) and checksums (xxh3_64): thin wrappers over the libraries."""
+
+from __future__ import annotations
+
+import xxhash
+import zstandard
+
+from .spec import CODEC_NONE, CODEC_ZSTD
+
+CHECKSUM_NAME = "xxh3_64"
+
+
+def checksum(buf) -> int:
+    """xxh3_64 of a bytes-like object (~15 GB/s per core, so verifying is cheap next to reading)."""
+    return xxhash.xxh3_64_intdigest(buf)
+
+
+def new_hasher():
+    """A streaming xxh3_64 for whole-shard checksums."""
+    return xxhash.xxh3_64()
+
+
+def compress(raw, codec: int, level: int) -> tuple[int, bytes | memoryview]:
+    """Compress one block; keep it raw when zstd does not save at least 3% (random token ids)."""
+    if codec == CODEC_NONE:
+        return CODEC_NONE, raw
+    packed = zstandard.ZstdCompressor(level=level).compress(raw)
+    if len(packed) >= 0.97 * len(memoryview(raw).cast("B")):
+        return CODEC_NONE, raw
+    return CODEC_ZSTD, packed
+
+
+def decompress(stored, codec: int, raw_size: int):
+    """Return the raw bytes of a stored block."""
+    if codec == CODEC_NONE:
+        return stored
+    if codec == CODEC_ZSTD:
+        return zstandard.ZstdDecompressor().decompress(stored, max_output_size=raw_size)
+    raise ValueError(f"unknown codec {codec}")
