@@ -9,12 +9,8 @@ from .format import open_dataset as open
 
 __version__ = "0.1.0"
 
-
-def pack(source, out, **options):
-    """Convert ``source`` into a fastload dataset at ``out`` (see :func:`fastload.pack.pack`)."""
-    from .pack.driver import pack as _pack
-
-    return _pack(source, out, **options)
+# Bound after the subpackage is imported, so ``fastload.pack`` stays the function.
+from .pack.driver import pack  # noqa: E402
 
 
 __all__ = [

@@ -23,7 +23,7 @@ from .spec import COLUMN_ALIGN, MAX_BLOCK_RAW, VAR_OFFSET_DTYPE, align_up
 class EncodedBlock:
     """One block ready to be appended to a shard."""
 
-    stored: bytes | memoryview  # the bytes written to the file
+    stored: bytes | np.ndarray  # the bytes written to the file (picklable for pack workers)
     raw_size: int
     n_records: int
     codec: int
@@ -65,7 +65,7 @@ def encode_block(schema: Schema, conv: Converted, n: int, codec: int, level: int
             head = (n + 1) * VAR_OFFSET_DTYPE.itemsize
             raw[start : start + head].view(VAR_OFFSET_DTYPE)[:] = col.offsets
             raw[start + head : start + head + int(col.offsets[-1])] = col.data
-    used_codec, stored = compress(raw.data, codec, level)
+    used_codec, stored = compress(raw, codec, level)
     return EncodedBlock(
         stored=stored,
         raw_size=raw_size,

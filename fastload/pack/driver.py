@@ -1,0 +1,187 @@
+"""``fastload.pack``: read a source in segments (in parallel), encode blocks, write shards in order.
+
+Workers encode whole segments into blocks; the calling process alone writes shards, appending
+blocks in segment order. Because segments and block cuts depend only on the input and the
+options, the shards are byte-identical whatever the number of workers. After each finished shard
+a journal records where the next one starts, so an interrupted pack resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from itertools import islice
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .._sizes import parse_size
+from ..errors import OutputExistsError, SchemaError, WorkerError
+from ..format.infer import infer_schema
+from ..format.manifest import Manifest
+from ..format.schema import Schema, parse_overrides
+from ..format.spec import CODEC_NAMES, MANIFEST_NAME
+from ..format.writer import ON_ERROR, PACK_JOURNAL, ShardSink, codec_settings, is_fastload_file, prepare_output
+from .encode import EncodeJob, SegmentResult, encode_segment, first_chunk
+from .journal import Journal, fingerprint
+from .report import PackReport
+from .sources import open_source
+from .sources.base import Source
+
+
+def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | None = None,
+         shard_size: int | str = "256MB", block_size: int | str = "1MB", compression: str = "none",
+         level: int = 3, workers: int = 1, overwrite: bool = False, on_error: str = "raise",
+         progress: bool = True, metadata: dict[str, Any] | None = None) -> PackReport:
+    """Convert ``source`` into a fastload dataset in directory ``out``.
+
+    ``source`` is a path, directory or glob (Parquet/Arrow/Feather, JSONL, CSV, .npy/.npz, an
+    image folder, WebDataset tars, an MDS or LitData dataset), a pyarrow Table/RecordBatchReader,
+    a pandas DataFrame, a map-style torch Dataset, or any iterable of dicts. ``schema`` is a full
+    :class:`Schema` or overrides of inferred types (``"tokens:uint16[2049]"``).
+    """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, not {workers!r}")
+    started = time.perf_counter()
+    src = open_source(source)
+    settings = codec_settings(block_size, compression, level)
+    shard_bytes = parse_size(shard_size, what="shard_size")
+    info = src.info()
+    segments = list(src.segments())
+    schema = _resolve_schema(src, info.schema, segments, schema)
+    resumable = getattr(src, "resumable", True)
+    fp = fingerprint(src.description, [repr(s) for s in segments], schema.to_json(), settings, shard_bytes,
+                     on_error) if resumable else ""
+    root, journal = _prepare_output(Path(out), overwrite, fp if resumable else None)
+    report = PackReport(out=str(root), source=src.description, workers=workers,
+                        resumed_shards=len(journal.shards))
+
+    sink = ShardSink(root, schema, settings, shard_bytes, first_index=len(journal.shards))
+    shards = list(journal.shards)
+    codec = CODEC_NAMES[settings["compression"]]
+    jobs = (EncodeJob(src, segments[i], i, schema, settings["block_size"], codec, level, on_error)
+            for i in range(journal.next_segment, len(segments)))
+    bar = _progress_bar(progress, info.bytes_hint)
+    known_in = True
+    try:
+        for res in _encode_all(jobs, workers, src):
+            skip = journal.next_block if res.index == journal.next_segment else 0
+            for k, block in enumerate(res.blocks):
+                if k < skip:
+                    continue
+                closed = sink.add(block)
+                if closed is not None:
+                    shards.append(closed)
+                    if resumable:
+                        Journal(fp, shards, res.index, k).write(root)
+                report.raw_bytes += block.raw_size
+                report.records += block.n_records
+            report.skipped += res.skipped
+            report.skip_examples.extend(res.skip_examples[: 20 - len(report.skip_examples)])
+            known_in = known_in and res.in_bytes is not None
+            report.bytes_in += res.in_bytes or 0
+            if bar is not None:
+                bar.update(res.in_bytes if info.bytes_hint else sum(b.raw_size for b in res.blocks))
+                bar.set_postfix(records=f"{report.records:,}", refresh=False)
+        last = sink.finish()
+        if last is not None:
+            shards.append(last)
+    except BaseException:
+        sink.abort()  # the unfinished shard's temporary file goes; finished shards and journal stay
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+
+    manifest = Manifest.from_shards(schema, settings, shards, {**info.metadata, **(metadata or {})})
+    manifest.write(root)
+    (root / PACK_JOURNAL).unlink(missing_ok=True)
+    report.shards = manifest.n_shards
+    report.bytes_out = manifest.n_bytes
+    if not known_in or report.resumed_shards:
+        report.bytes_in = max(report.bytes_in, report.raw_bytes)
+    report.records = manifest.n_records
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _resolve_schema(src: Source, known: Schema | None, segments: list, given: Any) -> Schema:
+    if isinstance(given, Schema):
+        return given
+    overrides = parse_overrides(given)
+    base = known
+    if base is None:
+        chunk = first_chunk(src, segments)
+        if chunk is None:
+            if overrides:
+                return Schema.parse(",".join(f"{k}:{v}" for k, v in overrides.items()))
+            raise SchemaError(f"{src.description} holds no readable rows: pass a full schema to pack it")
+        base = infer_schema(chunk.columns)
+    return base.with_overrides(overrides) if overrides else base
+
+
+def _prepare_output(root: Path, overwrite: bool, fp: str | None) -> tuple[Path, Journal]:
+    """Create or check the output; resume from a journal left by the same pack when there is one."""
+    fresh = Journal(fp or "", [])
+    if overwrite or not root.exists():
+        return prepare_output(root, overwrite), fresh
+    names = [p.name for p in root.iterdir()]
+    if MANIFEST_NAME in names:
+        raise OutputExistsError(f"{root} already holds a finished dataset; pass overwrite=True (--overwrite) to replace it")
+    if any(not is_fastload_file(n) for n in names):
+        return prepare_output(root, overwrite), fresh  # raises: not empty
+    journal = Journal.read(root) if fp is not None else None
+    if journal is not None and journal.fingerprint != fp:
+        raise OutputExistsError(
+            f"{root} holds an interrupted pack made with other inputs or options; re-run it with the "
+            "same arguments to resume, or pass overwrite=True (--overwrite) to start again"
+        )
+    if journal is None or not journal.shards_intact(root):
+        journal = fresh
+    keep = {s.name for s in journal.shards} | ({PACK_JOURNAL} if journal.shards else set())
+    for name in names:  # stale temporaries and shards past the journal's end
+        if name not in keep:
+            (root / name).unlink()
+    return root, journal
+
+
+def _encode_all(jobs: Iterable[EncodeJob], workers: int, src: Source) -> Iterator[SegmentResult]:
+    """Segment results in order; encoded by a process pool with a bounded window when workers > 1."""
+    if workers == 1 or not src.parallel_safe:
+        for job in jobs:
+            yield encode_segment(job)
+        return
+    ctx = mp.get_context(getattr(src, "mp_context", "forkserver"))
+    if ctx.get_start_method() == "forkserver":
+        ctx.set_forkserver_preload(["fastload.pack.encode"])
+    pool = ProcessPoolExecutor(workers, mp_context=ctx)
+    try:
+        it = iter(jobs)
+        window = deque(pool.submit(encode_segment, job) for job in islice(it, 2 * workers))
+        while window:
+            try:
+                res = window.popleft().result()
+            except BrokenProcessPool as exc:
+                raise WorkerError("a pack worker process died (killed, out of memory or crashed); "
+                                  "re-run the same command to resume") from exc
+            nxt = next(it, None)
+            if nxt is not None:
+                window.append(pool.submit(encode_segment, nxt))
+            yield res
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _progress_bar(enabled: bool, total_bytes: int | None):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1000, desc="pack",
+                file=sys.stderr, dynamic_ncols=True, disable=None)

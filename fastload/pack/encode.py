@@ -1,0 +1,85 @@
+"""Encode one source segment into blocks: the unit of work of a pack worker.
+
+This is also the one place where ``on_error`` is applied to bad rows, whether the source reported
+them (unreadable file, invalid line) or they failed to fit the schema.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import SourceError
+from ..format.block import BlockBuilder, EncodedBlock
+from ..format.columns import convert_columns, filter_rows
+from ..format.schema import Schema
+from .sources.base import BadRow, Chunk, Source
+
+MAX_SKIP_EXAMPLES = 20
+
+
+@dataclass(frozen=True)
+class EncodeJob:
+    """Everything a worker needs to encode one segment (picklable)."""
+
+    source: Source
+    segment: Any
+    index: int
+    schema: Schema
+    block_size: int
+    codec: int
+    level: int
+    on_error: str
+
+
+@dataclass
+class SegmentResult:
+    index: int
+    blocks: list[EncodedBlock]
+    rows: int = 0
+    skipped: int = 0
+    skip_examples: list[str] = field(default_factory=list)
+    in_bytes: int | None = None
+
+
+def encode_segment(job: EncodeJob) -> SegmentResult:
+    """Read the segment, convert and validate rows, and cut them into encoded blocks."""
+    result = SegmentResult(job.index, [], in_bytes=job.source.segment_bytes(job.segment))
+    builder = BlockBuilder(job.schema, job.block_size, job.codec, job.level)
+    for item in job.source.read(job.segment):
+        if isinstance(item, BadRow):
+            _skip_or_raise(job, result, item.where(), item.reason)
+            continue
+        n = len(item)
+        conv, bad = convert_columns(job.schema, item.columns, n)
+        if bad:
+            for row in sorted(bad):
+                _skip_or_raise(job, result, item.where(row), bad[row])
+            keep = np.ones(n, dtype=bool)
+            keep[sorted(bad)] = False
+            columns = filter_rows(item.columns, keep)
+            n = int(keep.sum())
+            conv, _ = convert_columns(job.schema, columns, n)
+        result.rows += n
+        result.blocks.extend(builder.add(conv, n))
+    result.blocks.extend(builder.flush())
+    return result
+
+
+def _skip_or_raise(job: EncodeJob, result: SegmentResult, where: str, reason: str) -> None:
+    if job.on_error == "raise":
+        raise SourceError(f"{where}: {reason} (use on_error='skip' / --on-error skip to skip such rows)")
+    result.skipped += 1
+    if len(result.skip_examples) < MAX_SKIP_EXAMPLES:
+        result.skip_examples.append(f"{where}: {reason}")
+
+
+def first_chunk(source: Source, segments: list) -> Chunk | None:
+    """The first readable chunk of the source (for schema inference)."""
+    for seg in segments:
+        for item in source.read(seg):
+            if isinstance(item, Chunk) and len(item):
+                return item
+    return None

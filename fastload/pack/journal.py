@@ -1,0 +1,60 @@
+"""The resume journal of an unfinished pack: finished shards and where the next one starts.
+
+It is rewritten atomically each time a shard is finished, so a pack killed at any point can be
+re-run with the same arguments: finished shards are checked and kept, and work restarts at the
+block that began the first unfinished shard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..format.codec import checksum
+from ..format.shard_reader import map_file
+from ..format.shard_writer import ShardInfo, temp_path_for
+from ..format.writer import PACK_JOURNAL
+
+
+@dataclass
+class Journal:
+    fingerprint: str
+    shards: list[ShardInfo]
+    next_segment: int = 0  # the segment holding the first block of the next shard
+    next_block: int = 0  # that block's number within its segment
+
+    def write(self, root: Path) -> None:
+        final = root / PACK_JOURNAL
+        tmp = temp_path_for(final)
+        body = {"fingerprint": self.fingerprint, "shards": [asdict(s) for s in self.shards],
+                "next_segment": self.next_segment, "next_block": self.next_block}
+        tmp.write_text(json.dumps(body, indent=1))
+        os.replace(tmp, final)
+
+    @classmethod
+    def read(cls, root: Path) -> "Journal | None":
+        try:
+            body = json.loads((root / PACK_JOURNAL).read_text())
+            return cls(body["fingerprint"], [ShardInfo(**s) for s in body["shards"]],
+                       int(body["next_segment"]), int(body["next_block"]))
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return None
+
+    def shards_intact(self, root: Path) -> bool:
+        """True when every finished shard is on disk with its recorded size and checksum."""
+        for s in self.shards:
+            path = root / s.name
+            try:
+                if path.stat().st_size != s.n_bytes:
+                    return False
+            except FileNotFoundError:
+                return False
+            if f"{checksum(map_file(path)):016x}" != s.checksum:
+                return False
+        return True
+
+
+def fingerprint(*parts: object) -> str:
+    return f"{checksum(json.dumps(parts, sort_keys=True, default=repr).encode()):016x}"

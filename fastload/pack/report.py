@@ -1,0 +1,53 @@
+"""The summary a pack prints at the end: records, shards, bytes, ratio, speed and skipped rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .._sizes import format_size
+
+
+@dataclass
+class PackReport:
+    out: str
+    source: str
+    records: int = 0
+    shards: int = 0
+    bytes_in: int = 0  # input bytes read (file sizes when known, else record bytes)
+    bytes_out: int = 0  # shard bytes written
+    raw_bytes: int = 0  # record bytes before compression
+    seconds: float = 0.0
+    workers: int = 1
+    skipped: int = 0
+    skip_examples: list[str] = field(default_factory=list)
+    resumed_shards: int = 0
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.raw_bytes / self.bytes_out if self.bytes_out else 1.0
+
+    @property
+    def mb_per_s_in(self) -> float:
+        return self.bytes_in / 1e6 / self.seconds if self.seconds else 0.0
+
+    @property
+    def mb_per_s_out(self) -> float:
+        return self.bytes_out / 1e6 / self.seconds if self.seconds else 0.0
+
+    def __str__(self) -> str:
+        lines = [
+            f"packed   {self.source}",
+            f"into     {self.out}",
+            f"records  {self.records:,}" + (f"  ({self.skipped:,} skipped)" if self.skipped else ""),
+            f"shards   {self.shards}" + (f"  ({self.resumed_shards} kept from an interrupted run)"
+                                         if self.resumed_shards else ""),
+            f"bytes    {format_size(self.bytes_in)} in -> {format_size(self.bytes_out)} out "
+            f"(compression ratio {self.compression_ratio:.2f})",
+            f"time     {self.seconds:.2f} s with {self.workers} worker(s): "
+            f"{self.mb_per_s_in:.1f} MB/s in, {self.mb_per_s_out:.1f} MB/s out, "
+            f"{self.records / self.seconds if self.seconds else 0:,.0f} records/s",
+        ]
+        if self.skip_examples:
+            lines.append("skipped rows (first ones):")
+            lines += [f"  {e}" for e in self.skip_examples]
+        return "\n".join(lines)

@@ -1,0 +1,149 @@
+"""Pick the source class for what the user passed to ``fastload.pack``: a path, glob, or object."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ...errors import SourceError
+from .base import BadRow, Chunk, Source, SourceInfo
+
+# suffix -> source kind; each kind maps to one class below
+SUFFIX_KINDS = {
+    ".parquet": "arrow", ".pq": "arrow", ".arrow": "arrow", ".ipc": "arrow", ".feather": "arrow",
+    ".jsonl": "jsonl", ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".npy": "numpy", ".npz": "numpy",
+    ".tar": "webdataset",
+}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+def _file_source(kind: str, paths: list[str]) -> Source:
+    if kind == "arrow":
+        from .arrow_files import ArrowFileSource
+
+        return ArrowFileSource(paths)
+    if kind == "jsonl":
+        from .jsonl import JsonlSource
+
+        return JsonlSource(paths)
+    if kind == "csv":
+        from .csv import CsvSource
+
+        return CsvSource(paths)
+    if kind == "numpy":
+        from .numpy_files import NumpySource
+
+        return NumpySource(paths)
+    from .webdataset import WebDatasetSource
+
+    return WebDatasetSource(paths)
+
+
+def open_source(src: Any) -> Source:
+    """A :class:`Source` for ``src``: a Source, a path/dir/glob, a table, a torch Dataset or an iterable."""
+    if isinstance(src, Source):
+        return src
+    if isinstance(src, (str, os.PathLike)):
+        return _path_source(os.fspath(src))
+    mod = type(src).__module__
+    if mod.startswith("pyarrow"):
+        import pyarrow as pa
+
+        if isinstance(src, pa.RecordBatchReader):
+            from .python_objects import ArrowStreamSource
+
+            return ArrowStreamSource(src)
+        from .python_objects import ArrowTableSource
+
+        return ArrowTableSource(src)
+    if mod.startswith("pandas"):
+        from .python_objects import ArrowTableSource
+
+        return ArrowTableSource(src)
+    if _is_map_style_torch(src):
+        from .python_objects import TorchMapSource
+
+        return TorchMapSource(src)
+    if hasattr(src, "__iter__"):
+        from .python_objects import IterableSource
+
+        return IterableSource(src, f"python {type(src).__name__}")
+    raise SourceError(f"cannot pack a {type(src).__name__}: pass a path, a table, a torch Dataset or an iterable of dicts")
+
+
+def _is_map_style_torch(obj: Any) -> bool:
+    # An object can only be a torch Dataset if torch is already imported; importing it costs ~1.5 s.
+    if "torch" not in sys.modules:
+        return False
+    from torch.utils.data import Dataset, IterableDataset
+
+    return isinstance(obj, Dataset) and not isinstance(obj, IterableDataset) and hasattr(obj, "__len__")
+
+
+def _path_source(text: str) -> Source:
+    if any(ch in text for ch in "*?["):
+        paths = sorted(glob.glob(text, recursive=True))
+        if not paths:
+            raise SourceError(f"no files match {text!r}")
+        return _files_source(paths, text)
+    path = Path(text)
+    if not path.exists():
+        raise SourceError(f"{text} does not exist")
+    if path.is_file():
+        return _files_source([text], text)
+    index = path / "index.json"
+    if index.is_file():
+        kind = _index_kind(index)
+        if kind == "mds":
+            from .mds import MDSSource
+
+            return MDSSource(text)
+        if kind == "litdata":
+            from .litdata import LitDataSource
+
+            return LitDataSource(text)
+    files = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIX_KINDS)
+    if files:
+        return _files_source(files, text)
+    if any(p.is_dir() for p in path.iterdir()) and any(
+        q.suffix.lower() in IMAGE_SUFFIXES for q in path.glob("*/*")
+    ):
+        from .imagefolder import ImageFolderSource
+
+        return ImageFolderSource(text)
+    raise SourceError(
+        f"{text}: found no input fastload can read (Parquet/Arrow/Feather, JSONL, CSV, .npy/.npz, "
+        "WebDataset .tar, an MDS or LitData dataset, or an image folder class_name/*.jpg)"
+    )
+
+
+def _files_source(paths: list[str], what: str) -> Source:
+    kinds = {SUFFIX_KINDS.get(Path(p).suffix.lower()) for p in paths}
+    if None in kinds:
+        odd = next(p for p in paths if Path(p).suffix.lower() not in SUFFIX_KINDS)
+        raise SourceError(f"{what}: cannot tell the format of {odd} from its suffix "
+                          f"(known: {', '.join(sorted(SUFFIX_KINDS))})")
+    if len(kinds) > 1:
+        raise SourceError(f"{what}: mixes input formats {sorted(kinds)}; pack one format at a time")
+    return _file_source(kinds.pop(), paths)
+
+
+def _index_kind(index: Path) -> str | None:
+    try:
+        body = json.loads(index.read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(body, dict) and isinstance(body.get("shards"), list):
+        return "mds"
+    if isinstance(body, dict) and "chunks" in body:
+        return "litdata"
+    return None
+
+
+__all__ = ["BadRow", "Chunk", "Source", "SourceInfo", "open_source"]
