@@ -78,7 +78,19 @@ def _parser() -> argparse.ArgumentParser:
     hd.add_argument("url")
     hd.add_argument("-n", type=int, default=5, help="number of records (default 5)")
     hd.set_defaults(run=_head)
+
+    dm = sub.add_parser("demo", help="generate a small corpus, pack it, load it and print throughput")
+    dm.add_argument("--out", help="directory for the demo files (default: a new temporary directory)")
+    dm.add_argument("--records", type=int, default=100_000)
+    dm.add_argument("--workers", type=int, default=2)
+    dm.set_defaults(run=_demo)
     return p
+
+
+def _demo(args) -> int:
+    from .demo import main as demo_main
+
+    return demo_main(args)
 
 
 def _pack(args) -> int:

@@ -46,6 +46,7 @@ class Dataset:
         self._readers: dict[int, ShardReader] = {}
         self._open_lock = threading.Lock()
         self._cache = BlockCache(parse_size(block_cache, what="block_cache"))
+        self._layouts = [_FieldLayout.of(j, f) for j, f in enumerate(self.schema)]
 
     # -- basics ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -131,50 +132,83 @@ class Dataset:
                fields: Sequence[str] | None = None) -> dict[str, np.ndarray | VarColumn]:
         """Fixed fields as stacked arrays and variable ones as :class:`VarColumn` (offsets + bytes)."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if fields is None:
+            wanted = self._layouts
+        else:
+            wanted = [self._layouts[self.schema.index(name)] for name in fields]
+        fast = self._gather_one_raw_shard(idx, wanted)  # checks bounds itself; None: not applicable
+        if fast is not None:
+            return fast
         n_total = len(self)
         if idx.size and (idx.min() < -n_total or idx.max() >= n_total):
             bad = int(idx[(idx < -n_total) | (idx >= n_total)][0])
             raise IndexError(f"index {bad} is out of range for a dataset of {n_total} records")
         idx = np.where(idx < 0, idx + n_total, idx)
-        wanted = [self.schema[name] for name in fields] if fields is not None else list(self.schema)
-        plan = self._plan(idx)
-        return {f.name: self._gather_field(f, plan, len(idx)) for f in wanted}
+        plan = self._plan(idx, [lay.column for lay in wanted])
+        return {lay.name: self._gather_field(lay, plan.col_base[:, k], plan, len(idx))
+                for k, lay in enumerate(wanted)}
 
     # -- the gather ------------------------------------------------------------------------
-    def _plan(self, idx: np.ndarray) -> "_BatchPlan":
-        """For every requested record: its block's raw base address, block size and position."""
+    def _gather_one_raw_shard(self, idx: np.ndarray, wanted: list["_FieldLayout"]) -> dict | None:
+        """Fixed fields of a batch inside one verified, uncompressed shard: one C call per field."""
+        if not idx.size or any(not lay.fixed for lay in wanted):
+            return None
+        first = int(idx[0])
+        if not 0 <= first < len(self):
+            return None
+        s = int(np.searchsorted(self._starts, first, side="right")) - 1
+        reader = self.shard(s)
+        if not (reader.all_raw and reader.fully_verified):
+            return None
+        start, stop = int(self._starts[s]), int(self._starts[s + 1])
+        local = idx - start
+        out = {}
+        for lay in wanted:
+            arr = np.empty((len(idx), *lay.shape), dtype=lay.dtype)
+            try:
+                _native.gather_rows(local, reader.first_record, reader.column_address(lay.column),
+                                    stop - start, lay.itemsize, arr)
+            except IndexError:
+                return None  # the batch spans shards: take the general path
+            out[lay.name] = arr
+        return out
+
+    def _plan(self, idx: np.ndarray, columns: list[int]) -> "_BatchPlan":
+        """For every requested record: its column addresses, position in its block, block size."""
         n = len(idx)
         shard_of = np.searchsorted(self._starts, idx, side="right") - 1
-        base = np.empty(n, dtype=np.int64)
-        within = np.empty(n, dtype=np.int64)
-        block_n = np.empty(n, dtype=np.int64)
-        col_offsets = np.empty((n, len(self.schema)), dtype=np.int64)
         keep_alive: list[np.ndarray] = []
+        first = int(shard_of[0]) if n else 0
+        if n == 0 or (shard_of == first).all():  # the common case with block shuffling: one shard
+            parts = [self._plan_shard(first, idx, keep_alive, columns)]
+            return _BatchPlan.from_single(*parts[0], keep_alive)
+        plan = _BatchPlan.empty(n, len(columns), keep_alive)
         order = np.argsort(shard_of, kind="stable")
-        sorted_shards = shard_of[order]
-        bounds = np.flatnonzero(np.diff(sorted_shards)) + 1
+        bounds = np.flatnonzero(np.diff(shard_of[order])) + 1
         for group in np.split(order, bounds):  # one step per distinct shard in the batch
-            if not group.size:
-                continue
-            s = int(shard_of[group[0]])
-            reader = self.shard(s)
-            blocks, pos = reader.locate(idx[group] - self._starts[s])
-            reader.check_blocks(np.unique(blocks))
-            within[group] = pos
-            block_n[group] = reader.block_records[blocks]
-            col_offsets[group] = reader.col_offsets[blocks]
-            if reader.all_raw:
-                base[group] = reader.buf.ctypes.data + reader.blocks["offset"][blocks].astype(np.int64)
-            else:
-                base[group] = self._block_bases(s, reader, blocks, keep_alive)
-        return _BatchPlan(base, within, block_n, col_offsets, keep_alive)
+            col_base, within, block_n = self._plan_shard(int(shard_of[group[0]]), idx[group], keep_alive, columns)
+            plan.col_base[group] = col_base
+            plan.within[group] = within
+            plan.block_n[group] = block_n
+        return plan
+
+    def _plan_shard(self, s: int, idx: np.ndarray, keep_alive: list, columns: list[int]):
+        reader = self.shard(s)
+        blocks, within = reader.locate(idx - self._starts[s])
+        reader.check_blocks(blocks)
+        if reader.all_raw:
+            base = reader.base_address + reader.block_offset[blocks]
+        else:
+            base = self._block_bases(s, reader, blocks, keep_alive)
+        col_base = base[:, None] + reader.col_offsets64[blocks][:, columns]
+        return col_base, within, reader.block_records[blocks]
 
     def _block_bases(self, s: int, reader: ShardReader, blocks: np.ndarray, keep_alive: list) -> np.ndarray:
         uniq, inverse = np.unique(blocks, return_inverse=True)
         addrs = np.empty(len(uniq), dtype=np.int64)
         for k, b in enumerate(uniq):
             b = int(b)
-            if int(reader.blocks["codec"][b]) == CODEC_NONE:
+            if reader.block_codec[b] == CODEC_NONE:
                 addrs[k] = reader.block_address(b)
             else:
                 raw = self._cache.get((s, b), lambda: reader.raw_block(b))
@@ -182,19 +216,17 @@ class Dataset:
                 addrs[k] = raw.ctypes.data
         return addrs[inverse]
 
-    def _gather_field(self, f: Field, plan: "_BatchPlan", n: int):
-        j = self.schema.index(f.name)
-        col_base = plan.base + plan.col_offsets[:, j]
-        if f.is_fixed:
-            out = np.empty((n, *f.shape), dtype=f.np_dtype)
-            _native.gather_fixed(col_base + plan.within * f.itemsize, f.itemsize, out)
+    def _gather_field(self, layout: "_FieldLayout", col_base: np.ndarray, plan: "_BatchPlan", n: int):
+        if layout.fixed:
+            out = np.empty((n, *layout.shape), dtype=layout.dtype)
+            _native.gather_fixed(col_base + plan.within * layout.itemsize, layout.itemsize, out)
             return out
         pairs = np.empty((n, 2), dtype=VAR_OFFSET_DTYPE)
         _native.gather_fixed(col_base + plan.within * VAR_OFFSET_DTYPE.itemsize, 8, pairs)
         start = pairs[:, 0].astype(np.int64)
         lengths = pairs[:, 1].astype(np.int64) - start
         if (lengths < 0).any():
-            raise FormatError("a variable-size column holds decreasing offsets (corrupt block index)")
+            raise FormatError(f"field {layout.name!r}: a variable-size column holds decreasing offsets (corrupt block)")
         data_addr = col_base + (plan.block_n + 1) * VAR_OFFSET_DTYPE.itemsize + start
         offsets = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
@@ -217,12 +249,36 @@ class Dataset:
                 progress(s, name)
 
 
-class _BatchPlan:
-    __slots__ = ("base", "within", "block_n", "col_offsets", "keep_alive")
+class _FieldLayout:
+    """Per-field constants the gather needs, computed once per dataset."""
 
-    def __init__(self, base, within, block_n, col_offsets, keep_alive):
-        self.base, self.within, self.block_n = base, within, block_n
-        self.col_offsets, self.keep_alive = col_offsets, keep_alive
+    __slots__ = ("name", "column", "fixed", "shape", "dtype", "itemsize")
+
+    @classmethod
+    def of(cls, column: int, f: Field) -> "_FieldLayout":
+        lay = cls()
+        lay.name, lay.column, lay.fixed = f.name, column, f.is_fixed
+        lay.shape = f.shape
+        lay.dtype = f.np_dtype if f.dtype else None
+        lay.itemsize = f.itemsize if f.is_fixed else 0
+        return lay
+
+
+class _BatchPlan:
+    """Where each requested record's columns start, its position in its block, and the block size."""
+
+    __slots__ = ("col_base", "within", "block_n", "keep_alive")
+
+    @classmethod
+    def from_single(cls, col_base, within, block_n, keep_alive) -> "_BatchPlan":
+        plan = cls()
+        plan.col_base, plan.within, plan.block_n, plan.keep_alive = col_base, within, block_n, keep_alive
+        return plan
+
+    @classmethod
+    def empty(cls, n: int, n_columns: int, keep_alive) -> "_BatchPlan":
+        return cls.from_single(np.empty((n, n_columns), np.int64), np.empty(n, np.int64),
+                               np.empty(n, np.int64), keep_alive)
 
 
 # -- turning gathered bytes into Python values --------------------------------------------------

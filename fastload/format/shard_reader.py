@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import mmap
 import os
-import threading
-
 import numpy as np
 
 from ..errors import FormatError
@@ -45,7 +43,8 @@ class ShardReader:
         self.verify = verify
         self._parse()
         self._verified = np.zeros(self.n_blocks, dtype=bool)
-        self._lock = threading.Lock()
+        self._all_verified = verify == "never" or self.n_blocks == 0
+        self._column_addresses: dict[int, np.ndarray] = {}
 
     @classmethod
     def open(cls, path: str | os.PathLike, *, verify: str = "first") -> "ShardReader":
@@ -104,6 +103,9 @@ class ShardReader:
         if self.n_blocks and (ends.max() > start or int(self.block_records.sum()) != self.n_records):
             raise self._fail("index describes blocks outside the file or a wrong record count")
         self.all_raw = bool(np.all(self.blocks["codec"] == CODEC_NONE))
+        self.block_offset = self.blocks["offset"].astype(np.int64)
+        self.block_codec = self.blocks["codec"].astype(np.int64)
+        self.col_offsets64 = self.col_offsets.astype(np.int64)
 
     # -- access ----------------------------------------------------------------------------
     def locate(self, local: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -127,11 +129,15 @@ class ShardReader:
         self._verified[b] = True
 
     def check_blocks(self, blocks: np.ndarray) -> None:
-        if self.verify == "never":
+        """Verify the given blocks (per the verify mode); cheap once every block has been checked."""
+        if self._all_verified and self.verify != "always":
             return
         todo = blocks if self.verify == "always" else blocks[~self._verified[blocks]]
-        for b in np.unique(todo):
-            self.check_block(int(b))
+        if todo.size:
+            for b in np.unique(todo):
+                self.check_block(int(b))
+            if self.verify == "first" and self._verified.all():
+                self._all_verified = True
 
     def raw_block(self, b: int) -> np.ndarray:
         """The raw (decompressed, verified) bytes of block ``b``; a view into the file when stored raw."""
@@ -150,7 +156,25 @@ class ShardReader:
 
     def block_address(self, b: int) -> int:
         """Address of a raw-stored block's first byte in this process (valid while the map lives)."""
-        return self.buf.ctypes.data + int(self.blocks[b]["offset"])
+        return self.base_address + int(self.block_offset[b])
+
+    @property
+    def fully_verified(self) -> bool:
+        """True when no block needs checking before it is read (all checked, or verify="never")."""
+        return self._all_verified and self.verify != "always"
+
+    def column_address(self, column: int) -> np.ndarray:
+        """Absolute address of a column's start in every block (raw-stored shards only)."""
+        cached = self._column_addresses.get(column)
+        if cached is None:
+            cached = self.base_address + self.block_offset + self.col_offsets64[:, column]
+            self._column_addresses[column] = cached
+        return cached
+
+    @property
+    def base_address(self) -> int:
+        """Address of the shard's first byte in this process (valid while the map lives)."""
+        return self.buf.ctypes.data
 
     def verify_all(self) -> None:
         """Check every block checksum (``fastload verify``)."""
