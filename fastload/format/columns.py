@@ -174,10 +174,14 @@ def _from_arrow(f: Field, arr) -> tuple[Any, dict[int, str]] | None:
         values = flat.to_numpy(zero_copy_only=False).reshape((len(arr), *shape))
         return _cast(f, values, values.shape[0])
     if f.kind == "array" and len(f.shape) == 1 and (pt.is_list(t) or pt.is_large_list(t)):
-        if not (pt.is_integer(t.value_type) or pt.is_floating(t.value_type)):
-            return None
+        if not (pt.is_integer(t.value_type) or pt.is_floating(t.value_type)) or arr.values.null_count:
+            return None  # null elements: the generic path names the row
         offsets = arr.offsets.to_numpy().astype(np.int64)
         values = arr.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
+        if f.is_fixed:  # a plain list column feeding a fixed-shape field: every row must have shape[0]
+            if not (np.diff(offsets) == f.shape[0]).all():
+                return None
+            return _cast(f, values.reshape(len(arr), f.shape[0]), len(arr))
         cast, bad = _cast(f, values, None)
         if bad:
             return None
@@ -198,7 +202,8 @@ def _cast(f: Field, values: np.ndarray, n: int | None) -> tuple[np.ndarray, dict
     if target.kind in "biu":
         with np.errstate(invalid="ignore", over="ignore"):
             back = out.astype(values.dtype) if values.dtype.kind != "b" else out.astype(bool)
-            ok = back == values
+            # the sign test catches same-width signed/unsigned wraps (-1 -> uint64 max -> -1)
+            ok = (back == values) & ((out < 0) == (values < 0))
         if not ok.all():
             rows = ok.reshape(len(ok), -1).all(axis=1) if n is not None and ok.ndim > 1 else ok
             if n is None:
@@ -278,6 +283,9 @@ def _var_array(f: Field, col: Any, n: int) -> tuple[VarColumn, dict[int, str]]:
             continue
         try:
             a = np.asarray(v)
+            if a.size == 0 and a.ndim == 1 and ndim > 1:
+                # an empty list ([] from Python or Arrow) is zero rows: give it the field's rank
+                a = a.reshape(tuple(0 if d == -1 else d for d in f.shape))
             if a.ndim != ndim or any(d != -1 and d != s for d, s in zip(f.shape, a.shape)):
                 bad[i] = f"array of shape {list(a.shape)} does not match the schema's {list(f.shape)}"
                 payloads.append(b"")

@@ -136,6 +136,8 @@ class Dataset:
             wanted = self._layouts
         else:
             wanted = [self._layouts[self.schema.index(name)] for name in fields]
+        if not idx.size:
+            return {lay.name: _empty_column(lay) for lay in wanted}
         fast = self._gather_one_raw_shard(idx, wanted)  # checks bounds itself; None: not applicable
         if fast is not None:
             return fast
@@ -178,8 +180,8 @@ class Dataset:
         n = len(idx)
         shard_of = np.searchsorted(self._starts, idx, side="right") - 1
         keep_alive: list[np.ndarray] = []
-        first = int(shard_of[0]) if n else 0
-        if n == 0 or (shard_of == first).all():  # the common case with block shuffling: one shard
+        first = int(shard_of[0])
+        if (shard_of == first).all():  # the common case with block shuffling: one shard
             parts = [self._plan_shard(first, idx, keep_alive, columns)]
             return _BatchPlan.from_single(*parts[0], keep_alive)
         plan = _BatchPlan.empty(n, len(columns), keep_alive)
@@ -279,6 +281,12 @@ class _BatchPlan:
     def empty(cls, n: int, n_columns: int, keep_alive) -> "_BatchPlan":
         return cls.from_single(np.empty((n, n_columns), np.int64), np.empty(n, np.int64),
                                np.empty(n, np.int64), keep_alive)
+
+
+def _empty_column(lay: "_FieldLayout"):
+    if lay.fixed:
+        return np.empty((0, *lay.shape), dtype=lay.dtype)
+    return VarColumn(np.zeros(1, np.int64), np.zeros(0, np.uint8))
 
 
 # -- turning gathered bytes into Python values --------------------------------------------------

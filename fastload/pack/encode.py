@@ -53,19 +53,33 @@ def encode_segment(job: EncodeJob) -> SegmentResult:
             _skip_or_raise(job, result, item.where(), item.reason)
             continue
         n = len(item)
-        conv, bad = convert_columns(job.schema, item.columns, n)
+        conv, bad = convert_columns(job.schema, _align_to_schema(job.schema, item), n)
         if bad:
             for row in sorted(bad):
                 _skip_or_raise(job, result, item.where(row), bad[row])
             keep = np.ones(n, dtype=bool)
             keep[sorted(bad)] = False
-            columns = filter_rows(item.columns, keep)
+            columns = filter_rows(_align_to_schema(job.schema, item), keep)
             n = int(keep.sum())
             conv, _ = convert_columns(job.schema, columns, n)
         result.rows += n
         result.blocks.extend(builder.add(conv, n))
     result.blocks.extend(builder.flush())
     return result
+
+
+def _align_to_schema(schema: Schema, chunk: Chunk) -> dict[str, Any]:
+    """A field absent from a chunk (a JSONL key no row of it has) reads as nulls: bad rows, not a crash."""
+    extra = [name for name in chunk.columns if name not in schema]
+    if extra:
+        raise SourceError(
+            f"{chunk.where(0)}: fields {extra} are not in the schema ({schema.describe()}), which was "
+            "inferred from the first rows; pack with a full schema (fastload.pack(schema=Schema(...)))"
+        )
+    missing = [f.name for f in schema if f.name not in chunk.columns]
+    if not missing:
+        return chunk.columns
+    return {**chunk.columns, **{name: [None] * len(chunk) for name in missing}}
 
 
 def _skip_or_raise(job: EncodeJob, result: SegmentResult, where: str, reason: str) -> None:

@@ -16,7 +16,7 @@ from .base import BadRow, Chunk, Source, SourceInfo
 SUFFIX_KINDS = {
     ".parquet": "arrow", ".pq": "arrow", ".arrow": "arrow", ".ipc": "arrow", ".feather": "arrow",
     ".jsonl": "jsonl", ".ndjson": "jsonl",
-    ".csv": "csv",
+    ".csv": "csv", ".tsv": "csv",
     ".npy": "numpy", ".npz": "numpy",
     ".tar": "webdataset",
 }
