@@ -157,9 +157,10 @@ def _encode_all(jobs: Iterable[EncodeJob], workers: int, src: Source) -> Iterato
         for job in jobs:
             yield encode_segment(job)
         return
-    ctx = mp.get_context(getattr(src, "mp_context", "forkserver"))
-    if ctx.get_start_method() == "forkserver":
-        ctx.set_forkserver_preload(["fastload.pack.encode"])
+    # fork where available, as torch's DataLoader does: spawn and forkserver re-import the user's
+    # __main__ in every worker, which breaks scripts without a main guard.
+    default = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    ctx = mp.get_context(getattr(src, "mp_context", None) or default)
     pool = ProcessPoolExecutor(workers, mp_context=ctx)
     try:
         it = iter(jobs)
