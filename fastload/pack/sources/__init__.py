@@ -18,9 +18,18 @@ SUFFIX_KINDS = {
     ".jsonl": "jsonl", ".ndjson": "jsonl",
     ".csv": "csv", ".tsv": "csv",
     ".npy": "numpy", ".npz": "numpy",
-    ".tar": "webdataset",
+    ".tar": "webdataset", ".tar.gz": "webdataset", ".tgz": "webdataset",
 }
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+def suffix_kind(path: str) -> str | None:
+    """The source kind a file's suffix names (double suffixes such as .tar.gz included)."""
+    name = path.lower()
+    for suffix in sorted(SUFFIX_KINDS, key=len, reverse=True):
+        if name.endswith(suffix):
+            return SUFFIX_KINDS[suffix]
+    return None
 
 
 def _file_source(kind: str, paths: list[str]) -> Source:
@@ -108,7 +117,7 @@ def _path_source(text: str) -> Source:
             from .litdata import LitDataSource
 
             return LitDataSource(text)
-    files = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIX_KINDS)
+    files = sorted(str(p) for p in path.rglob("*") if p.is_file() and suffix_kind(p.name))
     if files:
         return _files_source(files, text)
     if any(p.is_dir() for p in path.iterdir()) and any(
@@ -124,9 +133,9 @@ def _path_source(text: str) -> Source:
 
 
 def _files_source(paths: list[str], what: str) -> Source:
-    kinds = {SUFFIX_KINDS.get(Path(p).suffix.lower()) for p in paths}
+    kinds = {suffix_kind(p) for p in paths}
     if None in kinds:
-        odd = next(p for p in paths if Path(p).suffix.lower() not in SUFFIX_KINDS)
+        odd = next(p for p in paths if suffix_kind(p) is None)
         raise SourceError(f"{what}: cannot tell the format of {odd} from its suffix "
                           f"(known: {', '.join(sorted(SUFFIX_KINDS))})")
     if len(kinds) > 1:
