@@ -172,7 +172,10 @@ def _from_arrow(f: Field, arr) -> tuple[Any, dict[int, str]] | None:
         if tuple(shape) != f.shape or flat.null_count:
             return None
         values = flat.to_numpy(zero_copy_only=False).reshape((len(arr), *shape))
-        return _cast(f, values, values.shape[0])
+        try:
+            return _cast(f, values, values.shape[0])
+        except TypeError:
+            return None  # non-numeric elements: the generic path names each bad row
     if f.kind == "array" and len(f.shape) == 1 and (pt.is_list(t) or pt.is_large_list(t)):
         if not (pt.is_integer(t.value_type) or pt.is_floating(t.value_type)) or arr.values.null_count:
             return None  # null elements: the generic path names the row

@@ -23,7 +23,7 @@ from .block_cache import BlockCache
 from .columns import VarColumn
 from .manifest import Manifest
 from .schema import Field, Schema
-from .shard_reader import ShardReader
+from .shard_reader import VERIFY_MODES, ShardReader
 from .spec import CODEC_NONE, MANIFEST_NAME, VAR_OFFSET_DTYPE
 
 
@@ -40,6 +40,8 @@ class Dataset:
             raise FormatError(f"{self.root} is not a fastload dataset (no {MANIFEST_NAME})") from None
         self.manifest = Manifest.loads(data, str(path))
         self.schema: Schema = self.manifest.schema
+        if verify not in VERIFY_MODES:
+            raise ValueError(f"verify must be one of {VERIFY_MODES}, not {verify!r}")
         self.verify = verify
         self._starts = np.zeros(self.manifest.n_shards + 1, dtype=np.int64)
         np.cumsum(self.manifest.shard_records, out=self._starts[1:])
@@ -188,10 +190,12 @@ class Dataset:
         order = np.argsort(shard_of, kind="stable")
         bounds = np.flatnonzero(np.diff(shard_of[order])) + 1
         for group in np.split(order, bounds):  # one step per distinct shard in the batch
-            col_base, within, block_n = self._plan_shard(int(shard_of[group[0]]), idx[group], keep_alive, columns)
+            col_base, within, block_n, block_end = self._plan_shard(
+                int(shard_of[group[0]]), idx[group], keep_alive, columns)
             plan.col_base[group] = col_base
             plan.within[group] = within
             plan.block_n[group] = block_n
+            plan.block_end[group] = block_end
         return plan
 
     def _plan_shard(self, s: int, idx: np.ndarray, keep_alive: list, columns: list[int]):
@@ -203,7 +207,7 @@ class Dataset:
         else:
             base = self._block_bases(s, reader, blocks, keep_alive)
         col_base = base[:, None] + reader.col_offsets64[blocks][:, columns]
-        return col_base, within, reader.block_records[blocks]
+        return col_base, within, reader.block_records[blocks], base + reader.block_raw_size[blocks]
 
     def _block_bases(self, s: int, reader: ShardReader, blocks: np.ndarray, keep_alive: list) -> np.ndarray:
         uniq, inverse = np.unique(blocks, return_inverse=True)
@@ -230,6 +234,8 @@ class Dataset:
         if (lengths < 0).any():
             raise FormatError(f"field {layout.name!r}: a variable-size column holds decreasing offsets (corrupt block)")
         data_addr = col_base + (plan.block_n + 1) * VAR_OFFSET_DTYPE.itemsize + start
+        if (data_addr + lengths > plan.block_end).any():
+            raise FormatError(f"field {layout.name!r}: a record's offsets point past its block (corrupt block)")
         offsets = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         data = np.empty(int(offsets[-1]), dtype=np.uint8)
@@ -269,18 +275,19 @@ class _FieldLayout:
 class _BatchPlan:
     """Where each requested record's columns start, its position in its block, and the block size."""
 
-    __slots__ = ("col_base", "within", "block_n", "keep_alive")
+    __slots__ = ("col_base", "within", "block_n", "block_end", "keep_alive")
 
     @classmethod
-    def from_single(cls, col_base, within, block_n, keep_alive) -> "_BatchPlan":
+    def from_single(cls, col_base, within, block_n, block_end, keep_alive) -> "_BatchPlan":
         plan = cls()
-        plan.col_base, plan.within, plan.block_n, plan.keep_alive = col_base, within, block_n, keep_alive
+        plan.col_base, plan.within, plan.block_n = col_base, within, block_n
+        plan.block_end, plan.keep_alive = block_end, keep_alive
         return plan
 
     @classmethod
     def empty(cls, n: int, n_columns: int, keep_alive) -> "_BatchPlan":
         return cls.from_single(np.empty((n, n_columns), np.int64), np.empty(n, np.int64),
-                               np.empty(n, np.int64), keep_alive)
+                               np.empty(n, np.int64), np.empty(n, np.int64), keep_alive)
 
 
 def _empty_column(lay: "_FieldLayout"):
@@ -311,9 +318,9 @@ def _decode_var(f: Field, col: VarColumn, pad: bool) -> Any:
         lengths = np.diff(col.offsets) // dtype.itemsize
         if pad:
             width = int(lengths.max()) if len(lengths) else 0
-            out = np.zeros((len(lengths), width), dtype=dtype)
-            mask = np.arange(width) < lengths[:, None]
-            out[mask] = values
+            out = np.empty((len(lengths), width), dtype=dtype)
+            _native.gather_padded(col.data.ctypes.data + col.offsets[:-1], np.diff(col.offsets),
+                                  width * dtype.itemsize, out)
             return out, lengths
         return np.split(values, np.cumsum(lengths)[:-1]) if len(lengths) else []
     arrays = []

@@ -100,6 +100,8 @@ class Manifest:
                 f"manifest {where}: format version {version} is not readable by this fastload "
                 f"(reads {READABLE_VERSIONS}); upgrade fastload"
             )
+        if body.get("checksum_algorithm") != CHECKSUM_NAME:
+            raise FormatError(f"manifest {where}: unknown checksum algorithm {body.get('checksum_algorithm')!r}")
         stored = body.pop("manifest_checksum", None)
         if stored != _body_checksum(body):
             raise FormatError(f"manifest {where} is corrupt (checksum mismatch): it was edited or damaged")

@@ -11,7 +11,7 @@ from ..errors import FormatError
 from .codec import CHECKSUM_NAME, checksum, decompress
 from .schema import Schema
 from .spec import (
-    BLOCK_DTYPE, CODEC_NONE, HEADER_PREFIX, READABLE_VERSIONS, SHARD_MAGIC, TRAILER_DTYPE,
+    BLOCK_DTYPE, CODEC_NONE, CODEC_ZSTD, HEADER_PREFIX, VAR_OFFSET_DTYPE, READABLE_VERSIONS, SHARD_MAGIC, TRAILER_DTYPE,
     TRAILER_MAGIC, align_up,
 )
 
@@ -78,10 +78,16 @@ class ShardReader:
         header_end = align_up(HEADER_PREFIX.itemsize + json_len)
         if header_end > size or checksum(buf[:header_end]) != int(trailer["header_checksum"]):
             raise self._fail("header is corrupt (checksum mismatch)")
-        self.header = json.loads(bytes(buf[HEADER_PREFIX.itemsize : HEADER_PREFIX.itemsize + json_len]))
+        try:
+            self.header = json.loads(bytes(buf[HEADER_PREFIX.itemsize : HEADER_PREFIX.itemsize + json_len]))
+            self.schema = Schema.from_json(self.header["schema"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise self._fail(f"header is malformed ({exc})") from None
+        versions = {int(prefix["version"]), self.header.get("format_version"), int(trailer["version"])}
+        if len(versions) != 1:
+            raise self._fail(f"header and trailer disagree on the format version ({sorted(map(str, versions))})")
         if self.header.get("checksum") != CHECKSUM_NAME:
             raise self._fail(f"unknown checksum {self.header.get('checksum')!r}")
-        self.schema = Schema.from_json(self.header["schema"])
         self.n_blocks = int(trailer["n_blocks"])
         self.n_records = int(trailer["n_records"])
         n_fields = int(trailer["n_fields"])
@@ -99,13 +105,45 @@ class ShardReader:
         self.col_offsets = np.frombuffer(index[table_bytes:], dtype="<u4").reshape(self.n_blocks, n_fields)
         self.first_record = self.blocks["first_record"].astype(np.int64)
         self.block_records = self.blocks["n_records"].astype(np.int64)
-        ends = self.blocks["offset"].astype(np.int64) + self.blocks["stored_size"].astype(np.int64)
-        if self.n_blocks and (ends.max() > start or int(self.block_records.sum()) != self.n_records):
-            raise self._fail("index describes blocks outside the file or a wrong record count")
+        self._check_index(header_end, start)
         self.all_raw = bool(np.all(self.blocks["codec"] == CODEC_NONE))
         self.block_offset = self.blocks["offset"].astype(np.int64)
         self.block_codec = self.blocks["codec"].astype(np.int64)
         self.col_offsets64 = self.col_offsets.astype(np.int64)
+        self.block_raw_size = self.blocks["raw_size"].astype(np.int64)
+
+    def _check_index(self, data_start: int, data_end: int) -> None:
+        """Reject an index whose blocks or columns would make reads leave the block or the file.
+
+        Checksums catch accidents; these bounds make a damaged or crafted index an error rather
+        than a read out of bounds (verify="never" skips checksums, never these checks).
+        """
+        if not self.n_blocks:
+            if self.n_records:
+                raise self._fail("index lists no blocks but a non-zero record count")
+            return
+        b = self.blocks
+        offset = b["offset"].astype(np.int64)
+        stored = b["stored_size"].astype(np.int64)
+        raw = b["raw_size"].astype(np.int64)
+        n = self.block_records
+        expected_first = np.concatenate([[0], np.cumsum(n)[:-1]])
+        problems = []
+        if offset.min() < data_start or (offset + stored).max() > data_end:
+            problems.append("blocks outside the data area")
+        if not np.array_equal(self.first_record, expected_first) or int(n.sum()) != self.n_records:
+            problems.append("a wrong record count (block record numbers do not add up)")
+        if not np.all(np.isin(b["codec"], (CODEC_NONE, CODEC_ZSTD))):
+            problems.append("an unknown codec")
+        if np.any((b["codec"] == CODEC_NONE) & (stored != raw)):
+            problems.append("a raw block whose stored and raw sizes differ")
+        for j, f in enumerate(self.schema):
+            col = self.col_offsets[:, j].astype(np.int64)
+            need = n * f.itemsize if f.is_fixed else (n + 1) * VAR_OFFSET_DTYPE.itemsize
+            if np.any(col + need > raw):
+                problems.append(f"column {f.name!r} running past its block")
+        if problems:
+            raise self._fail("index is inconsistent: " + ", ".join(problems))
 
     # -- access ----------------------------------------------------------------------------
     def locate(self, local: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
