@@ -22,7 +22,7 @@ NUMERIC_DTYPES = (
 KINDS = ("scalar", "array", "str", "bytes", "json", "image")
 IMAGE_FORMATS = ("jpeg", "png", "any")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
-_SPEC_RE = re.compile(r"^\s*([a-z0-9]+)\s*(?:\[\s*([-0-9,\s]*)\s*\])?\s*$")
+_SPEC_RE = re.compile(r"^\s*([a-z0-9]+)\s*(?:\[\s*([-0-9a-z,\s]*)\s*\])?\s*$")
 
 
 @dataclass(frozen=True)

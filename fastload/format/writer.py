@@ -223,7 +223,11 @@ class Writer:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            self.close()
+            try:
+                self.close()  # buffered rows are converted here, so a bad one can raise now
+            except BaseException:
+                self.abort()
+                raise
         else:
             self.abort()
 
