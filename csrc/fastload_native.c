@@ -176,7 +176,74 @@ static PyObject *gather_rows(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* last index i in [lo, hi) with a[i] <= v (a sorted ascending, a[lo] <= v) */
+static Py_ssize_t last_le(const int64_t *a, Py_ssize_t lo, Py_ssize_t hi, int64_t v) {
+    hi -= 1;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi + 1) / 2;
+        if (a[mid] <= v) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+}
+
+/*
+ * gather_multi(idx, shard_start, shard_block, block_first, block_addr, itemsize, out): a fixed
+ * field of a batch spread over many raw shards. shard_start (n_shards + 1) holds cumulative record
+ * counts, shard_block (n_shards + 1) each shard's first row in the global block tables,
+ * block_first the shard-local first record of every block and block_addr the field's column
+ * address in every block. Random 64-record batches touch ~13 of 13 shards in the token benchmark,
+ * where a Python loop over shards took 6x the copy time (bench/read_random.py, docs/benchmarks.md).
+ * Raises IndexError for an index outside [0, total records).
+ */
+static PyObject *gather_multi(PyObject *self, PyObject *args) {
+    PyObject *objs[5], *out_obj;
+    Py_ssize_t itemsize;
+    if (!PyArg_ParseTuple(args, "OOOOOnO", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &itemsize, &out_obj))
+        return NULL;
+    static const char *names[5] = {"idx", "shard_start", "shard_block", "block_first", "block_addr"};
+    Py_buffer v[5], out;
+    int got = 0;
+    for (; got < 5; got++)
+        if (get_i64(objs[got], &v[got], names[got]) != 0) break;
+    int ok = got == 5 && get_out(out_obj, &out) == 0;
+    if (!ok) {
+        for (int k = 0; k < got; k++) PyBuffer_Release(&v[k]);
+        return NULL;
+    }
+    const int64_t *idx = v[0].buf, *ss = v[1].buf, *sb = v[2].buf, *bf = v[3].buf, *ba = v[4].buf;
+    Py_ssize_t n = v[0].len / 8, ns = v[1].len / 8 - 1, nb = v[3].len / 8;
+    int64_t total = ns >= 0 ? ss[ns] : 0;
+    const char *err = NULL;
+    if (ns < 1 || v[2].len != v[1].len || v[4].len != v[3].len || itemsize <= 0 || out.len < n * itemsize ||
+        sb[ns] > nb)
+        err = "inconsistent tables or out too small";
+    Py_ssize_t bad = -1;
+    for (Py_ssize_t i = 0; i < n && !err; i++)
+        if (idx[i] < 0 || idx[i] >= total) { bad = i; break; }
+    if (err || bad >= 0) {
+        if (bad >= 0) PyErr_Format(PyExc_IndexError, "index %lld is out of range", (long long)idx[bad]);
+        else PyErr_SetString(PyExc_ValueError, err);
+        for (int k = 0; k < 5; k++) PyBuffer_Release(&v[k]);
+        PyBuffer_Release(&out);
+        return NULL;
+    }
+    char *dst = (char *)out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t s = last_le(ss, 0, ns, idx[i]);
+        int64_t local = idx[i] - ss[s];
+        Py_ssize_t b = last_le(bf, sb[s], sb[s + 1], local);
+        memcpy(dst + i * itemsize, (const void *)(intptr_t)(ba[b] + (local - bf[b]) * itemsize), (size_t)itemsize);
+    }
+    Py_END_ALLOW_THREADS
+    for (int k = 0; k < 5; k++) PyBuffer_Release(&v[k]);
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"gather_multi", gather_multi, METH_VARARGS,
+     "gather_multi(idx, shard_start, shard_block, block_first, block_addr, itemsize, out): fixed field across raw shards."},
     {"gather_rows", gather_rows, METH_VARARGS,
      "gather_rows(local, block_first, block_addr, n_records, itemsize, out): fixed field of one raw shard."},
     {"gather_fixed", gather_fixed, METH_VARARGS,

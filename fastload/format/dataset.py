@@ -49,6 +49,7 @@ class Dataset:
         self._open_lock = threading.Lock()
         self._cache = BlockCache(parse_size(block_cache, what="block_cache"))
         self._layouts = [_FieldLayout.of(j, f) for j, f in enumerate(self.schema)]
+        self._fast_tables = _FastTables(self.manifest.shard_blocks, self._layouts)
 
     # -- basics ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -140,7 +141,7 @@ class Dataset:
             wanted = [self._layouts[self.schema.index(name)] for name in fields]
         if not idx.size:
             return {lay.name: _empty_column(lay) for lay in wanted}
-        fast = self._gather_one_raw_shard(idx, wanted)  # checks bounds itself; None: not applicable
+        fast = self._gather_fixed_fast(idx, wanted)  # checks bounds itself; None: not applicable
         if fast is not None:
             return fast
         n_total = len(self)
@@ -153,27 +154,33 @@ class Dataset:
                 for k, lay in enumerate(wanted)}
 
     # -- the gather ------------------------------------------------------------------------
-    def _gather_one_raw_shard(self, idx: np.ndarray, wanted: list["_FieldLayout"]) -> dict | None:
-        """Fixed fields of a batch inside one verified, uncompressed shard: one C call per field."""
-        if not idx.size or any(not lay.fixed for lay in wanted):
+    def _gather_fixed_fast(self, idx: np.ndarray, wanted: list["_FieldLayout"]) -> dict | None:
+        """Fixed fields from raw, verified shards: one C call per field, whatever the shard count.
+
+        Shards join the global block tables once they are opened, uncompressed and fully verified;
+        until every shard of a batch has, the general path reads it (and verifies it).
+        """
+        if any(not lay.fixed for lay in wanted):
             return None
-        first = int(idx[0])
-        if not 0 <= first < len(self):
-            return None
-        s = int(np.searchsorted(self._starts, first, side="right")) - 1
-        reader = self.shard(s)
-        if not (reader.all_raw and reader.fully_verified):
-            return None
-        start, stop = int(self._starts[s]), int(self._starts[s + 1])
-        local = idx - start
+        tables = self._fast_tables
+        if not tables.complete:
+            shard_of = np.searchsorted(self._starts, idx, side="right") - 1
+            if shard_of.min() < 0 or shard_of.max() >= self.n_shards:
+                return None  # negative or out-of-range indices: the general path explains
+            new = np.unique(shard_of[~tables.registered[shard_of]])
+            for s in new:
+                reader = self.shard(int(s))
+                if not (reader.all_raw and reader.fully_verified):
+                    return None
+                tables.register(int(s), reader, self._layouts)
         out = {}
         for lay in wanted:
             arr = np.empty((len(idx), *lay.shape), dtype=lay.dtype)
             try:
-                _native.gather_rows(local, reader.first_record, reader.column_address(lay.column),
-                                    stop - start, lay.itemsize, arr)
+                _native.gather_multi(idx, self._starts, tables.shard_block, tables.block_first,
+                                     tables.column_addr[lay.column], lay.itemsize, arr)
             except IndexError:
-                return None  # the batch spans shards: take the general path
+                return None
             out[lay.name] = arr
         return out
 
@@ -270,6 +277,34 @@ class _FieldLayout:
         lay.dtype = f.np_dtype if f.dtype else None
         lay.itemsize = f.itemsize if f.is_fixed else 0
         return lay
+
+
+class _FastTables:
+    """Global block tables of the shards that are raw and verified, for :func:`_native.gather_multi`.
+
+    Sized from the manifest's per-shard block counts; a shard's rows are filled when it joins.
+    """
+
+    def __init__(self, shard_blocks: np.ndarray, layouts: list[_FieldLayout]):
+        self.shard_block = np.zeros(len(shard_blocks) + 1, dtype=np.int64)
+        np.cumsum(shard_blocks, out=self.shard_block[1:])
+        total = int(self.shard_block[-1])
+        self.block_first = np.zeros(total, dtype=np.int64)
+        self.column_addr = {lay.column: np.zeros(total, dtype=np.int64) for lay in layouts if lay.fixed}
+        self.registered = np.zeros(len(shard_blocks), dtype=bool)
+        self.complete = len(shard_blocks) == 0
+        self._lock = threading.Lock()
+
+    def register(self, s: int, reader: ShardReader, layouts: list[_FieldLayout]) -> None:
+        lo, hi = int(self.shard_block[s]), int(self.shard_block[s + 1])
+        if hi - lo != reader.n_blocks:
+            raise FormatError(f"shard {reader.name} has {reader.n_blocks} blocks, the manifest says {hi - lo}")
+        with self._lock:
+            self.block_first[lo:hi] = reader.first_record
+            for column, addr in self.column_addr.items():
+                addr[lo:hi] = reader.column_address(column)
+            self.registered[s] = True  # set last: readers of the tables check this flag first
+            self.complete = bool(self.registered.all())
 
 
 class _BatchPlan:
