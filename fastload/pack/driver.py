@@ -24,9 +24,10 @@ from ..errors import OutputExistsError, SchemaError, WorkerError
 from ..format.infer import infer_schema
 from ..format.manifest import Manifest
 from ..format.schema import Schema, parse_overrides
+from ..format.shard_reader import ShardReader
 from ..format.spec import CODEC_NAMES, MANIFEST_NAME
 from ..format.writer import ON_ERROR, PACK_JOURNAL, ShardSink, codec_settings, is_fastload_file, prepare_output
-from .encode import EncodeJob, SegmentResult, encode_segment, first_chunk
+from .encode import EncodeJob, SegmentResult, encode_segment, first_chunk, stream_segment
 from .journal import Journal, fingerprint
 from .report import PackReport
 from .sources import open_source
@@ -56,11 +57,14 @@ def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | N
     segments = list(src.segments())
     schema = _resolve_schema(src, info.schema, segments, schema)
     resumable = getattr(src, "resumable", True)
-    fp = fingerprint(src.description, [repr(s) for s in segments], schema.to_json(), settings, shard_bytes,
-                     on_error) if resumable else ""
+    fp = fingerprint(src.description, _input_stamp(src), [repr(s) for s in segments], schema.to_json(),
+                     settings, shard_bytes, on_error) if resumable else ""
     root, journal = _prepare_output(Path(out), overwrite, fp if resumable else None)
     report = PackReport(out=str(root), source=src.description, workers=workers,
                         resumed_shards=len(journal.shards))
+    # the kept shards' record bytes, so the compression ratio covers the whole dataset
+    report.raw_bytes = sum(int(ShardReader.open(root / s.name, verify="never").blocks["raw_size"].sum())
+                           for s in journal.shards)
 
     sink = ShardSink(root, schema, settings, shard_bytes, first_index=len(journal.shards))
     shards = list(journal.shards)
@@ -69,9 +73,11 @@ def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | N
             for i in range(journal.next_segment, len(segments)))
     bar = _progress_bar(progress, info.bytes_hint)
     known_in = True
+    results = _encode_all(jobs, workers, src)
     try:
-        for res in _encode_all(jobs, workers, src):
+        for res in results:
             skip = journal.next_block if res.index == journal.next_segment else 0
+            seg_raw = 0
             for k, block in enumerate(res.blocks):
                 if k < skip:
                     continue
@@ -82,12 +88,13 @@ def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | N
                         Journal(fp, shards, res.index, k).write(root)
                 report.raw_bytes += block.raw_size
                 report.records += block.n_records
+                seg_raw += block.raw_size
             report.skipped += res.skipped
             report.skip_examples.extend(res.skip_examples[: 20 - len(report.skip_examples)])
             known_in = known_in and res.in_bytes is not None
             report.bytes_in += res.in_bytes or 0
             if bar is not None:
-                bar.update(res.in_bytes if info.bytes_hint else sum(b.raw_size for b in res.blocks))
+                bar.update(res.in_bytes if info.bytes_hint else seg_raw)
                 bar.set_postfix(records=f"{report.records:,}", refresh=False)
         last = sink.finish()
         if last is not None:
@@ -96,6 +103,7 @@ def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | N
         sink.abort()  # the unfinished shard's temporary file goes; finished shards and journal stay
         raise
     finally:
+        results.close()  # stops the worker pool now, also when the error was raised on this side
         if bar is not None:
             bar.close()
 
@@ -136,7 +144,7 @@ def _prepare_output(root: Path, overwrite: bool, fp: str | None) -> tuple[Path, 
         raise OutputExistsError(f"{root} already holds a finished dataset; pass overwrite=True (--overwrite) to replace it")
     if any(not is_fastload_file(n) for n in names):
         return prepare_output(root, overwrite), fresh  # raises: not empty
-    journal = Journal.read(root) if fp is not None else None
+    journal = Journal.read(root)  # a journal is never ours when this source cannot resume (fp None)
     if journal is not None and journal.fingerprint != fp:
         raise OutputExistsError(
             f"{root} holds an interrupted pack made with other inputs or options; re-run it with the "
@@ -151,29 +159,42 @@ def _prepare_output(root: Path, overwrite: bool, fp: str | None) -> tuple[Path, 
     return root, journal
 
 
+def _input_stamp(src: Source) -> list:
+    """Size and mtime of each input file, so that a resume refuses inputs changed since the interruption."""
+    stamp = []
+    for path in getattr(src, "paths", None) or ():
+        try:
+            st = os.stat(path)
+            stamp.append((os.fspath(path), st.st_size, st.st_mtime_ns))
+        except OSError:
+            stamp.append((os.fspath(path), None, None))
+    return stamp
+
+
 def _encode_all(jobs: Iterable[EncodeJob], workers: int, src: Source) -> Iterator[SegmentResult]:
     """Segment results in order; encoded by a process pool with a bounded window when workers > 1."""
     if workers == 1 or not src.parallel_safe:
         for job in jobs:
-            yield encode_segment(job)
+            yield stream_segment(job)  # blocks are written as they are encoded
         return
     # fork where available, as torch's DataLoader does: spawn and forkserver re-import the user's
     # __main__ in every worker, which breaks scripts without a main guard.
     default = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(getattr(src, "mp_context", None) or default)
     pool = ProcessPoolExecutor(workers, mp_context=ctx)
+    it = iter(jobs)
+    window: deque = deque()
     try:
-        it = iter(jobs)
-        window = deque(pool.submit(encode_segment, job) for job in islice(it, 2 * workers))
-        while window:
-            try:
+        while True:
+            try:  # once a worker has died, submit() raises this too, not only result()
+                for job in islice(it, 2 * workers - len(window)):
+                    window.append(pool.submit(encode_segment, job))
+                if not window:
+                    return
                 res = window.popleft().result()
             except BrokenProcessPool as exc:
                 raise WorkerError("a pack worker process died (killed, out of memory or crashed); "
                                   "re-run the same command to resume") from exc
-            nxt = next(it, None)
-            if nxt is not None:
-                window.append(pool.submit(encode_segment, nxt))
             yield res
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

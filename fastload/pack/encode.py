@@ -7,7 +7,7 @@ them (unreadable file, invalid line) or they failed to fit the schema.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -37,7 +37,7 @@ class EncodeJob:
 @dataclass
 class SegmentResult:
     index: int
-    blocks: list[EncodedBlock]
+    blocks: list[EncodedBlock] | Iterator[EncodedBlock]  # an iterator: see stream_segment
     rows: int = 0
     skipped: int = 0
     skip_examples: list[str] = field(default_factory=list)
@@ -46,7 +46,24 @@ class SegmentResult:
 
 def encode_segment(job: EncodeJob) -> SegmentResult:
     """Read the segment, convert and validate rows, and cut them into encoded blocks."""
+    result = stream_segment(job)
+    result.blocks = list(result.blocks)
+    return result
+
+
+def stream_segment(job: EncodeJob) -> SegmentResult:
+    """Like :func:`encode_segment`, but ``blocks`` is an iterator that encodes blocks as it is read.
+
+    For the writing process itself: a segment can be a whole generator or record stream, which
+    is then written as it is read instead of being held in memory. The counts in the result are
+    complete once ``blocks`` is exhausted.
+    """
     result = SegmentResult(job.index, [], in_bytes=job.source.segment_bytes(job.segment))
+    result.blocks = _encode_blocks(job, result)
+    return result
+
+
+def _encode_blocks(job: EncodeJob, result: SegmentResult) -> Iterator[EncodedBlock]:
     builder = BlockBuilder(job.schema, job.block_size, job.codec, job.level)
     for item in job.source.read(job.segment):
         if isinstance(item, BadRow):
@@ -63,9 +80,8 @@ def encode_segment(job: EncodeJob) -> SegmentResult:
             n = int(keep.sum())
             conv, _ = convert_columns(job.schema, columns, n)
         result.rows += n
-        result.blocks.extend(builder.add(conv, n))
-    result.blocks.extend(builder.flush())
-    return result
+        yield from builder.add(conv, n)
+    yield from builder.flush()
 
 
 def _align_to_schema(schema: Schema, chunk: Chunk) -> dict[str, Any]:

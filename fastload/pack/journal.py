@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..format.codec import checksum
@@ -28,9 +28,11 @@ class Journal:
     def write(self, root: Path) -> None:
         final = root / PACK_JOURNAL
         tmp = temp_path_for(final)
-        body = {"fingerprint": self.fingerprint, "shards": [asdict(s) for s in self.shards],
+        # Rewritten after every shard, so kept cheap: plain field dicts and compact JSON, which the
+        # C encoder writes (asdict + indent made a 500-shard pack spend 10 s here).
+        body = {"fingerprint": self.fingerprint, "shards": [dict(vars(s)) for s in self.shards],
                 "next_segment": self.next_segment, "next_block": self.next_block}
-        tmp.write_text(json.dumps(body, indent=1))
+        tmp.write_text(json.dumps(body))
         os.replace(tmp, final)
 
     @classmethod

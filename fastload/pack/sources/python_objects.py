@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+import weakref
 from itertools import islice
 from typing import Any, Iterable, Iterator
 
@@ -13,15 +15,47 @@ CHUNK_ROWS = 4096
 TABLE_SEGMENT_BYTES = 64 * 2**20
 
 
+# Sources that forked pack workers read: a worker inherits this registry when it is forked, so a
+# job names its source by token instead of pickling it (a torch Dataset may hold lambdas or open
+# files; a table would otherwise be copied into every job, once per segment).
+_FORK_SHARED: "weakref.WeakValueDictionary[str, Source]" = weakref.WeakValueDictionary()
+
+
+def _inherited_source(token: str) -> Source:
+    try:
+        return _FORK_SHARED[token]
+    except KeyError:
+        raise SourceError("a source over a Python object can only be read by the process that made it "
+                          "and by pack workers forked from it") from None
+
+
+class _ForkShared(Source):
+    """A source whose object reaches pack workers through fork, never through pickle."""
+
+    mp_context = "fork"
+
+    def _share(self) -> None:
+        self._token = uuid.uuid4().hex
+        _FORK_SHARED[self._token] = self
+
+    def __reduce__(self):
+        return _inherited_source, (self._token,)
+
+
+def _first_keys(rows: Iterable[Any]) -> list[str] | None:
+    return next((list(r) for r in rows if isinstance(r, dict)), None)
+
+
 def _rows_to_chunk(rows: list[Any], origin: str, first: int, label: str,
-                   errors: dict[int, str] | None = None) -> Iterator[Chunk | BadRow]:
+                   errors: dict[int, str] | None = None,
+                   keys: list[str] | None = None) -> Iterator[Chunk | BadRow]:
     """Regroup dict rows as columns, one chunk per run of good rows so row numbers stay exact.
 
-    Rows that are not dicts, whose keys differ from the first good row's, or listed in ``errors``
-    (position -> reason) become bad rows.
+    Rows that are not dicts, whose keys differ from ``keys`` (the source's first record's; by
+    default the first good row's), or listed in ``errors`` (position -> reason) become bad rows.
     """
     errors = dict(errors or {})
-    keyset = None
+    keyset = keys
     for i, r in enumerate(rows):
         if i in errors:
             continue
@@ -56,12 +90,13 @@ class IterableSource(Source):
     def __init__(self, records: Iterable[dict[str, Any]], description: str = "python iterable"):
         self._iter = iter(records)
         self._head: list[Any] = list(islice(self._iter, CHUNK_ROWS))
+        self._keys = _first_keys(self._head)
         self.description = description
 
     def info(self) -> SourceInfo:
         if not self._head:
             return SourceInfo()
-        chunk = next((c for c in _rows_to_chunk(self._head, self.description, 0, "record")
+        chunk = next((c for c in _rows_to_chunk(self._head, self.description, 0, "record", keys=self._keys)
                       if isinstance(c, Chunk)), None)
         return SourceInfo(schema=infer_schema(chunk.columns) if chunk else None)
 
@@ -72,20 +107,23 @@ class IterableSource(Source):
         if self._iter is None:
             raise SourceError(f"{self.description} was already read; an iterable is packed once")
         rows, first = self._head, 0
+        if rows and self._keys is None:
+            raise SourceError(f"{self.description}: records must be dicts of field -> value, "
+                              f"got {type(rows[0]).__name__}")
         while rows:
-            if not isinstance(rows[0], dict):
-                raise SourceError(f"{self.description}: records must be dicts of field -> value, "
-                                  f"got {type(rows[0]).__name__}")
-            yield from _rows_to_chunk(rows, self.description, first, "record")
+            yield from _rows_to_chunk(rows, self.description, first, "record", keys=self._keys)
             first += len(rows)
             rows = list(islice(self._iter, CHUNK_ROWS))
         self._iter, self._head = None, []
 
 
-class TorchMapSource(Source):
-    """A map-style torch Dataset (``__len__`` + ``__getitem__`` returning dicts), split in index ranges."""
+class TorchMapSource(_ForkShared):
+    """A map-style torch Dataset (``__len__`` + ``__getitem__`` returning dicts), split in index ranges.
 
-    mp_context = "fork"  # datasets often hold unpicklable state (open files, lambdas)
+    Tensor values are handed on as NumPy arrays (0-d ones as NumPy scalars). The dataset reaches
+    pack workers by fork, as it often holds unpicklable state (open files, lambdas).
+    """
+
     resumable = False
 
     def __init__(self, dataset: Any, segment_rows: int = 16384):
@@ -93,6 +131,26 @@ class TorchMapSource(Source):
         self.n = len(dataset)
         self.segment_rows = segment_rows
         self.description = f"torch dataset {type(dataset).__name__} ({self.n} items)"
+        self._keys: list[str] | None = None
+        self._keys_searched = False
+        self._share()
+
+    def _item(self, i: int) -> Any:
+        return _untensor(self.dataset[i])
+
+    def _reference_keys(self) -> list[str] | None:
+        """Field names of the first item that reads as a dict; the same in every worker."""
+        if not self._keys_searched:
+            self._keys_searched = True
+            for i in range(min(self.n, CHUNK_ROWS)):
+                try:
+                    item = self._item(i)
+                except Exception:  # reported with its index when its segment is read
+                    continue
+                if isinstance(item, dict):
+                    self._keys = list(item)
+                    break
+        return self._keys
 
     def segments(self):
         return [(s, min(s + self.segment_rows, self.n)) for s in range(0, self.n, self.segment_rows)]
@@ -103,17 +161,36 @@ class TorchMapSource(Source):
             rows, errors = [], {}
             for i in range(lo, min(lo + CHUNK_ROWS, stop)):
                 try:
-                    rows.append(self.dataset[i])
+                    rows.append(self._item(i))
                 except Exception as exc:  # a user dataset may raise anything for one item
                     rows.append(None)
                     errors[i - lo] = f"{type(exc).__name__}: {exc}"
-            yield from _rows_to_chunk(rows, self.description, lo, "index", errors)
+            yield from _rows_to_chunk(rows, self.description, lo, "index", errors, self._reference_keys())
 
 
-class ArrowTableSource(Source):
-    """A pyarrow Table (or a pandas DataFrame, converted once) split into ~64 MB row slices."""
+def _untensor(item: Any) -> Any:
+    """A dict item with its torch tensors as NumPy values (inference and conversion know NumPy)."""
+    if not isinstance(item, dict):
+        return item
+    import torch
 
-    mp_context = "fork"  # the table is shared with forked workers instead of pickled
+    out = dict(item)
+    for name, value in item.items():
+        if isinstance(value, torch.Tensor):
+            try:
+                arr = value.detach().cpu().numpy()
+            except TypeError:  # e.g. bfloat16, which NumPy has no type for: reported as a bad value
+                continue
+            out[name] = arr[()] if arr.ndim == 0 else arr
+    return out
+
+
+class ArrowTableSource(_ForkShared):
+    """A pyarrow Table (or a pandas DataFrame, converted once) split into ~64 MB row slices.
+
+    The table reaches pack workers by fork: shared memory pages, never a pickled copy per job.
+    """
+
     resumable = False
 
     def __init__(self, table: Any):
@@ -128,6 +205,7 @@ class ArrowTableSource(Source):
         per_row = max(1, table.nbytes // max(n, 1))
         self.segment_rows = max(1, TABLE_SEGMENT_BYTES // per_row)
         self.description = f"arrow table ({n} rows, {len(table.schema)} columns)"
+        self._share()
 
     def info(self):
         from ...format.arrow_types import schema_from_arrow
