@@ -142,7 +142,6 @@ def _combine(col):
 
 def _from_arrow(f: Field, arr) -> tuple[Any, dict[int, str]] | None:
     """Zero-copy paths for the common Arrow layouts; None means 'use the generic path'."""
-    import pyarrow as pa
     import pyarrow.types as pt
 
     if arr.null_count:

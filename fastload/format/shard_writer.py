@@ -15,7 +15,7 @@ from .block import EncodedBlock
 from .codec import CHECKSUM_NAME, checksum, new_hasher
 from .schema import Schema
 from .spec import (
-    ALIGN, BLOCK_DTYPE, FORMAT_VERSION, HEADER_PREFIX, SHARD_MAGIC, TRAILER_DTYPE, TRAILER_MAGIC,
+    BLOCK_DTYPE, FORMAT_VERSION, HEADER_PREFIX, SHARD_MAGIC, TRAILER_DTYPE, TRAILER_MAGIC,
     align_up,
 )
 

@@ -233,11 +233,12 @@ def test_records_with_other_fields_are_bad_rows(tmp_path):
     assert_dataset_holds(tmp_path / "skip", rows)
 
 
-def test_odd_record_at_a_chunk_boundary(tmp_path):
-    """Field names are checked against the first record, not per read-ahead chunk."""
+@pytest.mark.parametrize("odd", [{"other": 1}, ("not", "a", "dict")], ids=["other-fields", "not-a-dict"])
+def test_odd_record_at_a_chunk_boundary(tmp_path, odd):
+    """Records are checked against the source's first record, not per read-ahead chunk."""
     rows = _rows(CHUNK_ROWS + 50)
     data = list(rows)
-    data.insert(CHUNK_ROWS, {"other": 1})  # the first record of the second chunk
+    data.insert(CHUNK_ROWS, odd)  # the first record of the second chunk
     report = fastload.pack(iter(data), tmp_path / "iter", on_error="skip", block_size="64KB", progress=False)
     assert report.skipped == 1 and f"record {CHUNK_ROWS}:" in report.skip_examples[0]
     assert_dataset_holds(tmp_path / "iter", rows)

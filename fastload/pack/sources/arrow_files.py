@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from ...errors import SourceError
 from ...format.arrow_types import schema_from_arrow
 from ...format.schema import Schema
-from .base import BadRow, Chunk, Source, SourceInfo
+from .base import BadRow, Chunk, Source, SourceInfo, sorted_paths
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 IPC_SUFFIXES = (".arrow", ".ipc", ".feather")
@@ -55,11 +55,7 @@ class ArrowFileSource(Source):
 
     def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], *,
                  segment_size: int = SEGMENT_BYTES) -> None:
-        if isinstance(paths, (str, os.PathLike)):
-            paths = [paths]
-        self.paths = sorted(os.fspath(p) for p in paths)
-        if not self.paths:
-            raise SourceError("no Parquet or Arrow files to read")
+        self.paths = sorted_paths(paths, "Parquet or Arrow files")
         self.segment_size = segment_size
         self.description = f"arrow files: {self.paths[0]} ({len(self.paths)} files)"
         self._scans: dict[str, _FileScan] | None = None

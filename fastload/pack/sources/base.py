@@ -9,11 +9,23 @@ whether a bad row stops the pack or is skipped and counted (``on_error``).
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
+from ...errors import SourceError
 from ...format.schema import Schema
+
+
+def sorted_paths(paths: str | os.PathLike | Sequence[str | os.PathLike], what: str) -> list[str]:
+    """One path or many, as sorted strings, so a pack never depends on how the list was made."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out = sorted(os.fspath(p) for p in paths)
+    if not out:
+        raise SourceError(f"no {what} to read")
+    return out
 
 
 @dataclass

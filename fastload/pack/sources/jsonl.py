@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.json as pajson
 
 from ...errors import SourceError
-from .base import BadRow, Chunk, Source, SourceInfo
+from .base import BadRow, Chunk, Source, SourceInfo, sorted_paths
 
 SUFFIXES = (".jsonl", ".ndjson")
 SEGMENT_BYTES = 32 << 20
@@ -45,11 +45,7 @@ class JsonlSource(Source):
 
     def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], *,
                  segment_size: int = SEGMENT_BYTES) -> None:
-        if isinstance(paths, (str, os.PathLike)):
-            paths = [paths]
-        self.paths = sorted(os.fspath(p) for p in paths)
-        if not self.paths:
-            raise SourceError("no JSON Lines files to read")
+        self.paths = sorted_paths(paths, "JSON Lines files")
         if segment_size < 1:
             raise SourceError(f"segment_size must be positive, not {segment_size}")
         self.segment_size = segment_size

@@ -19,7 +19,7 @@ import numpy as np
 
 from ...errors import SourceError
 from ...format.schema import NUMERIC_DTYPES, Field, Schema
-from .base import BadRow, Chunk, Source, SourceInfo
+from .base import BadRow, Chunk, Source, SourceInfo, sorted_paths
 
 SUFFIXES = (".npy", ".npz")
 SEGMENT_BYTES = 64 << 20
@@ -57,11 +57,7 @@ class NumpySource(Source):
 
     def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], *,
                  segment_size: int = SEGMENT_BYTES) -> None:
-        if isinstance(paths, (str, os.PathLike)):
-            paths = [paths]
-        self.paths = sorted(os.fspath(p) for p in paths)
-        if not self.paths:
-            raise SourceError("no .npy or .npz files to read")
+        self.paths = sorted_paths(paths, ".npy or .npz files")
         self.segment_size = segment_size
         self.description = f"numpy: {self.paths[0]} ({len(self.paths)} files)"
         self.origin = " + ".join(self.paths)
