@@ -131,17 +131,28 @@ class Dataset:
         batch = self.get_batch(indices)
         return [{name: _pick(value, k) for name, value in batch.items()} for k in range(len(indices))]
 
-    def gather(self, indices: Sequence[int] | np.ndarray,
-               fields: Sequence[str] | None = None) -> dict[str, np.ndarray | VarColumn]:
-        """Fixed fields as stacked arrays and variable ones as :class:`VarColumn` (offsets + bytes)."""
+    def gather(self, indices: Sequence[int] | np.ndarray, fields: Sequence[str] | None = None,
+               out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray | VarColumn]:
+        """Fixed fields as stacked arrays and variable ones as :class:`VarColumn` (offsets + bytes).
+
+        ``out`` maps fixed field names to preallocated C-contiguous ``(n, *shape)`` arrays of the
+        field's dtype (for example views of a shared-memory batch slot), filled in place.
+        """
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        out = out or {}
+        for name, arr in out.items():
+            f = self.schema[name]
+            if (not f.is_fixed or arr.shape != (len(idx), *f.shape) or arr.dtype != f.np_dtype
+                    or not arr.flags.c_contiguous or not arr.flags.writeable):
+                raise ValueError(f"out[{name!r}] must be a writable C-contiguous {f.np_dtype} array of "
+                                 f"shape {(len(idx), *f.shape)}")
         if fields is None:
             wanted = self._layouts
         else:
             wanted = [self._layouts[self.schema.index(name)] for name in fields]
         if not idx.size:
-            return {lay.name: _empty_column(lay) for lay in wanted}
-        fast = self._gather_fixed_fast(idx, wanted)  # checks bounds itself; None: not applicable
+            return {lay.name: out.get(lay.name, _empty_column(lay)) for lay in wanted}
+        fast = self._gather_fixed_fast(idx, wanted, out)  # checks bounds itself; None: not applicable
         if fast is not None:
             return fast
         n_total = len(self)
@@ -150,11 +161,12 @@ class Dataset:
             raise IndexError(f"index {bad} is out of range for a dataset of {n_total} records")
         idx = np.where(idx < 0, idx + n_total, idx)
         plan = self._plan(idx, [lay.column for lay in wanted])
-        return {lay.name: self._gather_field(lay, plan.col_base[:, k], plan, len(idx))
+        return {lay.name: self._gather_field(lay, plan.col_base[:, k], plan, len(idx), out.get(lay.name))
                 for k, lay in enumerate(wanted)}
 
     # -- the gather ------------------------------------------------------------------------
-    def _gather_fixed_fast(self, idx: np.ndarray, wanted: list["_FieldLayout"]) -> dict | None:
+    def _gather_fixed_fast(self, idx: np.ndarray, wanted: list["_FieldLayout"],
+                           out_arrays: dict[str, np.ndarray]) -> dict | None:
         """Fixed fields from raw, verified shards: one C call per field, whatever the shard count.
 
         Shards join the global block tables once they are opened, uncompressed and fully verified;
@@ -175,7 +187,9 @@ class Dataset:
                 tables.register(int(s), reader, self._layouts)
         out = {}
         for lay in wanted:
-            arr = np.empty((len(idx), *lay.shape), dtype=lay.dtype)
+            arr = out_arrays.get(lay.name)
+            if arr is None:
+                arr = np.empty((len(idx), *lay.shape), dtype=lay.dtype)
             try:
                 _native.gather_multi(idx, self._starts, tables.shard_block, tables.block_first,
                                      tables.column_addr[lay.column], lay.itemsize, arr)
@@ -229,9 +243,11 @@ class Dataset:
                 addrs[k] = raw.ctypes.data
         return addrs[inverse]
 
-    def _gather_field(self, layout: "_FieldLayout", col_base: np.ndarray, plan: "_BatchPlan", n: int):
+    def _gather_field(self, layout: "_FieldLayout", col_base: np.ndarray, plan: "_BatchPlan", n: int,
+                      out: np.ndarray | None = None):
         if layout.fixed:
-            out = np.empty((n, *layout.shape), dtype=layout.dtype)
+            if out is None:
+                out = np.empty((n, *layout.shape), dtype=layout.dtype)
             _native.gather_fixed(col_base + plan.within * layout.itemsize, layout.itemsize, out)
             return out
         pairs = np.empty((n, 2), dtype=VAR_OFFSET_DTYPE)
