@@ -23,12 +23,31 @@ from .spec import COLUMN_ALIGN, MAX_BLOCK_RAW, VAR_OFFSET_DTYPE, align_up
 class EncodedBlock:
     """One block ready to be appended to a shard."""
 
-    stored: bytes | np.ndarray  # the bytes written to the file (picklable for pack workers)
+    stored: bytes | np.ndarray  # the bytes written to the file
     raw_size: int
     n_records: int
     codec: int
     checksum: int
     col_offsets: np.ndarray  # uint32 per field: column start within the raw bytes
+
+    @property
+    def stored_size(self) -> int:
+        return memoryview(self.stored).nbytes
+
+
+@dataclass(frozen=True)
+class SpilledBlock:
+    """An encoded block that a pack worker wrote to its spill file: where it lies, and what the
+    shard index records of it. Only this travels back to the writing process, not the bytes."""
+
+    spill: str  # the spill file's path
+    offset: int  # within the spill file
+    stored_size: int
+    raw_size: int
+    n_records: int
+    codec: int
+    checksum: int
+    col_offsets: np.ndarray
 
 
 def layout(schema: Schema, conv: Converted, n: int) -> tuple[np.ndarray, int]:
@@ -53,18 +72,13 @@ def layout(schema: Schema, conv: Converted, n: int) -> tuple[np.ndarray, int]:
 def encode_block(schema: Schema, conv: Converted, n: int, codec: int, level: int) -> EncodedBlock:
     """Write ``n`` converted rows into one block's raw bytes, then compress and checksum them."""
     col_offsets, raw_size = layout(schema, conv, n)
-    raw = np.zeros(raw_size, dtype=np.uint8)
-    for j, f in enumerate(schema):
-        start = int(col_offsets[j])
-        if f.is_fixed:
-            arr = np.ascontiguousarray(conv[f.name])
-            nbytes = n * f.itemsize
-            raw[start : start + nbytes] = arr.view(np.uint8).reshape(-1)
-        else:
-            col = conv[f.name]
-            head = (n + 1) * VAR_OFFSET_DTYPE.itemsize
-            raw[start : start + head].view(VAR_OFFSET_DTYPE)[:] = col.offsets
-            raw[start + head : start + head + int(col.offsets[-1])] = col.data
+    fields = list(schema)
+    if len(fields) == 1 and fields[0].is_fixed:
+        # One fixed column (token arrays): the raw block is that column's bytes, used as they are,
+        # not copied (the copy plus np.zeros were most of encode_block's 0.15 s on 205 MB).
+        raw = np.ascontiguousarray(conv[fields[0].name]).view(np.uint8).reshape(-1)
+    else:
+        raw = _fill_raw(schema, conv, n, col_offsets, raw_size)
     used_codec, stored = compress(raw, codec, level)
     return EncodedBlock(
         stored=stored,
@@ -76,57 +90,82 @@ def encode_block(schema: Schema, conv: Converted, n: int, codec: int, level: int
     )
 
 
+def _fill_raw(schema: Schema, conv: Converted, n: int, col_offsets: np.ndarray, raw_size: int) -> np.ndarray:
+    """The raw block bytes: each column copied once; only the alignment gaps are zeroed (a whole
+    ``np.zeros`` first wrote every byte twice)."""
+    raw = np.empty(raw_size, dtype=np.uint8)
+    pos = 0
+    for j, f in enumerate(schema):
+        start = int(col_offsets[j])
+        raw[pos:start] = 0
+        if f.is_fixed:
+            nbytes = n * f.itemsize
+            raw[start : start + nbytes] = np.ascontiguousarray(conv[f.name]).view(np.uint8).reshape(-1)
+            pos = start + nbytes
+        else:
+            col = conv[f.name]
+            head = (n + 1) * VAR_OFFSET_DTYPE.itemsize
+            raw[start : start + head].view(VAR_OFFSET_DTYPE)[:] = col.offsets
+            pos = start + head + int(col.offsets[-1])
+            raw[start + head : pos] = col.data
+    return raw
+
+
 class BlockBuilder:
-    """Accumulates converted rows and cuts a block each time ``block_size`` raw bytes are reached."""
+    """Accumulates converted rows and cuts a block each time ``block_size`` raw bytes are reached.
+
+    The rule, which the shards' byte-identity across worker counts relies on: a block is cut at
+    the smallest number of pending rows whose raw bytes reach ``block_size`` (at least one row);
+    ``flush`` emits the rest. Cutting is linear in the rows added: each ``add`` takes one cumsum
+    of its own row sizes and one binary search per cut, and slices each row range once. Re-scanning
+    all pending rows at every cut was quadratic: an 8M-row int64 ``write_batch`` took 1.3-13.6 s
+    (VM drift), now 0.16 s.
+    """
 
     def __init__(self, schema: Schema, block_size: int, codec: int, level: int):
         self.schema = schema
         self.block_size = block_size
         self.codec = codec
         self.level = level
-        self._pending: list[tuple[Converted, int]] = []
-        self._pending_sizes: list[np.ndarray] = []
-        self._pending_bytes = 0
+        self._pending: list[tuple[Converted, int]] = []  # rows not yet in a block, in order
+        self._pending_bytes = 0  # their raw bytes, always < block_size between calls
 
     def add(self, conv: Converted, n: int) -> list[EncodedBlock]:
         """Add rows; return the blocks completed by them (in order)."""
         if n == 0:
             return []
-        sizes = row_bytes(self.schema, conv, n)
-        self._pending.append((conv, n))
-        self._pending_sizes.append(sizes)
-        self._pending_bytes += int(sizes.sum())
+        cum = np.cumsum(row_bytes(self.schema, conv, n))
         blocks = []
-        while self._pending_bytes >= self.block_size:
-            blocks.append(self._cut(self._rows_for_block()))
+        start = 0  # first row of ``conv`` not yet in a block
+        base = -self._pending_bytes  # cum value before row ``start``, counting the pending rows
+        while True:
+            # the cum[i] are non-decreasing and all rows before ``start`` have cum <= base <
+            # base + block_size, so the search never lands before ``start``
+            end = int(np.searchsorted(cum, base + self.block_size, side="left")) + 1
+            if end > n:
+                break
+            blocks.append(self._cut(conv, start, end))
+            base = int(cum[end - 1])
+            start = end
+        if start < n:
+            self._pending.append((slice_converted(conv, start, n) if start else conv, n - start))
+            self._pending_bytes = int(cum[-1]) - base
         return blocks
 
     def flush(self) -> list[EncodedBlock]:
         """Emit the remaining rows as a final (smaller) block."""
-        total = sum(n for _, n in self._pending)
-        return [self._cut(total)] if total else []
+        if not self._pending:
+            return []
+        return [self._cut(None, 0, 0)]
 
-    def _rows_for_block(self) -> int:
-        """Smallest number of pending rows whose bytes reach the block size (at least one row)."""
-        sizes = np.concatenate(self._pending_sizes)
-        cum = np.cumsum(sizes)
-        return int(np.searchsorted(cum, self.block_size, side="left")) + 1
-
-    def _cut(self, rows: int) -> EncodedBlock:
-        pieces: list[Converted] = []
-        taken = 0
-        while taken < rows:
-            conv, n = self._pending[0]
-            take = min(n, rows - taken)
-            pieces.append(slice_converted(conv, 0, take))
-            if take == n:
-                self._pending.pop(0)
-                self._pending_sizes.pop(0)
-            else:
-                self._pending[0] = (slice_converted(conv, take, n), n - take)
-                self._pending_sizes[0] = self._pending_sizes[0][take:]
-            taken += take
-        self._pending_bytes = int(sum(s.sum() for s in self._pending_sizes))
+    def _cut(self, conv: Converted | None, start: int, stop: int) -> EncodedBlock:
+        """One block: all pending rows, then rows ``[start, stop)`` of ``conv``."""
+        pieces = [c for c, _ in self._pending]
+        rows = sum(n for _, n in self._pending) + (stop - start)
+        if conv is not None and stop > start:
+            pieces.append(slice_converted(conv, start, stop))
+        self._pending = []
+        self._pending_bytes = 0
         merged = pieces[0] if len(pieces) == 1 else _concat(self.schema, pieces)
         return encode_block(self.schema, merged, rows, self.codec, self.level)
 

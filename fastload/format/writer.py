@@ -10,12 +10,12 @@ import numpy as np
 
 from .._sizes import parse_size
 from ..errors import OutputExistsError, SchemaError
-from .block import BlockBuilder, EncodedBlock
+from .block import BlockBuilder, EncodedBlock, SpilledBlock
 from .columns import convert_columns, filter_rows
 from .infer import infer_schema
 from .manifest import Manifest
 from .schema import Field, Schema
-from .shard_writer import TEMP_MARK, ShardInfo, ShardWriter
+from .shard_writer import TEMP_MARK, ShardInfo, ShardWriter, SpillFile
 from .spec import CODEC_NAMES, MANIFEST_NAME, SHARD_SUFFIX, shard_name
 
 PACK_JOURNAL = ".fastload-pack.json"
@@ -64,20 +64,38 @@ class ShardSink:
         self.shard_size = shard_size
         self.next_index = first_index
         self._current: ShardWriter | None = None
+        self._spill: SpillFile | None = None
 
-    def add(self, block: EncodedBlock) -> ShardInfo | None:
-        """Add a block; returns the shard that this block closed, if any (the block starts the next)."""
+    def add(self, block: EncodedBlock | SpilledBlock) -> ShardInfo | None:
+        """Add a block; returns the shard that this block closed, if any (the block starts the next).
+
+        A :class:`SpilledBlock` is copied from its pack worker's spill file, which stays open
+        until :meth:`release_spill` or a block from another spill file.
+        """
         closed = None
         cur = self._current
-        if cur is not None and cur.n_blocks and cur.n_bytes + len(memoryview(block.stored).cast("B")) > self.shard_size:
+        if cur is not None and cur.n_blocks and cur.n_bytes + block.stored_size > self.shard_size:
             closed = self._close()
         if self._current is None:
             self._current = ShardWriter(self.root / shard_name(self.next_index), self.schema, self.settings)
             self.next_index += 1
-        self._current.add(block)
+        if isinstance(block, SpilledBlock):
+            if self._spill is None or str(self._spill.path) != block.spill:
+                self.release_spill()
+                self._spill = SpillFile(block.spill)
+            self._current.add_copy(self._spill, block)
+        else:
+            self._current.add(block)
         return closed
 
+    def release_spill(self) -> None:
+        """Close and delete the spill file blocks were last copied from."""
+        if self._spill is not None:
+            spill, self._spill = self._spill, None
+            spill.close()
+
     def finish(self) -> ShardInfo | None:
+        self.release_spill()
         return self._close() if self._current is not None else None
 
     def _close(self) -> ShardInfo:
@@ -86,9 +104,12 @@ class ShardSink:
         return info
 
     def abort(self) -> None:
-        if self._current is not None:
-            self._current.abort()
-            self._current = None
+        try:
+            self.release_spill()
+        finally:
+            if self._current is not None:
+                self._current.abort()
+                self._current = None
 
 
 class Writer:

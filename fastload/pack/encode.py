@@ -6,13 +6,15 @@ them (unreadable file, invalid line) or they failed to fit the schema.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 from ..errors import SourceError
-from ..format.block import BlockBuilder, EncodedBlock
+from ..format.block import BlockBuilder, EncodedBlock, SpilledBlock
 from ..format.columns import convert_columns, filter_rows
 from ..format.schema import Schema
 from .sources.base import BadRow, Chunk, Source
@@ -32,12 +34,13 @@ class EncodeJob:
     codec: int
     level: int
     on_error: str
+    spill: str | None = None  # a pack worker writes the encoded blocks here (see encode_segment)
 
 
 @dataclass
 class SegmentResult:
     index: int
-    blocks: list[EncodedBlock] | Iterator[EncodedBlock]  # an iterator: see stream_segment
+    blocks: list[EncodedBlock] | list[SpilledBlock] | Iterator[EncodedBlock]  # iterator: stream_segment
     rows: int = 0
     skipped: int = 0
     skip_examples: list[str] = field(default_factory=list)
@@ -45,10 +48,41 @@ class SegmentResult:
 
 
 def encode_segment(job: EncodeJob) -> SegmentResult:
-    """Read the segment, convert and validate rows, and cut them into encoded blocks."""
+    """Read the segment, convert and validate rows, and cut them into encoded blocks.
+
+    With ``job.spill`` (pack workers), the blocks' bytes go to that file and the result holds
+    only :class:`SpilledBlock` entries: pickling every block back through the pool's pipe made 2
+    workers slower than 1 (the parent waited 1.09 s of 2.1 s for 205 MB of tokens).
+    """
     result = stream_segment(job)
-    result.blocks = list(result.blocks)
+    if job.spill is None:
+        result.blocks = list(result.blocks)
+        return result
+    try:
+        result.blocks = _write_spill(job.spill, result.blocks)
+    except BaseException:
+        Path(job.spill).unlink(missing_ok=True)
+        raise
     return result
+
+
+def _write_spill(path: str, blocks: Iterator[EncodedBlock]) -> list[SpilledBlock]:
+    """Write each block's stored bytes to a new file at ``path``, back to back."""
+    spilled = []
+    pos = 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        for b in blocks:
+            view = memoryview(b.stored).cast("B")
+            done = 0
+            while done < len(view):
+                done += os.write(fd, view[done:])
+            spilled.append(SpilledBlock(path, pos, len(view), b.raw_size, b.n_records, b.codec, b.checksum,
+                                        b.col_offsets))
+            pos += len(view)
+    finally:
+        os.close(fd)
+    return spilled
 
 
 def stream_segment(job: EncodeJob) -> SegmentResult:
