@@ -9,6 +9,15 @@ from .format import open_dataset as open
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # The loader imports torch (~1.5 s); load it only when asked for, so packing and reading don't pay.
+    if name in ("DataLoader", "copy_batch"):
+        from . import loader
+
+        return getattr(loader, name)
+    raise AttributeError(f"module 'fastload' has no attribute {name!r}")
+
 # Bound after the subpackage is imported, so ``fastload.pack`` stays the function.
 from .pack.driver import pack  # noqa: E402
 
@@ -16,5 +25,5 @@ from .pack.driver import pack  # noqa: E402
 __all__ = [
     "Dataset", "FastloadError", "Field", "FormatError", "Manifest", "OutputExistsError",
     "RecordDecodeError", "Schema", "SchemaError", "SourceError", "StorageError", "WorkerError",
-    "Writer", "open", "pack",
+    "Writer", "open", "pack", "DataLoader", "copy_batch",
 ]

@@ -123,7 +123,7 @@ class Dataset:
         out: dict[str, Any] = {}
         for name, col in cols.items():
             f = self.schema[name]
-            out[name] = col if f.is_fixed else _decode_var(f, col, pad)
+            out[name] = col if f.is_fixed else decode_var(f, col, pad)
         return out
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
@@ -354,7 +354,8 @@ def _payloads(col: VarColumn) -> list[bytes]:
     return [data[o[k] : o[k + 1]] for k in range(len(o) - 1)]
 
 
-def _decode_var(f: Field, col: VarColumn, pad: bool) -> Any:
+def decode_var(f: Field, col: VarColumn, pad: bool = False) -> Any:
+    """Python values of a gathered variable column: str, bytes, parsed JSON or NumPy arrays."""
     if f.kind == "str":
         return [p.decode("utf-8") for p in _payloads(col)]
     if f.kind in ("bytes", "image"):
@@ -385,7 +386,7 @@ def _decode_var(f: Field, col: VarColumn, pad: bool) -> Any:
 def _decode_one(f: Field, col) -> Any:
     if f.is_fixed:
         return col[0].item() if f.kind == "scalar" else col[0]
-    return _decode_var(f, col, False)[0]
+    return decode_var(f, col, False)[0]
 
 
 def _pick(value: Any, k: int) -> Any:
