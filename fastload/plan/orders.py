@@ -1,0 +1,213 @@
+"""Epoch orders: which record sits at each position of an epoch's global sample sequence.
+
+An order is a bijection from positions [0, n) to record indices [0, n), evaluated on whole
+arrays of positions, so a loader asks for a batch's (or a chunk's) records in one call and never
+holds a permutation of the dataset.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from .bijection import (
+    STREAM_BLOCKS, STREAM_FULL, STREAM_WINDOWS, bit_widths, derive_keys, permute,
+    round_keys,
+)
+
+VIRTUAL_BLOCK = 1024  # records per block when "block" is asked for without real block starts
+MAX_N = 1 << 62  # the Feistel works on uint64 with a spare bit for cycle-walking
+SHUFFLE_MODES = ("full", "block", "none")
+# Positions are mapped in pieces whose temporaries stay in L2: a full shuffle of 10**6
+# positions takes 31 ms in 32k pieces against 46 ms in one piece.
+_CHUNK = 1 << 15
+_MAX_RUNS = 16  # BlockShuffle: above this many windows in a piece, use per-element keys
+
+
+@runtime_checkable
+class Order(Protocol):
+    """Maps positions of an epoch's global sample sequence to record indices."""
+
+    n: int
+
+    def indices(self, positions: np.ndarray) -> np.ndarray:
+        """int64 record indices for int64 positions in [0, n), same shape."""
+        ...
+
+
+class SequentialOrder:
+    """No shuffle: position p is record p."""
+
+    def __init__(self, n: int):
+        self.n = _check_int("n", n, 0, MAX_N)
+
+    def indices(self, positions: np.ndarray) -> np.ndarray:
+        """The positions themselves, as a new int64 array."""
+        return _positions(positions, self.n).copy()
+
+    def __repr__(self) -> str:
+        return f"SequentialOrder(n={self.n})"
+
+
+class FullShuffle:
+    """A uniform-looking random permutation of [0, n), computed per position in O(1) memory.
+
+    It holds only n and six 64-bit round keys, whatever n is: a dataset far larger than memory
+    is shuffled without materialising its permutation.
+    """
+
+    def __init__(self, n: int, seed: int, epoch: int):
+        self.n = _check_int("n", n, 0, MAX_N)
+        self.seed = _check_int("seed", seed)
+        self.epoch = _check_int("epoch", epoch, 0)
+        self._keys = round_keys(self.seed, self.epoch, STREAM_FULL)
+        self._low, self._high = bit_widths(self.n)
+
+    def indices(self, positions: np.ndarray) -> np.ndarray:
+        """The records at these positions of the shuffled epoch."""
+        return _chunked(self._indices, _positions(positions, self.n))
+
+    def _indices(self, pos: np.ndarray) -> np.ndarray:
+        out = permute(pos.astype(np.uint64), np.uint64(self.n), self._low, self._high, self._keys)
+        return out.astype(np.int64)
+
+    def __repr__(self) -> str:
+        return f"FullShuffle(n={self.n}, seed={self.seed}, epoch={self.epoch})"
+
+
+class BlockShuffle:
+    """Quasi-random order keeping reads sequential: shuffled blocks, samples mixed per window.
+
+    The blocks are walked in a random order; each run of ``window`` consecutive walked blocks
+    forms a window whose samples are permuted among themselves. A batch therefore draws from
+    about ``window`` blocks (a handful of sequential reads) rather than from ``batch_size``
+    blocks. Memory is O(blocks): a few int64 per block and ROUNDS keys per window.
+    """
+
+    def __init__(self, block_starts: np.ndarray, n: int, seed: int, epoch: int, window: int = 8):
+        self.n = _check_int("n", n, 0, MAX_N)
+        self.seed = _check_int("seed", seed)
+        self.epoch = _check_int("epoch", epoch, 0)
+        self.window = _check_int("window", window, 1)
+        starts, sizes = _blocks(block_starts, self.n)
+        self.n_blocks = len(starts)
+        # walk order of the blocks: a keyed bijection too, so it is NumPy-version independent
+        walk = permute(np.arange(self.n_blocks, dtype=np.uint64), np.uint64(self.n_blocks),
+                       *bit_widths(self.n_blocks), round_keys(self.seed, self.epoch, STREAM_BLOCKS))
+        walk = walk.astype(np.int64)
+        self._src = starts[walk]  # first record of the j-th walked block
+        self._end = np.cumsum(sizes[walk])  # end position of the j-th walked block
+        self._begin = self._end - sizes[walk]
+        first = np.arange(0, self.n_blocks, self.window)
+        last = np.minimum(first + self.window, self.n_blocks) - 1
+        self._win_begin = self._begin[first]
+        self._win_end = self._end[last]
+        win_size = (self._win_end - self._win_begin).astype(np.uint64)
+        self._win_size = win_size
+        self._win_low, self._win_high = bit_widths(win_size)
+        self._win_keys = derive_keys(round_keys(self.seed, self.epoch, STREAM_WINDOWS),
+                                     np.arange(len(first)))
+
+    def indices(self, positions: np.ndarray) -> np.ndarray:
+        """The records at these positions of the block-shuffled epoch."""
+        return _chunked(self._indices, _positions(positions, self.n))
+
+    def _indices(self, flat: np.ndarray) -> np.ndarray:
+        w = np.searchsorted(self._win_end, flat, side="right")
+        offset = (flat - self._win_begin[w]).astype(np.uint64)
+        runs = np.flatnonzero(w[1:] != w[:-1]) + 1
+        if len(runs) < _MAX_RUNS:
+            # Loaders ask for consecutive positions, so a piece spans a few windows: a
+            # shared-key pass per window maps 10**6 positions in 59 ms, per-element keys 105.
+            mixed = np.empty_like(offset)
+            for a, b in zip([0, *runs], [*runs, len(w)]):
+                g = w[a]
+                mixed[a:b] = permute(offset[a:b], self._win_size[g], self._win_low[g],
+                                     self._win_high[g], self._win_keys[:, g])
+        else:
+            mixed = permute(offset, self._win_size[w], self._win_low[w], self._win_high[w],
+                            self._win_keys[:, w])
+        walked = self._win_begin[w] + mixed.astype(np.int64)
+        j = np.searchsorted(self._end, walked, side="right")
+        return self._src[j] + (walked - self._begin[j])
+
+    def __repr__(self) -> str:
+        return (f"BlockShuffle(n={self.n}, blocks={self.n_blocks}, seed={self.seed}, "
+                f"epoch={self.epoch}, window={self.window})")
+
+
+def make_order(mode: str | bool | None, n: int, seed: int, epoch: int,
+               block_starts: np.ndarray | None = None, window: int = 8) -> Order:
+    """The order for a shuffle mode: "full" (or True), "block", or "none" (or False/None)."""
+    if mode is True:
+        mode = "full"
+    elif mode is False or mode is None:
+        mode = "none"
+    if not isinstance(mode, str) or mode not in SHUFFLE_MODES:
+        raise ValueError(
+            f"shuffle must be one of 'full', 'block', 'none', True, False or None; got {mode!r}")
+    if mode == "full":
+        return FullShuffle(n, seed, epoch)
+    if mode == "block":
+        if block_starts is None:
+            block_starts = np.arange(0, max(n, 1), VIRTUAL_BLOCK, dtype=np.int64)
+        return BlockShuffle(block_starts, n, seed, epoch, window)
+    return SequentialOrder(n)
+
+
+def _chunked(fn, pos: np.ndarray) -> np.ndarray:
+    """fn over the flattened positions in cache-sized pieces, reshaped back."""
+    flat = pos.ravel()
+    if flat.size == 0:
+        return np.empty(pos.shape, dtype=np.int64)
+    if flat.size <= _CHUNK:
+        return fn(flat).reshape(pos.shape)
+    out = np.empty(flat.shape, dtype=np.int64)
+    for i in range(0, flat.size, _CHUNK):
+        out[i:i + _CHUNK] = fn(flat[i:i + _CHUNK])
+    return out.reshape(pos.shape)
+
+
+def _positions(positions, n: int) -> np.ndarray:
+    pos = np.asarray(positions)
+    if pos.dtype.kind not in "iu":
+        if pos.size:
+            raise TypeError(f"positions must be integers, got dtype {pos.dtype}")
+        pos = pos.astype(np.int64)
+    if pos.size and (pos.min() < 0 or pos.max() >= n):
+        raise IndexError(f"positions must be in [0, {n}); got values in "
+                         f"[{pos.min()}, {pos.max()}]")
+    return pos.astype(np.int64, copy=False)
+
+
+def _blocks(block_starts, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validated (starts, sizes) of the non-empty blocks."""
+    starts = np.asarray(block_starts)
+    if starts.ndim != 1 or (starts.size and starts.dtype.kind not in "iu"):
+        raise ValueError("block_starts must be a 1-D array of integer record indices")
+    starts = starts.astype(np.int64)
+    if n == 0:
+        return starts[:0], starts[:0]
+    if starts.size == 0 or starts[0] != 0:
+        raise ValueError("block_starts must begin with 0 (the first block's first record)")
+    if np.any(np.diff(starts) < 0) or starts[-1] > n:
+        raise ValueError(f"block_starts must be sorted and within [0, n={n}]")
+    sizes = np.diff(np.append(starts, n))
+    keep = sizes > 0  # repeated starts (empty shards, say) are empty blocks: nothing to walk
+    return starts[keep], sizes[keep]
+
+
+def _check_int(name: str, value, low: int | None = None, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be {bounds}, got {value}")
+    return value
+
+
+__all__ = ["BlockShuffle", "FullShuffle", "Order", "SequentialOrder", "make_order",
+           "SHUFFLE_MODES", "VIRTUAL_BLOCK"]
