@@ -129,7 +129,8 @@ class Dataset:
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         """Batched fetch for torch's DataLoader: one native gather, then one dict per record."""
         batch = self.get_batch(indices)
-        return [{name: _pick(value, k) for name, value in batch.items()} for k in range(len(indices))]
+        # NumPy scalars, not Python ones, so torch's default_collate keeps each field's dtype
+        return [{name: value[k] for name, value in batch.items()} for k in range(len(indices))]
 
     def gather(self, indices: Sequence[int] | np.ndarray, fields: Sequence[str] | None = None,
                out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray | VarColumn]:

@@ -1,0 +1,39 @@
+"""The frozen, picklable configuration a loader worker starts from."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+from .slots import SlotLayout
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker needs to start, picklable: it opens its own dataset from these."""
+
+    dataset_root: str
+    dataset_options: dict  # keyword arguments of fastload.open (verify, block_cache)
+    fields: tuple[str, ...] | None  # None: every field
+    layout: SlotLayout
+    ring_name: str = ""  # set by BatchProducer to the name of the ring it creates
+    worker_init_fn: Callable | None = None  # called as worker_init_fn(worker_id) in each worker
+    seed: int = 0  # a worker process seeds random, NumPy and torch with seed + worker_id
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dataset_root", os.fspath(self.dataset_root))
+        if not isinstance(self.dataset_options, dict):
+            raise TypeError(f"dataset_options must be a dict of fastload.open arguments, not "
+                            f"{type(self.dataset_options).__name__}")
+        object.__setattr__(self, "dataset_options", dict(self.dataset_options))
+        if not isinstance(self.layout, SlotLayout):
+            raise TypeError(f"layout must be a SlotLayout, not {type(self.layout).__name__}")
+        if self.fields is not None:
+            object.__setattr__(self, "fields", tuple(self.fields))
+            missing = [n for n in self.layout.names if n not in self.fields]
+            if missing:
+                raise ValueError(f"the slot layout has fields {missing} that are not among fields={self.fields}")
+        if self.worker_init_fn is not None and not callable(self.worker_init_fn):
+            raise TypeError(f"worker_init_fn must be callable or None, not {self.worker_init_fn!r}")
+        object.__setattr__(self, "seed", int(self.seed))

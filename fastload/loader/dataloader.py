@@ -1,0 +1,275 @@
+"""``fastload.DataLoader``: torch's DataLoader, with a native fast path for fastload datasets.
+
+It is a subclass of ``torch.utils.data.DataLoader`` with the same arguments, defaults and
+attributes, so frameworks that inspect or re-create loaders keep working. For a fastload dataset
+with the default collate, batches of indices (from fastload's epoch plan, or from any sampler or
+batch sampler given by the user or injected by a framework) are gathered by workers straight into
+shared-memory slots and handed over as tensors without a copy. Anything else (another dataset, a
+custom ``collate_fn``) runs through torch's own iterator unchanged.
+
+Batch lifetime: tensors of a batch from the fast path are views of a shared-memory slot that is
+reused once the next batch is requested. Keep a batch beyond that with :func:`copy_batch` (or any
+``.clone()``); model steps that consume a batch before asking for the next need nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader as TorchDataLoader
+
+from ..format.dataset import Dataset, decode_var, open_dataset
+from ..plan.epoch import EpochPlan
+from ..plan.orders import make_order
+from ..plan.state import LoaderState
+from ..plan.world import World, detect_world
+from .device import to_device_stream
+from .samplers import PlanSampler, uses_plan
+from .slots import SlotLayout
+from .stats import LoaderStats
+from .workers import BatchProducer, ProducedBatch, WorkerConfig
+
+SHUFFLE_MODES = ("none", "block", "full")
+WORKER_TYPES = ("process", "thread")
+EVEN_MODES = ("pad", "drop")
+
+
+class DataLoader(TorchDataLoader):
+    """Drop-in for ``torch.utils.data.DataLoader``; fast for fastload datasets.
+
+    Extra keyword-only arguments:
+    ``seed`` (int; the shuffle seed shared by all ranks, default 0 or the generator's seed),
+    ``shuffle`` also takes ``"block"`` (shards and blocks shuffled, samples shuffled within a
+    window of blocks: sequential reads) or ``"full"`` (uniform permutation; ``True`` means this),
+    ``device`` (e.g. ``"cuda"``: the next batch is copied there on a side stream while the current
+    step runs), ``worker_type`` (``"process"`` or ``"thread"``), ``even`` (``"pad"`` or ``"drop"``:
+    how ranks get equal shares, as DistributedSampler's drop_last False/True), ``fields`` (the
+    fields to load), ``on_error`` (``"raise"``).
+    """
+
+    def __init__(self, dataset: Any, batch_size: int | None = 1, shuffle: bool | str | None = None,
+                 sampler=None, batch_sampler=None, num_workers: int = 0, collate_fn=None,
+                 pin_memory: bool = False, drop_last: bool = False, timeout: float = 0,
+                 worker_init_fn=None, multiprocessing_context=None, generator=None, *,
+                 prefetch_factor: int | None = None, persistent_workers: bool = False,
+                 pin_memory_device: str = "", in_order: bool = True, seed: int | None = None,
+                 device: str | torch.device | None = None, worker_type: str = "process",
+                 even: str = "pad", fields: list[str] | None = None, on_error: str = "raise"):
+        if isinstance(dataset, (str, os.PathLike)):
+            dataset = open_dataset(dataset)
+        if worker_type not in WORKER_TYPES:
+            raise ValueError(f"worker_type must be one of {WORKER_TYPES}, not {worker_type!r}")
+        if even not in EVEN_MODES:
+            raise ValueError(f"even must be one of {EVEN_MODES}, not {even!r}")
+        if on_error != "raise":
+            raise ValueError("on_error supports 'raise' in this version of the loader")
+        fastload_ds = isinstance(dataset, Dataset)
+        mode = _shuffle_mode(shuffle) if fastload_ds else None
+        own_order = fastload_ds and sampler is None and batch_sampler is None and batch_size is not None
+        torch_shuffle = shuffle
+        if own_order:
+            sampler = PlanSampler(self._plan, mode)
+            torch_shuffle = None  # the order lives in the plan sampler
+        elif isinstance(shuffle, str):
+            torch_shuffle = mode != "none"
+        # the plan's inputs exist before torch's __init__, which may call len(sampler)
+        self._seed = _seed_from(seed, generator)
+        self._epoch = 0
+        self._epoch_set = False
+        self._resume_samples = 0
+        self._delivered = 0
+        self._started = False
+        self._epoch_done = False
+        self._even = even
+        self._mode = mode
+        self._batch_size_for_plan = batch_size
+        self._drop_last_for_plan = drop_last
+        self._dataset_for_plan = dataset
+        super().__init__(dataset, batch_size, torch_shuffle, sampler, batch_sampler, num_workers, collate_fn,
+                         pin_memory, drop_last, timeout, worker_init_fn, multiprocessing_context, generator,
+                         prefetch_factor=prefetch_factor, persistent_workers=persistent_workers,
+                         pin_memory_device=pin_memory_device, in_order=in_order)
+        self.shuffle = shuffle
+        self.seed = self._seed
+        self.device = device
+        self.worker_type = worker_type
+        self.even = even
+        self.fields = fields
+        self.on_error = on_error
+        self._custom_collate = collate_fn is not None
+        self._stats = LoaderStats()
+        self._producer: BatchProducer | None = None
+
+    # -- the plan --------------------------------------------------------------------------
+    def _plan(self, start_sample: int | None = None) -> EpochPlan:
+        ds = self._dataset_for_plan
+        n = len(ds)
+        order = make_order(self._mode, n, self._seed, self._epoch, block_starts=_block_starts(ds))
+        return EpochPlan(n=n, batch_size=self._batch_size_for_plan, world=_world(), order=order,
+                         drop_last=self._drop_last_for_plan, even=self._even,
+                         start_sample=self._resume_samples if start_sample is None else start_sample)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch`` for the next iteration (like DistributedSampler.set_epoch)."""
+        self._epoch = int(epoch)
+        self._epoch_set = True
+        self._resume_samples = 0
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    # -- iteration -------------------------------------------------------------------------
+    def _fast_path(self) -> bool:
+        return isinstance(self.dataset, Dataset) and not self._custom_collate and self.batch_sampler is not None
+
+    def __iter__(self):
+        if not self._fast_path():
+            return super().__iter__()
+        if self._started and not self._epoch_set:
+            self._epoch += 1  # re-iteration starts the next epoch, unless set_epoch chose one
+            self._resume_samples = 0
+        self._started = True
+        self._epoch_set = False
+        return self._iterate()
+
+    def _iterate(self) -> Iterator[dict[str, Any]]:
+        plan = self._plan() if uses_plan(self.batch_sampler) else None
+        self._delivered = 0
+        self._epoch_done = False
+        if plan is not None:
+            batches = plan.batches()
+        else:
+            batches = (np.asarray(b, dtype=np.int64) for b in self.batch_sampler)
+        producer = self._get_producer()
+        batches_out = (self._to_torch(p) for p in producer.run(batches))
+        if self.device is not None:
+            batches_out = to_device_stream(batches_out, self.device)
+        elif self.pin_memory:
+            batches_out = _pinned(batches_out)
+        try:
+            for batch in batches_out:
+                self._delivered += 1
+                if plan is not None:
+                    self._resume_samples = plan.samples_after(self._delivered)
+                yield batch
+            self._resume_samples = 0
+            self._epoch_done = True
+        finally:
+            if not self.persistent_workers:
+                self._close_producer()
+
+    def _get_producer(self) -> BatchProducer:
+        if self._producer is not None:
+            return self._producer
+        ds = self.dataset
+        fields = tuple(self.fields) if self.fields is not None else None
+        layout = SlotLayout.for_dataset(ds.schema, self.batch_sampler.batch_size or 1, fields)
+        config = WorkerConfig(dataset_root=str(ds.root), dataset_options={"verify": ds.verify},
+                              fields=fields, layout=layout, ring_name="",
+                              worker_init_fn=self.worker_init_fn, seed=self._seed)
+        self._producer = BatchProducer(config, num_workers=self.num_workers, worker_type=self.worker_type,
+                                       prefetch_factor=self.prefetch_factor or 2, timeout=self.timeout,
+                                       mp_context=self.multiprocessing_context, stats=self._stats)
+        return self._producer
+
+    def _close_producer(self) -> None:
+        if self._producer is not None:
+            self._producer.close()
+            self._producer = None
+
+    def close(self) -> None:
+        """Stop workers and release shared memory (also done at the end of each epoch, unless
+        ``persistent_workers``)."""
+        self._close_producer()
+
+    def _to_torch(self, produced: ProducedBatch) -> dict[str, Any]:
+        batch: dict[str, Any] = {name: torch.from_numpy(arr) for name, arr in produced.fixed.items()}
+        for name, col in produced.var.items():
+            values = decode_var(self.dataset.schema[name], col, False)
+            if values and isinstance(values[0], np.ndarray):
+                values = [torch.from_numpy(v) for v in values]
+            batch[name] = values
+        names = self.fields or self.dataset.schema.names
+        return {name: batch[name] for name in names}
+
+    # -- state -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """A small resumable state: restoring it yields exactly the batches not yet delivered."""
+        if not isinstance(self.sampler, PlanSampler):
+            raise ValueError("state_dict needs fastload's own order (no custom sampler or batch_sampler)")
+        done = self._epoch_done and not self._epoch_set  # a finished epoch resumes at the next one
+        return LoaderState(seed=self._seed, epoch=self._epoch + done, samples_done=self._resume_samples,
+                           batch_size=self._batch_size_for_plan, world_size=_world().world_size,
+                           shuffle=self._mode).to_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        st = LoaderState.from_dict(state)
+        if st.shuffle != self._mode or st.seed != self._seed:
+            raise ValueError(f"state was saved with shuffle={st.shuffle!r}, seed={st.seed}; this loader "
+                             f"has shuffle={self._mode!r}, seed={self._seed}")
+        self._epoch = st.epoch
+        self._epoch_set = True
+        self._resume_samples = st.samples_done
+
+    def stats(self) -> dict[str, Any]:
+        """Data stall (time waiting for batches), throughput and per-stage times so far."""
+        return self._stats.snapshot()
+
+
+def copy_batch(batch: Any) -> Any:
+    """A copy of a batch that stays valid after the loader moves on (slots are reused)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.clone()
+    if isinstance(batch, dict):
+        return {k: copy_batch(v) for k, v in batch.items()}
+    if isinstance(batch, list):
+        return [copy_batch(v) for v in batch]
+    return batch
+
+
+def _pinned(batches: Iterator[dict]) -> Iterator[dict]:
+    if not torch.cuda.is_available():
+        warnings.warn("pin_memory=True but no CUDA device is available: batches are not pinned", stacklevel=3)
+        yield from batches
+        return
+    for batch in batches:
+        yield {k: (v.pin_memory() if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def _shuffle_mode(shuffle: bool | str | None) -> str:
+    if shuffle is None or shuffle is False:
+        return "none"
+    if shuffle is True:
+        return "full"
+    if isinstance(shuffle, str) and shuffle in SHUFFLE_MODES:
+        return shuffle
+    raise ValueError(f"shuffle must be True, False, None or one of {SHUFFLE_MODES}, not {shuffle!r}")
+
+
+def _seed_from(seed: int | None, generator: torch.Generator | None) -> int:
+    if seed is not None:
+        return int(seed)
+    if generator is not None:
+        return int(generator.initial_seed())
+    return 0  # shared by every rank, like DistributedSampler's default
+
+
+def _world() -> World:
+    return detect_world()
+
+
+def _block_starts(ds: Dataset) -> np.ndarray:
+    """Approximate first record of every block, from the manifest alone (no shard is opened)."""
+    m = ds.manifest
+    starts = []
+    offset = 0
+    for records, blocks in zip(m.shard_records.tolist(), m.shard_blocks.tolist()):
+        blocks = max(1, blocks)
+        starts.append(offset + (np.arange(blocks, dtype=np.int64) * records) // blocks)
+        offset += records
+    return np.unique(np.concatenate(starts)) if starts else np.zeros(1, np.int64)

@@ -1,0 +1,197 @@
+"""What runs inside a loader worker: open the dataset, gather each batch task into its slot.
+
+The entry points are plain module-level functions taking picklable values (a frozen config,
+queues or pipe ends, an event), so process workers start the same way under fork, spawn and
+forkserver. A worker sends one envelope per task, ``(seq, worker_id, payload, failure)``: a
+finished batch's payload, or a failure carrying the exception (pickled for processes) and the
+worker's traceback text. Setup failures are sent with ``seq == INIT`` and end the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import queue
+import random
+import selectors
+import signal
+import struct
+import sys
+from time import perf_counter
+from typing import Callable
+
+import numpy as np
+
+from ..format.dataset import Dataset, open_dataset
+from .config import WorkerConfig
+from .failures import pack_failure
+from .slots import SlotLayout, SlotRing
+
+INIT = -1  # the seq of a setup failure (worker_init_fn, opening the dataset, attaching the ring)
+POLL_S = 0.2  # how often an idle worker checks the stop event and whether its parent is alive
+# A task on a worker process's pipe: seq, slot, n as three int64; an empty message means stop.
+# Packed by hand: Connection.send's ForkingPickler costs ~20 us a call, more than the rest of a
+# batch's handoff.
+TASK = struct.Struct("<qqq")
+
+Envelope = tuple  # (seq, worker_id, payload | None, failure | None)
+
+
+def split_fields(ds: Dataset, fields: tuple[str, ...] | None, layout: SlotLayout) -> tuple[list[str], list[str]]:
+    """The fixed fields (written into slots) and the variable ones (sent along) of a task.
+
+    Checks that ``layout`` is the slot layout of these fields, so a mismatch is one clear error at
+    setup rather than a shape error in every batch.
+    """
+    names = ds.schema.names if fields is None else list(fields)
+    expected = SlotLayout.for_dataset(ds.schema, layout.batch_size, names)
+    if set(expected.fields) != set(layout.fields):
+        raise ValueError(f"the slot layout {layout.fields} does not match the fixed fields of the dataset "
+                         f"at {ds.root}: {expected.fields}")
+    fixed = list(layout.names)
+    var = [n for n in names if not ds.schema[n].is_fixed]
+    return fixed, var
+
+
+def gather_into_slot(ds: Dataset, ring: SlotRing, slot: int, indices: np.ndarray,
+                     fixed: list[str], var: list[str]) -> tuple[int, dict, dict[str, float]]:
+    """Gather one batch: fixed fields straight into ``slot``, variable ones as VarColumns."""
+    t0 = perf_counter()
+    n = len(indices)
+    if fixed:
+        # A call of its own for the fixed fields keeps them on the one-C-call-per-field path.
+        ds.gather(indices, fixed, out=ring.arrays(slot, n))
+    cols = ds.gather(indices, var) if var else {}
+    return n, cols, {"read": perf_counter() - t0}
+
+
+def _describe_fn(fn: Callable) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+class SetupError(Exception):
+    """A worker could not start: ``where`` says at which step, ``exc`` what was raised."""
+
+    def __init__(self, where: str, exc: BaseException):
+        super().__init__(where)
+        self.where, self.exc = where, exc
+
+
+def _setup(config: WorkerConfig, worker_id: int, ring: SlotRing | None, n_slots: int):
+    """Run worker_init_fn, open the dataset, attach the ring; returns them or raises SetupError."""
+    where = "seeding the worker"
+    try:
+        if ring is None:  # a process: seed its global RNGs the way torch's DataLoader does
+            _seed(config.seed + worker_id)
+        if config.worker_init_fn is not None:
+            where = f"worker_init_fn {_describe_fn(config.worker_init_fn)}({worker_id})"
+            config.worker_init_fn(worker_id)
+        where = f"opening the dataset {config.dataset_root}"
+        ds = open_dataset(config.dataset_root, **config.dataset_options)
+        fixed, var = split_fields(ds, config.fields, config.layout)
+        if ring is None:
+            where = f"attaching the batch slots {config.ring_name!r}"
+            ring = SlotRing(config.layout, n_slots, create=False, name=config.ring_name)
+    except BaseException as exc:  # reported to the main process, which raises it
+        raise SetupError(where, exc) from None
+    return ds, ring, fixed, var
+
+
+def _serve(ds: Dataset, ring: SlotRing, worker_id: int, fixed: list[str], var: list[str],
+           next_task: Callable[[float], tuple | None], send: Callable[[Envelope], None], stop,
+           pickled: bool) -> None:
+    """Gather tasks until ``next_task`` gives ``None`` or the stop event is set.
+
+    ``next_task(timeout)`` returns ``(seq, slot, indices)``, ``None`` to stop, or raises
+    ``queue.Empty`` when nothing came within ``timeout`` seconds.
+    """
+    while not stop.is_set():
+        try:
+            task = next_task(POLL_S)
+        except queue.Empty:
+            continue
+        if task is None:
+            return
+        seq, slot, indices = task
+        t0 = perf_counter()
+        try:
+            n, cols, timings = gather_into_slot(ds, ring, slot, indices, fixed, var)
+            msg = (seq, worker_id, (slot, n, cols, timings, perf_counter() - t0), None)
+        except Exception as exc:
+            msg = (seq, worker_id, None, pack_failure(exc, "", pickled=pickled))
+        send(msg)
+
+
+def _pipe_tasks(conn, ring: SlotRing, parent_pid: int) -> Callable[[float], tuple | None]:
+    """Tasks of a worker process: ``(seq, slot, n)`` on its pipe, the indices in the slot's index
+    array (written by the producer before sending, untouched until the result is delivered)."""
+    selector = selectors.DefaultSelector()  # one for the worker's life: cheaper than conn.poll()
+    selector.register(conn, selectors.EVENT_READ)
+
+    def next_task(timeout: float) -> tuple | None:
+        try:
+            if not selector.select(timeout):
+                if os.getppid() != parent_pid:
+                    return None  # orphaned: the main process is gone
+                raise queue.Empty
+            msg = conn.recv_bytes()
+        except (EOFError, OSError):
+            return None  # the producer closed the pipe
+        if not msg:
+            return None
+        seq, slot, n = TASK.unpack(msg)
+        return seq, slot, ring.indices(slot)[:n]
+
+    return next_task
+
+
+def _seed(seed: int) -> None:
+    """Seed the global RNGs of a worker process the way torch's DataLoader does."""
+    seed %= 2**64
+    random.seed(seed)
+    np.random.seed(np.random.SeedSequence(seed).generate_state(1)[0])
+    torch = sys.modules.get("torch")
+    if torch is not None:  # only when already imported: importing torch costs seconds
+        torch.manual_seed(seed)
+
+
+def process_worker(config: WorkerConfig, worker_id: int, n_slots: int, tasks, results, stop) -> None:
+    """Entry point of a worker process: ``tasks`` the read end and ``results`` the write end of
+    this worker's own pipes (so a worker that dies mid-message is an EOF, never a hang)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the parent over fork
+    parent = os.getppid()
+    ring = None
+
+    def send(msg: Envelope) -> None:  # plain pickle: see TASK
+        results.send_bytes(pickle.dumps(msg, pickle.HIGHEST_PROTOCOL))
+
+    try:
+        try:
+            ds, ring, fixed, var = _setup(config, worker_id, None, n_slots)
+        except SetupError as failed:
+            send((INIT, worker_id, None, pack_failure(failed.exc, failed.where, pickled=True)))
+            return
+        _serve(ds, ring, worker_id, fixed, var, _pipe_tasks(tasks, ring, parent), send, stop, True)
+    except (BrokenPipeError, EOFError, ConnectionError):
+        pass  # the main process closed our pipe: it is shutting down
+    finally:
+        if ring is not None:
+            ring.close()
+        results.close()
+        tasks.close()
+
+
+def thread_worker(config: WorkerConfig, worker_id: int, ring: SlotRing, tasks: queue.Queue,
+                  results: queue.Queue, stop) -> None:
+    """Entry point of a worker thread: same protocol, writing into the owner's ring."""
+    try:
+        ds, ring, fixed, var = _setup(config, worker_id, ring, ring.n_slots)
+    except SetupError as failed:
+        results.put((INIT, worker_id, None, pack_failure(failed.exc, failed.where, pickled=False)))
+        return
+    try:
+        _serve(ds, ring, worker_id, fixed, var, lambda timeout: tasks.get(timeout=timeout), results.put,
+               stop, False)
+    except BaseException as exc:  # a bug in the loop itself: report it rather than vanish
+        results.put((INIT, worker_id, None, pack_failure(exc, "serving tasks", pickled=False)))

@@ -1,0 +1,318 @@
+"""Produce whole batches on worker processes or threads, delivered in order from a ring of slots.
+
+:class:`BatchProducer` is the loader's engine for fastload datasets: the caller hands it record
+index arrays (batch ``k`` is the ``k``-th), workers gather each batch's fixed fields straight into
+a shared-memory slot with the native gather, and the consumer gets :class:`ProducedBatch` views
+of the slots, strictly in batch order whatever the workers' timing. A task reaches a worker
+process as three integers, its indices through the slot's index array; only the small result
+envelope (with any variable-size fields) is pickled.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import deque
+from dataclasses import dataclass, field, replace
+from time import perf_counter
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from ..errors import WorkerError
+from ..format.columns import VarColumn
+from ..format.dataset import open_dataset
+from .config import WorkerConfig
+from .failures import failure_exception
+from .pools import FATAL_STOP_S, STOP_S, ProcessPool, ThreadPool, get_context
+from .slots import SlotRing
+from .stats import LoaderStats
+from .worker_loop import INIT, POLL_S, gather_into_slot, split_fields
+
+__all__ = ["BatchProducer", "ProducedBatch", "WorkerConfig"]
+
+WORKER_TYPES = ("process", "thread")
+ON_ERROR = ("raise", "skip")
+_END = object()
+
+
+@dataclass
+class ProducedBatch:
+    """One finished batch. ``fixed`` holds views of a slot: valid until the next batch is requested."""
+
+    k: int  # batch number, in plan order
+    slot: int
+    n: int  # rows
+    fixed: dict[str, np.ndarray]
+    var: dict[str, VarColumn]
+    timings: dict[str, float] = field(default_factory=dict)  # per-stage seconds in the worker
+    worker: int = -1  # the worker that produced it; -1: the consumer's own thread
+
+    @property
+    def nbytes(self) -> int:
+        return (sum(a.nbytes for a in self.fixed.values())
+                + sum(c.data.nbytes for c in self.var.values()))
+
+
+class _State:
+    """What the producer owns, kept apart from it so its finalizer can release everything."""
+
+    def __init__(self, ring: SlotRing):
+        self.ring = ring
+        self.pool: ProcessPool | ThreadPool | None = None
+        self.dataset = None  # num_workers == 0: the consumer thread's own dataset
+        self.fixed: list[str] = []
+        self.var: list[str] = []
+        self.free = deque(range(ring.n_slots))
+        self.inflight: dict[int, int] = {}  # seq -> slot of every task whose slot is not free yet
+        self.ready: dict[int, tuple] = {}  # seq -> envelope received, not yet delivered
+        self.next_seq = 0  # tasks are numbered across runs, so a finished run's late results are told apart
+        self.run_token: object | None = None
+        self.run_base = 0  # seq of the current run's batch 0
+        self.held: int | None = None  # slot of the batch the consumer holds
+        self.closed = False
+        self.stop_s = STOP_S  # how long closing waits for workers to stop on their own
+
+    def end_run(self) -> None:
+        """Give back the consumer's slot and the undelivered results; tasks still out become stale
+        (their slots come back when their results arrive)."""
+        if self.held is not None:
+            self.free.append(self.held)
+            self.held = None
+        for seq in self.ready:
+            self.free.append(self.inflight.pop(seq))
+        self.ready.clear()
+        self.run_token = None
+        self.run_base = self.next_seq
+
+
+def _shutdown(state: _State) -> None:
+    state.closed = True
+    try:
+        if state.pool is not None:
+            state.pool.shutdown(state.stop_s)
+    finally:
+        state.ring.close()
+        state.dataset = None
+
+
+class BatchProducer:
+    """Runs batch tasks on ``num_workers`` worker processes (or threads) and yields finished batches
+    strictly in task order, reusing a ring of ``num_workers * prefetch_factor + 1`` shared-memory
+    slots (2 with ``num_workers=0``, where batches are produced in the calling thread).
+
+    Lifetime rule: a batch's ``fixed`` arrays are views of its slot, and the slot is recycled when
+    the *next* batch is requested from the iterator. A consumer that keeps a batch beyond that must
+    copy it. Variable fields (``var``) are the consumer's to keep.
+
+    A worker that raises makes :meth:`run` raise at that batch: fastload errors as themselves,
+    anything else as :class:`WorkerError` chained to the original, with the worker's traceback in a
+    note; the workers stay up for the next :meth:`run`. A worker that dies, or (``timeout > 0``) a
+    batch that takes longer than ``timeout`` seconds, raises :class:`WorkerError` and closes the
+    producer. ``close()`` (also ``with`` and a finalizer) stops the workers and unlinks the slots.
+    """
+
+    def __init__(self, config: WorkerConfig, *, num_workers: int, worker_type: str = "process",
+                 prefetch_factor: int = 2, timeout: float = 0, mp_context=None, on_error: str = "raise",
+                 stats: LoaderStats | None = None):
+        if not isinstance(config, WorkerConfig):
+            raise TypeError(f"config must be a WorkerConfig, not {type(config).__name__}")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be a non-negative integer, not {num_workers!r}")
+        if worker_type not in WORKER_TYPES:
+            raise ValueError(f"worker_type must be one of {WORKER_TYPES}, not {worker_type!r}")
+        if not isinstance(prefetch_factor, int) or prefetch_factor < 1:
+            raise ValueError(f"prefetch_factor must be a positive integer, not {prefetch_factor!r}")
+        if not timeout >= 0:
+            raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
+        if on_error not in ON_ERROR:  # skipping is decided by the caller, at the plan level
+            raise ValueError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
+        ctx = get_context(mp_context) if num_workers and worker_type == "process" else None
+        self.num_workers = num_workers
+        self.worker_type = worker_type
+        self.prefetch_factor = prefetch_factor
+        self.timeout = float(timeout)
+        self.on_error = on_error
+        self._stats = stats
+        n_slots = num_workers * prefetch_factor + 1 if num_workers else 2
+        ring = SlotRing(config.layout, n_slots)
+        self._state = st = _State(ring)
+        self._finalizer = weakref.finalize(self, _shutdown, st)
+        self.config = config = replace(config, ring_name=ring.name)
+        try:
+            if num_workers == 0:
+                st.dataset = open_dataset(config.dataset_root, **config.dataset_options)
+                st.fixed, st.var = split_fields(st.dataset, config.fields, config.layout)
+            elif worker_type == "process":
+                st.pool = ProcessPool(config, num_workers, ring, ctx)
+            else:
+                st.pool = ThreadPool(config, num_workers, ring)
+        except BaseException:
+            self.close()
+            raise
+        if stats is not None:
+            stats.set_workers(num_workers)
+
+    # -- introspection ---------------------------------------------------------------------
+    @property
+    def n_slots(self) -> int:
+        return self._state.ring.n_slots
+
+    @property
+    def ring_name(self) -> str:
+        return self._state.ring.name
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the worker processes (empty for threads and num_workers=0)."""
+        pool = self._state.pool
+        return pool.pids if pool is not None else []
+
+    @property
+    def closed(self) -> bool:
+        return self._state.closed
+
+    # -- iteration -------------------------------------------------------------------------
+    def run(self, batches: Iterable[np.ndarray]) -> Iterator[ProducedBatch]:
+        """Produce the batches of ``batches`` (record index arrays) and yield them in order.
+
+        One run at a time: starting another abandons the previous one (its iterator then raises).
+        The slot of each yielded batch is recycled when the next batch is requested.
+        """
+        st = self._state
+        if st.closed:
+            raise RuntimeError("this BatchProducer is closed")
+        st.end_run()  # abandon a previous run that was not iterated to its end
+        st.run_token = token = object()
+        it = iter(batches)
+        return self._run_inline(it, token) if st.pool is None else self._run_pool(it, token)
+
+    def _run_pool(self, it: Iterator, token: object) -> Iterator[ProducedBatch]:
+        st, pool, stats = self._state, self._state.pool, self._stats
+        base, sent, k, exhausted = st.run_base, 0, 0, False
+        try:
+            while True:
+                t_request = perf_counter()
+                self._resume(token)
+                seq = base + k
+                deadline = t_request + self.timeout if self.timeout > 0 else None
+                while True:
+                    while st.free and not exhausted:  # keep every free slot working
+                        indices = next(it, _END)
+                        if indices is _END:
+                            exhausted = True
+                            break
+                        idx = self._indices(indices, sent)
+                        s, slot = base + sent, st.free.popleft()
+                        st.inflight[s] = slot
+                        st.next_seq = s + 1
+                        pool.send(s % self.num_workers, (s, slot, idx))
+                        sent += 1
+                    if seq in st.ready:
+                        break
+                    if exhausted and k >= sent:
+                        return
+                    if not st.inflight:  # every slot lost track of: only an interrupt mid-bookkeeping does this
+                        raise RuntimeError("the producer lost its batch slots; close it and make a new one")
+                    self._receive(seq, k, deadline)
+                _, wid, payload, failure = st.ready.pop(seq)
+                slot = st.inflight.pop(seq)
+                if failure is not None:
+                    st.free.append(slot)
+                    raise failure_exception(failure, pool.describe(wid), f"reading batch {k}")
+                _, n, cols, timings, busy = payload
+                st.held = slot
+                batch = ProducedBatch(k, slot, n, st.ring.arrays(slot, n), cols, timings, wid)
+                if stats is not None:
+                    stats.record_batch(perf_counter() - t_request, n, batch.nbytes, timings, busy)
+                yield batch
+                k += 1
+        finally:
+            if st.run_token is token:
+                st.end_run()
+
+    def _run_inline(self, it: Iterator, token: object) -> Iterator[ProducedBatch]:
+        st, stats = self._state, self._stats
+        k = 0
+        try:
+            while True:
+                t_request = perf_counter()
+                self._resume(token)
+                indices = next(it, _END)
+                if indices is _END:
+                    return
+                idx = self._indices(indices, k)
+                slot = k % st.ring.n_slots
+                n, cols, timings = gather_into_slot(st.dataset, st.ring, slot, idx, st.fixed, st.var)
+                st.held = slot
+                batch = ProducedBatch(k, slot, n, st.ring.arrays(slot, n), cols, timings, -1)
+                if stats is not None:
+                    stats.record_batch(perf_counter() - t_request, n, batch.nbytes, timings)
+                yield batch
+                k += 1
+        finally:
+            if st.run_token is token:
+                st.end_run()
+
+    def _resume(self, token: object) -> None:
+        """Checks on each request for the next batch; recycles the slot of the previous one."""
+        st = self._state
+        if st.closed:
+            raise RuntimeError("this BatchProducer was closed during iteration")
+        if st.run_token is not token:
+            raise RuntimeError("this run was abandoned: run() was called again on the same BatchProducer")
+        if st.held is not None:
+            st.free.append(st.held)
+            st.held = None
+
+    def _indices(self, indices: Any, k: int) -> np.ndarray:
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(idx) > self.config.layout.batch_size:
+            raise ValueError(f"batch {k} holds {len(idx)} records; the slots hold "
+                             f"batch_size={self.config.layout.batch_size}")
+        return idx
+
+    def _receive(self, seq: int, k: int, deadline: float | None) -> None:
+        """Wait (bounded) for results; raise on a dead worker, a failed setup or the timeout."""
+        st, pool = self._state, self._state.pool
+        wait = POLL_S
+        if deadline is not None:
+            left = deadline - perf_counter()
+            if left <= 0:
+                self._fatal(WorkerError(f"DataLoader timed out after {self.timeout:g} seconds waiting for "
+                                        f"batch {k} from {pool.describe(seq % self.num_workers)}"))
+            wait = min(wait, left)
+        envelopes, dead = pool.receive(wait)
+        for env in envelopes:
+            s = env[0]
+            if s == INIT:
+                self._fatal(failure_exception(env[3], pool.describe(env[1])))
+            if s < st.run_base or st.run_token is None:  # a late result of an abandoned run
+                st.free.append(st.inflight.pop(s))
+            else:
+                st.ready[s] = env
+        if dead:
+            w = dead[0]
+            self._fatal(WorkerError(f"{pool.describe(w)} {pool.exit_status(w)} while the loader waited for "
+                                    f"batch {k}"))
+
+    def _fatal(self, exc: BaseException):
+        """A worker is gone or stuck: release everything, then raise."""
+        self._state.stop_s = FATAL_STOP_S  # a stuck worker is terminated rather than waited for
+        self.close()
+        raise exc
+
+    # -- lifetime --------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the workers (joined with a timeout, then terminated), unlink the slots. Idempotent."""
+        self._finalizer()
+
+    def __enter__(self) -> "BatchProducer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{self.n_slots} slots"
+        return (f"BatchProducer(num_workers={self.num_workers}, worker_type={self.worker_type!r}, "
+                f"{state})")

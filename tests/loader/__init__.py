@@ -1,0 +1,1 @@
+"""Tests of the loader: slots, workers, stats and the DataLoader front end."""
