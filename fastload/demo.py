@@ -83,8 +83,21 @@ def run(out_dir: str | None = None, records: int = 100_000, window: int = 257, b
         nbytes += batch["tokens"].nbytes + batch["id"].nbytes
     dt = time.perf_counter() - t0
     assert np.array_equal(batch["id"], order[start : start + batch_size]), "records came back out of order"
-    print(f"loaded   one shuffled epoch of {samples:,} samples (id + tokens, batches of {batch_size}) in {dt:.2f} s:"
+    print(f"read     one shuffled epoch with get_batch ({samples:,} samples, id + tokens, batches of {batch_size}):"
           f" {samples / dt:,.0f} samples/s, {nbytes / dt / 1e9:.2f} GB/s")
+
+    from fastload.loader import DataLoader
+
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers, fields=["id", "tokens"])
+    t0 = time.perf_counter()
+    seen = 0
+    for batch in loader:
+        seen += len(batch["id"])
+    dt = time.perf_counter() - t0
+    stats = loader.stats()
+    print(f"train    one epoch through fastload.DataLoader (shuffle=True, {workers} workers): "
+          f"{seen / dt:,.0f} samples/s; data stall {stats['stall_pct']:.0f}% of the loop "
+          f"(a loop that does nothing but wait for data)")
     t0 = time.perf_counter()
     texts = ds.get_batch(order[:10_000], fields=["text"])["text"]
     dt_text = time.perf_counter() - t0
