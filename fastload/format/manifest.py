@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import FormatError
 from .codec import CHECKSUM_NAME, checksum
 from .schema import Schema
-from .shard_writer import ShardInfo, temp_path_for
+from .shard_writer import ShardInfo, fsync_dir, temp_path_for
 from .spec import FORMAT_VERSION, MANIFEST_NAME, READABLE_VERSIONS
 
 
@@ -135,6 +135,7 @@ class Manifest:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
+        fsync_dir(final.parent)
         return final
 
 

@@ -46,6 +46,15 @@ def shard_header(schema: Schema, settings: dict[str, Any]) -> bytes:
     return head + b"\x00" * (align_up(len(head)) - len(head))
 
 
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (the directory entry itself is data the kernel may lose)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def temp_path_for(final: Path) -> Path:
     """A unique hidden temporary name beside ``final`` (never mistaken for a finished shard)."""
     return final.with_name(f".{final.name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
@@ -174,6 +183,7 @@ class ShardWriter:
         os.fsync(self._file.fileno())
         self._file.close()
         os.replace(self._tmp, self.path)
+        fsync_dir(self.path.parent)
         return ShardInfo(self.path.name, self.n_records, self._pos, len(self._blocks),
                          f"{self._hasher.intdigest():016x}")
 

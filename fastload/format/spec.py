@@ -10,6 +10,7 @@ READABLE_VERSIONS = (1,)
 SHARD_MAGIC = b"FLSHARD\x00"
 TRAILER_MAGIC = b"FLTRAIL\x00"
 MANIFEST_NAME = "manifest.json"
+PACK_JOURNAL = ".fastload-pack.json"  # an unfinished pack's resume journal (see docs/format.md)
 SHARD_SUFFIX = ".fls"
 
 ALIGN = 64  # block and index starts are 64-byte aligned, so column views are aligned too

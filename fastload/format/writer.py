@@ -16,9 +16,8 @@ from .infer import infer_schema
 from .manifest import Manifest
 from .schema import Field, Schema
 from .shard_writer import TEMP_MARK, ShardInfo, ShardWriter, SpillFile
-from .spec import CODEC_NAMES, MANIFEST_NAME, SHARD_SUFFIX, shard_name
+from .spec import CODEC_NAMES, MANIFEST_NAME, PACK_JOURNAL, SHARD_SUFFIX, shard_name
 
-PACK_JOURNAL = ".fastload-pack.json"
 ON_ERROR = ("raise", "skip")
 
 

@@ -28,8 +28,8 @@ from ..format.manifest import Manifest
 from ..format.schema import Schema, parse_overrides
 from ..format.shard_reader import ShardReader
 from ..format.shard_writer import temp_path_for
-from ..format.spec import CODEC_NAMES, MANIFEST_NAME
-from ..format.writer import ON_ERROR, PACK_JOURNAL, ShardSink, codec_settings, is_fastload_file, prepare_output
+from ..format.spec import CODEC_NAMES, MANIFEST_NAME, PACK_JOURNAL
+from ..format.writer import ON_ERROR, ShardSink, codec_settings, is_fastload_file, prepare_output
 from .encode import EncodeJob, SegmentResult, encode_segment, first_chunk, stream_segment
 from .journal import Journal, fingerprint
 from .report import PackReport

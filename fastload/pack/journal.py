@@ -15,7 +15,7 @@ from pathlib import Path
 from ..format.codec import checksum
 from ..format.shard_reader import map_file
 from ..format.shard_writer import ShardInfo, temp_path_for
-from ..format.writer import PACK_JOURNAL
+from ..format.spec import PACK_JOURNAL
 
 
 @dataclass
