@@ -213,3 +213,53 @@ def test_batches_are_views_until_the_next_one_and_copy_batch_keeps_them(ds):
     for _ in range(5):
         next(it)
     assert kept["id"].tolist() == list(range(10))
+
+
+# -- failures -----------------------------------------------------------------------------------
+def _our_shm() -> set[str]:
+    import os
+
+    return {n for n in os.listdir("/dev/shm") if n.startswith(f"fastload-{os.getpid()}-")}
+
+
+@pytest.mark.timeout(60)
+def test_a_killed_worker_raises_workererror_and_leaks_nothing(ds):
+    import os
+    import signal
+    import time
+
+    before = _our_shm()
+    loader = DataLoader(ds, batch_size=10, num_workers=2, worker_type="process")
+    it = iter(loader)
+    next(it)
+    os.kill(loader._producer.worker_pids[0], signal.SIGKILL)
+    t0 = time.perf_counter()
+    with pytest.raises(fastload.WorkerError):
+        for _ in it:
+            pass
+    assert time.perf_counter() - t0 < 10
+    loader.close()
+    assert _our_shm() == before
+    assert ids(loader) == list(range(N))  # a new iteration starts fresh workers
+
+
+def test_persistent_workers_serve_every_epoch(ds):
+    loader = DataLoader(ds, batch_size=100, num_workers=2, persistent_workers=True, shuffle=True)
+    e0 = ids(loader)
+    pids = loader._producer.worker_pids
+    e1 = ids(loader)
+    assert loader._producer.worker_pids == pids and sorted(e0) == sorted(e1) == list(range(N)) and e0 != e1
+    loader.close()
+
+
+def test_a_corrupt_record_names_its_shard(tmp_path):
+    root = tmp_path / "bad"
+    with fastload.Writer(root, shard_size="16KB", block_size="2KB") as w:
+        w.write_batch({"id": np.arange(500, dtype=np.int64)})
+    shard = sorted(root.glob("*.fls"))[0]
+    data = bytearray(shard.read_bytes())
+    data[200] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(fastload.FormatError, match=shard.name):
+        for _ in DataLoader(str(root), batch_size=50, num_workers=2):
+            pass
