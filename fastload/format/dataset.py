@@ -183,10 +183,16 @@ class Dataset:
             new = np.unique(shard_of[~tables.registered[shard_of]])
             for s in new:
                 reader = self.shard(int(s))
-                if reader.all_raw and reader.verify == "first" and not reader.fully_verified:
+                if (reader.all_raw and reader.verify == "first" and not reader.fully_verified
+                        and int(s) not in tables.damaged):
                     # Verify the whole shard now (xxh3, ~10 GB/s) rather than block by block, so the
                     # rest of the first epoch takes this one-call path too: same hashing in total.
-                    reader.check_blocks(np.arange(reader.n_blocks))
+                    # A damaged shard stays on the block-by-block path, where only the records of
+                    # a corrupt block fail.
+                    try:
+                        reader.check_blocks(np.arange(reader.n_blocks))
+                    except FormatError:
+                        tables.damaged.add(int(s))
                 if not (reader.all_raw and reader.fully_verified):
                     return None
                 tables.register(int(s), reader, self._layouts)
@@ -313,6 +319,7 @@ class _FastTables:
         self.block_first = np.zeros(total, dtype=np.int64)
         self.column_addr = {lay.column: np.zeros(total, dtype=np.int64) for lay in layouts if lay.fixed}
         self.registered = np.zeros(len(shard_blocks), dtype=bool)
+        self.damaged: set[int] = set()  # shards with a corrupt block: never registered
         self.complete = len(shard_blocks) == 0
         self._lock = threading.Lock()
 

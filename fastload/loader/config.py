@@ -20,6 +20,7 @@ class WorkerConfig:
     ring_name: str = ""  # set by BatchProducer to the name of the ring it creates
     worker_init_fn: Callable | None = None  # called as worker_init_fn(worker_id) in each worker
     seed: int = 0  # a worker process seeds random, NumPy and torch with seed + worker_id
+    on_error: str = "raise"  # "skip": unreadable records are replaced (see worker_loop.readable_indices)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dataset_root", os.fspath(self.dataset_root))
@@ -37,3 +38,5 @@ class WorkerConfig:
         if self.worker_init_fn is not None and not callable(self.worker_init_fn):
             raise TypeError(f"worker_init_fn must be callable or None, not {self.worker_init_fn!r}")
         object.__setattr__(self, "seed", int(self.seed))
+        if self.on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', not {self.on_error!r}")

@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import FormatError, RecordDecodeError
 from ..format.dataset import Dataset, open_dataset
 from .config import WorkerConfig
 from .failures import pack_failure
@@ -54,15 +55,57 @@ def split_fields(ds: Dataset, fields: tuple[str, ...] | None, layout: SlotLayout
 
 
 def gather_into_slot(ds: Dataset, ring: SlotRing, slot: int, indices: np.ndarray,
-                     fixed: list[str], var: list[str]) -> tuple[int, dict, dict[str, float]]:
-    """Gather one batch: fixed fields straight into ``slot``, variable ones as VarColumns."""
+                     fixed: list[str], var: list[str],
+                     on_error: str = "raise") -> tuple[int, dict, dict[str, float], int]:
+    """Gather one batch: fixed fields straight into ``slot``, variable ones as VarColumns.
+
+    Returns rows, variable columns, stage timings and the number of records skipped (replaced)
+    under ``on_error="skip"``.
+    """
     t0 = perf_counter()
     n = len(indices)
+    skipped = 0
+    try:
+        cols = _gather(ds, ring, slot, indices, fixed, var)
+    except (FormatError, RecordDecodeError):
+        if on_error != "skip":
+            raise
+        indices, skipped = readable_indices(ds, indices, fixed + var)
+        cols = _gather(ds, ring, slot, indices, fixed, var)
+    return n, cols, {"read": perf_counter() - t0}, skipped
+
+
+def _gather(ds: Dataset, ring: SlotRing, slot: int, indices: np.ndarray, fixed: list[str], var: list[str]):
     if fixed:
         # A call of its own for the fixed fields keeps them on the one-C-call-per-field path.
-        ds.gather(indices, fixed, out=ring.arrays(slot, n))
-    cols = ds.gather(indices, var) if var else {}
-    return n, cols, {"read": perf_counter() - t0}
+        ds.gather(indices, fixed, out=ring.arrays(slot, len(indices)))
+    return ds.gather(indices, var) if var else {}
+
+
+def readable_indices(ds: Dataset, indices: np.ndarray, fields: list[str]) -> tuple[np.ndarray, int]:
+    """Replace each unreadable record by the next readable one in dataset order (wrapping).
+
+    Deterministic (it depends on the data alone, not on timing or workers), so a rerun or a
+    resumed run skips the same records, and batches stay full. Only batches that failed come
+    here, one record at a time.
+    """
+    n_total = len(ds)
+    out = np.array(indices, dtype=np.int64, copy=True)
+    skipped = 0
+    for pos, i in enumerate(out.tolist()):
+        for step in range(n_total):
+            candidate = (i + step) % n_total
+            try:
+                ds.gather(np.array([candidate], dtype=np.int64), fields)
+            except (FormatError, RecordDecodeError):
+                continue
+            if step:
+                skipped += 1
+                out[pos] = candidate
+            break
+        else:
+            raise FormatError(f"{ds.root}: no readable record left to replace record {i}")
+    return out, skipped
 
 
 def _describe_fn(fn: Callable) -> str:
@@ -99,7 +142,7 @@ def _setup(config: WorkerConfig, worker_id: int, ring: SlotRing | None, n_slots:
 
 def _serve(ds: Dataset, ring: SlotRing, worker_id: int, fixed: list[str], var: list[str],
            next_task: Callable[[float], tuple | None], send: Callable[[Envelope], None], stop,
-           pickled: bool) -> None:
+           pickled: bool, on_error: str = "raise") -> None:
     """Gather tasks until ``next_task`` gives ``None`` or the stop event is set.
 
     ``next_task(timeout)`` returns ``(seq, slot, indices)``, ``None`` to stop, or raises
@@ -115,8 +158,8 @@ def _serve(ds: Dataset, ring: SlotRing, worker_id: int, fixed: list[str], var: l
         seq, slot, indices = task
         t0 = perf_counter()
         try:
-            n, cols, timings = gather_into_slot(ds, ring, slot, indices, fixed, var)
-            msg = (seq, worker_id, (slot, n, cols, timings, perf_counter() - t0), None)
+            n, cols, timings, skipped = gather_into_slot(ds, ring, slot, indices, fixed, var, on_error)
+            msg = (seq, worker_id, (slot, n, cols, timings, perf_counter() - t0, skipped), None)
         except Exception as exc:
             msg = (seq, worker_id, None, pack_failure(exc, "", pickled=pickled))
         send(msg)
@@ -172,7 +215,8 @@ def process_worker(config: WorkerConfig, worker_id: int, n_slots: int, tasks, re
         except SetupError as failed:
             send((INIT, worker_id, None, pack_failure(failed.exc, failed.where, pickled=True)))
             return
-        _serve(ds, ring, worker_id, fixed, var, _pipe_tasks(tasks, ring, parent), send, stop, True)
+        _serve(ds, ring, worker_id, fixed, var, _pipe_tasks(tasks, ring, parent), send, stop, True,
+               config.on_error)
     except (BrokenPipeError, EOFError, ConnectionError):
         pass  # the main process closed our pipe: it is shutting down
     finally:
@@ -192,6 +236,6 @@ def thread_worker(config: WorkerConfig, worker_id: int, ring: SlotRing, tasks: q
         return
     try:
         _serve(ds, ring, worker_id, fixed, var, lambda timeout: tasks.get(timeout=timeout), results.put,
-               stop, False)
+               stop, False, config.on_error)
     except BaseException as exc:  # a bug in the loop itself: report it rather than vanish
         results.put((INIT, worker_id, None, pack_failure(exc, "serving tasks", pickled=False)))

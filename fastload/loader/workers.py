@@ -219,11 +219,13 @@ class BatchProducer:
                 if failure is not None:
                     st.free.append(slot)
                     raise failure_exception(failure, pool.describe(wid), f"reading batch {k}")
-                _, n, cols, timings, busy = payload
+                _, n, cols, timings, busy, skipped = payload
                 st.held = slot
                 batch = ProducedBatch(k, slot, n, st.ring.arrays(slot, n), cols, timings, wid)
                 if stats is not None:
                     stats.record_batch(perf_counter() - t_request, n, batch.nbytes, timings, busy)
+                    if skipped:
+                        stats.add_skipped(skipped)
                 yield batch
                 k += 1
         finally:
@@ -242,11 +244,14 @@ class BatchProducer:
                     return
                 idx = self._indices(indices, k)
                 slot = k % st.ring.n_slots
-                n, cols, timings = gather_into_slot(st.dataset, st.ring, slot, idx, st.fixed, st.var)
+                n, cols, timings, skipped = gather_into_slot(st.dataset, st.ring, slot, idx, st.fixed, st.var,
+                                                             self.config.on_error)
                 st.held = slot
                 batch = ProducedBatch(k, slot, n, st.ring.arrays(slot, n), cols, timings, -1)
                 if stats is not None:
                     stats.record_batch(perf_counter() - t_request, n, batch.nbytes, timings)
+                    if skipped:
+                        stats.add_skipped(skipped)
                 yield batch
                 k += 1
         finally:

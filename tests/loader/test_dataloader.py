@@ -263,3 +263,26 @@ def test_a_corrupt_record_names_its_shard(tmp_path):
     with pytest.raises(fastload.FormatError, match=shard.name):
         for _ in DataLoader(str(root), batch_size=50, num_workers=2):
             pass
+
+
+@pytest.mark.parametrize("workers,kind", [(0, "thread"), (2, "thread"), (2, "process")])
+def test_skip_replaces_unreadable_records_deterministically(tmp_path, workers, kind):
+    root = tmp_path / "bad"
+    with fastload.Writer(root, shard_size="16KB", block_size="2KB") as w:
+        w.write_batch({"id": np.arange(500, dtype=np.int64)})
+    reader = fastload.format.shard_reader.ShardReader.open(sorted(root.glob("*.fls"))[0])
+    first, count = int(reader.first_record[0]), int(reader.block_records[0])
+    offset = int(reader.blocks["offset"][0])
+    shard = sorted(root.glob("*.fls"))[0]
+    data = bytearray(shard.read_bytes())
+    data[offset + 3] ^= 0xFF  # corrupt block 0 of shard 0: records first..first+count-1
+    shard.write_bytes(bytes(data))
+    runs = []
+    for _ in range(2):
+        loader = DataLoader(str(root), batch_size=50, num_workers=workers, worker_type=kind, on_error="skip")
+        got = ids(loader)
+        runs.append(got)
+        assert loader.stats()["skipped"] == count
+    assert runs[0] == runs[1] and len(runs[0]) == 500  # same replacements, batches stay full
+    bad = set(range(first, first + count))
+    assert not bad & set(runs[0]) and runs[0][count] == count  # replaced by the next readable record
