@@ -52,7 +52,8 @@ class DataLoader(TorchDataLoader):
     how ranks get equal shares, as DistributedSampler's drop_last False/True), ``fields`` (the
     fields to load), ``on_error`` (``"raise"``, or ``"skip"``: a record that cannot be read is
     replaced by the next readable one in dataset order, the same on every run and resume, counted
-    in ``stats()["skipped"]``, so batches stay full).
+    in ``stats()["skipped"]``, so batches stay full), ``log_every`` (seconds: log a one-line summary
+    of throughput and data stall at most this often, to the ``fastload.loader`` logger at INFO).
     """
 
     def __init__(self, dataset: Any, batch_size: int | None = 1, shuffle: bool | str | None = None,
@@ -62,7 +63,8 @@ class DataLoader(TorchDataLoader):
                  prefetch_factor: int | None = None, persistent_workers: bool = False,
                  pin_memory_device: str = "", in_order: bool = True, seed: int | None = None,
                  device: str | torch.device | None = None, worker_type: str = "thread",
-                 even: str = "pad", fields: list[str] | None = None, on_error: str = "raise"):
+                 even: str = "pad", fields: list[str] | None = None, on_error: str = "raise",
+                 log_every: float | None = None):
         if isinstance(dataset, (str, os.PathLike)):
             dataset = open_dataset(dataset)
         if worker_type not in WORKER_TYPES:
@@ -105,7 +107,8 @@ class DataLoader(TorchDataLoader):
         self.fields = fields
         self.on_error = on_error
         self._custom_collate = collate_fn is not None
-        self._stats = LoaderStats()
+        self.log_every = log_every
+        self._stats = LoaderStats(log_every=log_every)
         self._producer: BatchProducer | None = None
 
     # -- the plan --------------------------------------------------------------------------

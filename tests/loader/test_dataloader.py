@@ -286,3 +286,13 @@ def test_skip_replaces_unreadable_records_deterministically(tmp_path, workers, k
     assert runs[0] == runs[1] and len(runs[0]) == 500  # same replacements, batches stay full
     bad = set(range(first, first + count))
     assert not bad & set(runs[0]) and runs[0][count] == count  # replaced by the next readable record
+
+
+def test_log_every_writes_a_one_line_summary(ds, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        for _ in DataLoader(ds, batch_size=100, log_every=1e-9):  # every batch
+            pass
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("fastload")]
+    assert len(lines) >= 5 and all("\n" not in line and "stall" in line for line in lines)
