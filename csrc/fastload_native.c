@@ -193,12 +193,15 @@ static Py_ssize_t last_le(const int64_t *a, Py_ssize_t lo, Py_ssize_t hi, int64_
  * block_first the shard-local first record of every block and block_addr the field's column
  * address in every block. Random 64-record batches touch ~13 of 13 shards in the token benchmark,
  * where a Python loop over shards took 6x the copy time (bench/read_random.py, docs/benchmarks.md).
+ * With blocks_out, the global block of each record is written there, so the caller can verify
+ * the blocks it touched (and only those) before handing the batch out.
  * Raises IndexError for an index outside [0, total records).
  */
 static PyObject *gather_multi(PyObject *self, PyObject *args) {
-    PyObject *objs[5], *out_obj;
+    PyObject *objs[5], *out_obj, *blocks_obj = Py_None;
     Py_ssize_t itemsize;
-    if (!PyArg_ParseTuple(args, "OOOOOnO", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &itemsize, &out_obj))
+    if (!PyArg_ParseTuple(args, "OOOOOnO|O", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &itemsize,
+                          &out_obj, &blocks_obj))
         return NULL;
     static const char *names[5] = {"idx", "shard_start", "shard_block", "block_first", "block_addr"};
     Py_buffer v[5], out;
@@ -210,10 +213,21 @@ static PyObject *gather_multi(PyObject *self, PyObject *args) {
         for (int k = 0; k < got; k++) PyBuffer_Release(&v[k]);
         return NULL;
     }
+    Py_buffer blocks_view = {0};
+    int64_t *blocks_out = NULL;
+    if (blocks_obj != Py_None) {
+        if (get_out(blocks_obj, &blocks_view) != 0) {
+            for (int k = 0; k < 5; k++) PyBuffer_Release(&v[k]);
+            PyBuffer_Release(&out);
+            return NULL;
+        }
+        blocks_out = (int64_t *)blocks_view.buf;
+    }
     const int64_t *idx = v[0].buf, *ss = v[1].buf, *sb = v[2].buf, *bf = v[3].buf, *ba = v[4].buf;
     Py_ssize_t n = v[0].len / 8, ns = v[1].len / 8 - 1, nb = v[3].len / 8;
     int64_t total = ns >= 0 ? ss[ns] : 0;
     const char *err = NULL;
+    if (blocks_out != NULL && blocks_view.len < n * 8) err = "blocks_out holds fewer than len(idx) int64";
     if (ns < 1 || v[2].len != v[1].len || v[4].len != v[3].len || itemsize <= 0 || out.len < n * itemsize ||
         sb[ns] > nb)
         err = "inconsistent tables or out too small";
@@ -225,6 +239,7 @@ static PyObject *gather_multi(PyObject *self, PyObject *args) {
         else PyErr_SetString(PyExc_ValueError, err);
         for (int k = 0; k < 5; k++) PyBuffer_Release(&v[k]);
         PyBuffer_Release(&out);
+        if (blocks_out != NULL) PyBuffer_Release(&blocks_view);
         return NULL;
     }
     char *dst = (char *)out.buf;
@@ -234,16 +249,18 @@ static PyObject *gather_multi(PyObject *self, PyObject *args) {
         int64_t local = idx[i] - ss[s];
         Py_ssize_t b = last_le(bf, sb[s], sb[s + 1], local);
         memcpy(dst + i * itemsize, (const void *)(intptr_t)(ba[b] + (local - bf[b]) * itemsize), (size_t)itemsize);
+        if (blocks_out != NULL) blocks_out[i] = b;
     }
     Py_END_ALLOW_THREADS
     for (int k = 0; k < 5; k++) PyBuffer_Release(&v[k]);
     PyBuffer_Release(&out);
+    if (blocks_out != NULL) PyBuffer_Release(&blocks_view);
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"gather_multi", gather_multi, METH_VARARGS,
-     "gather_multi(idx, shard_start, shard_block, block_first, block_addr, itemsize, out): fixed field across raw shards."},
+     "gather_multi(idx, shard_start, shard_block, block_first, block_addr, itemsize, out, blocks_out=None): fixed field across raw shards."},
     {"gather_rows", gather_rows, METH_VARARGS,
      "gather_rows(local, block_first, block_addr, n_records, itemsize, out): fixed field of one raw shard."},
     {"gather_fixed", gather_fixed, METH_VARARGS,

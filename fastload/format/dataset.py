@@ -168,12 +168,14 @@ class Dataset:
     # -- the gather ------------------------------------------------------------------------
     def _gather_fixed_fast(self, idx: np.ndarray, wanted: list["_FieldLayout"],
                            out_arrays: dict[str, np.ndarray]) -> dict | None:
-        """Fixed fields from raw, verified shards: one C call per field, whatever the shard count.
+        """Fixed fields from raw shards: one C call per field, whatever the shard count.
 
-        Shards join the global block tables once they are opened, uncompressed and fully verified;
-        until every shard of a batch has, the general path reads it (and verifies it).
+        A shard joins the global block tables when first read, if all its blocks are stored raw.
+        Checksums stay per block: the gather reports the block of every record, and blocks not
+        yet verified are checked after the copy, before the batch is returned (so a first
+        epoch never hashes more than the blocks it reads, and a corrupt block still raises).
         """
-        if any(not lay.fixed for lay in wanted):
+        if self.verify == "always" or any(not lay.fixed for lay in wanted):
             return None
         tables = self._fast_tables
         if not tables.complete:
@@ -183,31 +185,34 @@ class Dataset:
             new = np.unique(shard_of[~tables.registered[shard_of]])
             for s in new:
                 reader = self.shard(int(s))
-                if (reader.all_raw and reader.verify == "first" and not reader.fully_verified
-                        and int(s) not in tables.damaged):
-                    # Verify the whole shard now (xxh3, ~10 GB/s) rather than block by block, so the
-                    # rest of the first epoch takes this one-call path too: same hashing in total.
-                    # A damaged shard stays on the block-by-block path, where only the records of
-                    # a corrupt block fail.
-                    try:
-                        reader.check_blocks(np.arange(reader.n_blocks))
-                    except FormatError:
-                        tables.damaged.add(int(s))
-                if not (reader.all_raw and reader.fully_verified):
+                if not reader.all_raw:
                     return None
                 tables.register(int(s), reader, self._layouts)
+        touched = None if tables.all_verified else np.empty(len(idx), dtype=np.int64)
         out = {}
-        for lay in wanted:
+        for k, lay in enumerate(wanted):
             arr = out_arrays.get(lay.name)
             if arr is None:
                 arr = np.empty((len(idx), *lay.shape), dtype=lay.dtype)
-            try:
+            try:  # the first field's call also reports each record's block; the others share them
                 _native.gather_multi(idx, self._starts, tables.shard_block, tables.block_first,
-                                     tables.column_addr[lay.column], lay.itemsize, arr)
+                                     tables.column_addr[lay.column], lay.itemsize, arr,
+                                     touched if k == 0 else None)
             except IndexError:
                 return None
             out[lay.name] = arr
+        if touched is not None and wanted:
+            self._verify_global_blocks(tables, touched)
         return out
+
+    def _verify_global_blocks(self, tables: "_FastTables", blocks: np.ndarray) -> None:
+        todo = np.unique(blocks[~tables.verified[blocks]])
+        for gb in todo.tolist():
+            s = int(np.searchsorted(tables.shard_block, gb, side="right")) - 1
+            self.shard(s).check_block(gb - int(tables.shard_block[s]))  # raises FormatError if corrupt
+            tables.verified[gb] = True
+        if todo.size and tables.verified.all():
+            tables.all_verified = True
 
     def _plan(self, idx: np.ndarray, columns: list[int]) -> "_BatchPlan":
         """For every requested record: its column addresses, position in its block, block size."""
@@ -319,7 +324,8 @@ class _FastTables:
         self.block_first = np.zeros(total, dtype=np.int64)
         self.column_addr = {lay.column: np.zeros(total, dtype=np.int64) for lay in layouts if lay.fixed}
         self.registered = np.zeros(len(shard_blocks), dtype=bool)
-        self.damaged: set[int] = set()  # shards with a corrupt block: never registered
+        self.verified = np.zeros(total, dtype=bool)
+        self.all_verified = total == 0
         self.complete = len(shard_blocks) == 0
         self._lock = threading.Lock()
 
@@ -331,6 +337,7 @@ class _FastTables:
             self.block_first[lo:hi] = reader.first_record
             for column, addr in self.column_addr.items():
                 addr[lo:hi] = reader.column_address(column)
+            self.verified[lo:hi] = reader.verified_blocks()
             self.registered[s] = True  # set last: readers of the tables check this flag first
             self.complete = bool(self.registered.all())
 

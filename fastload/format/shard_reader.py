@@ -201,6 +201,12 @@ class ShardReader:
         """True when no block needs checking before it is read (all checked, or verify="never")."""
         return self._all_verified and self.verify != "always"
 
+    def verified_blocks(self) -> np.ndarray:
+        """Which blocks need no check before reading (all of them with verify="never")."""
+        if self.verify == "never":
+            return np.ones(self.n_blocks, dtype=bool)
+        return self._verified.copy()
+
     def column_address(self, column: int) -> np.ndarray:
         """Absolute address of a column's start in every block (raw-stored shards only)."""
         cached = self._column_addresses.get(column)

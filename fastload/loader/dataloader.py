@@ -95,6 +95,7 @@ class DataLoader(TorchDataLoader):
         self._batch_size_for_plan = batch_size
         self._drop_last_for_plan = drop_last
         self._dataset_for_plan = dataset
+        self._block_starts = None
         super().__init__(dataset, batch_size, torch_shuffle, sampler, batch_sampler, num_workers, collate_fn,
                          pin_memory, drop_last, timeout, worker_init_fn, multiprocessing_context, generator,
                          prefetch_factor=prefetch_factor, persistent_workers=persistent_workers,
@@ -115,7 +116,10 @@ class DataLoader(TorchDataLoader):
     def _plan(self, start_sample: int | None = None) -> EpochPlan:
         ds = self._dataset_for_plan
         n = len(ds)
-        order = make_order(self._mode, n, self._seed, self._epoch, block_starts=_block_starts(ds))
+        if self._mode == "block" and self._block_starts is None:
+            self._block_starts = _block_starts(ds)  # ~1 s for 100,000 shards: once per loader
+        order = make_order(self._mode, n, self._seed, self._epoch,
+                           block_starts=self._block_starts if self._mode == "block" else None)
         return EpochPlan(n=n, batch_size=self._batch_size_for_plan, world=_world(), order=order,
                          drop_last=self._drop_last_for_plan, even=self._even,
                          start_sample=self._resume_samples if start_sample is None else start_sample)
@@ -182,7 +186,10 @@ class DataLoader(TorchDataLoader):
         self._producer = BatchProducer(config, num_workers=self.num_workers, worker_type=self.worker_type,
                                        prefetch_factor=self.prefetch_factor or 2, timeout=self.timeout,
                                        mp_context=self.multiprocessing_context, on_error=self.on_error,
-                                       stats=self._stats)
+                                       stats=self._stats,
+                                       # with no workers, read through the loader's own dataset, whose
+                                       # verified blocks carry over: later epochs hash nothing again
+                                       dataset=ds if self.num_workers == 0 else None)
         return self._producer
 
     def _close_producer(self) -> None:
@@ -274,10 +281,11 @@ def _world() -> World:
 def _block_starts(ds: Dataset) -> np.ndarray:
     """Approximate first record of every block, from the manifest alone (no shard is opened)."""
     m = ds.manifest
-    starts = []
-    offset = 0
-    for records, blocks in zip(m.shard_records.tolist(), m.shard_blocks.tolist()):
-        blocks = max(1, blocks)
-        starts.append(offset + (np.arange(blocks, dtype=np.int64) * records) // blocks)
-        offset += records
-    return np.unique(np.concatenate(starts)) if starts else np.zeros(1, np.int64)
+    if not m.n_shards:
+        return np.zeros(1, np.int64)
+    blocks = np.maximum(m.shard_blocks, 1)
+    shard = np.repeat(np.arange(m.n_shards), blocks)
+    first_block = np.concatenate([[0], np.cumsum(blocks)[:-1]])
+    k = np.arange(int(blocks.sum())) - first_block[shard]
+    shard_start = np.concatenate([[0], np.cumsum(m.shard_records)[:-1]])
+    return np.unique(shard_start[shard] + k * m.shard_records[shard] // blocks[shard])

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import WorkerError
 from ..format.columns import VarColumn
-from ..format.dataset import open_dataset
+from ..format.dataset import Dataset, open_dataset
 from .config import WorkerConfig
 from .failures import failure_exception
 from .pools import FATAL_STOP_S, STOP_S, ProcessPool, ThreadPool, get_context
@@ -113,7 +113,7 @@ class BatchProducer:
 
     def __init__(self, config: WorkerConfig, *, num_workers: int, worker_type: str = "process",
                  prefetch_factor: int = 2, timeout: float = 0, mp_context=None, on_error: str = "raise",
-                 stats: LoaderStats | None = None):
+                 stats: LoaderStats | None = None, dataset: Dataset | None = None):
         if not isinstance(config, WorkerConfig):
             raise TypeError(f"config must be a WorkerConfig, not {type(config).__name__}")
         if not isinstance(num_workers, int) or num_workers < 0:
@@ -140,7 +140,9 @@ class BatchProducer:
         self.config = config = replace(config, ring_name=ring.name)
         try:
             if num_workers == 0:
-                st.dataset = open_dataset(config.dataset_root, **config.dataset_options)
+                # the caller's open dataset when given: its verified blocks carry over between runs
+                st.dataset = dataset if dataset is not None else open_dataset(
+                    config.dataset_root, **config.dataset_options)
                 st.fixed, st.var = split_fields(st.dataset, config.fields, config.layout)
             elif worker_type == "process":
                 st.pool = ProcessPool(config, num_workers, ring, ctx)
