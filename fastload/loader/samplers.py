@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
-import numpy as np
 from torch.utils.data import BatchSampler, Sampler
 
 from ..plan.epoch import EpochPlan

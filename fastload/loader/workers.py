@@ -189,7 +189,7 @@ class BatchProducer:
         return self._run_inline(it, token) if st.pool is None else self._run_pool(it, token)
 
     def _run_pool(self, it: Iterator, token: object) -> Iterator[ProducedBatch]:
-        st, pool, stats = self._state, self._state.pool, self._stats
+        st, pool = self._state, self._state.pool
         base, sent, k, exhausted = st.run_base, 0, 0, False
         try:
             while True:
@@ -222,20 +222,14 @@ class BatchProducer:
                     st.free.append(slot)
                     raise failure_exception(failure, pool.describe(wid), f"reading batch {k}")
                 _, n, cols, timings, busy, skipped = payload
-                st.held = slot
-                batch = ProducedBatch(k, slot, n, st.ring.arrays(slot, n), cols, timings, wid)
-                if stats is not None:
-                    stats.record_batch(perf_counter() - t_request, n, batch.nbytes, timings, busy)
-                    if skipped:
-                        stats.add_skipped(skipped)
-                yield batch
+                yield self._hand_out(k, slot, n, cols, timings, wid, t_request, busy, skipped)
                 k += 1
         finally:
             if st.run_token is token:
                 st.end_run()
 
     def _run_inline(self, it: Iterator, token: object) -> Iterator[ProducedBatch]:
-        st, stats = self._state, self._stats
+        st = self._state
         k = 0
         try:
             while True:
@@ -248,17 +242,22 @@ class BatchProducer:
                 slot = k % st.ring.n_slots
                 n, cols, timings, skipped = gather_into_slot(st.dataset, st.ring, slot, idx, st.fixed, st.var,
                                                              self.config.on_error)
-                st.held = slot
-                batch = ProducedBatch(k, slot, n, st.ring.arrays(slot, n), cols, timings, -1)
-                if stats is not None:
-                    stats.record_batch(perf_counter() - t_request, n, batch.nbytes, timings)
-                    if skipped:
-                        stats.add_skipped(skipped)
-                yield batch
+                yield self._hand_out(k, slot, n, cols, timings, -1, t_request, None, skipped)
                 k += 1
         finally:
             if st.run_token is token:
                 st.end_run()
+
+    def _hand_out(self, k: int, slot: int, n: int, cols: dict, timings: dict, worker: int,
+                  t_request: float, busy: float | None, skipped: int) -> ProducedBatch:
+        """Mark the slot as held by the consumer, record the batch in the stats, and wrap it."""
+        self._state.held = slot
+        batch = ProducedBatch(k, slot, n, self._state.ring.arrays(slot, n), cols, timings, worker)
+        if self._stats is not None:
+            self._stats.record_batch(perf_counter() - t_request, n, batch.nbytes, timings, busy)
+            if skipped:
+                self._stats.add_skipped(skipped)
+        return batch
 
     def _resume(self, token: object) -> None:
         """Checks on each request for the next batch; recycles the slot of the previous one."""
