@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     info["repeats"] = a.repeats
     print_machine(info)
     chosen = [s for s in a.systems.split(",") if s]
+    skipped = peers.missing(chosen)
+    chosen = peers.installed(chosen)
+    info["skipped"] = skipped
     peers.preload(chosen)
     a.data_dir.mkdir(parents=True, exist_ok=True)
     payload = {"machine": info, "results": {}}
@@ -63,13 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         flush_and_remove(a.out_dir)
         payload["results"][dset] = {"in_bytes": in_bytes, "runs": res}
         best_peer = max((med([r["mb_in_s"] for r in v]) for k, v in res.items()
-                         if not k.startswith(("fastload", "copy"))), default=float("nan"))
+                         if not k.startswith(("fastload", "copy"))), default=float("nan"))  # nan: no peer ran
         copy_s = med([r["seconds"] for r in res["copy"]]) if "copy" in res else float("nan")
         rows = []
         for label, rs in res.items():
             rows.append([label, fmt_range([r["seconds"] for r in rs]), fmt_range([r["mb_in_s"] for r in rs]),
                          fmt_range([r["mb_out_s"] for r in rs]), f"{rs[0]['out_bytes'] / 1e6:.1f}",
-                         f"{med([r['mb_in_s'] for r in rs]) / best_peer:.2f}",
+                         f"{med([r['mb_in_s'] for r in rs]) / best_peer:.2f}" if best_peer == best_peer else "–",
                          f"{med([r['seconds'] for r in rs]) / copy_s:.2f}"])
         tables.append((dset, in_bytes, print_table(
             ["system", "seconds", "MB/s in", "MB/s out", "MB out", "× best peer (in)", "time / copy"], rows)))

@@ -194,6 +194,33 @@ SYSTEMS: dict[str, tuple[dict[str, Callable], tuple[int, ...]]] = {
 }
 
 
+# the module each peer system needs; fastload and the plain copy need nothing beyond fastload
+_MODULES = {"mds": "streaming", "litdata": "litdata", "litdata-tokens": "litdata", "wds": "webdataset"}
+
+
+def missing(names) -> dict[str, str]:
+    """The chosen systems whose package is not installed, with the reason (reported as skipped)."""
+    import importlib.util
+
+    out = {}
+    for name in names:
+        module = _MODULES.get(name)
+        if module is not None and importlib.util.find_spec(module) is None:
+            out[name] = f"not installed (no module {module!r}; pip install 'fastload[bench]')"
+    return out
+
+
+def installed(names: list[str]) -> list[str]:
+    """``names`` without the missing ones, each missing one reported on stderr and stdout as skipped."""
+    import sys
+
+    gone = missing(names)
+    for name, why in gone.items():
+        print(f"# skipped: {name}: {why}", flush=True)
+        print(f"skipped: {name}: {why}", file=sys.stderr, flush=True)
+    return [n for n in names if n not in gone]
+
+
 def preload(names) -> None:
     """Import every chosen system once before timing: Streaming alone takes 5–7 s to import."""
     import fastload  # noqa: F401

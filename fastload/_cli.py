@@ -1,4 +1,4 @@
-"""The ``fastload`` command: a thin layer over the library (pack, info, verify, head).
+"""The ``fastload`` command: a thin layer over the library (pack, info, verify, head, demo, bench, cache).
 
 Progress goes to stderr, results to stdout; each error class has its own exit status.
 """
@@ -84,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     dm.add_argument("--records", type=int, default=100_000)
     dm.add_argument("--workers", type=int, default=2)
     dm.set_defaults(run=_demo)
+
+    from .bench.cli import add_parser as add_bench  # stdlib-only at import: no torch until it runs
+    add_bench(sub)
     return p
 
 
