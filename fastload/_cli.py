@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     pk.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                     help="stop at the first bad row (default) or skip and count bad rows")
     pk.add_argument("--no-progress", action="store_true")
+    pk.add_argument("--max-side", type=int, help="resize images whose longer side exceeds N pixels")
+    pk.add_argument("--jpeg-quality", type=int, default=90, help="quality of re-encoded JPEGs (default 90)")
+    pk.add_argument("--image-format", choices=["keep", "jpeg", "raw"], default="keep",
+                    help="store images as given (default), re-encoded as JPEG, or as raw RGB pixels")
     pk.set_defaults(run=_pack)
 
     inf = sub.add_parser("info", help="schema, records, shards, bytes, compression, version")
@@ -102,7 +106,8 @@ def _pack(args) -> int:
     report = pack(args.source, args.out, schema=args.schema, shard_size=args.shard_size,
                   block_size=args.block_size, compression=args.compression, level=args.level,
                   workers=args.workers, overwrite=args.overwrite, on_error=args.on_error,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, max_side=args.max_side, jpeg_quality=args.jpeg_quality,
+                  image_format=args.image_format)
     print(report)
     return 0
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
+from ..image.pipeline import ImagePipeline
 from .slots import SlotLayout
 
 
@@ -21,6 +22,8 @@ class WorkerConfig:
     worker_init_fn: Callable | None = None  # called as worker_init_fn(worker_id) in each worker
     seed: int = 0  # a worker process seeds random, NumPy and torch with seed + worker_id
     on_error: str = "raise"  # "skip": unreadable records are replaced (see worker_loop.readable_indices)
+    # image field -> pipeline: the worker decodes and transforms it into its slot field
+    transforms: dict[str, ImagePipeline] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dataset_root", os.fspath(self.dataset_root))
@@ -40,3 +43,14 @@ class WorkerConfig:
         object.__setattr__(self, "seed", int(self.seed))
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', not {self.on_error!r}")
+        if not isinstance(self.transforms, dict) or not all(
+                isinstance(p, ImagePipeline) for p in self.transforms.values()):
+            raise TypeError(f"transforms must map field names to ImagePipeline, not {self.transforms!r}")
+        object.__setattr__(self, "transforms", dict(self.transforms))
+        for name, pipeline in self.transforms.items():
+            if name not in self.layout.names:
+                raise ValueError(f"the slot layout has no field {name!r} for its image transforms")
+            expected = (pipeline.dtype.str, pipeline.shape)
+            got = next((d, s) for n, d, s in self.layout.fields if n == name)
+            if got != expected:
+                raise ValueError(f"slot field {name!r} is {got}, its image pipeline makes {expected}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections import deque
 from typing import Any, Iterator
 
 import numpy as np
@@ -27,6 +28,7 @@ from ..plan.epoch import EpochPlan
 from ..plan.orders import make_order
 from ..plan.state import LoaderState
 from ..plan.world import World, detect_world
+from ..image.pipeline import loader_pipelines
 from .device import to_device_stream
 from .samplers import PlanSampler, uses_plan
 from .slots import SlotLayout
@@ -53,7 +55,11 @@ class DataLoader(TorchDataLoader):
     fields to load), ``on_error`` (``"raise"``, or ``"skip"``: a record that cannot be read is
     replaced by the next readable one in dataset order, the same on every run and resume, counted
     in ``stats()["skipped"]``, so batches stay full), ``log_every`` (seconds: log a one-line summary
-    of throughput and data stall at most this often, to the ``fastload.loader`` logger at INFO).
+    of throughput and data stall at most this often, to the ``fastload.loader`` logger at INFO),
+    ``transforms`` (``{"image": [RandomResizedCrop(224), RandomHorizontalFlip()]}``: operations of
+    :mod:`fastload.image` per image field; the workers decode and transform the field into one batch
+    tensor, augmentations keyed by (seed, epoch, record index); see docs/images.md. An image field
+    without transforms comes out as a list of its stored bytes).
     """
 
     def __init__(self, dataset: Any, batch_size: int | None = 1, shuffle: bool | str | None = None,
@@ -64,9 +70,10 @@ class DataLoader(TorchDataLoader):
                  pin_memory_device: str = "", in_order: bool = True, seed: int | None = None,
                  device: str | torch.device | None = None, worker_type: str = "thread",
                  even: str = "pad", fields: list[str] | None = None, on_error: str = "raise",
-                 log_every: float | None = None):
+                 log_every: float | None = None, transforms: dict | None = None):
         if isinstance(dataset, (str, os.PathLike)):
             dataset = open_dataset(dataset)
+        self._pipelines = loader_pipelines(transforms, dataset.schema if isinstance(dataset, Dataset) else None)
         if worker_type not in WORKER_TYPES:
             raise ValueError(f"worker_type must be one of {WORKER_TYPES}, not {worker_type!r}")
         if even not in EVEN_MODES:
@@ -107,7 +114,11 @@ class DataLoader(TorchDataLoader):
         self.even = even
         self.fields = fields
         self.on_error = on_error
+        self.transforms = transforms
         self._custom_collate = collate_fn is not None
+        if self._pipelines and not self._fast_path():
+            raise ValueError("transforms run in fastload's own batching: they need batch_size (or a batch_sampler) "
+                             "and no collate_fn")
         self.log_every = log_every
         self._stats = LoaderStats(log_every=log_every)
         self._producer: BatchProducer | None = None
@@ -157,7 +168,10 @@ class DataLoader(TorchDataLoader):
         else:
             batches = (np.asarray(b, dtype=np.int64) for b in self.batch_sampler)
         producer = self._get_producer()
-        batches_out = (self._to_torch(p) for p in producer.run(batches))
+        sent: deque = deque()  # index arrays in order, for fields decoded here on the GPU
+        if any(p.decode.device == "cuda" for p in self._pipelines.values()):
+            batches = _recorded(batches, sent)
+        batches_out = (self._to_torch(p, sent) for p in producer.run(batches, epoch=self._epoch))
         if self.device is not None:
             batches_out = to_device_stream(batches_out, self.device)
         elif self.pin_memory:
@@ -179,10 +193,13 @@ class DataLoader(TorchDataLoader):
             return self._producer  # persistent workers; a producer closed by a worker failure is replaced
         ds = self.dataset
         fields = tuple(self.fields) if self.fields is not None else None
-        layout = SlotLayout.for_dataset(ds.schema, self.batch_sampler.batch_size or 1, fields)
+        cpu = {n: p for n, p in self._pipelines.items() if p.decode.device == "cpu"}  # the workers' part
+        layout = SlotLayout.for_dataset(ds.schema, self.batch_sampler.batch_size or 1, fields,
+                                        {n: (p.dtype, p.shape) for n, p in cpu.items()})
         config = WorkerConfig(dataset_root=str(ds.root), dataset_options={"verify": ds.verify},
                               fields=fields, layout=layout, ring_name="",
-                              worker_init_fn=self.worker_init_fn, seed=self._seed, on_error=self.on_error)
+                              worker_init_fn=self.worker_init_fn, seed=self._seed, on_error=self.on_error,
+                              transforms=cpu)
         self._producer = BatchProducer(config, num_workers=self.num_workers, worker_type=self.worker_type,
                                        prefetch_factor=self.prefetch_factor or 2, timeout=self.timeout,
                                        mp_context=self.multiprocessing_context, on_error=self.on_error,
@@ -202,8 +219,18 @@ class DataLoader(TorchDataLoader):
         ``persistent_workers``)."""
         self._close_producer()
 
-    def _to_torch(self, produced: ProducedBatch) -> dict[str, Any]:
+    def _to_torch(self, produced: ProducedBatch, sent: deque | None = None) -> dict[str, Any]:
         batch: dict[str, Any] = {name: torch.from_numpy(arr) for name, arr in produced.fixed.items()}
+        gpu = {n: p for n, p in self._pipelines.items() if p.decode.device == "cuda"}
+        if gpu:  # the whole batch on the GPU (nvJPEG); the workers sent the stored bytes
+            from ..image.batch import payload_views
+            from ..image.gpu import decode_batch_torch
+
+            indices = sent.popleft()
+            for name, pipeline in gpu.items():
+                col = produced.var.pop(name)
+                batch[name] = decode_batch_torch(pipeline, payload_views(col.data, col.offsets), indices,
+                                                 self._seed, self._epoch, self.device or "cuda")
         for name, col in produced.var.items():
             values = decode_var(self.dataset.schema[name], col, False)
             if values and isinstance(values[0], np.ndarray):
@@ -245,6 +272,14 @@ def copy_batch(batch: Any) -> Any:
     if isinstance(batch, list):
         return [copy_batch(v) for v in batch]
     return batch
+
+
+def _recorded(batches: Iterator[np.ndarray], sent: deque) -> Iterator[np.ndarray]:
+    """Pass index arrays through, keeping them in ``sent`` (batches are delivered in this order)."""
+    for b in batches:
+        b = np.asarray(b, dtype=np.int64)
+        sent.append(b)
+        yield b
 
 
 def _pinned(batches: Iterator[dict]) -> Iterator[dict]:

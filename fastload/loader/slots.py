@@ -3,7 +3,8 @@
 A :class:`SlotLayout` says where each fixed-size field's ``(batch_size, *shape)`` array lives
 inside one slot; a :class:`SlotRing` is ``n_slots`` such slots in one
 ``multiprocessing.shared_memory`` block, followed by one record-index array per slot (how a
-batch task reaches a worker process without pickling its indices). The main process creates the ring and is the only one
+batch task reaches a worker process without pickling its indices) and one int64 per slot, the
+epoch of the slot's task (image augmentations are keyed by it). The main process creates the ring and is the only one
 that unlinks it; worker processes attach to it by name, worker threads use the owner's mapping.
 
 Views handed out by :meth:`SlotRing.arrays` keep the mapping alive: closing the ring unlinks the
@@ -19,7 +20,7 @@ import uuid
 import weakref
 from dataclasses import dataclass
 from multiprocessing import shared_memory
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -66,15 +67,30 @@ class SlotLayout:
         object.__setattr__(self, "fields", tuple(norm))
 
     @classmethod
-    def for_dataset(cls, schema: Schema, batch_size: int,
-                    fields: Sequence[str] | None = None) -> "SlotLayout":
-        """The layout of the fixed fields among ``fields`` (all when None) of a dataset schema."""
+    def for_dataset(cls, schema: Schema, batch_size: int, fields: Sequence[str] | None = None,
+                    images: Mapping[str, tuple] | None = None) -> "SlotLayout":
+        """The layout of the fixed fields among ``fields`` (all when None) of a dataset schema.
+
+        ``images`` maps image fields that the workers decode to their ``(dtype, per-record shape)``
+        (an image pipeline's output); those become slot fields too, in schema order.
+        """
         names = schema.names if fields is None else list(fields)
+        images = dict(images or {})
         unknown = [n for n in names if n not in schema]
         if unknown:
             raise SchemaError(f"unknown fields {unknown}; the dataset has {schema.names}")
-        chosen = (schema[n] for n in names)
-        return cls(batch_size, tuple((f.name, f.np_dtype.str, f.shape) for f in chosen if f.is_fixed))
+        not_images = [n for n in images if n not in names or schema[n].kind != "image"]
+        if not_images:
+            raise SchemaError(f"image transforms name {not_images}, which are not image fields among the "
+                              f"loaded fields {names}")
+        out = []
+        for f in (schema[n] for n in names):
+            if f.name in images:
+                dtype, shape = images[f.name]
+                out.append((f.name, np.dtype(dtype).str, tuple(shape)))
+            elif f.is_fixed:
+                out.append((f.name, f.np_dtype.str, f.shape))
+        return cls(batch_size, tuple(out))
 
     def row_bytes(self, name: str) -> int:
         """Bytes one record of field ``name`` takes."""
@@ -142,7 +158,8 @@ class SlotRing:
         self._slot_bytes = layout.slot_bytes
         self._index_bytes = _align(8 * layout.batch_size)
         self._index_start = n_slots * self._slot_bytes
-        size = n_slots * (self._slot_bytes + self._index_bytes)
+        self._epoch_start = self._index_start + n_slots * self._index_bytes
+        size = self._epoch_start + _align(8 * n_slots)
         if create:
             name = name or f"{NAME_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
             shm = shared_memory.SharedMemory(name=name, create=True, size=size)
@@ -200,6 +217,13 @@ class SlotRing:
             raise IndexError(f"slot {slot} is out of range for a ring of {self.n_slots} slots")
         lo = self._index_start + slot * self._index_bytes
         return base[lo : lo + 8 * self.layout.batch_size].view(np.int64)
+
+    def task_epochs(self) -> np.ndarray:
+        """The int64 ``(n_slots,)`` array of each slot's task epoch (written with the indices)."""
+        base = self._base
+        if base is None:
+            raise ValueError(f"slot ring {self.name!r} is closed")
+        return base[self._epoch_start : self._epoch_start + 8 * self.n_slots].view(np.int64)
 
     def close(self) -> None:
         """Owner: unlink the block; everyone: drop this ring's mapping. Idempotent."""

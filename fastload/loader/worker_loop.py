@@ -38,53 +38,108 @@ TASK = struct.Struct("<qqq")
 Envelope = tuple  # (seq, worker_id, payload | None, failure | None)
 
 
-def split_fields(ds: Dataset, fields: tuple[str, ...] | None, layout: SlotLayout) -> tuple[list[str], list[str]]:
-    """The fixed fields (written into slots) and the variable ones (sent along) of a task.
+def split_fields(ds: Dataset, fields: tuple[str, ...] | None, layout: SlotLayout,
+                 transforms: dict | None = None) -> tuple[list[str], list[str]]:
+    """The fixed fields (gathered into slots) and the variable ones (sent along) of a task.
 
-    Checks that ``layout`` is the slot layout of these fields, so a mismatch is one clear error at
-    setup rather than a shape error in every batch.
+    Image fields with ``transforms`` are in neither list: :class:`ImageStage` writes them. Checks
+    that ``layout`` is the slot layout of these fields, so a mismatch is one clear error at setup
+    rather than a shape error in every batch.
     """
+    transforms = transforms or {}
     names = ds.schema.names if fields is None else list(fields)
-    expected = SlotLayout.for_dataset(ds.schema, layout.batch_size, names)
+    images = {n: (p.dtype, p.shape) for n, p in transforms.items()}
+    expected = SlotLayout.for_dataset(ds.schema, layout.batch_size, names, images)
     if set(expected.fields) != set(layout.fields):
         raise ValueError(f"the slot layout {layout.fields} does not match the fixed fields of the dataset "
                          f"at {ds.root}: {expected.fields}")
-    fixed = list(layout.names)
-    var = [n for n in names if not ds.schema[n].is_fixed]
+    fixed = [n for n in layout.names if n not in transforms]
+    var = [n for n in names if not ds.schema[n].is_fixed and n not in transforms]
     return fixed, var
 
 
+class ImageStage:
+    """The image fields a worker decodes and transforms into its slots: one decoder per field."""
+
+    def __init__(self, ds: Dataset, transforms: dict, seed: int):
+        from ..image.batch import BatchImageDecoder, payload_views  # Numba: only loaders with transforms pay
+
+        self._views = payload_views
+        self.decoders = {name: BatchImageDecoder(p, name) for name, p in transforms.items()}
+        self.seed = seed
+        self._root = ds.root
+        self._names = ds.manifest.shard_names
+        self._starts = np.concatenate([[0], np.cumsum(ds.manifest.shard_records)])
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.decoders)
+
+    def locate(self, index: int) -> str:
+        """``<root>/<shard> record <k>``: where dataset record ``index`` is stored."""
+        s = int(np.searchsorted(self._starts, index, side="right")) - 1
+        return f"{self._root / self._names[s]} record {index - int(self._starts[s])}"
+
+    def run(self, ds: Dataset, indices: np.ndarray, epoch: int, out: dict[str, np.ndarray],
+            timings: dict[str, float]) -> None:
+        cols = ds.gather(indices, self.names)
+        for name, dec in self.decoders.items():
+            col = cols[name]
+            dec.run(self._views(col.data, col.offsets), indices, self.seed, epoch, out[name], self.locate,
+                    timings)
+
+    def check(self, ds: Dataset, index: int) -> None:
+        """Raise RecordDecodeError when record ``index``'s images do not decode."""
+        cols = ds.gather(np.array([index], dtype=np.int64), self.names)
+        for name, dec in self.decoders.items():
+            col = cols[name]
+            dec.check(col.data[col.offsets[0]:col.offsets[1]].tobytes(), index, self.locate)
+
+
 def gather_into_slot(ds: Dataset, ring: SlotRing, slot: int, indices: np.ndarray,
-                     fixed: list[str], var: list[str],
-                     on_error: str = "raise") -> tuple[int, dict, dict[str, float], int]:
-    """Gather one batch: fixed fields straight into ``slot``, variable ones as VarColumns.
+                     fixed: list[str], var: list[str], on_error: str = "raise", *,
+                     images: ImageStage | None = None, epoch: int = 0) -> tuple[int, dict, dict[str, float], int]:
+    """Gather one batch: fixed fields straight into ``slot``, variable ones as VarColumns, image
+    fields decoded and transformed into ``slot`` (augmentations keyed by ``epoch``).
 
     Returns rows, variable columns, stage timings and the number of records skipped (replaced)
-    under ``on_error="skip"``.
+    under ``on_error="skip"``; a record whose image does not decode counts as unreadable.
     """
     t0 = perf_counter()
     n = len(indices)
     skipped = 0
+    timings: dict[str, float] = {}
     try:
-        cols = _gather(ds, ring, slot, indices, fixed, var)
+        cols = _gather(ds, ring, slot, indices, fixed, var, images, epoch, timings)
     except (FormatError, RecordDecodeError):
         if on_error != "skip":
             raise
-        indices, skipped = readable_indices(ds, indices, fixed + var)
-        cols = _gather(ds, ring, slot, indices, fixed, var)
-    return n, cols, {"read": perf_counter() - t0}, skipped
+        check = (lambda i: images.check(ds, i)) if images is not None else None
+        indices, skipped = readable_indices(ds, indices, fixed + var + (images.names if images else []), check)
+        timings.clear()
+        cols = _gather(ds, ring, slot, indices, fixed, var, images, epoch, timings)
+    # stages add up to the batch's time: "read" is what decode and resize leave
+    timings["read"] = perf_counter() - t0 - timings.get("decode", 0.0) - timings.get("resize", 0.0)
+    return n, cols, timings, skipped
 
 
-def _gather(ds: Dataset, ring: SlotRing, slot: int, indices: np.ndarray, fixed: list[str], var: list[str]):
-    if fixed:
-        # A call of its own for the fixed fields keeps them on the one-C-call-per-field path.
-        ds.gather(indices, fixed, out=ring.arrays(slot, len(indices)))
+def _gather(ds: Dataset, ring: SlotRing, slot: int, indices: np.ndarray, fixed: list[str], var: list[str],
+            images: ImageStage | None = None, epoch: int = 0, timings: dict | None = None):
+    if fixed or images is not None:
+        out = ring.arrays(slot, len(indices))
+        if fixed:
+            # A call of its own for the fixed fields keeps them on the one-C-call-per-field path.
+            ds.gather(indices, fixed, out={name: out[name] for name in fixed})
+        if images is not None:
+            images.run(ds, indices, epoch, out, timings if timings is not None else {})
     return ds.gather(indices, var) if var else {}
 
 
-def readable_indices(ds: Dataset, indices: np.ndarray, fields: list[str]) -> tuple[np.ndarray, int]:
+def readable_indices(ds: Dataset, indices: np.ndarray, fields: list[str],
+                     check: Callable[[int], None] | None = None) -> tuple[np.ndarray, int]:
     """Replace each unreadable record by the next readable one in dataset order (wrapping).
 
+    A record is readable when it gathers and ``check(index)`` (the image decode) does not raise.
     Deterministic (it depends on the data alone, not on timing or workers), so a rerun or a
     resumed run skips the same records, and batches stay full. Only batches that failed come
     here, one record at a time.
@@ -97,6 +152,8 @@ def readable_indices(ds: Dataset, indices: np.ndarray, fields: list[str]) -> tup
             candidate = (i + step) % n_total
             try:
                 ds.gather(np.array([candidate], dtype=np.int64), fields)
+                if check is not None:
+                    check(candidate)
             except (FormatError, RecordDecodeError):
                 continue
             if step:
@@ -131,22 +188,24 @@ def _setup(config: WorkerConfig, worker_id: int, ring: SlotRing | None, n_slots:
             config.worker_init_fn(worker_id)
         where = f"opening the dataset {config.dataset_root}"
         ds = open_dataset(config.dataset_root, **config.dataset_options)
-        fixed, var = split_fields(ds, config.fields, config.layout)
+        fixed, var = split_fields(ds, config.fields, config.layout, config.transforms)
+        images = ImageStage(ds, config.transforms, config.seed) if config.transforms else None
         if ring is None:
             where = f"attaching the batch slots {config.ring_name!r}"
             ring = SlotRing(config.layout, n_slots, create=False, name=config.ring_name)
     except BaseException as exc:  # reported to the main process, which raises it
         raise SetupError(where, exc) from None
-    return ds, ring, fixed, var
+    return ds, ring, fixed, var, images
 
 
 def _serve(ds: Dataset, ring: SlotRing, worker_id: int, fixed: list[str], var: list[str],
            next_task: Callable[[float], tuple | None], send: Callable[[Envelope], None], stop,
-           pickled: bool, on_error: str = "raise") -> None:
+           pickled: bool, on_error: str = "raise", images: ImageStage | None = None) -> None:
     """Gather tasks until ``next_task`` gives ``None`` or the stop event is set.
 
     ``next_task(timeout)`` returns ``(seq, slot, indices)``, ``None`` to stop, or raises
-    ``queue.Empty`` when nothing came within ``timeout`` seconds.
+    ``queue.Empty`` when nothing came within ``timeout`` seconds. A task's epoch is in the ring
+    (``task_epochs``), written by the producer with its indices.
     """
     while not stop.is_set():
         try:
@@ -158,7 +217,9 @@ def _serve(ds: Dataset, ring: SlotRing, worker_id: int, fixed: list[str], var: l
         seq, slot, indices = task
         t0 = perf_counter()
         try:
-            n, cols, timings, skipped = gather_into_slot(ds, ring, slot, indices, fixed, var, on_error)
+            epoch = int(ring.task_epochs()[slot]) if images is not None else 0
+            n, cols, timings, skipped = gather_into_slot(ds, ring, slot, indices, fixed, var, on_error,
+                                                         images=images, epoch=epoch)
             msg = (seq, worker_id, (slot, n, cols, timings, perf_counter() - t0, skipped), None)
         except Exception as exc:
             msg = (seq, worker_id, None, pack_failure(exc, "", pickled=pickled))
@@ -211,12 +272,12 @@ def process_worker(config: WorkerConfig, worker_id: int, n_slots: int, tasks, re
 
     try:
         try:
-            ds, ring, fixed, var = _setup(config, worker_id, None, n_slots)
+            ds, ring, fixed, var, images = _setup(config, worker_id, None, n_slots)
         except SetupError as failed:
             send((INIT, worker_id, None, pack_failure(failed.exc, failed.where, pickled=True)))
             return
         _serve(ds, ring, worker_id, fixed, var, _pipe_tasks(tasks, ring, parent), send, stop, True,
-               config.on_error)
+               config.on_error, images)
     except (BrokenPipeError, EOFError, ConnectionError):
         pass  # the main process closed our pipe: it is shutting down
     finally:
@@ -230,12 +291,12 @@ def thread_worker(config: WorkerConfig, worker_id: int, ring: SlotRing, tasks: q
                   results: queue.Queue, stop) -> None:
     """Entry point of a worker thread: same protocol, writing into the owner's ring."""
     try:
-        ds, ring, fixed, var = _setup(config, worker_id, ring, ring.n_slots)
+        ds, ring, fixed, var, images = _setup(config, worker_id, ring, ring.n_slots)
     except SetupError as failed:
         results.put((INIT, worker_id, None, pack_failure(failed.exc, failed.where, pickled=False)))
         return
     try:
         _serve(ds, ring, worker_id, fixed, var, lambda timeout: tasks.get(timeout=timeout), results.put,
-               stop, False, config.on_error)
+               stop, False, config.on_error, images)
     except BaseException as exc:  # a bug in the loop itself: report it rather than vanish
         results.put((INIT, worker_id, None, pack_failure(exc, "serving tasks", pickled=False)))

@@ -26,7 +26,7 @@ from .failures import failure_exception
 from .pools import FATAL_STOP_S, STOP_S, ProcessPool, ThreadPool, get_context
 from .slots import SlotRing
 from .stats import LoaderStats
-from .worker_loop import INIT, POLL_S, gather_into_slot, split_fields
+from .worker_loop import INIT, POLL_S, ImageStage, gather_into_slot, split_fields
 
 __all__ = ["BatchProducer", "ProducedBatch", "WorkerConfig"]
 
@@ -62,6 +62,8 @@ class _State:
         self.dataset = None  # num_workers == 0: the consumer thread's own dataset
         self.fixed: list[str] = []
         self.var: list[str] = []
+        self.images = None  # num_workers == 0: the consumer thread's ImageStage
+        self.epoch = 0  # of the current run: keys the image augmentations
         self.free = deque(range(ring.n_slots))
         self.inflight: dict[int, int] = {}  # seq -> slot of every task whose slot is not free yet
         self.ready: dict[int, tuple] = {}  # seq -> envelope received, not yet delivered
@@ -143,7 +145,9 @@ class BatchProducer:
                 # the caller's open dataset when given: its verified blocks carry over between runs
                 st.dataset = dataset if dataset is not None else open_dataset(
                     config.dataset_root, **config.dataset_options)
-                st.fixed, st.var = split_fields(st.dataset, config.fields, config.layout)
+                st.fixed, st.var = split_fields(st.dataset, config.fields, config.layout, config.transforms)
+                if config.transforms:
+                    st.images = ImageStage(st.dataset, config.transforms, config.seed)
             elif worker_type == "process":
                 st.pool = ProcessPool(config, num_workers, ring, ctx)
             else:
@@ -174,9 +178,10 @@ class BatchProducer:
         return self._state.closed
 
     # -- iteration -------------------------------------------------------------------------
-    def run(self, batches: Iterable[np.ndarray]) -> Iterator[ProducedBatch]:
+    def run(self, batches: Iterable[np.ndarray], epoch: int = 0) -> Iterator[ProducedBatch]:
         """Produce the batches of ``batches`` (record index arrays) and yield them in order.
 
+        ``epoch`` keys the image augmentations of this run (with the seed and record index).
         One run at a time: starting another abandons the previous one (its iterator then raises).
         The slot of each yielded batch is recycled when the next batch is requested.
         """
@@ -184,6 +189,7 @@ class BatchProducer:
         if st.closed:
             raise RuntimeError("this BatchProducer is closed")
         st.end_run()  # abandon a previous run that was not iterated to its end
+        st.epoch = int(epoch)
         st.run_token = token = object()
         it = iter(batches)
         return self._run_inline(it, token) if st.pool is None else self._run_pool(it, token)
@@ -207,6 +213,7 @@ class BatchProducer:
                         s, slot = base + sent, st.free.popleft()
                         st.inflight[s] = slot
                         st.next_seq = s + 1
+                        st.ring.task_epochs()[slot] = st.epoch  # read by the worker with the indices
                         pool.send(s % self.num_workers, (s, slot, idx))
                         sent += 1
                     if seq in st.ready:
@@ -241,7 +248,8 @@ class BatchProducer:
                 idx = self._indices(indices, k)
                 slot = k % st.ring.n_slots
                 n, cols, timings, skipped = gather_into_slot(st.dataset, st.ring, slot, idx, st.fixed, st.var,
-                                                             self.config.on_error)
+                                                             self.config.on_error, images=st.images,
+                                                             epoch=st.epoch)
                 yield self._hand_out(k, slot, n, cols, timings, -1, t_request, None, skipped)
                 k += 1
         finally:

@@ -31,6 +31,7 @@ from ..format.shard_writer import temp_path_for
 from ..format.spec import CODEC_NAMES, MANIFEST_NAME, PACK_JOURNAL
 from ..format.writer import ON_ERROR, ShardSink, codec_settings, is_fastload_file, prepare_output
 from .encode import EncodeJob, SegmentResult, encode_segment, first_chunk, stream_segment
+from .image_options import ImageOptions
 from .journal import Journal, fingerprint
 from .report import PackReport
 from .sources import open_source
@@ -40,14 +41,18 @@ from .sources.base import Source
 def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | None = None,
          shard_size: int | str = "256MB", block_size: int | str = "1MB", compression: str = "none",
          level: int = 3, workers: int = 1, overwrite: bool = False, on_error: str = "raise",
-         progress: bool = True, metadata: dict[str, Any] | None = None) -> PackReport:
+         progress: bool = True, metadata: dict[str, Any] | None = None, max_side: int | None = None,
+         jpeg_quality: int = 90, image_format: str = "keep") -> PackReport:
     """Convert ``source`` into a fastload dataset in directory ``out``.
 
     ``source`` is a path, directory or glob (Parquet/Arrow/Feather, JSONL, CSV, .npy/.npz, an
     image folder, WebDataset tars, an MDS or LitData dataset), a pyarrow Table/RecordBatchReader,
     a pandas DataFrame, a map-style torch Dataset, or any iterable of dicts. ``schema`` is a full
-    :class:`Schema` or overrides of inferred types (``"tokens:uint16[2049]"``).
+    :class:`Schema` or overrides of inferred types (``"tokens:uint16[2049]"``). ``max_side``,
+    ``jpeg_quality`` and ``image_format`` (``"keep"``, ``"jpeg"``, ``"raw"``) re-encode image
+    fields (see :mod:`fastload.pack.image_options`).
     """
+    images = ImageOptions(max_side=max_side, jpeg_quality=jpeg_quality, image_format=image_format)
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
     if not isinstance(workers, int) or workers < 1:
@@ -58,10 +63,11 @@ def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | N
     shard_bytes = parse_size(shard_size, what="shard_size")
     info = src.info()
     segments = list(src.segments())
-    schema = _resolve_schema(src, info.schema, segments, schema)
+    schema = images.schema_for(_resolve_schema(src, info.schema, segments, schema))
     resumable = getattr(src, "resumable", True)
     fp = fingerprint(src.description, _input_stamp(src), [repr(s) for s in segments], schema.to_json(),
-                     settings, shard_bytes, on_error) if resumable else ""
+                     settings, shard_bytes, on_error, *([images.to_json()] if images.active else [])
+                     ) if resumable else ""
     root, journal = _prepare_output(Path(out), overwrite, fp if resumable else None)
     report = PackReport(out=str(root), source=src.description, workers=workers,
                         resumed_shards=len(journal.shards))
@@ -72,7 +78,8 @@ def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | N
     sink = ShardSink(root, schema, settings, shard_bytes, first_index=len(journal.shards))
     shards = list(journal.shards)
     codec = CODEC_NAMES[settings["compression"]]
-    jobs = (EncodeJob(src, segments[i], i, schema, settings["block_size"], codec, level, on_error)
+    jobs = (EncodeJob(src, segments[i], i, schema, settings["block_size"], codec, level, on_error,
+                      image_options=images if images.active else None)
             for i in range(journal.next_segment, len(segments)))
     bar = _progress_bar(progress, info.bytes_hint)
     known_in = True
@@ -114,7 +121,8 @@ def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | N
         if bar is not None:
             bar.close()
 
-    manifest = Manifest.from_shards(schema, settings, shards, {**info.metadata, **(metadata or {})})
+    image_meta = {"image_options": images.to_json()} if images.active else {}
+    manifest = Manifest.from_shards(schema, settings, shards, {**info.metadata, **image_meta, **(metadata or {})})
     manifest.write(root)
     (root / PACK_JOURNAL).unlink(missing_ok=True)
     report.shards = manifest.n_shards

@@ -17,6 +17,7 @@ from ..errors import SourceError
 from ..format.block import BlockBuilder, EncodedBlock, SpilledBlock
 from ..format.columns import convert_columns, filter_rows
 from ..format.schema import Schema
+from .image_options import ImageOptions
 from .sources.base import BadRow, Chunk, Source
 
 MAX_SKIP_EXAMPLES = 20
@@ -35,6 +36,7 @@ class EncodeJob:
     level: int
     on_error: str
     spill: str | None = None  # a pack worker writes the encoded blocks here (see encode_segment)
+    image_options: ImageOptions | None = None  # re-encode image fields (pack --max-side/--image-format)
 
 
 @dataclass
@@ -104,13 +106,18 @@ def _encode_blocks(job: EncodeJob, result: SegmentResult) -> Iterator[EncodedBlo
             _skip_or_raise(job, result, item.where(), item.reason)
             continue
         n = len(item)
-        conv, bad = convert_columns(job.schema, _align_to_schema(job.schema, item), n)
+        columns = _align_to_schema(job.schema, item)
+        bad_images: dict[int, str] = {}
+        if job.image_options is not None:
+            columns, bad_images = job.image_options.apply(job.schema, columns, n)
+        conv, bad = convert_columns(job.schema, columns, n)
+        bad = {**bad, **bad_images}
         if bad:
             for row in sorted(bad):
                 _skip_or_raise(job, result, item.where(row), bad[row])
             keep = np.ones(n, dtype=bool)
             keep[sorted(bad)] = False
-            columns = filter_rows(_align_to_schema(job.schema, item), keep)
+            columns = filter_rows(columns, keep)
             n = int(keep.sum())
             conv, _ = convert_columns(job.schema, columns, n)
         result.rows += n

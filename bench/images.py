@@ -1,0 +1,360 @@
+"""Image loading: fastload vs torch DataLoader + Pillow, MosaicML Streaming, LitData and FFCV.
+
+Input: ``bench/datasets.py``'s JPEGs (20,000 real-photo crops of scikit-learn's two sample
+photographs, 256–500 px per side, quality 90, 10 classes; ``--quick``: 2,000), each system's
+dataset written once by its own writer (cached under ``<data-dir>/images/jpegs-<n>/<system>``).
+Two transforms, uint8 output, batches of 64, shuffled, 2 workers everywhere:
+
+* ``train``: RandomResizedCrop(224) + RandomHorizontalFlip, NHWC uint8;
+* ``eval``: Resize(256) (shorter side) + CenterCrop(224).
+
+Systems: ``fastload`` (2 thread workers, and 2 process workers); ``torch`` (torch's DataLoader over
+the image folder, Pillow decode + the same augmentation written with Pillow/NumPy per sample, the
+way torchvision does it: ``Image.resize(box=..., BILINEAR)``); ``mds`` (MosaicML StreamingDataset,
+raw bytes, the same Pillow code in its workers); ``litdata`` (StreamingDataset + StreamingDataLoader,
+same); ``ffcv`` (its own writer, which re-encodes at quality 90, and its RandomResizedCrop /
+CenterCrop decoders), when importable. Peers missing from the running interpreter are reported as
+skipped. Each measured run is a fresh Python process (``--child``) that builds the loader and reads
+one epoch, capped at ``--cap`` seconds; the rate is images after the first batch / time after the
+first batch (the first batch's time, where FFCV compiles for 14–19 s, is its own column).
+
+The practical limit is measured in the same run, in this process: the single-core decode rate of
+Pillow (``Image.open(...).convert("RGB")``) and of simplejpeg over the same files, times the cores.
+Systems run interleaved (A, B, C, A, B, C, ...), ``--repeats`` times; medians (min–max).
+
+    .venv-bench/bin/python -m bench.images [--quick] [--repeats 3] [--cap 30] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import datasets, peers
+from .common import (DEFAULT_DATA_DIR, fmt_range, interleaved, machine_info, med, print_machine, print_table,
+                     warm, write_json)
+
+
+def fmt_rate(values: list[float]) -> str:
+    """Images/s as ``median (min–max)`` in whole numbers."""
+    m = med(values)
+    return f"{m:,.0f}" if len(values) == 1 else f"{m:,.0f} ({min(values):,.0f}–{max(values):,.0f})"
+
+BATCH = 64
+WORKERS = 2
+SIZE = 224
+RESIZE = 256
+SEED = 1234
+SYSTEMS = ("fastload-thread", "fastload-process", "torch", "mds", "litdata", "ffcv")
+TRANSFORMS = ("train", "eval")
+_MODULES = {"mds": "streaming", "litdata": "litdata", "ffcv": "ffcv"}
+
+
+# -- the same augmentation, written with Pillow/NumPy, for the peers ------------------------------
+def _rrc_box(w: int, h: int, rnd: random.Random) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop.get_params: (left, top, right, bottom)."""
+    area = w * h
+    log_ratio = (math.log(3 / 4), math.log(4 / 3))
+    for _ in range(10):
+        target = area * rnd.uniform(0.08, 1.0)
+        aspect = math.exp(rnd.uniform(*log_ratio))
+        cw, ch = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            top, left = rnd.randint(0, h - ch), rnd.randint(0, w - cw)
+            return left, top, left + cw, top + ch
+    side = min(w, h)
+    return (w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2
+
+
+def pil_transform(data: bytes, transform: str, rnd: random.Random) -> np.ndarray:
+    """Decode with Pillow and apply ``transform``: the (224, 224, 3) uint8 array."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    w, h = img.size
+    if transform == "train":
+        img = img.resize((SIZE, SIZE), Image.BILINEAR, box=_rrc_box(w, h, rnd))
+        if rnd.random() < 0.5:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    else:
+        s = RESIZE / min(w, h)
+        img = img.resize((max(RESIZE, round(w * s)), max(RESIZE, round(h * s))), Image.BILINEAR)
+        left, top = (img.size[0] - SIZE) // 2, (img.size[1] - SIZE) // 2
+        img = img.crop((left, top, left + SIZE, top + SIZE))
+    return np.asarray(img)
+
+
+# -- the systems' datasets ----------------------------------------------------------------------
+def ffcv_write(src: Path, out: Path, workers: int) -> None:
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.writer import DatasetWriter
+    from PIL import Image
+
+    files = peers.image_files(src)
+
+    class Folder:
+        def __len__(self):
+            return len(files)
+
+        def __getitem__(self, i):
+            path, label = files[i]
+            return Image.open(path).convert("RGB"), label
+
+    out.mkdir(parents=True, exist_ok=True)
+    writer = DatasetWriter(str(out / "data.beton"), {"image": RGBImageField(write_mode="jpg", jpeg_quality=90),
+                                                     "label": IntField()}, num_workers=workers)
+    writer.from_indexed_dataset(Folder())
+
+
+WRITERS = {"fastload": peers.fastload_pack, "mds": peers.mds_jpegs, "litdata": peers.litdata_jpegs,
+           "ffcv": ffcv_write}
+
+
+def system_dir(system: str, src: Path, data_dir: Path) -> Path:
+    base = system.split("-")[0]
+    return src if base == "torch" else data_dir / "images" / src.name / base
+
+
+def ensure_written(system: str, src: Path, data_dir: Path) -> Path:
+    out = system_dir(system, src, data_dir)
+    if system == "torch" or (out / ".complete").exists():
+        return out
+    base = system.split("-")[0]
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    if base == "mds":
+        peers.import_streaming()
+    t0 = time.perf_counter()
+    WRITERS[base](src, tmp, 2)
+    print(f"# wrote {base} dataset in {time.perf_counter() - t0:.1f} s: {out}", file=sys.stderr, flush=True)
+    (tmp / ".complete").write_text("")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
+# -- loaders (run in the child) -----------------------------------------------------------------
+def _fastload(path: Path, transform: str, worker_type: str):
+    import fastload
+    from fastload.image import CenterCrop, RandomHorizontalFlip, RandomResizedCrop, Resize
+
+    ops = [RandomResizedCrop(SIZE), RandomHorizontalFlip()] if transform == "train" else \
+        [Resize(RESIZE), CenterCrop(SIZE)]
+    return fastload.DataLoader(str(path), batch_size=BATCH, shuffle=True, seed=SEED, num_workers=WORKERS,
+                               worker_type=worker_type, transforms={"image": ops})
+
+
+def _torch(path: Path, transform: str):
+    import torch
+
+    files = peers.image_files(path)
+
+    class Folder(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(files)
+
+        def __getitem__(self, i):
+            p, label = files[i]
+            with open(p, "rb") as f:
+                data = f.read()
+            return {"image": pil_transform(data, transform, random.Random(SEED * 1_000_003 + int(i))), "label": label}
+
+    return torch.utils.data.DataLoader(Folder(), batch_size=BATCH, shuffle=True, num_workers=WORKERS)
+
+
+def _mds(path: Path, transform: str):
+    import torch
+
+    streaming = peers.import_streaming()
+
+    class Images(streaming.StreamingDataset):
+        def __getitem__(self, i):
+            row = super().__getitem__(i)
+            return {"image": pil_transform(row["image"], transform, random.Random(SEED * 1_000_003 + int(i))),
+                    "label": row["label"]}
+
+    streaming.base.util.clean_stale_shared_memory()
+    ds = Images(local=str(path), shuffle=True, shuffle_seed=SEED, batch_size=BATCH)
+    return torch.utils.data.DataLoader(ds, batch_size=BATCH, num_workers=WORKERS)
+
+
+def _litdata(path: Path, transform: str):
+    import litdata
+
+    class Images(litdata.StreamingDataset):
+        def __getitem__(self, index):
+            row = super().__getitem__(index)
+            return {"image": pil_transform(row["image"], transform, random.Random()), "label": row["label"]}
+
+    ds = Images(str(path), shuffle=True, seed=SEED)
+    return litdata.StreamingDataLoader(ds, batch_size=BATCH, num_workers=WORKERS)
+
+
+def _ffcv(path: Path, transform: str):
+    from ffcv.fields.decoders import CenterCropRGBImageDecoder, IntDecoder, RandomResizedCropRGBImageDecoder
+    from ffcv.loader import Loader, OrderOption
+    from ffcv.transforms import RandomHorizontalFlip
+
+    image = [RandomResizedCropRGBImageDecoder((SIZE, SIZE)), RandomHorizontalFlip()] if transform == "train" \
+        else [CenterCropRGBImageDecoder((SIZE, SIZE), ratio=SIZE / RESIZE)]
+    return Loader(str(path / "data.beton"), batch_size=BATCH, num_workers=WORKERS, order=OrderOption.RANDOM,
+                  seed=SEED, drop_last=False, pipelines={"image": image, "label": [IntDecoder()]})
+
+
+def child(system: str, transform: str, path: Path, cap: float) -> dict:
+    """One fresh loader, one epoch (capped): images/s after the first batch, and the first batch's time."""
+    base = system.split("-")[0]
+    t0 = time.perf_counter()
+    if base == "fastload":
+        loader = _fastload(path, transform, system.split("-")[1])
+    else:
+        loader = {"torch": _torch, "mds": _mds, "litdata": _litdata, "ffcv": _ffcv}[base](path, transform)
+    images, first, t_first, capped = 0, None, None, False
+    shape = None
+    for batch in loader:
+        img = batch["image"] if isinstance(batch, dict) else batch[0]
+        n = len(img)
+        now = time.perf_counter()
+        if first is None:
+            first, t_first, shape = now - t0, now, tuple(img.shape)
+        else:
+            images += n
+            if now - t_first > cap:
+                capped = True
+                break
+    seconds = time.perf_counter() - t_first
+    if hasattr(loader, "close"):
+        loader.close()
+    return {"images_s": images / seconds if seconds > 0 else 0.0, "first_batch_s": first, "images": images,
+            "capped": capped, "shape": list(shape or ())}
+
+
+# -- the practical limit, in this process --------------------------------------------------------
+def decode_limit(files: list[str], seconds: float = 3.0) -> dict[str, float]:
+    """Single-core decode rates (images/s) over ``files``: Pillow and simplejpeg, each for ~``seconds``."""
+    import simplejpeg
+    from PIL import Image
+
+    blobs = [Path(p).read_bytes() for p in files]
+    out = {}
+    for name, fn in (("pillow", lambda b: Image.open(io.BytesIO(b)).convert("RGB").load()),
+                     ("simplejpeg", lambda b: simplejpeg.decode_jpeg(b, "RGB"))):
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            fn(blobs[n % len(blobs)])
+            n += 1
+        out[name] = n / (time.perf_counter() - t0)
+    return out
+
+
+def ffcv_status() -> str | None:
+    """Why FFCV cannot run here, or None."""
+    try:
+        import ffcv  # noqa: F401
+        from ffcv.loader import Loader  # noqa: F401
+    except Exception as exc:  # a failed build shows up as any import error
+        return f"not installed: {type(exc).__name__}: {exc}"
+    return None
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="2,000 images, 1 repeat, 2 s cap (< 90 s)")
+    ap.add_argument("--scale", type=float, default=None, help="fraction of the 20,000 images")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--cap", type=float, default=None, help="seconds per epoch run (default 60; quick 2)")
+    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--transforms", default=",".join(TRANSFORMS))
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--child", nargs=3, metavar=("SYSTEM", "TRANSFORM", "PATH"), help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    scale = a.scale if a.scale is not None else (0.1 if a.quick else 1.0)
+    repeats = a.repeats if a.repeats is not None else (1 if a.quick else 3)
+    cap = a.cap if a.cap is not None else (2.0 if a.quick else 60.0)
+    if a.child:
+        print(json.dumps(child(a.child[0], a.child[1], Path(a.child[2]), cap)), flush=True)
+        return 0
+
+    info = machine_info(a.data_dir)
+    print_machine(info)
+    src = datasets.jpegs(a.data_dir, scale)
+    files = [p for p, _ in peers.image_files(src)]
+    print(f"# input: {len(files):,} JPEGs in {src}; batch {BATCH}, {WORKERS} workers, cap {cap:g} s, "
+          f"{repeats} repeat(s)", flush=True)
+    skipped = {}
+    systems = [s for s in a.systems.split(",") if s]
+    for s in systems:
+        module = _MODULES.get(s)
+        if module is not None:
+            import importlib.util
+
+            if importlib.util.find_spec(module) is None:
+                skipped[s] = f"not installed (no module {module!r})"
+            elif s == "ffcv" and ffcv_status():
+                skipped[s] = ffcv_status()
+    for s, why in skipped.items():
+        print(f"# skipped: {s}: {why}", flush=True)
+    systems = [s for s in systems if s not in skipped]
+    paths = {s: ensure_written(s, src, a.data_dir) for s in systems}
+    warm([paths[s] for s in systems])
+    transforms = [t for t in a.transforms.split(",") if t]
+
+    def run(system: str, transform: str) -> dict:
+        cmd = [sys.executable, "-m", "bench.images", "--child", system, transform, str(paths[system]),
+               "--cap", str(cap)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parents[1])
+        if proc.returncode != 0:
+            print(proc.stderr[-3000:], file=sys.stderr)
+            return {"images_s": float("nan"), "first_batch_s": float("nan"), "error": proc.stderr[-300:]}
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    jobs = {f"{s}|{t}": (lambda s=s, t=t: run(s, t)) for t in transforms for s in systems}
+    jobs["limit"] = lambda: decode_limit(files[:500], 1.0 if a.quick else 4.0)
+    results = interleaved(jobs, repeats)
+
+    cores = os.cpu_count() or 1
+    lim = results["limit"]
+    pillow = [r["pillow"] for r in lim]
+    sj = [r["simplejpeg"] for r in lim]
+    limit_ref = med(pillow) * cores
+    torch_ref = {t: med([r["images_s"] for r in results[f"torch|{t}"]]) for t in transforms
+                 if f"torch|{t}" in results}
+    headers = ["system", "transform", "images/s", "first batch s", "× torch+Pillow", "% of Pillow limit"]
+    rows = []
+    for t in transforms:
+        for s in systems:
+            rs = results[f"{s}|{t}"]
+            rate = [r["images_s"] for r in rs]
+            ref = torch_ref.get(t)
+            rows.append([s, t, fmt_rate(rate), fmt_range([r["first_batch_s"] for r in rs]),
+                         f"{med(rate) / ref:.2f}" if ref else "–", f"{100 * med(rate) / limit_ref:.0f}%"])
+    rows.append(["limit: Pillow decode × cores", "decode only", fmt_rate([p * cores for p in pillow]), "–",
+                 "–", "100%"])
+    rows.append(["limit: simplejpeg decode × cores", "decode only", fmt_rate([s * cores for s in sj]), "–",
+                 "–", f"{100 * med(sj) / med(pillow):.0f}%"])
+    for s, why in skipped.items():
+        rows.append([s, "–", f"skipped: {why}", "–", "–", "–"])
+    print()
+    text = print_table(headers, rows)
+    write_json(a.json, {"benchmark": "images", "headers": headers, "rows": rows, "table": text,
+                        "command": info["command"], "machine": info, "versions": info["versions"],
+                        "results": results, "skipped": skipped, "images": len(files), "cap_s": cap,
+                        "repeats": repeats})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

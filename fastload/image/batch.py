@@ -1,0 +1,107 @@
+"""Run an image pipeline over one batch of stored images, writing straight into the batch's output.
+
+Per batch: probe every image's header, plan all boxes and flips at once (vectorised), then per
+image decode (DCT-reduced when the box allows) into a reused buffer and call the resample kernel
+on its output row. Nothing per image is allocated beyond the decoder's output (and that only for
+Pillow-decoded formats). A record that cannot be decoded raises :class:`RecordDecodeError` with
+the record's place (``locate``) in a note.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import Callable
+
+import numpy as np
+
+from .._kernels.resample import MODE_FLOAT, MODE_HALF, MODE_UINT8, resample_into, resample_rows_u8
+from ..errors import RecordDecodeError
+from .decode import Probe, dct_factor, decode_rgb, probe
+from .pipeline import ImagePipeline
+
+# Boxes of at most this many times the output's rows take the horizontal-first kernel (uint8
+# NHWC only): the two kernels break even near 1.25 (see resample_rows_u8).
+ROWS_FIRST_MAX = 1.2
+
+
+def payload_views(data: np.ndarray, offsets: np.ndarray) -> list[memoryview]:
+    """One zero-copy view per record of a gathered variable column."""
+    mv = memoryview(data)
+    o = offsets.tolist()
+    return [mv[o[k]:o[k + 1]] for k in range(len(o) - 1)]
+
+
+class BatchImageDecoder:
+    """One per worker and field: holds the reusable JPEG output buffer."""
+
+    def __init__(self, pipeline: ImagePipeline, field: str):
+        self.pipeline = pipeline
+        self.field = field
+        self.a, self.b = pipeline.scale_bias
+        dtype = pipeline.dtype
+        self.mode = MODE_UINT8 if dtype == np.uint8 else (MODE_HALF if dtype == np.float16 else MODE_FLOAT)
+        self._buffer = np.empty(0, np.uint8)
+
+    def _buf(self, nbytes: int) -> np.ndarray:
+        if self._buffer.nbytes < nbytes:
+            self._buffer = np.empty(max(nbytes, 2 * self._buffer.nbytes), np.uint8)
+        return self._buffer
+
+    def probe_all(self, payloads: list, indices: np.ndarray, locate: Callable[[int], str]) -> list[Probe]:
+        out = []
+        for data, i in zip(payloads, indices.tolist()):
+            try:
+                out.append(probe(data))
+            except Exception as exc:  # every decoder failure of a bad file: ValueError, OSError, SyntaxError...
+                raise self._error(i, exc, locate) from exc
+        return out
+
+    def check(self, data, index: int, locate: Callable[[int], str]) -> None:
+        """Raise RecordDecodeError when record ``index``'s image does not decode (used by on_error='skip')."""
+        try:
+            p = probe(data)
+            decode_rgb(data, p, 1, None)
+        except Exception as exc:
+            raise self._error(index, exc, locate) from exc
+
+    def run(self, payloads: list, indices: np.ndarray, seed: int, epoch: int, out: np.ndarray,
+            locate: Callable[[int], str], timings: dict[str, float] | None = None) -> None:
+        """Decode and transform ``payloads`` (record ``indices``) into ``out`` ``(n, *pipeline.shape)``."""
+        probes = self.probe_all(payloads, indices, locate)
+        heights = np.fromiter((p.height for p in probes), np.int64, len(probes))
+        widths = np.fromiter((p.width for p in probes), np.int64, len(probes))
+        boxes, flips = self.pipeline.plan(heights, widths, seed, epoch, indices)
+        oh, ow = self.pipeline.size
+        rows = out.view(np.uint16) if self.mode == MODE_HALF else out
+        flat = None  # (n, H, W * 3): rows the horizontal-first kernel can write
+        if self.mode == MODE_UINT8 and self.pipeline.layout == "NHWC" and out.flags.c_contiguous:
+            flat = out.reshape(len(out), oh, ow * 3)
+        if self.pipeline.layout == "NCHW":
+            rows = rows.transpose(0, 2, 3, 1)  # each row seen as (H, W, 3): the kernel writes any strides
+        decode_s = resample_s = 0.0
+        for k, (data, p) in enumerate(zip(payloads, probes)):
+            y0, x0, y1, x1 = boxes[k].tolist()
+            f = dct_factor(p.height, p.width, y1 - y0, x1 - x0, oh, ow) if p.kind == "jpeg" else 1
+            t = perf_counter()
+            try:
+                pixels = decode_rgb(data, p, f, self._buf(p.height * p.width * 3), fast=True)
+            except Exception as exc:
+                raise self._error(int(indices[k]), exc, locate) from exc
+            t1 = perf_counter()
+            sy, sx = pixels.shape[0] / p.height, pixels.shape[1] / p.width
+            if flat is not None and (y1 - y0) * sy <= ROWS_FIRST_MAX * oh:
+                resample_rows_u8(pixels, y0 * sy, x0 * sx, y1 * sy, x1 * sx, bool(flips[k]), flat[k])
+            else:
+                resample_into(pixels, y0 * sy, x0 * sx, y1 * sy, x1 * sx, bool(flips[k]), self.a, self.b,
+                              self.mode, rows[k])
+            decode_s += t1 - t
+            resample_s += perf_counter() - t1
+        if timings is not None:
+            timings["decode"] = timings.get("decode", 0.0) + decode_s
+            timings["resize"] = timings.get("resize", 0.0) + resample_s  # probing and planning: "read"
+
+    def _error(self, index: int, exc: BaseException, locate: Callable[[int], str]) -> RecordDecodeError:
+        err = RecordDecodeError(f"{locate(index)}: field {self.field!r} holds an image that cannot be "
+                                f"decoded ({type(exc).__name__}: {exc})")
+        err.add_note(f"record {index} of the dataset; load with on_error='skip' to replace unreadable records")
+        return err
