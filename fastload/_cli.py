@@ -91,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
 
     from .bench.cli import add_parser as add_bench  # stdlib-only at import: no torch until it runs
     add_bench(sub)
+
+    from .storage import cli as storage_cli  # cheap: fsspec loads only when a remote dataset opens
+
+    storage_cli.add_parser(sub)
+    for name in ("info", "verify", "head"):
+        storage_cli.add_storage_options(sub.choices[name])
     return p
 
 
@@ -112,14 +118,14 @@ def _pack(args) -> int:
     return 0
 
 
-def _open(url: str):
+def _open(url: str, storage_options: dict | None = None):
     from .format.dataset import open_dataset
 
-    return open_dataset(url)
+    return open_dataset(url, storage_options=storage_options)
 
 
 def _info(args) -> int:
-    ds = _open(args.url)
+    ds = _open(args.url, args.storage_options)
     m = ds.manifest
     info = {
         "url": args.url, "format_version": m.version, "records": m.n_records, "shards": m.n_shards,
@@ -146,14 +152,14 @@ def _info(args) -> int:
 
 
 def _verify(args) -> int:
-    ds = _open(args.url)
+    ds = _open(args.url, args.storage_options)
     ds.verify_all(progress=lambda s, name: print(f"ok  {name}", file=sys.stderr))
     print(f"verified {ds.n_shards} shards, {len(ds):,} records: all checksums match")
     return 0
 
 
 def _head(args) -> int:
-    ds = _open(args.url)
+    ds = _open(args.url, args.storage_options)
     n = min(args.n, len(ds))
     batch = ds.get_batch(np.arange(n))
     for k in range(n):

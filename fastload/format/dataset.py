@@ -23,26 +23,81 @@ from .block_cache import BlockCache
 from .columns import VarColumn
 from .manifest import Manifest
 from .schema import Field, Schema
-from .shard_reader import VERIFY_MODES, ShardReader
+from .shard_reader import VERIFY_MODES, ShardReader, map_file
 from .spec import CODEC_NONE, MANIFEST_NAME, VAR_OFFSET_DTYPE
 
 
-class Dataset:
-    """A fastload dataset on local storage: ``len(ds)``, ``ds[i]``, ``ds.get_batch(indices)``."""
+class LocalShards:
+    """Where shards are: a local directory, read in place (the default locator of a Dataset).
 
-    def __init__(self, root: str | os.PathLike, *, verify: str = "first",
-                 block_cache: int | str = "64MB"):
+    A locator answers "where is shard s" for :class:`Dataset`: ``open()`` gives the manifest,
+    ``map(s)`` the shard's bytes as a uint8 array (kept open while the array lives), ``where(name)``
+    a name for messages. ``max_open`` bounds how many shards a dataset keeps mapped (None: all);
+    the storage layer provides the remote locator, so this module imports nothing above it.
+    """
+
+    max_open: int | None = None
+
+    def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+
+    def open(self) -> Manifest:
         path = self.root / MANIFEST_NAME
         try:
             data = path.read_bytes()
         except FileNotFoundError:
             raise FormatError(f"{self.root} is not a fastload dataset (no {MANIFEST_NAME})") from None
         self.manifest = Manifest.loads(data, str(path))
+        return self.manifest
+
+    def where(self, name: str) -> str:
+        return str(self.root / name)
+
+    def map(self, s: int) -> np.ndarray:
+        name = self.manifest.shard_names[s]
+        path = self.root / name
+        expected = int(self.manifest.shard_bytes[s])
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise FormatError(f"shard {path} is missing (listed in the manifest)") from None
+        if size != expected:
+            raise FormatError(f"shard {path} is {size} bytes but the manifest says {expected}: truncated or replaced")
+        try:
+            return map_file(path)
+        except OSError as exc:
+            raise FormatError(f"shard {path}: cannot be opened ({exc.strerror or exc})") from exc
+
+    def open_options(self) -> dict[str, Any]:
+        return {}
+
+    def note_memory(self, hits: int, misses: int) -> None:
+        """Block-cache counters of the reading dataset (kept only by locators that report them)."""
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+
+class Dataset:
+    """A fastload dataset: ``len(ds)``, ``ds[i]``, ``ds.get_batch(indices)``.
+
+    Shards come from ``locator`` (default: the local directory ``root``, read in place).
+    """
+
+    def __init__(self, root: str | os.PathLike, *, verify: str = "first",
+                 block_cache: int | str = "64MB", locator: Any = None):
+        self.locator = LocalShards(root) if locator is None else locator
+        self.root = self.locator.root
+        self.manifest = self.locator.open()
         self.schema: Schema = self.manifest.schema
         if verify not in VERIFY_MODES:
             raise ValueError(f"verify must be one of {VERIFY_MODES}, not {verify!r}")
         self.verify = verify
+        self._block_cache_option = block_cache
+        self._max_open = self.locator.max_open
+        self._last_needed: dict[int, int] = {}  # shard -> gather number that last needed it
+        self._n_gathers = 0
+        self._active = 0  # gathers in progress: shards are released only when none is
         self._starts = np.zeros(self.manifest.n_shards + 1, dtype=np.int64)
         np.cumsum(self.manifest.shard_records, out=self._starts[1:])
         self._readers: dict[int, ShardReader] = {}
@@ -66,6 +121,43 @@ class Dataset:
     def __repr__(self) -> str:
         return f"fastload.Dataset({str(self.root)!r}, records={len(self)}, shards={self.n_shards}, schema=({self.schema.describe()}))"
 
+    def open_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`open_dataset` that reopen this dataset identically
+        (in a worker process, say): verify, block_cache and the locator's storage options."""
+        return {"verify": self.verify, "block_cache": self._block_cache_option, **self.locator.open_options()}
+
+    def storage_stats(self) -> dict[str, Any]:
+        """Download and cache counters of a remote dataset (empty for a local one)."""
+        return self.locator.stats()
+
+    def shard_of(self, indices: np.ndarray) -> np.ndarray:
+        """The shard number of each record index (non-negative, in range)."""
+        return np.searchsorted(self._starts, indices, side="right") - 1
+
+    def release(self, s: int) -> None:
+        """Forget shard ``s``'s reader so its map can go (and a cache may evict it); reopened on use."""
+        with self._open_lock:
+            self._drop(s)
+
+    def _drop(self, s: int) -> None:  # the caller holds _open_lock
+        if self._readers.pop(s, None) is not None:
+            self._fast_tables.unregister(s)
+
+    def _release_unneeded(self, idx: np.ndarray) -> None:
+        """Keep at most ``max_open`` shards mapped: drop the least recently needed ones this batch
+        does not need, before it is planned (addresses of a batch in flight stay valid)."""
+        self._n_gathers += 1
+        shards = np.unique(self.shard_of(idx[(idx >= 0) & (idx < len(self))]))
+        for s in shards.tolist():
+            self._last_needed[s] = self._n_gathers
+        keep = set(shards.tolist())
+        excess = len(keep.union(self._readers)) - max(self._max_open, len(keep))  # counted after this batch opens its own
+        if excess <= 0 or self._active > 1:
+            return
+        old = sorted((self._last_needed.get(s, 0), s) for s in list(self._readers) if s not in keep)
+        for _, s in old[:excess]:
+            self._drop(s)
+
     def shard(self, s: int) -> ShardReader:
         """The reader of shard ``s``, opened (and checked against the manifest) on first use."""
         reader = self._readers.get(s)
@@ -79,16 +171,8 @@ class Dataset:
         return reader
 
     def _open_shard(self, s: int) -> ShardReader:
-        name = self.manifest.shard_names[s]
-        path = self.root / name
-        expected = int(self.manifest.shard_bytes[s])
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise FormatError(f"shard {path} is missing (listed in the manifest)") from None
-        if size != expected:
-            raise FormatError(f"shard {path} is {size} bytes but the manifest says {expected}: truncated or replaced")
-        reader = ShardReader.open(path, verify=self.verify)
+        path = self.locator.where(self.manifest.shard_names[s])
+        reader = ShardReader(self.locator.map(s), path, verify=self.verify)
         if reader.n_records != int(self.manifest.shard_records[s]):
             raise FormatError(f"shard {path} holds {reader.n_records} records, the manifest says "
                               f"{int(self.manifest.shard_records[s])}")
@@ -140,6 +224,19 @@ class Dataset:
         field's dtype (for example views of a shared-memory batch slot), filled in place.
         """
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if self._max_open is None:
+            return self._gather(idx, fields, out)
+        with self._open_lock:
+            self._active += 1
+            self._release_unneeded(idx)
+        try:
+            return self._gather(idx, fields, out)
+        finally:
+            with self._open_lock:
+                self._active -= 1
+            self.locator.note_memory(self._cache.hits, self._cache.misses)
+
+    def _gather(self, idx: np.ndarray, fields, out) -> dict[str, np.ndarray | VarColumn]:
         out = out or {}
         for name, arr in out.items():
             f = self.schema[name]
@@ -290,8 +387,11 @@ class Dataset:
             reader = self.shard(s)
             if f"{checksum(reader.buf):016x}" != self.manifest.shard_checksums[s]:
                 reader.verify_all()  # names the corrupt block when one is
-                raise FormatError(f"shard {self.root / name}: file checksum differs from the manifest")
+                raise FormatError(f"shard {self.locator.where(name)}: file checksum differs from the manifest")
             reader.verify_all()
+            if self._max_open is not None:
+                del reader
+                self.release(s)  # a cache smaller than the dataset must be able to evict it
             if progress is not None:
                 progress(s, name)
 
@@ -340,6 +440,15 @@ class _FastTables:
             self.verified[lo:hi] = reader.verified_blocks()
             self.registered[s] = True  # set last: readers of the tables check this flag first
             self.complete = bool(self.registered.all())
+
+    def unregister(self, s: int) -> None:
+        """Shard ``s``'s map is going away: its rows must be filled again before use."""
+        lo, hi = int(self.shard_block[s]), int(self.shard_block[s + 1])
+        with self._lock:
+            self.registered[s] = False
+            self.complete = False
+            self.verified[lo:hi] = False  # a new reader checks its blocks again
+            self.all_verified = hi == lo and self.all_verified
 
 
 class _BatchPlan:
@@ -415,15 +524,30 @@ def _pick(value: Any, k: int) -> Any:
     return value[k]
 
 
-def open_dataset(url: str | os.PathLike, **options: Any) -> Dataset:
-    """Open a dataset directory (a local path; remote URLs come with the storage layer)."""
+REMOTE_OPTIONS = ("storage_options", "cache_dir", "cache_limit", "timeout", "retries", "stats_group")
+
+
+def open_dataset(url: str | os.PathLike, *, verify: str = "first", block_cache: int | str = "64MB",
+                 storage_options: dict | None = None, cache_dir: str | os.PathLike | None = None,
+                 cache_limit: int | str | None = None, timeout: float = 60.0, retries: int = 5,
+                 stats_group: str | None = None) -> Dataset:
+    """Open a dataset: a local directory (read in place, never copied) or any fsspec URL.
+
+    Remote datasets (``s3://``, ``gs://``, ``https://``, ...) are read through the node's shard
+    cache (:mod:`fastload.storage`): ``storage_options`` go to the fsspec filesystem;
+    ``cache_dir`` and ``cache_limit`` (e.g. ``"200GB"``) default to ``FASTLOAD_CACHE_DIR`` /
+    ``FASTLOAD_CACHE_LIMIT``, the config file, then ``~/.cache/fastload`` with no limit; each
+    request gets ``timeout`` seconds and ``retries`` attempts. ``stats_group`` is internal: the
+    loader's workers reopen the dataset with it so their counters add up.
+    """
     text = os.fspath(url)
-    if "://" in text:
-        scheme = text.split("://", 1)[0]
-        if scheme != "file":
-            raise NotImplementedError(
-                f"{scheme}:// datasets are not readable yet in this version of fastload; copy the "
-                "dataset to a local directory"
-            )
-        text = text.split("://", 1)[1]
-    return Dataset(text, **options)
+    scheme = text.split("://", 1)[0].lower() if "://" in text else "file"
+    if scheme == "file":
+        if storage_options:
+            raise ValueError(f"storage_options apply to remote URLs; {text} is a local dataset")
+        return Dataset(text.split("://", 1)[-1], verify=verify, block_cache=block_cache)
+    from ..storage.locator import RemoteShards  # the storage layer sits above format
+
+    locator = RemoteShards(text, storage_options=storage_options, cache_dir=cache_dir, cache_limit=cache_limit,
+                           timeout=timeout, retries=retries, stats_group=stats_group)
+    return Dataset(text, verify=verify, block_cache=block_cache, locator=locator)

@@ -28,6 +28,7 @@ from ..plan.epoch import EpochPlan
 from ..plan.orders import make_order
 from ..plan.state import LoaderState
 from ..plan.world import World, detect_world
+from ..storage.prefetch import start_prefetch
 from ..image.pipeline import loader_pipelines
 from .device import to_device_stream
 from .samplers import PlanSampler, uses_plan
@@ -167,11 +168,15 @@ class DataLoader(TorchDataLoader):
             batches = plan.batches()
         else:
             batches = (np.asarray(b, dtype=np.int64) for b in self.batch_sampler)
+        # remote datasets: shards are downloaded ahead in the plan's order (a no-op for local ones);
+        # a cache_limit too small is an error here, before workers start
+        prefetch = start_prefetch(self.dataset, plan, num_workers=self.num_workers,
+                                  prefetch_factor=self.prefetch_factor or 2)
         producer = self._get_producer()
         sent: deque = deque()  # index arrays in order, for fields decoded here on the GPU
         if any(p.decode.device == "cuda" for p in self._pipelines.values()):
             batches = _recorded(batches, sent)
-        batches_out = (self._to_torch(p, sent) for p in producer.run(batches, epoch=self._epoch))
+        batches_out = (self._to_torch(p, sent) for p in producer.run(prefetch.track(batches), epoch=self._epoch))
         if self.device is not None:
             batches_out = to_device_stream(batches_out, self.device)
         elif self.pin_memory:
@@ -185,6 +190,7 @@ class DataLoader(TorchDataLoader):
             self._resume_samples = 0
             self._epoch_done = True
         finally:
+            prefetch.close()
             if not self.persistent_workers:
                 self._close_producer()
 
@@ -196,7 +202,7 @@ class DataLoader(TorchDataLoader):
         cpu = {n: p for n, p in self._pipelines.items() if p.decode.device == "cpu"}  # the workers' part
         layout = SlotLayout.for_dataset(ds.schema, self.batch_sampler.batch_size or 1, fields,
                                         {n: (p.dtype, p.shape) for n, p in cpu.items()})
-        config = WorkerConfig(dataset_root=str(ds.root), dataset_options={"verify": ds.verify},
+        config = WorkerConfig(dataset_root=str(ds.root), dataset_options=ds.open_options(),
                               fields=fields, layout=layout, ring_name="",
                               worker_init_fn=self.worker_init_fn, seed=self._seed, on_error=self.on_error,
                               transforms=cpu)
@@ -260,7 +266,8 @@ class DataLoader(TorchDataLoader):
 
     def stats(self) -> dict[str, Any]:
         """Data stall (time waiting for batches), throughput and per-stage times so far."""
-        return self._stats.snapshot()
+        storage = self.dataset.storage_stats() if isinstance(self.dataset, Dataset) else {}
+        return {**self._stats.snapshot(), **storage}
 
 
 def copy_batch(batch: Any) -> Any:

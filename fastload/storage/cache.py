@@ -1,0 +1,509 @@
+"""The node's shard cache: one directory shared by every worker, rank and job on the machine.
+
+Layout (``<cache_dir>`` from :class:`CacheConfig`)::
+
+    .lock                                 global lock: held only around accounting (reserve/evict)
+    <slug>-<sha256(url)[:16]>/url         the dataset's URL, for ``fastload cache stats|clear``
+        shards/<name>.<checksum>          a complete, verified shard (content-addressed by checksum)
+        shards/<name>.<checksum>.claim    its claim file: LOCK_EX while someone downloads it
+        shards/<name>.<checksum>.part-<pid>-<hex>   a download in progress (preallocated)
+        counters/<group>-<pid>-<hex>.bin  per-process counters (see counters.py)
+        hints/<group>-<pid>.json          a running prefetcher's window and next uses
+
+Coordination uses ``flock`` only, never reference counts kept in files: the kernel drops a dead
+process's locks, so a crash can neither leave a shard pinned forever nor a claim that blocks the
+others. A reader maps a shard while holding ``LOCK_SH`` on it (in use); the evictor unlinks only
+shards it can lock with ``LOCK_EX|LOCK_NB``. A downloader holds ``LOCK_EX`` on the claim file;
+others poll it, and take the download over when the lock is free but no shard appeared (the
+downloader died or gave up). A temporary file whose claim is free is stale and is deleted.
+The limit counts the apparent size of shards and temporaries; a download preallocates its full
+size under the global lock, so every process sees the reservation at once and the sum of all
+files never exceeds the limit.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import mmap
+import os
+import re
+import secrets
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import quote
+
+import numpy as np
+
+from ..errors import StorageError
+from ..format.codec import checksum
+from .config import CacheConfig
+from .counters import Counters, read_totals
+from .eviction import Entry, choose_victims
+from .remote import Remote
+
+LOCK_NAME = ".lock"
+CLAIM = ".claim"
+PART = ".part-"
+HINTS_FRESH_S = 10.0  # a prefetcher rewrites its hints at least every second while it runs
+POLL_S = 0.02  # claim and lock polling: a 16 MB shard at 1 GB/s takes 16 ms, so waiters react within ~one shard
+
+
+def dataset_key(url: str) -> str:
+    """A directory name for a dataset URL: readable slug plus a hash that keeps distinct URLs apart."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", url.split("://", 1)[-1].strip("/"))[-48:].strip("_") or "dataset"
+    return f"{slug}-{hashlib.sha256(url.encode()).hexdigest()[:16]}"
+
+
+def _try_lock(fd: int, kind: int) -> bool:
+    try:
+        fcntl.flock(fd, kind | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """True when ``path`` still names the file open as ``fd`` (not unlinked or replaced meanwhile)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    fst = os.fstat(fd)
+    return (st.st_ino, st.st_dev) == (fst.st_ino, fst.st_dev)
+
+
+class NodeCache:
+    """The cache directory as a whole: global lock, occupancy, eviction, stale-file cleanup."""
+
+    def __init__(self, config: CacheConfig):
+        self.config = config
+        self.root = config.cache_dir
+        self.limit = config.cache_limit
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def locked(self, timeout: float = 60.0) -> Iterator[None]:
+        """The global accounting lock; held for a directory scan and a few unlinks (milliseconds)."""
+        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + timeout
+            while not _try_lock(fd, fcntl.LOCK_EX):
+                if time.monotonic() > deadline:
+                    raise StorageError(f"cache {self.root}: the global lock was held for over {timeout:g} s")
+                time.sleep(POLL_S)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def dataset_dirs(self) -> list[Path]:
+        try:
+            return sorted(p for p in self.root.iterdir() if p.is_dir() and (p / "url").exists())
+        except FileNotFoundError:
+            return []
+
+    def files(self) -> Iterator[os.DirEntry]:
+        """Every shard and temporary file (not claims) of every dataset in the cache."""
+        for d in self.dataset_dirs():
+            try:
+                with os.scandir(d / "shards") as it:
+                    for e in it:
+                        if not e.name.endswith(CLAIM):
+                            yield e
+            except FileNotFoundError:
+                continue
+
+    def usage(self) -> int:
+        """Bytes held: complete shards plus (preallocated) downloads in progress."""
+        total = 0
+        for e in self.files():
+            try:
+                total += e.stat().st_size
+            except FileNotFoundError:
+                pass
+        return total
+
+    def hints(self) -> tuple[dict[str, float], set[str]]:
+        """Next uses and windows published by every running prefetcher on the node (all processes),
+        keyed by path relative to the cache root; the earliest next use wins."""
+        next_use: dict[str, float] = {}
+        protected: set[str] = set()
+        now = time.time()
+        for path in self.root.glob("*/hints/*.json"):
+            try:
+                if now - path.stat().st_mtime > HINTS_FRESH_S:  # its prefetcher died: ignore, tidy
+                    _unlink_quiet(path)
+                    continue
+                body = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # replaced or removed while we read: the next eviction sees the new one
+            protected.update(body["protected"])
+            for key, k in body["next_use"].items():
+                next_use[key] = min(k, next_use.get(key, k))
+        return next_use, protected
+
+    def evict(self, need: int) -> int:
+        """Free at least ``need`` bytes (caller holds the global lock); returns the shards evicted, or 0.
+
+        In-use flags are probed with ``LOCK_EX|LOCK_NB``, next uses and windows read from the
+        prefetchers' hint files, victims chosen by :func:`~fastload.storage.eviction.choose_victims`,
+        then locked again for the unlink; a victim that a reader opened in between is kept and the
+        choice is made again.
+        """
+        next_use, protected = self.hints()
+        for _ in range(3):
+            entries = []
+            for e in self.files():
+                if PART in e.name:
+                    continue
+                try:
+                    st = e.stat()
+                except FileNotFoundError:
+                    continue
+                rel = os.path.relpath(e.path, self.root)
+                entries.append(Entry(key=e.path, size=st.st_size, in_use=_in_use(e.path),
+                                     protected=rel in protected, next_use=next_use.get(rel),
+                                     last_use=st.st_mtime))
+            victims = choose_victims(entries, need)
+            if not victims:
+                return 0
+            held = []
+            try:
+                for v in victims:
+                    fd = _open_or_none(v.key)
+                    if fd is None:
+                        continue  # someone else evicted it: its bytes are free too
+                    held.append((fd, v.key))
+                    if not _try_lock(fd, fcntl.LOCK_EX) or not _same_file(fd, Path(v.key)):
+                        break
+                else:
+                    for fd, path in held:
+                        os.unlink(path)
+                    return len(held)
+            finally:
+                for fd, _ in held:
+                    os.close(fd)
+        return 0
+
+    def cleanup_stale(self) -> int:
+        """Delete temporaries whose claim nobody holds (their downloader died); returns how many."""
+        removed = 0
+        for d in self.dataset_dirs():
+            try:
+                names = os.listdir(d / "shards")
+            except FileNotFoundError:
+                continue
+            for name in names:
+                if PART not in name:
+                    continue
+                claim = d / "shards" / (name.split(PART, 1)[0] + CLAIM)
+                fd = _open_or_none(claim)
+                if fd is None:
+                    _unlink_quiet(d / "shards" / name)
+                    removed += 1
+                    continue
+                try:
+                    if _try_lock(fd, fcntl.LOCK_EX):
+                        _unlink_quiet(d / "shards" / name)
+                        removed += 1
+                finally:
+                    os.close(fd)
+        return removed
+
+    def describe(self) -> list[dict]:
+        """Per dataset: URL, bytes and shards cached, downloads in progress, hit rate so far."""
+        out = []
+        for d in self.dataset_dirs():
+            shards = parts = nbytes = 0
+            try:
+                with os.scandir(d / "shards") as it:
+                    for e in it:
+                        if e.name.endswith(CLAIM):
+                            continue
+                        nbytes += e.stat().st_size
+                        if PART in e.name:
+                            parts += 1
+                        else:
+                            shards += 1
+            except FileNotFoundError:
+                pass
+            c = read_totals(d / "counters")
+            asked = c["hits"] + c["misses"]
+            out.append({"url": (d / "url").read_text(), "dir": str(d), "bytes": nbytes, "shards": shards,
+                        "downloading": parts, "hits": int(c["hits"]), "misses": int(c["misses"]),
+                        "hit_rate": c["hits"] / asked if asked else None,
+                        "bytes_downloaded": int(c["bytes_downloaded"]), "evictions": int(c["evictions"])})
+        return out
+
+    def clear(self, url: str | None = None) -> tuple[int, int]:
+        """Delete cached shards (of ``url`` only, when given) that no reader has open.
+
+        Returns (files removed, files kept because in use or being downloaded).
+        """
+        dirs = [self.root / dataset_key(url)] if url is not None else self.dataset_dirs()
+        removed = kept = 0
+        with self.locked():
+            for d in dirs:
+                shards = d / "shards"
+                for name in (os.listdir(shards) if shards.is_dir() else []):
+                    path = shards / name
+                    if name.endswith(CLAIM):
+                        continue
+                    claim = path if PART not in name else shards / (name.split(PART, 1)[0] + CLAIM)
+                    fd = _open_or_none(claim)
+                    if fd is None or _try_lock(fd, fcntl.LOCK_EX):
+                        _unlink_quiet(path)
+                        removed += 1
+                    else:
+                        kept += 1
+                    if fd is not None:
+                        os.close(fd)
+                if not kept:
+                    shutil.rmtree(d, ignore_errors=True)
+        return removed, kept
+
+
+def _open_or_none(path) -> int | None:
+    try:
+        return os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+
+
+def _unlink_quiet(path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _in_use(path: str) -> bool:
+    fd = _open_or_none(path)
+    if fd is None:
+        return False
+    try:
+        return not _try_lock(fd, fcntl.LOCK_EX)
+    finally:
+        os.close(fd)
+
+
+class DatasetCache:
+    """One remote dataset's shards in the node cache: download once, verify, publish, pin for reading.
+
+    A prefetcher publishes its window and the next use of upcoming shards with
+    :meth:`publish_hints`; evictions in every process read them.
+    """
+
+    def __init__(self, node: NodeCache, remote: Remote, manifest, *, group: str, wait_timeout: float = 600.0,
+                 chunk_bytes: int = 16 << 20, parallel: int = 4):
+        self.node = node
+        self.remote = remote
+        self.manifest = manifest
+        self.dir = node.root / dataset_key(remote.url)
+        self.shards_dir = self.dir / "shards"
+        self.shards_dir.mkdir(parents=True, exist_ok=True)
+        url_file = self.dir / "url"
+        if not url_file.exists():
+            tmp = self.dir / f"url.{os.getpid()}-{secrets.token_hex(4)}"
+            tmp.write_text(remote.url)
+            os.replace(tmp, url_file)
+        self.counters = Counters(self.dir / "counters", group)
+        self.wait_timeout = wait_timeout
+        # 16 MiB ranged reads, up to 4 at once per shard: at 100 MB/s with 20 ms per request one
+        # stream spends ~89% of its time transferring, so a few in parallel fill the link, and a
+        # shard arrives whole as early as possible (the first batch waits for its whole shard)
+        self.chunk_bytes = chunk_bytes
+        self.parallel = parallel
+        self._hints_file = self.dir / "hints" / f"{group}-{os.getpid()}.json"
+        max_shard = int(manifest.shard_bytes.max()) if manifest.n_shards else 0
+        if node.limit is not None and max_shard > node.limit:
+            raise ValueError(f"cache_limit {node.limit} bytes is smaller than the largest shard of "
+                             f"{remote.url} ({max_shard} bytes): raise cache_limit")
+        node.cleanup_stale()
+
+    # -- names -----------------------------------------------------------------------------
+    def path(self, s: int) -> Path:
+        name = quote(self.manifest.shard_names[s], safe="")
+        return self.shards_dir / f"{name}.{self.manifest.shard_checksums[s]}"
+
+    def is_cached(self, s: int) -> bool:
+        return self.path(s).exists()
+
+    def key(self, s: int) -> str:
+        """Shard ``s``'s path relative to the cache root, as hint files name it."""
+        return os.path.relpath(self.path(s), self.node.root)
+
+    def publish_hints(self, next_use: dict[int, float], window: list[int]) -> None:
+        """Tell evictions in every process: next use of upcoming shards, and the window to keep."""
+        body = {"next_use": {self.key(s): k for s, k in next_use.items()},
+                "protected": [self.key(s) for s in window]}
+        self._hints_file.parent.mkdir(exist_ok=True)
+        tmp = self._hints_file.with_name(self._hints_file.name + f".{secrets.token_hex(4)}")
+        tmp.write_text(json.dumps(body))
+        os.replace(tmp, self._hints_file)  # readers see the old file or the new, never half of one
+
+    def withdraw_hints(self) -> None:
+        _unlink_quiet(self._hints_file)
+
+    # -- download --------------------------------------------------------------------------
+    def ensure(self, s: int, *, blocking: bool = True) -> bool:
+        """Make shard ``s`` present in the cache: download it, or wait for whoever is downloading it.
+
+        Non-blocking (the prefetcher): returns False instead of waiting on another downloader or
+        for room under the limit.
+        """
+        final = self.path(s)
+        claim = final.with_name(final.name + CLAIM)
+        deadline = time.monotonic() + self.wait_timeout
+        t0, waited = time.perf_counter(), False
+        try:
+            while not final.exists():
+                fd = os.open(claim, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    if _try_lock(fd, fcntl.LOCK_EX) and _same_file(fd, claim):
+                        if final.exists():
+                            return True
+                        if not self._download(s, final, blocking, deadline):
+                            return False
+                        continue
+                finally:
+                    os.close(fd)
+                if not blocking:
+                    return False
+                if time.monotonic() > deadline:
+                    raise StorageError(f"waited {self.wait_timeout:g} s for another process to download "
+                                       f"{self.remote.url_of(self.manifest.shard_names[s])}")
+                waited = True
+                time.sleep(POLL_S)
+            return True
+        finally:
+            if waited:
+                self.counters.add(wait_s=time.perf_counter() - t0)
+
+    def _download(self, s: int, final: Path, blocking: bool, deadline: float) -> bool:
+        """Download shard ``s`` to a preallocated temporary, verify it, publish it by rename (claim held)."""
+        for name in os.listdir(self.shards_dir):  # we hold the claim: any temporary of it is stale
+            if name.startswith(final.name + PART):
+                _unlink_quiet(self.shards_dir / name)
+        size = int(self.manifest.shard_bytes[s])
+        tmp = final.with_name(f"{final.name}{PART}{os.getpid()}-{secrets.token_hex(4)}")
+        fd = self._reserve(tmp, size, blocking, deadline)
+        if fd is None:
+            return False
+        name = self.manifest.shard_names[s]
+        t0 = time.perf_counter()
+        try:
+            expected = self.manifest.shard_checksums[s]
+            ranges = [(off, min(off + self.chunk_bytes, size)) for off in range(0, size, self.chunk_bytes)]
+
+            def fetch(r: tuple[int, int]) -> None:
+                os.pwrite(fd, self.remote.read(name, *r), r[0])
+
+            for attempt in range(self.remote.policy.attempts):
+                if len(ranges) <= 1:
+                    for r in ranges:
+                        fetch(r)
+                else:  # each thread uses its own filesystem object (Remote.fs is per thread)
+                    with ThreadPoolExecutor(min(self.parallel, len(ranges))) as pool:
+                        list(pool.map(fetch, ranges))
+                got = _file_checksum(fd, size)
+                if got == expected:
+                    break
+                if attempt + 1 == self.remote.policy.attempts:
+                    raise StorageError(f"{self.remote.url_of(name)}: downloaded {self.remote.policy.attempts} "
+                                       f"times, checksum {got} each time differs from the manifest's {expected}")
+            # no fsync: the cache can always be refetched, and blocks are checksummed when read
+            os.rename(tmp, final)
+        except BaseException:
+            _unlink_quiet(tmp)
+            raise
+        finally:
+            os.close(fd)
+        self.counters.add(bytes_downloaded=size, download_s=time.perf_counter() - t0)
+        return True
+
+    def _reserve(self, tmp: Path, size: int, blocking: bool, deadline: float) -> int | None:
+        """Create ``tmp`` with ``size`` bytes allocated, evicting as needed; None if no room (non-blocking)."""
+        while True:
+            with self.node.locked():
+                room = True
+                if self.node.limit is not None:
+                    need = self.node.usage() + size - self.node.limit
+                    if need > 0:
+                        evicted = self.node.evict(need)
+                        room = evicted > 0
+                        if evicted:
+                            self.counters.add(evictions=evicted)
+                if room:
+                    return _allocate(tmp, size)
+            if not blocking:
+                return None
+            if time.monotonic() > deadline:
+                raise StorageError(f"cache {self.node.root}: no room for a {size}-byte shard under cache_limit "
+                                   f"{self.node.limit} for {self.wait_timeout:g} s: every cached shard is in use "
+                                   "or about to be; raise cache_limit or use fewer workers")
+            time.sleep(0.05)
+
+    # -- reading ---------------------------------------------------------------------------
+    def pin(self, s: int) -> np.ndarray:
+        """Shard ``s`` mapped read-only, downloaded first if needed; it stays in use while mapped.
+
+        The shared lock is taken on our descriptor; Python's mmap keeps its own duplicate of that
+        descriptor, and flock locks belong to the open file description both share, so the lock
+        lives exactly as long as the map and ends when the last view of it is garbage.
+        """
+        final = self.path(s)
+        size = int(self.manifest.shard_bytes[s])
+        for _ in range(8):
+            hit = final.exists()
+            if not hit:
+                self.ensure(s)
+            fd = _open_or_none(final)
+            if fd is None:
+                continue  # evicted between download and open
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while an evictor unlinks (microseconds)
+                if not _same_file(fd, final):
+                    continue
+                if os.fstat(fd).st_size != size:
+                    raise StorageError(f"cached shard {final} is {os.fstat(fd).st_size} bytes, the manifest "
+                                       f"says {size}: the cache directory was modified by hand")
+                os.utime(fd)  # last use, for LRU across jobs
+                mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if size else None
+            finally:
+                os.close(fd)
+            self.counters.add(**({"hits": 1} if hit else {"misses": 1}))
+            return np.frombuffer(mm, dtype=np.uint8) if mm is not None else np.zeros(0, np.uint8)
+        raise StorageError(f"shard {final.name} was evicted 8 times before it could be opened: cache_limit "
+                           f"{self.node.limit} is too small for this many readers")
+
+
+def _allocate(tmp: Path, size: int) -> int:
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+    try:
+        if size:
+            try:
+                os.posix_fallocate(fd, 0, size)  # real blocks now: a full disk fails here, before any download
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise StorageError(f"disk full: cannot allocate {size} bytes in {tmp.parent}; "
+                                       "set cache_limit below the free space") from exc
+                os.ftruncate(fd, size)  # filesystems without fallocate
+    except BaseException:
+        os.close(fd)
+        _unlink_quiet(tmp)
+        raise
+    return fd
+
+
+def _file_checksum(fd: int, size: int) -> str:
+    if not size:
+        return f"{checksum(b''):016x}"
+    with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mm:
+        return f"{checksum(mm):016x}"

@@ -1,0 +1,78 @@
+"""The remote locator a :class:`~fastload.format.dataset.Dataset` reads through: manifest from the
+URL, shards from the node cache (downloaded on first use, pinned while mapped)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import numpy as np
+
+from ..format.manifest import Manifest
+from ..format.spec import MANIFEST_NAME
+from .cache import DatasetCache, NodeCache
+from .config import CacheConfig
+from .counters import read_totals
+from .remote import Remote, RetryPolicy
+
+# Shards a reader keeps mapped: the one it reads and the next, across a shard boundary inside a
+# batch. A batch spanning more shards maps them all for its duration.
+MAX_OPEN = 2
+
+
+class RemoteShards:
+    """Shards of a dataset at an fsspec URL, read through the node's cache directory."""
+
+    max_open = MAX_OPEN
+
+    def __init__(self, url: str, *, storage_options: dict | None = None, cache_dir=None, cache_limit=None,
+                 timeout: float = 60.0, retries: int = 5, stats_group: str | None = None):
+        self.root = url.rstrip("/")
+        self.config = CacheConfig.resolve(cache_dir=cache_dir, cache_limit=cache_limit)
+        self.remote = Remote(self.root, storage_options, policy=RetryPolicy(attempts=retries, timeout_s=timeout))
+        self.group = stats_group or secrets.token_hex(6)
+        self.cache: DatasetCache | None = None
+        self._opened = time.perf_counter()
+
+    def open(self) -> Manifest:
+        data = self.remote.read(MANIFEST_NAME)
+        self.manifest = Manifest.loads(data, self.remote.url_of(MANIFEST_NAME))
+        # the manifest is fetched from the source on every open: a rewritten dataset's shards have
+        # new checksums and so new cache names, and a stale copy is never read
+        self.cache = DatasetCache(NodeCache(self.config), self.remote, self.manifest, group=self.group,
+                                  wait_timeout=max(10 * self.remote.policy.timeout_s, 60.0))
+        return self.manifest
+
+    def where(self, name: str) -> str:
+        return self.remote.url_of(name)
+
+    def map(self, s: int) -> np.ndarray:
+        return self.cache.pin(s)
+
+    def open_options(self) -> dict[str, Any]:
+        p = self.remote.policy
+        return {"storage_options": dict(self.remote.storage_options), "cache_dir": str(self.config.cache_dir),
+                "cache_limit": self.config.cache_limit, "timeout": p.timeout_s, "retries": p.attempts,
+                "stats_group": self.group}
+
+    def note_memory(self, hits: int, misses: int) -> None:
+        self.cache.counters.set("memory_hits", hits)
+        self.cache.counters.set("memory_misses", misses)
+
+    def stats(self) -> dict[str, Any]:
+        """This dataset's counters, summed over every process that opened it with the same group."""
+        c = read_totals(self.cache.dir / "counters", self.group)
+        node = self.cache.node
+        return {"storage": {
+            "bytes_downloaded": int(c["bytes_downloaded"]),
+            # per download stream: bytes over the seconds spent downloading (streams overlap)
+            "download_mb_per_s": c["bytes_downloaded"] / c["download_s"] / 1e6 if c["download_s"] else 0.0,
+            "download_s": c["download_s"],
+            "disk_hits": int(c["hits"]), "disk_misses": int(c["misses"]),
+            "memory_hits": int(c["memory_hits"]), "memory_misses": int(c["memory_misses"]),
+            "wait_s": c["wait_s"],
+            "evictions": int(c["evictions"]),
+            "cache_bytes": node.usage(),
+            "cache_limit": node.limit,
+        }}

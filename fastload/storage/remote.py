@@ -1,0 +1,149 @@
+"""Read remote files through fsspec: one filesystem per process and thread, timeouts, retries, checks.
+
+fsspec's async filesystems (s3fs, gcsfs, HTTP) run on an event loop thread and hold connection
+pools that are not fork-safe, so a :class:`Remote` keeps a filesystem per (process id, thread) and
+opens a fresh one, bypassing fsspec's instance cache, whenever either changes. fsspec's HTTP
+filesystem does not retry at all and s3fs does not retry a body that drops midway (see
+docs/storage.md), so every request here runs under its own timeout and retry loop, and a ranged
+read that returns another length than asked for (a server that ignores Range, a truncated body) is
+retried like any other transient failure.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import StorageError
+
+# The extra to install for each backend fsspec imports lazily.
+EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "http": "http", "https": "http"}
+# Errors no retry can fix: the object is not there, or we may not read it.
+_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotImplementedError, TypeError)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """How hard to try: ``attempts`` tries per request, each under ``timeout_s``, with doubling backoff."""
+
+    attempts: int = 5
+    timeout_s: float = 60.0
+    backoff_s: float = 0.2  # first pause; doubles per retry, capped at max_backoff_s, with jitter
+    max_backoff_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or self.attempts < 1:
+            raise ValueError(f"retries must give at least 1 attempt, not {self.attempts!r}")
+        if not self.timeout_s > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, not {self.timeout_s!r}")
+        if self.backoff_s < 0 or self.max_backoff_s < 0:
+            raise ValueError("backoff times must not be negative")
+
+    def pause(self, attempt: int) -> float:
+        """Seconds to sleep after failed attempt number ``attempt`` (0-based)."""
+        base = min(self.backoff_s * 2**attempt, self.max_backoff_s)
+        return base * (0.5 + random.random() / 2)  # jitter: processes retrying together spread out
+
+
+def split_protocol(url: str) -> tuple[str, str]:
+    """``("s3", "bucket/key")`` for ``"s3://bucket/key"``; ``("file", path)`` for a plain path."""
+    if "://" not in url:
+        return "file", url
+    protocol, rest = url.split("://", 1)
+    return protocol.lower(), rest
+
+
+def filesystem_class(protocol: str):
+    """fsspec's class for ``protocol``, or a StorageError saying what to install."""
+    import fsspec
+
+    try:
+        return fsspec.get_filesystem_class(protocol)
+    except ImportError as exc:
+        extra = EXTRAS.get(protocol)
+        hint = f'pip install "fastload[{extra}]"' if extra else "install the fsspec backend for it"
+        err = StorageError(f"reading {protocol}:// URLs needs a package that is not installed: {hint}")
+        err.add_note(f"fsspec said: {exc}")
+        raise err from None
+    except ValueError:
+        raise StorageError(f"no fsspec backend knows the protocol {protocol!r} (from a URL like "
+                           f"{protocol}://...); check the URL's scheme") from None
+
+
+class Remote:
+    """Bytes of the files under one remote URL, read with retries; safe across fork and threads."""
+
+    def __init__(self, url: str, storage_options: dict | None = None, *, policy: RetryPolicy = RetryPolicy()):
+        self.url = url.rstrip("/")
+        self.protocol, _ = split_protocol(self.url)
+        self.storage_options = dict(storage_options or {})
+        self.policy = policy
+        self._cls = filesystem_class(self.protocol)  # fail at open, not at the first read
+        self._local = threading.local()
+
+    def __getstate__(self):
+        return {"url": self.url, "storage_options": self.storage_options, "policy": self.policy}
+
+    def __setstate__(self, state):
+        self.__init__(state["url"], state["storage_options"], policy=state["policy"])
+
+    def fs(self):
+        """This process and thread's own filesystem object (never one made before a fork)."""
+        fs, pid = getattr(self._local, "fs", None), getattr(self._local, "pid", None)
+        if fs is None or pid != os.getpid():
+            fs = self._cls(skip_instance_cache=True, **self.storage_options)
+            self._local.fs, self._local.pid = fs, os.getpid()
+        return fs
+
+    def url_of(self, name: str) -> str:
+        return f"{self.url}/{name}"
+
+    def read(self, name: str, start: int | None = None, end: int | None = None) -> bytes:
+        """Bytes ``[start, end)`` of file ``name`` (the whole file without a range), checked and retried."""
+        url = self.url_of(name)
+        want = None if start is None or end is None else end - start
+
+        def attempt() -> bytes:
+            data = self._cat(url, start, end)
+            if want is not None and len(data) != want:
+                raise _ShortRead(f"asked for bytes {start}..{end} ({want} bytes), got {len(data)}: "
+                                 "a truncated body or a server that ignores Range")
+            return data
+
+        return self.retry(attempt, url)
+
+    def retry(self, fn: Callable[[], bytes], url: str):
+        """Run ``fn`` until it succeeds, up to the policy's attempts; then a StorageError naming ``url``."""
+        last: BaseException | None = None
+        for k in range(self.policy.attempts):
+            try:
+                return fn()
+            except _PERMANENT as exc:
+                err = StorageError(f"cannot read {url}: {type(exc).__name__}: {exc}")
+                raise err from exc
+            except Exception as exc:  # noqa: BLE001 - transient by default: resets, 5xx, timeouts
+                last = exc
+                self._local.fs = None  # a broken connection pool is not reused
+                if k + 1 < self.policy.attempts:
+                    time.sleep(self.policy.pause(k))
+        err = StorageError(f"cannot read {url} after {self.policy.attempts} attempts: "
+                           f"{type(last).__name__}: {last}")
+        err.add_note(f"each attempt had {self.policy.timeout_s:g} s; set timeout= and retries= in fastload.open")
+        raise err from last
+
+    def _cat(self, url: str, start: int | None, end: int | None) -> bytes:
+        fs = self.fs()
+        if getattr(fs, "async_impl", False):
+            from fsspec.asyn import sync
+
+            # fsspec cancels the coroutine on timeout (asyncio.wait_for), so no request outlives it
+            return sync(fs.loop, fs._cat_file, url, start=start, end=end, timeout=self.policy.timeout_s)
+        return fs.cat_file(url, start=start, end=end)
+
+
+class _ShortRead(OSError):
+    """A read returned another number of bytes than asked for."""
