@@ -22,6 +22,10 @@ from .pipeline import ImagePipeline
 # Boxes of at most this many times the output's rows take the horizontal-first kernel (uint8
 # NHWC only): the two kernels break even near 1.25 (see resample_rows_u8).
 ROWS_FIRST_MAX = 1.2
+# The JPEG output buffer a decoder keeps between batches: 2048 x 2048 RGB covers the decoded size
+# of any photo the DCT reduction leaves at most that big; a larger image gets a buffer of its own,
+# dropped after it, so one outlier does not pin its size in every worker for the loader's life.
+RETAINED_BUFFER_BYTES = 2048 * 2048 * 3
 
 
 def payload_views(data: np.ndarray, offsets: np.ndarray) -> list[memoryview]:
@@ -43,8 +47,12 @@ class BatchImageDecoder:
         self._buffer = np.empty(0, np.uint8)
 
     def _buf(self, nbytes: int) -> np.ndarray:
+        """A buffer of at least ``nbytes``: the retained one, grown (up to RETAINED_BUFFER_BYTES)
+        when it is too small, or a one-off for an image larger than that."""
+        if nbytes > RETAINED_BUFFER_BYTES:
+            return np.empty(nbytes, np.uint8)
         if self._buffer.nbytes < nbytes:
-            self._buffer = np.empty(max(nbytes, 2 * self._buffer.nbytes), np.uint8)
+            self._buffer = np.empty(min(max(nbytes, 2 * self._buffer.nbytes), RETAINED_BUFFER_BYTES), np.uint8)
         return self._buffer
 
     def probe_all(self, payloads: list, indices: np.ndarray, locate: Callable[[int], str]) -> list[Probe]:
@@ -56,13 +64,14 @@ class BatchImageDecoder:
                 raise self._error(i, exc, locate) from exc
         return out
 
-    def check(self, data, index: int, locate: Callable[[int], str]) -> None:
-        """Raise RecordDecodeError when record ``index``'s image does not decode (used by on_error='skip')."""
-        try:
-            p = probe(data)
-            decode_rgb(data, p, 1, None)
-        except Exception as exc:
-            raise self._error(index, exc, locate) from exc
+    def check(self, data, index: int, seed: int, epoch: int, locate: Callable[[int], str]) -> None:
+        """Raise RecordDecodeError when record ``index``'s image does not decode (used by on_error='skip').
+
+        Runs the record through :meth:`run` itself (same box, DCT factor and fast IDCT, into a
+        scratch row), so a record that passes here cannot fail the batch that replaces it.
+        """
+        out = np.empty((1, *self.pipeline.shape), self.pipeline.dtype)
+        self.run([data], np.array([index], np.int64), seed, epoch, out, locate)
 
     def run(self, payloads: list, indices: np.ndarray, seed: int, epoch: int, out: np.ndarray,
             locate: Callable[[int], str], timings: dict[str, float] | None = None) -> None:
@@ -84,11 +93,13 @@ class BatchImageDecoder:
             f = dct_factor(p.height, p.width, y1 - y0, x1 - x0, oh, ow) if p.kind == "jpeg" else 1
             t = perf_counter()
             try:
-                pixels = decode_rgb(data, p, f, self._buf(p.height * p.width * 3), fast=True)
+                pixels = decode_rgb(data, p, f, self._buf(-(-p.height // f) * -(-p.width // f) * 3), fast=True)
             except Exception as exc:
                 raise self._error(int(indices[k]), exc, locate) from exc
             t1 = perf_counter()
-            sy, sx = pixels.shape[0] / p.height, pixels.shape[1] / p.width
+            # libjpeg's scaled output pixel i covers source pixels [i*f, (i+1)*f) (the last one
+            # partly, when f does not divide the side), so source coordinates scale by exactly 1/f
+            sy = sx = 1.0 / f
             if flat is not None and (y1 - y0) * sy <= ROWS_FIRST_MAX * oh:
                 resample_rows_u8(pixels, y0 * sy, x0 * sx, y1 * sy, x1 * sx, bool(flips[k]), flat[k])
             else:

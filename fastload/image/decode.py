@@ -29,6 +29,9 @@ MAX_DCT_FACTOR = 8
 # the final reduction (Pillow's thumbnail uses the same gap). Without it, a 2x DCT reduction
 # followed by a ~1:1 resample measured 26.6 dB PSNR against a full-resolution resize, on real photos.
 REDUCING_GAP = 2.0
+# Larger images are refused before decoding: Pillow's own decompression-bomb limit (twice its
+# MAX_IMAGE_PIXELS warning threshold), so a header claiming 65535 x 65535 never allocates 12 GB.
+MAX_PIXELS = 2 * 89_478_485
 
 
 def _simplejpeg():
@@ -62,6 +65,7 @@ def probe(data) -> Probe:
     head = bytes(data[:8])
     if head.startswith(JPEG_SOI):
         h, w, colorspace, _ = _simplejpeg().decode_jpeg_header(data)
+        _check_pixels(h, w)
         if colorspace not in _PILLOW_JPEG_MODES:
             return Probe(h, w, "jpeg")
     elif head.startswith(_TIFF_LE) and len(data) >= RAW_HEADER_BYTES:
@@ -72,7 +76,13 @@ def probe(data) -> Probe:
             return Probe(h, w, "raw")
     img = _pillow_image().open(io.BytesIO(bytes(data)))
     w, h = img.size
+    _check_pixels(h, w)
     return Probe(h, w, "pillow", img)
+
+
+def _check_pixels(h: int, w: int) -> None:
+    if h <= 0 or w <= 0 or h * w > MAX_PIXELS:
+        raise ValueError(f"image of {h}x{w} pixels: more than the {MAX_PIXELS:,} fastload decodes (or empty)")
 
 
 def dct_factor(height: int, width: int, box_h: float, box_w: float, out_h: int, out_w: int) -> int:
@@ -99,7 +109,11 @@ def decode_rgb(data, p: Probe, factor: int = 1, buffer: np.ndarray | None = None
         mw = math.ceil(p.width / factor) if factor > 1 else 0
         need = (mh or p.height) * (mw or p.width) * 3
         buf = buffer if buffer is not None and buffer.nbytes >= need else None
-        return _simplejpeg().decode_jpeg(data, "RGB", fastdct=fast, min_height=mh, min_width=mw, buffer=buf)
+        out = _simplejpeg().decode_jpeg(data, "RGB", fastdct=fast, min_height=mh, min_width=mw, buffer=buf)
+        if out.shape[:2] != (mh or p.height, mw or p.width):  # the loader maps boxes by exactly 1/factor
+            raise ValueError(f"decoded to {out.shape[0]}x{out.shape[1]}, expected {mh or p.height}x{mw or p.width} "
+                             f"(header {p.height}x{p.width}, factor {factor})")
+        return out
     if p.kind == "raw":
         return np.frombuffer(data, np.uint8, p.height * p.width * 3, RAW_HEADER_BYTES).reshape(p.height, p.width, 3)
     img = p.pil

@@ -67,7 +67,7 @@ class ImageStage:
         self._views = payload_views
         self.decoders = {name: BatchImageDecoder(p, name) for name, p in transforms.items()}
         self.seed = seed
-        self._root = ds.root
+        self._where = ds.locator.where  # a path for a local dataset, the shard's URL for a remote one
         self._names = ds.manifest.shard_names
         self._starts = np.concatenate([[0], np.cumsum(ds.manifest.shard_records)])
 
@@ -76,9 +76,9 @@ class ImageStage:
         return list(self.decoders)
 
     def locate(self, index: int) -> str:
-        """``<root>/<shard> record <k>``: where dataset record ``index`` is stored."""
+        """``<dataset>/<shard> record <k>``: where dataset record ``index`` is stored."""
         s = int(np.searchsorted(self._starts, index, side="right")) - 1
-        return f"{self._root / self._names[s]} record {index - int(self._starts[s])}"
+        return f"{self._where(self._names[s])} record {index - int(self._starts[s])}"
 
     def run(self, ds: Dataset, indices: np.ndarray, epoch: int, out: dict[str, np.ndarray],
             timings: dict[str, float]) -> None:
@@ -88,12 +88,13 @@ class ImageStage:
             dec.run(self._views(col.data, col.offsets), indices, self.seed, epoch, out[name], self.locate,
                     timings)
 
-    def check(self, ds: Dataset, index: int) -> None:
-        """Raise RecordDecodeError when record ``index``'s images do not decode."""
+    def check(self, ds: Dataset, index: int, epoch: int) -> None:
+        """Raise RecordDecodeError when record ``index``'s images do not go through :meth:`run`
+        (the same decode, at the same DCT factor, as in a batch of ``epoch``)."""
         cols = ds.gather(np.array([index], dtype=np.int64), self.names)
         for name, dec in self.decoders.items():
             col = cols[name]
-            dec.check(col.data[col.offsets[0]:col.offsets[1]].tobytes(), index, self.locate)
+            dec.check(col.data[col.offsets[0]:col.offsets[1]].tobytes(), index, self.seed, epoch, self.locate)
 
 
 def gather_into_slot(ds: Dataset, ring: SlotRing, slot: int, indices: np.ndarray,
@@ -114,7 +115,7 @@ def gather_into_slot(ds: Dataset, ring: SlotRing, slot: int, indices: np.ndarray
     except (FormatError, RecordDecodeError):
         if on_error != "skip":
             raise
-        check = (lambda i: images.check(ds, i)) if images is not None else None
+        check = (lambda i: images.check(ds, i, epoch)) if images is not None else None
         indices, skipped = readable_indices(ds, indices, fixed + var + (images.names if images else []), check)
         timings.clear()
         cols = _gather(ds, ring, slot, indices, fixed, var, images, epoch, timings)

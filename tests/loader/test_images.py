@@ -95,7 +95,7 @@ def test_eval_transform_matches_pillow(ds, crops):
             img.draft("RGB", (w // f, h // f))
             assert img.size == (-(-w // f), -(-h // f))
             reduced += 1
-        sx, sy = img.size[0] / w, img.size[1] / h
+        sx = sy = 1 / f  # libjpeg's reduced pixel i covers source pixels [i*f, (i+1)*f)
         ref = np.asarray(img.convert("RGB").resize((28, 28), Image.BILINEAR,
                                                    box=(box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)))
         assert psnr(got[k], ref) >= 40, k
@@ -277,3 +277,42 @@ def test_transforms_refuse_torchs_own_batching(ds):
         DataLoader(ds, batch_size=None, transforms={"image": TRAIN})
     with pytest.raises(ValueError, match="no collate_fn"):
         DataLoader(ds, batch_size=4, collate_fn=lambda rows: rows, transforms={"image": TRAIN})
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_corrupt_image_of_a_remote_dataset_names_its_url(tmp_path, crops, workers):
+    """A remote dataset's root is a URL (a str): the error names the shard's URL, and skipping works."""
+    import fastload
+    from tests.storage.servers import StaticServer
+
+    _with_corrupt(tmp_path, crops, {13})
+    srv = StaticServer(tmp_path)
+    try:
+        ds = fastload.open(f"{srv.url}/bad", cache_dir=tmp_path / "cache")
+        loader = DataLoader(ds, batch_size=8, num_workers=workers, transforms={"image": TRAIN})
+        with pytest.raises(RecordDecodeError, match=rf"{srv.url}/bad/shard-\d+\.\w+ record \d+: field 'image'"):
+            epoch(loader)
+        loader = DataLoader(ds, batch_size=8, num_workers=workers, on_error="skip", transforms={"image": TRAIN})
+        assert len(epoch(loader)) == 3 and loader.stats()["skipped"] == 1
+    finally:
+        srv.close()
+
+
+def test_skip_checks_a_record_the_way_the_batch_decodes_it(tmp_path, crops, monkeypatch):
+    """A record whose exact full-size decode works but whose batch decode (fast IDCT, DCT-reduced)
+    fails is skipped, not raised from the retried batch."""
+    from fastload.image import batch
+
+    bad = crops[5]
+    real = batch.decode_rgb
+
+    def decode_rgb(data, p, factor=1, buffer=None, fast=False):
+        if fast and bytes(data) == bad:
+            raise ValueError("fails only in the fast decode")
+        return real(data, p, factor, buffer, fast)
+
+    monkeypatch.setattr(batch, "decode_rgb", decode_rgb)
+    ds = write_image_dataset(tmp_path / "ds", crops, shard_size="64KB", block_size="16KB")
+    loader = DataLoader(ds, batch_size=8, on_error="skip", transforms={"image": TRAIN})
+    labels = torch.cat([b["label"] for b in epoch(loader)]).tolist()
+    assert labels == [0, 1, 2, 3, 4, 6, 6] + list(range(7, N)) and loader.stats()["skipped"] == 1
