@@ -134,6 +134,11 @@ class Dataset:
         """The shard number of each record index (non-negative, in range)."""
         return np.searchsorted(self._starts, indices, side="right") - 1
 
+    def locate(self, index: int) -> str:
+        """``<shard path or URL> record <k>``: where dataset record ``index`` is stored (for errors)."""
+        s = int(self.shard_of(np.asarray(index)))
+        return f"{self.locator.where(self.manifest.shard_names[s])} record {index - int(self._starts[s])}"
+
     def release(self, s: int) -> None:
         """Forget shard ``s``'s reader so its map can go (and a cache may evict it); reopened on use."""
         with self._open_lock:

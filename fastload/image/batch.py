@@ -16,7 +16,7 @@ import numpy as np
 
 from .._kernels.resample import MODE_FLOAT, MODE_HALF, MODE_UINT8, resample_into, resample_rows_u8
 from ..errors import RecordDecodeError
-from .decode import Probe, dct_factor, decode_rgb, probe
+from .decode import Probe, dct_factor, decode_error, decode_rgb, probe
 from .pipeline import ImagePipeline
 
 # Boxes of at most this many times the output's rows take the horizontal-first kernel (uint8
@@ -112,7 +112,4 @@ class BatchImageDecoder:
             timings["resize"] = timings.get("resize", 0.0) + resample_s  # probing and planning: "read"
 
     def _error(self, index: int, exc: BaseException, locate: Callable[[int], str]) -> RecordDecodeError:
-        err = RecordDecodeError(f"{locate(index)}: field {self.field!r} holds an image that cannot be "
-                                f"decoded ({type(exc).__name__}: {exc})")
-        err.add_note(f"record {index} of the dataset; load with on_error='skip' to replace unreadable records")
-        return err
+        return decode_error(self.field, index, exc, locate)

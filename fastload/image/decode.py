@@ -17,8 +17,11 @@ from __future__ import annotations
 import io
 import math
 import struct
+from typing import Callable
 
 import numpy as np
+
+from ..errors import RecordDecodeError
 
 JPEG_SOI = b"\xff\xd8"
 RAW_HEADER_BYTES = 144  # the TIFF header, IFD and BitsPerSample of encode_raw, padded to 16 bytes
@@ -83,6 +86,14 @@ def probe(data) -> Probe:
 def _check_pixels(h: int, w: int) -> None:
     if h <= 0 or w <= 0 or h * w > MAX_PIXELS:
         raise ValueError(f"image of {h}x{w} pixels: more than the {MAX_PIXELS:,} fastload decodes (or empty)")
+
+
+def decode_error(field: str, index: int, exc: BaseException, locate: Callable[[int], str]) -> RecordDecodeError:
+    """The error for dataset record ``index`` whose image in ``field`` failed with ``exc``."""
+    err = RecordDecodeError(f"{locate(index)}: field {field!r} holds an image that cannot be "
+                            f"decoded ({type(exc).__name__}: {exc})")
+    err.add_note(f"record {index} of the dataset; load with on_error='skip' to replace unreadable records")
+    return err
 
 
 def dct_factor(height: int, width: int, box_h: float, box_w: float, out_h: int, out_w: int) -> int:

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .decode import decode_rgb, probe
+from .decode import decode_error, decode_rgb, probe
 from .pipeline import ImagePipeline
 
 
@@ -55,25 +55,43 @@ def _nvjpeg(payloads: Sequence, device) -> list:
 
 
 def decode_batch_torch(pipeline: ImagePipeline, payloads: Sequence, indices: np.ndarray, seed: int,
-                       epoch: int, device, decode: Callable | None = None):
-    """The batch tensor of ``pipeline`` for ``payloads`` on ``device``.
+                       epoch: int, device, decode: Callable | None = None, *, field: str = "image",
+                       locate: Callable[[int], str] | None = None):
+    """The batch tensor of ``pipeline`` for ``payloads`` (dataset records ``indices``) on ``device``.
 
     ``decode(jpeg_payloads, device)`` returns ``(3, h, w)`` uint8 tensors (default: nvJPEG);
-    other formats (PNG, CMYK JPEG, raw) are decoded on the CPU and moved.
+    other formats (PNG, CMYK JPEG, raw) are decoded on the CPU and moved. An image that does not
+    decode raises :class:`RecordDecodeError` naming ``field`` and the record (``locate(index)``:
+    its shard and place in it).
     """
     import torch
     import torch.nn.functional as F
 
-    probes = [probe(p) for p in payloads]
+    decode = decode or _nvjpeg
+    where = locate or (lambda i: f"record {i}")
+    index = np.asarray(indices, np.int64).tolist()
+    probes = []
+    for k, data in enumerate(payloads):
+        try:
+            probes.append(probe(data))
+        except Exception as exc:  # every decoder failure of a bad file: ValueError, OSError, SyntaxError...
+            raise decode_error(field, index[k], exc, where) from exc
     jpeg = [k for k, p in enumerate(probes) if p.kind == "jpeg"]
     images: list = [None] * len(payloads)
     if jpeg:
-        decoded = (decode or _nvjpeg)([payloads[k] for k in jpeg], device)
+        try:
+            decoded = decode([payloads[k] for k in jpeg], device)
+        except Exception as exc:  # one call for the batch: find the record it failed on
+            raise _batch_error(decode, payloads, jpeg, index, device, field, where, exc) from exc
         for k, img in zip(jpeg, decoded):
             images[k] = img
     for k, p in enumerate(probes):
         if images[k] is None:
-            images[k] = torch.from_numpy(np.ascontiguousarray(decode_rgb(payloads[k], p))).permute(2, 0, 1).to(device)
+            try:
+                pixels = decode_rgb(payloads[k], p)
+            except Exception as exc:
+                raise decode_error(field, index[k], exc, where) from exc
+            images[k] = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).to(device)
     heights = np.array([p.height for p in probes], np.int64)
     widths = np.array([p.width for p in probes], np.int64)
     boxes, flips = pipeline.plan(heights, widths, seed, epoch, np.asarray(indices, np.int64))
@@ -95,3 +113,18 @@ def decode_batch_torch(pipeline: ImagePipeline, payloads: Sequence, indices: np.
     else:
         out = out.to(torch.uint8)
     return out if pipeline.layout == "NCHW" else out.permute(0, 2, 3, 1).contiguous()
+
+
+def _batch_error(decode: Callable, payloads: Sequence, jpeg: list[int], index: list[int], device, field: str,
+                 locate: Callable[[int], str], exc: BaseException):
+    """The error of a failed batch decode, for the first record that fails alone (the batch's
+    failure itself, with every record named, when none does)."""
+    for k in jpeg:
+        try:
+            decode([payloads[k]], device)
+        except Exception as one:
+            return decode_error(field, index[k], one, locate)
+    err = decode_error(field, index[jpeg[0]], exc, locate)
+    err.add_note("the batch decode failed, but each of its images decodes alone: records "
+                 + ", ".join(locate(index[k]) for k in jpeg))
+    return err

@@ -236,7 +236,8 @@ class DataLoader(TorchDataLoader):
             for name, pipeline in gpu.items():
                 col = produced.var.pop(name)
                 batch[name] = decode_batch_torch(pipeline, payload_views(col.data, col.offsets), indices,
-                                                 self._seed, self._epoch, self.device or "cuda")
+                                                 self._seed, self._epoch, self.device or "cuda", field=name,
+                                                 locate=self.dataset.locate)
         for name, col in produced.var.items():
             values = decode_var(self.dataset.schema[name], col, False)
             if values and isinstance(values[0], np.ndarray):

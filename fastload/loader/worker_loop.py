@@ -67,18 +67,11 @@ class ImageStage:
         self._views = payload_views
         self.decoders = {name: BatchImageDecoder(p, name) for name, p in transforms.items()}
         self.seed = seed
-        self._where = ds.locator.where  # a path for a local dataset, the shard's URL for a remote one
-        self._names = ds.manifest.shard_names
-        self._starts = np.concatenate([[0], np.cumsum(ds.manifest.shard_records)])
+        self.locate = ds.locate  # the shard's path, or its URL for a remote dataset, and the record in it
 
     @property
     def names(self) -> list[str]:
         return list(self.decoders)
-
-    def locate(self, index: int) -> str:
-        """``<dataset>/<shard> record <k>``: where dataset record ``index`` is stored."""
-        s = int(np.searchsorted(self._starts, index, side="right")) - 1
-        return f"{self._where(self._names[s])} record {index - int(self._starts[s])}"
 
     def run(self, ds: Dataset, indices: np.ndarray, epoch: int, out: dict[str, np.ndarray],
             timings: dict[str, float]) -> None:

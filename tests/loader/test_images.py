@@ -316,3 +316,25 @@ def test_skip_checks_a_record_the_way_the_batch_decodes_it(tmp_path, crops, monk
     loader = DataLoader(ds, batch_size=8, on_error="skip", transforms={"image": TRAIN})
     labels = torch.cat([b["label"] for b in epoch(loader)]).tolist()
     assert labels == [0, 1, 2, 3, 4, 6, 6] + list(range(7, N)) and loader.stats()["skipped"] == 1
+
+
+def test_a_corrupt_image_on_the_gpu_path_names_shard_record_and_field(tmp_path, crops, monkeypatch):
+    """DecodeImage("cuda") with nvJPEG replaced by simplejpeg on the CPU: a bad image is a
+    RecordDecodeError naming the shard file, the record in it and the field, as on the workers' path."""
+    import simplejpeg
+
+    from fastload.image import gpu
+
+    def decode(payloads, device):  # one call per batch, failing as a whole like nvJPEG's
+        return [torch.from_numpy(simplejpeg.decode_jpeg(bytes(p), "RGB")).permute(2, 0, 1).to(device)
+                for p in payloads]
+
+    monkeypatch.setattr(gpu, "gpu_decode_unavailable", lambda: None)
+    monkeypatch.setattr(gpu, "_nvjpeg", decode)
+    ds = _with_corrupt(tmp_path, crops, {13})
+    loader = DataLoader(ds, batch_size=8, device="cpu", transforms={"image": [DecodeImage("cuda")] + TRAIN})
+    with (pytest.warns(UserWarning, match="not an available CUDA device"),
+          pytest.raises(RecordDecodeError, match=r"shard-\d+\.\w+ record \d+: field 'image'") as info):
+        epoch(loader)
+    assert ds.locate(13) in str(info.value)
+    assert any("record 13 of the dataset" in n for n in info.value.__notes__)
