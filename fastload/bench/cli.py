@@ -49,6 +49,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--cold", action="store_true", help="also measure storage with the page cache dropped")
     b.add_argument("--storage-options", type=json.loads, help="JSON dict for fsspec (remote URLs)")
     b.add_argument("--cache-dir", help="local cache directory for remote datasets")
+    b.add_argument("--cache-limit", help="byte limit of that cache, e.g. 200GB (default: its configured limit)")
     b.add_argument("--quick", action="store_true", help="one repeat, short runs: ~15 s on 2 cores")
     b.add_argument("--json", dest="json_out", metavar="PATH", help="write all measurements as JSON ('-': stdout)")
     b.add_argument("--plot", metavar="PNG", help="plot samples/s against workers with the storage limit")
@@ -69,7 +70,8 @@ def config_from_args(a: argparse.Namespace) -> BenchConfig:
                        torch_dataset=a.torch_dataset, torch_samples=a.torch_samples,
                        batch_sizes=a.batch_sizes, worker_types=a.worker_types, step_ms=a.step_ms,
                        target_samples_per_s=a.target_samples_per_s, cold=a.cold,
-                       storage_options=a.storage_options, cache_dir=a.cache_dir, quick=a.quick,
+                       storage_options=a.storage_options, cache_dir=a.cache_dir, cache_limit=a.cache_limit,
+                       quick=a.quick,
                        progress=not a.no_progress, **{**quick, **kw})
 
 

@@ -46,6 +46,7 @@ class BenchConfig:
     cold: bool = False
     storage_options: dict | None = None
     cache_dir: str | None = None
+    cache_limit: str | int | None = None
     quick: bool = False
     progress: bool = True
 

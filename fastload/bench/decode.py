@@ -21,14 +21,14 @@ IMAGES_MAX = 64  # images decoded per repeat: at ~2-10 ms each, a repeat stays u
 
 
 def image_decoder() -> tuple[str, Callable[[bytes], np.ndarray]] | None:
-    """The decoder the loader uses (fastload.image) where this build has it; else the fastest
-    available one to HWC uint8: simplejpeg (JPEG only), else Pillow."""
-    try:
+    """The decoder the loader uses (fastload.image) where the ``images`` extra is installed; else
+    the fastest available one to HWC uint8: simplejpeg (JPEG only), else Pillow."""
+    from ..image.decode import missing_decoders
+
+    if not missing_decoders():
         from ..image import decode_rgb, probe
 
         return "fastload.image.decode_rgb", lambda b: decode_rgb(b, probe(b))
-    except ImportError:
-        pass
     pil = None
     try:
         from PIL import Image

@@ -49,11 +49,12 @@ IMAGE_TRANSFORMS = "RandomResizedCrop(224), RandomHorizontalFlip()"  # ImageNet 
 
 
 def image_transforms(ds) -> dict | None:
-    """``transforms=`` decoding every image field as ImageNet training does, or None where this
-    build has no fastload.image (image fields then stay encoded bytes)."""
-    try:
-        from ..image import RandomHorizontalFlip, RandomResizedCrop
-    except ImportError:
+    """``transforms=`` decoding every image field as ImageNet training does, or None without the
+    ``images`` extra (simplejpeg and Pillow; image fields then stay encoded bytes)."""
+    from ..image import RandomHorizontalFlip, RandomResizedCrop
+    from ..image.decode import missing_decoders
+
+    if missing_decoders():
         return None
     return {f.name: [RandomResizedCrop(224), RandomHorizontalFlip()] for f in ds.schema if f.kind == "image"} or None
 

@@ -16,8 +16,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any, Iterator
 
-from ..errors import StorageError
-from . import advice, decode, grid, stall, storage, synthetic, torch_compare
+from . import advice, decode, grid, stall, storage, synthetic
 from .config import BenchConfig
 from .machine import machine_info
 
@@ -26,15 +25,13 @@ def is_remote(url: str) -> bool:
 
 
 def open_any(url: str, cfg: BenchConfig):
-    """Open a local or remote dataset; a build without remote storage says so in one line."""
+    """Open a local or remote dataset (through the node cache: ``--cache-dir``, ``--cache-limit``)."""
     from ..format.dataset import open_dataset
 
     if not is_remote(url):
         return open_dataset(url)
-    try:
-        return open_dataset(url, storage_options=cfg.storage_options, cache_dir=cfg.cache_dir)
-    except (NotImplementedError, TypeError) as exc:
-        raise StorageError(f"cannot open {url}: remote datasets are not supported by this fastload build ({exc})") from None
+    return open_dataset(url, storage_options=cfg.storage_options, cache_dir=cfg.cache_dir,
+                        cache_limit=cfg.cache_limit)
 
 
 @contextmanager
@@ -104,6 +101,8 @@ def _resolve(cfg: BenchConfig, work: Path, result: dict) -> str:
         print(f"generating a synthetic {cfg.synthetic} dataset of {n:,} records in {work}", file=sys.stderr)
         return str(synthetic.generate(cfg.synthetic, work / f"synthetic-{cfg.synthetic}", n))
     if cfg.torch_dataset:
+        from . import torch_compare  # torch: only for --torch-dataset
+
         print(f"benchmarking torch Dataset {cfg.torch_dataset} (first {cfg.torch_samples:,} items)", file=sys.stderr)
         tc, packed = torch_compare.compare(cfg.torch_dataset, work, samples=cfg.torch_samples,
                                            batch_size=cfg.batch_sizes[0], workers=cfg.workers,
@@ -163,7 +162,10 @@ def _measure(ds, url: str, cfg: BenchConfig, result: dict) -> None:
 
 def _image_note(decoded: bool) -> str:
     if not decoded:
-        return ("image fields: this fastload build has no fastload.image, so the loader grid reads encoded "
-                "bytes; the decode cost above is what decoding would add per image and core")
+        from ..image.decode import missing_decoders
+
+        return (f"image fields: {' and '.join(missing_decoders())} not installed (pip install 'fastload[images]'), "
+                "so the loader grid reads encoded bytes; the decode cost above is what decoding would add per "
+                "image and core")
     return (f"image fields: rows marked +decode decode and augment in the loader ({grid.IMAGE_TRANSFORMS}); "
             "the advice is based on them, the others read encoded bytes")

@@ -46,6 +46,14 @@ def _simplejpeg():
     return simplejpeg
 
 
+def missing_decoders() -> list[str]:
+    """The packages of the ``images`` extra that are not installed (found without importing them)."""
+    import importlib.util
+
+    return [name for name, module in (("simplejpeg", "simplejpeg"), ("Pillow", "PIL"))
+            if importlib.util.find_spec(module) is None]
+
+
 def _pillow_image():
     try:
         from PIL import Image
