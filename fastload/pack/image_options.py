@@ -7,9 +7,9 @@
   exceeds ``max_side``: those are resized and re-encoded (JPEG at ``jpeg_quality`` when they were
   JPEGs, PNG otherwise);
 * ``jpeg``: every image becomes a JPEG at ``jpeg_quality`` (RGB or grayscale; alpha is dropped);
-* ``raw``: every image becomes its decoded pixels (``fastload.image.decode.encode_raw``: a 20-byte
-  header and HWC uint8 RGB), which the loader reads without decoding: for small images, where the
-  decode would cost more than the bytes.
+* ``raw``: every image becomes its decoded pixels (``fastload.image.decode.encode_raw``: a
+  baseline uncompressed TIFF, a fixed 144-byte header then HWC uint8 RGB), which the loader reads
+  without decoding: for small images, where the decode would cost more than the bytes.
 
 Resizing keeps the aspect ratio with Pillow's LANCZOS filter (after a DCT-domain ``draft`` for
 JPEGs, which keeps at least twice the target size). An image that Pillow cannot decode is a bad
