@@ -46,7 +46,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--run-seconds", type=float, help="seconds per loader run after its first batch (default 1)")
     b.add_argument("--step-ms", type=float, help="simulated training step per batch in ms (default 50)")
     b.add_argument("--target-samples-per-s", type=float, help="simulate the step a target rate allows instead")
-    b.add_argument("--cold", action="store_true", help="also measure storage with the page cache dropped")
+    b.add_argument("--cold", action="store_true",
+                   help="also measure storage with the dataset's files evicted from the page cache")
+    b.add_argument("--drop-all-caches", action="store_true",
+                   help="implies --cold; as root, drop the whole machine's page cache when evicting the files "
+                        "alone does not work (slows every other program on the machine for a while)")
     b.add_argument("--storage-options", type=json.loads, help="JSON dict for fsspec (remote URLs)")
     b.add_argument("--cache-dir", help="local cache directory for remote datasets")
     b.add_argument("--cache-limit", help="byte limit of that cache, e.g. 200GB (default: its configured limit)")
@@ -69,7 +73,8 @@ def config_from_args(a: argparse.Namespace) -> BenchConfig:
     return BenchConfig(url=a.url, synthetic=synthetic, synthetic_records=a.records, synthetic_dir=a.synthetic_dir,
                        torch_dataset=a.torch_dataset, torch_samples=a.torch_samples,
                        batch_sizes=a.batch_sizes, worker_types=a.worker_types, step_ms=a.step_ms,
-                       target_samples_per_s=a.target_samples_per_s, cold=a.cold,
+                       target_samples_per_s=a.target_samples_per_s, cold=a.cold or a.drop_all_caches,
+                       drop_all_caches=a.drop_all_caches,
                        storage_options=a.storage_options, cache_dir=a.cache_dir, cache_limit=a.cache_limit,
                        quick=a.quick,
                        progress=not a.no_progress, **{**quick, **kw})

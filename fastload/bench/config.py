@@ -44,6 +44,7 @@ class BenchConfig:
     target_samples_per_s: float | None = None
     stall_seconds: float = 2.0
     cold: bool = False
+    drop_all_caches: bool = False  # --cold may drop the whole machine's page cache (root only)
     storage_options: dict | None = None
     cache_dir: str | None = None
     cache_limit: str | int | None = None
@@ -81,6 +82,8 @@ class BenchConfig:
             raise ValueError(f"--target-samples-per-s must be positive, not {self.target_samples_per_s}")
         if self.synthetic_records is not None and self.synthetic_records < 1:
             raise ValueError(f"--records must be >= 1, not {self.synthetic_records}")
+        if self.drop_all_caches and not self.cold:
+            raise ValueError("--drop-all-caches is a way of measuring --cold: give --cold too")
         if self.torch_samples < 1:
             raise ValueError(f"--torch-samples must be >= 1, not {self.torch_samples}")
 

@@ -134,7 +134,8 @@ def _measure(ds, url: str, cfg: BenchConfig, result: dict) -> None:
         # storage first: nothing of ours maps the shards yet, so a cold pass can evict them
         result["storage"] = storage.measure(
             files, chunk=int(info["block_size"] or 1 << 20), repeats=cfg.repeats, budget_s=cfg.storage_seconds,
-            cold=cold, available_bytes=int(avail * 2**30) if avail else None, remote_fs=fs,
+            cold=cold, drop_all_caches=cfg.drop_all_caches, available_bytes=int(avail * 2**30) if avail else None,
+            remote_fs=fs,
             tick=lambda: tick("storage"))
         codec = decode.zstd_and_checksum(ds, cfg.repeats)
         fields = decode.fields(ds, cfg.repeats)

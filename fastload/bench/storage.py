@@ -124,11 +124,13 @@ def cached_fraction(files: list[ShardFile], samples_per_file: int = 16) -> float
     return hits / total if total else None
 
 
-def drop_cache(files: list[ShardFile], *, allow_global: bool = True) -> tuple[str, bool]:
+def drop_cache(files: list[ShardFile], *, allow_global: bool = False) -> tuple[str, bool]:
     """Evict ``files`` from the page cache; returns (what was done, whether they left the cache).
 
-    ``posix_fadvise(DONTNEED)`` per file touches nothing else on the machine; only when pages stay
-    (another process maps them) and we are root is the whole cache dropped via drop_caches.
+    ``posix_fadvise(DONTNEED)`` per file touches nothing else on the machine. Only with
+    ``allow_global`` (``fastload bench --drop-all-caches``), when pages stay (another process maps
+    them) and we are root, is the whole machine's cache dropped via drop_caches: that slows every
+    other program on the machine until its files are read again, so it is never the default.
     """
     method = "none"
     if hasattr(os, "posix_fadvise"):
@@ -156,9 +158,10 @@ def drop_cache(files: list[ShardFile], *, allow_global: bool = True) -> tuple[st
 
 
 def measure(files: list[ShardFile], *, chunk: int, repeats: int, budget_s: float, cold: bool,
-            available_bytes: int | None, remote_fs=None,
+            available_bytes: int | None, remote_fs=None, drop_all_caches: bool = False,
             tick: Callable[[], None] = lambda: None) -> dict:
-    """Warm (and with ``cold``, cold) read bandwidth plus memcpy; medians over ``repeats``."""
+    """Warm (and with ``cold``, cold) read bandwidth plus memcpy; medians over ``repeats``.
+    ``drop_all_caches``: a cold pass may drop the whole machine's page cache (see drop_cache)."""
     out: dict = {"pattern": (f"fsspec ranged reads of {REMOTE_CHUNK >> 20} MB" if remote_fs is not None
                              else f"mmap + sequential copies of {format_size(chunk)} (fastload's read path)")}
     per_pass = budget_s / (repeats + 1 + (repeats if cold else 0))
@@ -176,17 +179,18 @@ def measure(files: list[ShardFile], *, chunk: int, repeats: int, budget_s: float
     cold_runs: list[float] = []
     if cold:
         # cold first: nothing of ours maps the files yet, so they can be evicted
-        method, dropped = drop_cache(ws)
+        method, dropped = drop_cache(ws, allow_global=drop_all_caches)
         out["cold_method"] = method
         if dropped:
             for _ in range(repeats):
-                drop_cache(ws)
+                drop_cache(ws, allow_global=drop_all_caches)
                 n, s = read_local(ws, chunk, budget_s=per_pass)
                 cold_runs.append(n / s / 1e6)
                 tick()
             out["cold_mb_s"] = cold_runs
         else:
-            out["cold_skipped"] = (f"could not drop the page cache ({method} left the files cached); "
+            hint = "" if drop_all_caches else " (as root, --drop-all-caches may drop the whole machine's cache)"
+            out["cold_skipped"] = (f"could not drop the page cache ({method} left the files cached){hint}; "
                                    f"a cold figure needs a dataset larger than the free memory")
     # warm-up pass (untimed for the result), bounded so a slow disk does not eat the whole budget
     read_local(ws, chunk, budget_s=per_pass)

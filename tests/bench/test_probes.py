@@ -81,3 +81,24 @@ def test_grid_varies_worker_type_only_with_workers():
     assert len(grid) == 2 + 4
     assert {s.worker_type for s in grid if s.num_workers == 0} == {"thread"}
     assert len({s.label for s in grid}) == len(grid)
+
+
+def test_drop_cache_leaves_the_rest_of_the_machine_alone_by_default(files):
+    """Pages a process keeps mapped survive posix_fadvise; even as root, only an explicit
+    allow_global (--drop-all-caches) may then drop the machine's whole page cache."""
+    import mmap
+
+    with open(files[0].path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        sum(mm[k] for k in range(0, len(mm), 4096))  # fault every page in, and keep it mapped
+        method, _ = storage.drop_cache(files[:1])
+        assert "drop_caches" not in method
+        m = storage.measure(files[:1], chunk=1 << 20, repeats=1, budget_s=0.2, cold=True, available_bytes=None)
+        assert "drop_caches" not in m["cold_method"]
+        if "cold_skipped" in m:
+            assert "--drop-all-caches" in m["cold_skipped"]
+
+
+def test_drop_all_caches_goes_with_cold():
+    with pytest.raises(ValueError, match="give --cold too"):
+        BenchConfig(url="x", drop_all_caches=True)
+    assert BenchConfig(url="x", cold=True, drop_all_caches=True).drop_all_caches
