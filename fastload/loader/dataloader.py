@@ -104,6 +104,7 @@ class DataLoader(TorchDataLoader):
         self._drop_last_for_plan = drop_last
         self._dataset_for_plan = dataset
         self._block_starts = None
+        self._shard_starts = None
         super().__init__(dataset, batch_size, torch_shuffle, sampler, batch_sampler, num_workers, collate_fn,
                          pin_memory, drop_last, timeout, worker_init_fn, multiprocessing_context, generator,
                          prefetch_factor=prefetch_factor, persistent_workers=persistent_workers,
@@ -130,8 +131,13 @@ class DataLoader(TorchDataLoader):
         n = len(ds)
         if self._mode == "block" and self._block_starts is None:
             self._block_starts = _block_starts(ds)  # ~1 s for 100,000 shards: once per loader
+            self._shard_starts = _shard_starts(ds)
+        block = self._mode == "block"
+        # "block" walks shard by shard: a remote first batch waits for one shard, and a cache
+        # smaller than the dataset holds each shard once per epoch
         order = make_order(self._mode, n, self._seed, self._epoch,
-                           block_starts=self._block_starts if self._mode == "block" else None)
+                           block_starts=self._block_starts if block else None,
+                           group_starts=self._shard_starts if block else None)
         return EpochPlan(n=n, batch_size=self._batch_size_for_plan, world=_world(), order=order,
                          drop_last=self._drop_last_for_plan, even=self._even,
                          start_sample=self._resume_samples if start_sample is None else start_sample)
@@ -319,6 +325,12 @@ def _seed_from(seed: int | None, generator: torch.Generator | None) -> int:
 
 def _world() -> World:
     return detect_world()
+
+
+def _shard_starts(ds: Dataset) -> np.ndarray:
+    """First record of every shard (empty shards repeat their successor's start)."""
+    m = ds.manifest
+    return np.concatenate([[0], np.cumsum(m.shard_records)[:-1]]).astype(np.int64) if m.n_shards else np.zeros(1, np.int64)
 
 
 def _block_starts(ds: Dataset) -> np.ndarray:

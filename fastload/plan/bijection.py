@@ -35,6 +35,7 @@ _UC1, _UC2 = np.uint64(_C1), np.uint64(_C2)
 STREAM_FULL = 1
 STREAM_BLOCKS = 2
 STREAM_WINDOWS = 3
+STREAM_GROUPS = 4
 
 
 def mix_int(x: int) -> int:

@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from .bijection import (
-    STREAM_BLOCKS, STREAM_FULL, STREAM_WINDOWS, bit_widths, derive_keys, permute,
+    STREAM_BLOCKS, STREAM_FULL, STREAM_GROUPS, STREAM_WINDOWS, bit_widths, derive_keys, permute,
     round_keys,
 )
 
@@ -84,9 +84,16 @@ class BlockShuffle:
     forms a window whose samples are permuted among themselves. A batch therefore draws from
     about ``window`` blocks (a handful of sequential reads) rather than from ``batch_size``
     blocks. Memory is O(blocks): a few int64 per block and ROUNDS keys per window.
+
+    With ``group_starts`` (the first record of each shard), the walk is group-major: the groups
+    are walked in a random order and each group's blocks in a random order within it, so a window
+    lies in one or two shards and each shard is read in one stretch of the epoch. That is what a
+    remote dataset needs: the first batch waits for one shard, not ``window`` of them, and a cache
+    smaller than the dataset holds each shard once per epoch instead of re-downloading it.
     """
 
-    def __init__(self, block_starts: np.ndarray, n: int, seed: int, epoch: int, window: int = 8):
+    def __init__(self, block_starts: np.ndarray, n: int, seed: int, epoch: int, window: int = 8,
+                 group_starts: np.ndarray | None = None):
         self.n = _check_int("n", n, 0, MAX_N)
         self.seed = _check_int("seed", seed)
         self.epoch = _check_int("epoch", epoch, 0)
@@ -94,9 +101,13 @@ class BlockShuffle:
         starts, sizes = _blocks(block_starts, self.n)
         self.n_blocks = len(starts)
         # walk order of the blocks: a keyed bijection too, so it is NumPy-version independent
-        walk = permute(np.arange(self.n_blocks, dtype=np.uint64), np.uint64(self.n_blocks),
-                       *bit_widths(self.n_blocks), round_keys(self.seed, self.epoch, STREAM_BLOCKS))
-        walk = walk.astype(np.int64)
+        if group_starts is None:
+            walk = permute(np.arange(self.n_blocks, dtype=np.uint64), np.uint64(self.n_blocks),
+                           *bit_widths(self.n_blocks), round_keys(self.seed, self.epoch, STREAM_BLOCKS))
+            walk = walk.astype(np.int64)
+        else:
+            walk = _group_major_walk(starts, _groups(group_starts, self.n), self.seed, self.epoch)
+        self.grouped = group_starts is not None
         self._src = starts[walk]  # first record of the j-th walked block
         self._end = np.cumsum(sizes[walk])  # end position of the j-th walked block
         self._begin = self._end - sizes[walk]
@@ -135,12 +146,47 @@ class BlockShuffle:
 
     def __repr__(self) -> str:
         return (f"BlockShuffle(n={self.n}, blocks={self.n_blocks}, seed={self.seed}, "
-                f"epoch={self.epoch}, window={self.window})")
+                f"epoch={self.epoch}, window={self.window}, grouped={self.grouped})")
+
+
+def _group_major_walk(starts: np.ndarray, group_starts: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """Block walk: groups in a keyed random order, each group's blocks keyed-shuffled within it."""
+    n_blocks = len(starts)
+    group = np.searchsorted(group_starts, starts, side="right") - 1  # blocks are sorted: groups are runs
+    first = np.searchsorted(group, np.arange(len(group_starts)), side="left")
+    size = np.diff(np.append(first, n_blocks))  # blocks per group (0 for an empty group)
+    local = (np.arange(n_blocks) - first[group]).astype(np.uint64)
+    low, high = bit_widths(size[group])
+    keys = derive_keys(round_keys(seed, epoch, STREAM_BLOCKS), group)
+    shuffled_local = permute(local, size[group].astype(np.uint64), low, high, keys).astype(np.int64)
+    n_groups = len(group_starts)
+    group_walk = permute(np.arange(n_groups, dtype=np.uint64), np.uint64(n_groups), *bit_widths(n_groups),
+                         round_keys(seed, epoch, STREAM_GROUPS)).astype(np.int64)
+    offset = np.empty(n_groups, dtype=np.int64)  # first walk position of each group
+    offset[group_walk] = np.concatenate([[0], np.cumsum(size[group_walk])[:-1]])
+    walk = np.empty(n_blocks, dtype=np.int64)
+    walk[offset[group] + shuffled_local] = np.arange(n_blocks)
+    return walk
+
+
+def _groups(group_starts, n: int) -> np.ndarray:
+    """Validated group (shard) starts: sorted, from 0, within [0, n]; repeats (empty shards) kept."""
+    g = np.asarray(group_starts)
+    if g.ndim != 1 or g.size == 0 or g.dtype.kind not in "iu":
+        raise ValueError("group_starts must be a non-empty 1-D array of integer record indices")
+    g = g.astype(np.int64)
+    if g[0] != 0 or np.any(np.diff(g) < 0) or g[-1] > max(n, 0):
+        raise ValueError(f"group_starts must begin with 0, be sorted and lie within [0, n={n}]")
+    return g
 
 
 def make_order(mode: str | bool | None, n: int, seed: int, epoch: int,
-               block_starts: np.ndarray | None = None, window: int = 8) -> Order:
-    """The order for a shuffle mode: "full" (or True), "block", or "none" (or False/None)."""
+               block_starts: np.ndarray | None = None, window: int = 8,
+               group_starts: np.ndarray | None = None) -> Order:
+    """The order for a shuffle mode: "full" (or True), "block", or "none" (or False/None).
+
+    ``group_starts`` (the first record of each shard) makes "block" walk shard by shard.
+    """
     if mode is True:
         mode = "full"
     elif mode is False or mode is None:
@@ -153,7 +199,7 @@ def make_order(mode: str | bool | None, n: int, seed: int, epoch: int,
     if mode == "block":
         if block_starts is None:
             block_starts = np.arange(0, max(n, 1), VIRTUAL_BLOCK, dtype=np.int64)
-        return BlockShuffle(block_starts, n, seed, epoch, window)
+        return BlockShuffle(block_starts, n, seed, epoch, window, group_starts=group_starts)
     return SequentialOrder(n)
 
 

@@ -216,3 +216,40 @@ def test_bit_widths_are_exact_for_arrays():
     low, high = bit_widths(np.array(sizes, dtype=np.uint64))
     for size, lo, hi in zip(sizes, low, high):
         assert lo + hi == (size - 1).bit_length() and (lo, hi) == bit_widths(size)
+
+
+# -- group-major block walk (shards) ------------------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_grouped_block_shuffle_is_a_permutation_reading_each_shard_in_one_stretch(seed):
+    n = 50_000
+    rng = np.random.default_rng(seed)
+    shard_starts = np.concatenate([[0], np.sort(rng.choice(np.arange(1, n), 30, replace=False))])
+    shard_starts = np.insert(shard_starts, 5, shard_starts[5])  # an empty shard
+    block_starts = np.unique(np.concatenate([shard_starts, np.arange(0, n, 700)]))
+    order = BlockShuffle(block_starts, n, seed, 0, window=1, group_starts=shard_starts)
+    idx = order.indices(np.arange(n))
+    assert np.array_equal(np.sort(idx), np.arange(n))
+    shard = np.searchsorted(shard_starts, idx, side="right") - 1
+    runs = shard[np.r_[True, shard[1:] != shard[:-1]]]
+    assert len(runs) == len(np.unique(shard))  # window 1: every shard is one contiguous stretch
+    assert not np.array_equal(runs, np.sort(runs))  # and the shards themselves are shuffled
+
+
+def test_grouped_block_shuffle_windows_touch_few_shards_and_epochs_differ():
+    n = 100_000
+    shard_starts = np.arange(0, n, 10_000)
+    block_starts = np.arange(0, n, 1_000)
+    a = BlockShuffle(block_starts, n, 3, 0, window=4, group_starts=shard_starts)
+    first = a.indices(np.arange(4_000))
+    assert len(np.unique(first // 10_000)) <= 2  # the first batches wait for one or two shards
+    again = BlockShuffle(block_starts, n, 3, 0, window=4, group_starts=shard_starts).indices(np.arange(n))
+    assert np.array_equal(a.indices(np.arange(n)), again)
+    other_epoch = BlockShuffle(block_starts, n, 3, 1, window=4, group_starts=shard_starts).indices(np.arange(n))
+    assert not np.array_equal(again, other_epoch)
+
+
+def test_group_starts_are_validated():
+    with pytest.raises(ValueError, match="group_starts"):
+        BlockShuffle(np.arange(0, 100, 10), 100, 0, 0, group_starts=np.array([5, 50]))
+    with pytest.raises(ValueError, match="group_starts"):
+        BlockShuffle(np.arange(0, 100, 10), 100, 0, 0, group_starts=np.array([0, 60, 30]))
