@@ -32,7 +32,9 @@ import os
 import re
 import secrets
 import shutil
+import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,6 +51,7 @@ from .eviction import Entry, choose_victims
 from .remote import Remote
 
 LOCK_NAME = ".lock"
+USERS = ".users"  # in a dataset's directory: LOCK_SH by every process that has the dataset open
 CLAIM = ".claim"
 PART = ".part-"
 HINTS_FRESH_S = 10.0  # a prefetcher rewrites its hints at least every second while it runs
@@ -141,10 +144,14 @@ class NodeCache:
                     _unlink_quiet(path)
                     continue
                 body = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue  # replaced or removed while we read: the next eviction sees the new one
-            protected.update(body["protected"])
-            for key, k in body["next_use"].items():
+                window = [str(key) for key in body["protected"]]
+                uses = {str(key): float(k) for key, k in body["next_use"].items()}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                # replaced or removed while we read (the next eviction sees the new one), or not a
+                # hint file at all: it protects nothing
+                continue
+            protected.update(window)
+            for key, k in uses.items():
                 next_use[key] = min(k, next_use.get(key, k))
         return next_use, protected
 
@@ -242,14 +249,18 @@ class NodeCache:
         return out
 
     def clear(self, url: str | None = None) -> tuple[int, int]:
-        """Delete cached shards (of ``url`` only, when given) that no reader has open.
+        """Delete cached shards (of ``url`` only, when given) that no reader has open, and stale
+        temporaries. A dataset's directory goes too when no process has the dataset open; a job
+        that has it open keeps its directory, claims and counters and downloads again what it
+        needs next.
 
         Returns (files removed, files kept because in use or being downloaded).
         """
-        dirs = [self.root / dataset_key(url)] if url is not None else self.dataset_dirs()
+        dirs = [self.root / dataset_key(normalise_url(url))] if url is not None else self.dataset_dirs()
         removed = kept = 0
         with self.locked():
             for d in dirs:
+                kept_here = 0
                 shards = d / "shards"
                 for name in (os.listdir(shards) if shards.is_dir() else []):
                     path = shards / name
@@ -261,12 +272,29 @@ class NodeCache:
                         _unlink_quiet(path)
                         removed += 1
                     else:
-                        kept += 1
+                        kept_here += 1
                     if fd is not None:
                         os.close(fd)
-                if not kept:
+                kept += kept_here
+                if not kept_here and not _dataset_open(d):  # openers take USERS under this same lock
                     shutil.rmtree(d, ignore_errors=True)
         return removed, kept
+
+
+def normalise_url(url: str) -> str:
+    """The form of a dataset URL the cache is keyed by (exactly what :class:`Remote` keeps)."""
+    return url.rstrip("/")
+
+
+def _dataset_open(d: Path) -> bool:
+    """True when some process has the dataset in ``d`` open (holds LOCK_SH on its USERS file)."""
+    fd = _open_or_none(d / USERS)
+    if fd is None:
+        return False
+    try:
+        return not _try_lock(fd, fcntl.LOCK_EX)
+    finally:
+        os.close(fd)
 
 
 def _open_or_none(path) -> int | None:
@@ -307,12 +335,17 @@ class DatasetCache:
         self.manifest = manifest
         self.dir = node.root / dataset_key(remote.url)
         self.shards_dir = self.dir / "shards"
-        self.shards_dir.mkdir(parents=True, exist_ok=True)
-        url_file = self.dir / "url"
-        if not url_file.exists():
-            tmp = self.dir / f"url.{os.getpid()}-{secrets.token_hex(4)}"
-            tmp.write_text(remote.url)
-            os.replace(tmp, url_file)
+        with node.locked():  # `fastload cache clear` removes directories under this lock
+            self.shards_dir.mkdir(parents=True, exist_ok=True)
+            url_file = self.dir / "url"
+            if not url_file.exists():
+                tmp = self.dir / f"url.{os.getpid()}-{secrets.token_hex(4)}"
+                tmp.write_text(remote.url)
+                os.replace(tmp, url_file)
+            # held while this object lives (and by forked children): the directory is in use
+            users = os.open(self.dir / USERS, os.O_RDONLY | os.O_CREAT, 0o644)
+            fcntl.flock(users, fcntl.LOCK_SH)
+        weakref.finalize(self, os.close, users)
         self.counters = Counters(self.dir / "counters", group)
         self.wait_timeout = wait_timeout
         # 16 MiB ranged reads, up to 4 at once per shard: at 100 MB/s with 20 ms per request one
@@ -320,12 +353,26 @@ class DatasetCache:
         # shard arrives whole as early as possible (the first batch waits for its whole shard)
         self.chunk_bytes = chunk_bytes
         self.parallel = parallel
+        # one pool per dataset and process, kept: each of its threads keeps its own filesystem
+        # object (Remote.fs), so connections, TLS sessions and credentials are reused across shards
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid: int | None = None
+        self._pool_lock = threading.Lock()
         self._hints_file = self.dir / "hints" / f"{group}-{os.getpid()}.json"
         max_shard = int(manifest.shard_bytes.max()) if manifest.n_shards else 0
         if node.limit is not None and max_shard > node.limit:
             raise ValueError(f"cache_limit {node.limit} bytes is smaller than the largest shard of "
                              f"{remote.url} ({max_shard} bytes): raise cache_limit")
         node.cleanup_stale()
+
+    def _range_pool(self) -> ThreadPoolExecutor:
+        """This process's range-download threads (a pool made before a fork has no threads here)."""
+        with self._pool_lock:
+            if self._pool is None or self._pool_pid != os.getpid():
+                self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="fastload-download")
+                self._pool_pid = os.getpid()
+                weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
+            return self._pool
 
     # -- names -----------------------------------------------------------------------------
     def path(self, s: int) -> Path:
@@ -352,11 +399,12 @@ class DatasetCache:
         _unlink_quiet(self._hints_file)
 
     # -- download --------------------------------------------------------------------------
-    def ensure(self, s: int, *, blocking: bool = True) -> bool:
+    def ensure(self, s: int, *, blocking: bool = True, cancel: threading.Event | None = None) -> bool:
         """Make shard ``s`` present in the cache: download it, or wait for whoever is downloading it.
 
         Non-blocking (the prefetcher): returns False instead of waiting on another downloader or
-        for room under the limit.
+        for room under the limit. ``cancel`` set: a download stops between ranges and returns False
+        (the claim is released, so another process takes the shard over).
         """
         final = self.path(s)
         claim = final.with_name(final.name + CLAIM)
@@ -364,12 +412,13 @@ class DatasetCache:
         t0, waited = time.perf_counter(), False
         try:
             while not final.exists():
+                self.shards_dir.mkdir(parents=True, exist_ok=True)  # removed by a clear while nobody had it open
                 fd = os.open(claim, os.O_RDWR | os.O_CREAT, 0o644)
                 try:
                     if _try_lock(fd, fcntl.LOCK_EX) and _same_file(fd, claim):
                         if final.exists():
                             return True
-                        if not self._download(s, final, blocking, deadline):
+                        if not self._download(s, final, blocking, deadline, cancel):
                             return False
                         continue
                 finally:
@@ -378,7 +427,8 @@ class DatasetCache:
                     return False
                 if time.monotonic() > deadline:
                     raise StorageError(f"waited {self.wait_timeout:g} s for another process to download "
-                                       f"{self.remote.url_of(self.manifest.shard_names[s])}")
+                                       f"{self.remote.url_of(self.manifest.shard_names[s])} (shard {s}) into "
+                                       f"{self.node.root}")
                 waited = True
                 time.sleep(POLL_S)
             return True
@@ -386,14 +436,15 @@ class DatasetCache:
             if waited:
                 self.counters.add(wait_s=time.perf_counter() - t0)
 
-    def _download(self, s: int, final: Path, blocking: bool, deadline: float) -> bool:
+    def _download(self, s: int, final: Path, blocking: bool, deadline: float,
+                  cancel: threading.Event | None) -> bool:
         """Download shard ``s`` to a preallocated temporary, verify it, publish it by rename (claim held)."""
         for name in os.listdir(self.shards_dir):  # we hold the claim: any temporary of it is stale
             if name.startswith(final.name + PART):
                 _unlink_quiet(self.shards_dir / name)
         size = int(self.manifest.shard_bytes[s])
         tmp = final.with_name(f"{final.name}{PART}{os.getpid()}-{secrets.token_hex(4)}")
-        fd = self._reserve(tmp, size, blocking, deadline)
+        fd = self._reserve(s, tmp, size, blocking, deadline)
         if fd is None:
             return False
         name = self.manifest.shard_names[s]
@@ -403,15 +454,16 @@ class DatasetCache:
             ranges = [(off, min(off + self.chunk_bytes, size)) for off in range(0, size, self.chunk_bytes)]
 
             def fetch(r: tuple[int, int]) -> None:
-                os.pwrite(fd, self.remote.read(name, *r), r[0])
+                if cancel is not None and cancel.is_set():
+                    raise _Cancelled
+                os.pwrite(fd, self.remote.read(name, *r, cancel=cancel), r[0])
 
             for attempt in range(self.remote.policy.attempts):
                 if len(ranges) <= 1:
                     for r in ranges:
                         fetch(r)
-                else:  # each thread uses its own filesystem object (Remote.fs is per thread)
-                    with ThreadPoolExecutor(min(self.parallel, len(ranges))) as pool:
-                        list(pool.map(fetch, ranges))
+                else:  # each pool thread keeps its own filesystem object (Remote.fs is per thread)
+                    list(self._range_pool().map(fetch, ranges))
                 got = _file_checksum(fd, size)
                 if got == expected:
                     break
@@ -420,6 +472,9 @@ class DatasetCache:
                                        f"times, checksum {got} each time differs from the manifest's {expected}")
             # no fsync: the cache can always be refetched, and blocks are checksummed when read
             os.rename(tmp, final)
+        except _Cancelled:
+            _unlink_quiet(tmp)
+            return False
         except BaseException:
             _unlink_quiet(tmp)
             raise
@@ -428,12 +483,15 @@ class DatasetCache:
         self.counters.add(bytes_downloaded=size, download_s=time.perf_counter() - t0)
         return True
 
-    def _reserve(self, tmp: Path, size: int, blocking: bool, deadline: float) -> int | None:
+    def _reserve(self, s: int, tmp: Path, size: int, blocking: bool, deadline: float) -> int | None:
         """Create ``tmp`` with ``size`` bytes allocated, evicting as needed; None if no room (non-blocking)."""
         while True:
             with self.node.locked():
                 room = True
                 if self.node.limit is not None:
+                    # a crashed download's temporary would count against the limit and can never be
+                    # evicted: drop those (their claim is free) before deciding
+                    self.node.cleanup_stale()
                     need = self.node.usage() + size - self.node.limit
                     if need > 0:
                         evicted = self.node.evict(need)
@@ -445,9 +503,13 @@ class DatasetCache:
             if not blocking:
                 return None
             if time.monotonic() > deadline:
-                raise StorageError(f"cache {self.node.root}: no room for a {size}-byte shard under cache_limit "
-                                   f"{self.node.limit} for {self.wait_timeout:g} s: every cached shard is in use "
-                                   "or about to be; raise cache_limit or use fewer workers")
+                raise StorageError(
+                    f"cache {self.node.root}: no room for shard {s} of {self.remote.url} "
+                    f"({self.remote.url_of(self.manifest.shard_names[s])}, {size} bytes) under cache_limit "
+                    f"{self.node.limit} for {self.wait_timeout:g} s: every cached shard is in use or about to "
+                    "be. The limit is node-wide: it is shared by every rank, worker and job using this cache "
+                    "directory, so it must cover what all of them keep mapped; raise cache_limit or use fewer "
+                    "workers")
             time.sleep(0.05)
 
     # -- reading ---------------------------------------------------------------------------
@@ -480,8 +542,13 @@ class DatasetCache:
                 os.close(fd)
             self.counters.add(**({"hits": 1} if hit else {"misses": 1}))
             return np.frombuffer(mm, dtype=np.uint8) if mm is not None else np.zeros(0, np.uint8)
-        raise StorageError(f"shard {final.name} was evicted 8 times before it could be opened: cache_limit "
-                           f"{self.node.limit} is too small for this many readers")
+        raise StorageError(f"shard {s} of {self.remote.url} ({self.remote.url_of(self.manifest.shard_names[s])}) "
+                           f"was evicted 8 times before it could be opened: cache_limit {self.node.limit} is too "
+                           "small for this many readers (the limit is shared by every job on the node)")
+
+
+class _Cancelled(Exception):
+    """A download abandoned between ranges because its caller is closing."""
 
 
 def _allocate(tmp: Path, size: int) -> int:
