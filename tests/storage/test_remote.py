@@ -210,3 +210,24 @@ def test_a_synchronous_backend_gets_the_timeout_too(tmp_path):
         assert time.monotonic() - t0 < 3
     finally:
         release.set()
+
+
+def test_a_reopen_after_the_dataset_was_rewritten_is_an_error(tmp_path):
+    import shutil
+
+    from .conftest import write_dataset
+
+    root = tmp_path / "served"
+    write_dataset(root / "ds", n=500)
+    srv = StaticServer(root)
+    try:
+        ds = fastload.open(f"{srv.url}/ds", cache_dir=tmp_path / "c")
+        opts = ds.open_options()
+        assert fastload.open(f"{srv.url}/ds", **opts).open_options() == opts  # unchanged: fine
+        shutil.rmtree(root / "ds")
+        write_dataset(root / "ds", n=600)  # rewritten at the same URL mid-job
+        with pytest.raises(StorageError, match="changed since the dataset was first opened"):
+            fastload.open(f"{srv.url}/ds", **opts)  # what a loader worker does
+        assert len(fastload.open(f"{srv.url}/ds", cache_dir=tmp_path / "c")) == 600  # a fresh open is fine
+    finally:
+        srv.close()
