@@ -8,7 +8,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from .._sizes import format_size
-from .cache import NodeCache
+from .node import NodeCache
 from .config import CacheConfig
 from .prefetch import IN_FLIGHT
 

@@ -13,7 +13,8 @@ from ..errors import StorageError
 from ..format.codec import checksum
 from ..format.manifest import Manifest
 from ..format.spec import MANIFEST_NAME
-from .cache import DatasetCache, NodeCache
+from .cache import DatasetCache
+from .node import NodeCache
 from .config import CacheConfig
 from .counters import read_totals
 from .remote import Remote, RetryPolicy

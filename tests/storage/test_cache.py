@@ -263,7 +263,7 @@ def _release_maps():
 
 
 def test_clear_under_a_running_job_keeps_it_working(served, local, tmp_path):
-    from fastload.storage.cache import NodeCache, dataset_key
+    from fastload.storage.node import NodeCache, dataset_key
     from fastload.storage.config import CacheConfig
 
     srv = StaticServer(served)
@@ -289,7 +289,7 @@ def test_clear_under_a_running_job_keeps_it_working(served, local, tmp_path):
 
 
 def test_clear_counts_kept_shards_per_dataset(served, tmp_path):
-    from fastload.storage.cache import NodeCache, dataset_key
+    from fastload.storage.node import NodeCache, dataset_key
     from fastload.storage.config import CacheConfig
 
     servers = [StaticServer(served), StaticServer(served)]
