@@ -44,7 +44,7 @@ import numpy as np
 
 from ..errors import StorageError
 from ..format.codec import checksum
-from .counters import Counters
+from .counters import Counters, fold_dead
 from .node import (
     CLAIM, PART, POLL_S, USERS, NodeCache, dataset_key, open_or_none, same_file, try_lock, unlink_quiet,
 )
@@ -94,6 +94,7 @@ class DatasetCache:
             raise ValueError(f"cache_limit {node.limit} bytes is smaller than the largest shard of "
                              f"{remote.url} ({max_shard} bytes): raise cache_limit")
         node.cleanup_stale()
+        fold_dead(self.dir / "counters")
 
     def _range_pool(self) -> ThreadPoolExecutor:
         """This process's range-download threads (a pool made before a fork has no threads here)."""

@@ -39,6 +39,8 @@ class RemoteShards:
         self.cache: DatasetCache | None = None
         self.manifest_checksum = manifest_checksum  # the manifest a reopen must find (a worker's)
         self._opened = time.perf_counter()
+        self._memory_noted = (0, 0)
+        self._usage = (-1.0, 0)  # (when, bytes): the directory scan is reused for a second
 
     def open(self) -> Manifest:
         data = self.remote.read(MANIFEST_NAME)
@@ -69,8 +71,17 @@ class RemoteShards:
                 "stats_group": self.group, "manifest_checksum": self.manifest_checksum}
 
     def note_memory(self, hits: int, misses: int) -> None:
-        self.cache.counters.set("memory_hits", hits)
-        self.cache.counters.set("memory_misses", misses)
+        # the block cache reports running totals; the counters file is shared by every dataset of
+        # this group in the process, so only the increase is added
+        h0, m0 = self._memory_noted
+        self._memory_noted = (hits, misses)
+        self.cache.counters.add(memory_hits=hits - h0, memory_misses=misses - m0)
+
+    def _cache_bytes(self) -> int:
+        when, nbytes = self._usage
+        if time.monotonic() - when > 1.0:
+            self._usage = (time.monotonic(), self.cache.node.usage())
+        return self._usage[1]
 
     def stats(self) -> dict[str, Any]:
         """This dataset's counters, summed over every process that opened it with the same group."""
@@ -85,6 +96,6 @@ class RemoteShards:
             "memory_hits": int(c["memory_hits"]), "memory_misses": int(c["memory_misses"]),
             "wait_s": c["wait_s"],
             "evictions": int(c["evictions"]),
-            "cache_bytes": node.usage(),
+            "cache_bytes": self._cache_bytes(),
             "cache_limit": node.limit,
         }}

@@ -386,3 +386,29 @@ def test_downloads_reuse_connections_across_shards(big, tmp_path):
         assert len(srv.connections) <= ds.locator.cache.parallel + 2, srv.connections
     finally:
         srv.close()
+
+
+def test_counter_files_of_ended_processes_are_folded_into_totals(served, local, tmp_path):
+    from fastload.storage.counters import read_totals
+
+    srv = StaticServer(served)
+    try:
+        url = f"{srv.url}/ds"
+        ctx = mp.get_context("spawn")
+        for _ in range(2):  # two worker processes of one loader, one after the other
+            child = ctx.Process(target=read_all, args=(url, str(tmp_path)), kwargs={"group": "g"})
+            child.start()
+            child.join(60)
+            assert child.exitcode == 0
+        a = fastload.open(url, cache_dir=tmp_path, stats_group="g")  # folds the ended ones
+        b = fastload.open(url, cache_dir=tmp_path, stats_group="g")
+        a[0], b[1]  # two datasets of one process and group share its file
+        (counters,) = tmp_path.glob("*/counters")
+        names = sorted(p.name for p in counters.iterdir() if not p.name.startswith("."))
+        assert names == [f"g-{os.getpid()}.bin", "g.totals"], names
+        st = a.storage_stats()["storage"]
+        assert st["bytes_downloaded"] == local.manifest.n_bytes  # nothing lost in the fold
+        assert st["disk_misses"] == local.n_shards and st["disk_hits"] == local.n_shards + 2
+        assert read_totals(counters)["hits"] == st["disk_hits"]
+    finally:
+        srv.close()
