@@ -36,7 +36,7 @@ import secrets
 import threading
 import time
 import weakref
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from urllib.parse import quote
 
@@ -100,10 +100,32 @@ class DatasetCache:
         """This process's range-download threads (a pool made before a fork has no threads here)."""
         with self._pool_lock:
             if self._pool is None or self._pool_pid != os.getpid():
-                self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="fastload-download")
+                # room for the prefetcher's shards in flight and a reader's, each `parallel` wide;
+                # threads start only when needed
+                self._pool = ThreadPoolExecutor(self.parallel * 3, thread_name_prefix="fastload-download")
                 self._pool_pid = os.getpid()
                 weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
             return self._pool
+
+    def _fetch_ranges(self, fetch, ranges: list[tuple[int, int]]) -> None:
+        """``fetch`` every range on the pool, at most ``parallel`` at once for this shard; returns
+        only when none is still running (they write into the caller's descriptor)."""
+        pool = self._range_pool()
+        pending: set = set()
+        try:
+            for r in ranges:
+                while len(pending) >= self.parallel:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        f.result()
+                pending.add(pool.submit(fetch, r))
+            done, pending = wait(pending)
+            for f in done:
+                f.result()
+        finally:
+            for f in pending:
+                f.cancel()
+            wait(pending)
 
     # -- names -----------------------------------------------------------------------------
     def path(self, s: int) -> Path:
@@ -194,7 +216,7 @@ class DatasetCache:
                     for r in ranges:
                         fetch(r)
                 else:  # each pool thread keeps its own filesystem object (Remote.fs is per thread)
-                    list(self._range_pool().map(fetch, ranges))
+                    self._fetch_ranges(fetch, ranges)
                 got = _file_checksum(fd, size)
                 if got == expected:
                     break
