@@ -5,7 +5,7 @@ from .errors import (
     StorageError, WorkerError,
 )
 from .format import Dataset, Field, Manifest, Schema, Writer
-from .format import open_dataset as open
+from .opening import open_dataset as open
 
 __version__ = "0.1.0"
 

@@ -119,7 +119,7 @@ def _pack(args) -> int:
 
 
 def _open(url: str, storage_options: dict | None = None):
-    from .format.dataset import open_dataset
+    from .opening import open_dataset
 
     return open_dataset(url, storage_options=storage_options)
 

@@ -26,7 +26,7 @@ def is_remote(url: str) -> bool:
 
 def open_any(url: str, cfg: BenchConfig):
     """Open a local or remote dataset (through the node cache: ``--cache-dir``, ``--cache-limit``)."""
-    from ..format.dataset import open_dataset
+    from ..opening import open_dataset
 
     if not is_remote(url):
         return open_dataset(url)

@@ -122,7 +122,7 @@ class Dataset:
         return f"fastload.Dataset({str(self.root)!r}, records={len(self)}, shards={self.n_shards}, schema=({self.schema.describe()}))"
 
     def open_options(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`open_dataset` that reopen this dataset identically
+        """The keyword arguments of :func:`fastload.open` that reopen this dataset identically
         (in a worker process, say): verify, block_cache and the locator's storage options."""
         return {"verify": self.verify, "block_cache": self._block_cache_option, **self.locator.open_options()}
 
@@ -528,31 +528,3 @@ def _pick(value: Any, k: int) -> Any:
         return v.item() if v.ndim == 0 else v
     return value[k]
 
-
-REMOTE_OPTIONS = ("storage_options", "cache_dir", "cache_limit", "timeout", "retries", "stats_group")
-
-
-def open_dataset(url: str | os.PathLike, *, verify: str = "first", block_cache: int | str = "64MB",
-                 storage_options: dict | None = None, cache_dir: str | os.PathLike | None = None,
-                 cache_limit: int | str | None = None, timeout: float = 60.0, retries: int = 5,
-                 stats_group: str | None = None) -> Dataset:
-    """Open a dataset: a local directory (read in place, never copied) or any fsspec URL.
-
-    Remote datasets (``s3://``, ``gs://``, ``https://``, ...) are read through the node's shard
-    cache (:mod:`fastload.storage`): ``storage_options`` go to the fsspec filesystem;
-    ``cache_dir`` and ``cache_limit`` (e.g. ``"200GB"``) default to ``FASTLOAD_CACHE_DIR`` /
-    ``FASTLOAD_CACHE_LIMIT``, the config file, then ``~/.cache/fastload`` with no limit; each
-    request gets ``timeout`` seconds and ``retries`` attempts. ``stats_group`` is internal: the
-    loader's workers reopen the dataset with it so their counters add up.
-    """
-    text = os.fspath(url)
-    scheme = text.split("://", 1)[0].lower() if "://" in text else "file"
-    if scheme == "file":
-        if storage_options:
-            raise ValueError(f"storage_options apply to remote URLs; {text} is a local dataset")
-        return Dataset(text.split("://", 1)[-1], verify=verify, block_cache=block_cache)
-    from ..storage.locator import RemoteShards  # the storage layer sits above format
-
-    locator = RemoteShards(text, storage_options=storage_options, cache_dir=cache_dir, cache_limit=cache_limit,
-                           timeout=timeout, retries=retries, stats_group=stats_group)
-    return Dataset(text, verify=verify, block_cache=block_cache, locator=locator)

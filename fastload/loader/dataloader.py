@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader as TorchDataLoader
 
-from ..format.dataset import Dataset, decode_var, open_dataset
+from ..format.dataset import Dataset, decode_var
+from ..opening import open_dataset
 from ..plan.epoch import EpochPlan
 from ..plan.orders import make_order
 from ..plan.state import LoaderState
@@ -61,6 +62,10 @@ class DataLoader(TorchDataLoader):
     :mod:`fastload.image` per image field; the workers decode and transform the field into one batch
     tensor, augmentations keyed by (seed, epoch, record index); see docs/images.md. An image field
     without transforms comes out as a list of its stored bytes).
+
+    A remote dataset's ``cache_limit`` (given to ``fastload.open``) is node-wide: the check at the
+    start of an epoch counts only this loader's readers, but every rank, worker and job sharing
+    the cache directory counts against the same limit, so it must cover all of them.
     """
 
     def __init__(self, dataset: Any, batch_size: int | None = 1, shuffle: bool | str | None = None,

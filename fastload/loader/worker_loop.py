@@ -23,7 +23,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import FormatError, RecordDecodeError
-from ..format.dataset import Dataset, open_dataset
+from ..format.dataset import Dataset
+from ..opening import open_dataset
 from .config import WorkerConfig
 from .failures import pack_failure
 from .slots import SlotLayout, SlotRing

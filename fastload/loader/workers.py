@@ -20,7 +20,8 @@ import numpy as np
 
 from ..errors import WorkerError
 from ..format.columns import VarColumn
-from ..format.dataset import Dataset, open_dataset
+from ..format.dataset import Dataset
+from ..opening import open_dataset
 from .config import WorkerConfig
 from .failures import failure_exception
 from .pools import FATAL_STOP_S, STOP_S, ProcessPool, ThreadPool, get_context

@@ -1,13 +1,17 @@
-"""The node's shard cache: one directory shared by every worker, rank and job on the machine.
+"""One dataset's shards in the node's cache directory: download once, verify, publish, pin.
+
+The directory is shared by every worker, rank and job on the machine; the node-wide side
+(global lock, occupancy, eviction, stale files, clear) is node.py.
 
 Layout (``<cache_dir>`` from :class:`CacheConfig`)::
 
     .lock                                 global lock: held only around accounting (reserve/evict)
     <slug>-<sha256(url)[:16]>/url         the dataset's URL, for ``fastload cache stats|clear``
+        .users                            LOCK_SH by every process that has the dataset open
         shards/<name>.<checksum>          a complete, verified shard (content-addressed by checksum)
         shards/<name>.<checksum>.claim    its claim file: LOCK_EX while someone downloads it
         shards/<name>.<checksum>.part-<pid>-<hex>   a download in progress (preallocated)
-        counters/<group>-<pid>-<hex>.bin  per-process counters (see counters.py)
+        counters/<group>-<pid>.bin        per-process counters (see counters.py)
         hints/<group>-<pid>.json          a running prefetcher's window and next uses
 
 Coordination uses ``flock`` only, never reference counts kept in files: the kernel drops a dead
@@ -25,272 +29,26 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import mmap
 import os
-import re
 import secrets
-import shutil
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+import weakref
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import quote
 
 import numpy as np
 
 from ..errors import StorageError
 from ..format.codec import checksum
-from .config import CacheConfig
-from .counters import Counters, read_totals
-from .eviction import Entry, choose_victims
+from .counters import Counters, fold_dead
+from .node import (
+    CLAIM, PART, POLL_S, USERS, NodeCache, dataset_key, open_or_none, same_file, try_lock, unlink_quiet,
+)
 from .remote import Remote
-
-LOCK_NAME = ".lock"
-CLAIM = ".claim"
-PART = ".part-"
-HINTS_FRESH_S = 10.0  # a prefetcher rewrites its hints at least every second while it runs
-POLL_S = 0.02  # claim and lock polling: a 16 MB shard at 1 GB/s takes 16 ms, so waiters react within ~one shard
-
-
-def dataset_key(url: str) -> str:
-    """A directory name for a dataset URL: readable slug plus a hash that keeps distinct URLs apart."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", url.split("://", 1)[-1].strip("/"))[-48:].strip("_") or "dataset"
-    return f"{slug}-{hashlib.sha256(url.encode()).hexdigest()[:16]}"
-
-
-def _try_lock(fd: int, kind: int) -> bool:
-    try:
-        fcntl.flock(fd, kind | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    """True when ``path`` still names the file open as ``fd`` (not unlinked or replaced meanwhile)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return False
-    fst = os.fstat(fd)
-    return (st.st_ino, st.st_dev) == (fst.st_ino, fst.st_dev)
-
-
-class NodeCache:
-    """The cache directory as a whole: global lock, occupancy, eviction, stale-file cleanup."""
-
-    def __init__(self, config: CacheConfig):
-        self.config = config
-        self.root = config.cache_dir
-        self.limit = config.cache_limit
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    @contextmanager
-    def locked(self, timeout: float = 60.0) -> Iterator[None]:
-        """The global accounting lock; held for a directory scan and a few unlinks (milliseconds)."""
-        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            deadline = time.monotonic() + timeout
-            while not _try_lock(fd, fcntl.LOCK_EX):
-                if time.monotonic() > deadline:
-                    raise StorageError(f"cache {self.root}: the global lock was held for over {timeout:g} s")
-                time.sleep(POLL_S)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
-
-    def dataset_dirs(self) -> list[Path]:
-        try:
-            return sorted(p for p in self.root.iterdir() if p.is_dir() and (p / "url").exists())
-        except FileNotFoundError:
-            return []
-
-    def files(self) -> Iterator[os.DirEntry]:
-        """Every shard and temporary file (not claims) of every dataset in the cache."""
-        for d in self.dataset_dirs():
-            try:
-                with os.scandir(d / "shards") as it:
-                    for e in it:
-                        if not e.name.endswith(CLAIM):
-                            yield e
-            except FileNotFoundError:
-                continue
-
-    def usage(self) -> int:
-        """Bytes held: complete shards plus (preallocated) downloads in progress."""
-        total = 0
-        for e in self.files():
-            try:
-                total += e.stat().st_size
-            except FileNotFoundError:
-                pass
-        return total
-
-    def hints(self) -> tuple[dict[str, float], set[str]]:
-        """Next uses and windows published by every running prefetcher on the node (all processes),
-        keyed by path relative to the cache root; the earliest next use wins."""
-        next_use: dict[str, float] = {}
-        protected: set[str] = set()
-        now = time.time()
-        for path in self.root.glob("*/hints/*.json"):
-            try:
-                if now - path.stat().st_mtime > HINTS_FRESH_S:  # its prefetcher died: ignore, tidy
-                    _unlink_quiet(path)
-                    continue
-                body = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue  # replaced or removed while we read: the next eviction sees the new one
-            protected.update(body["protected"])
-            for key, k in body["next_use"].items():
-                next_use[key] = min(k, next_use.get(key, k))
-        return next_use, protected
-
-    def evict(self, need: int) -> int:
-        """Free at least ``need`` bytes (caller holds the global lock); returns the shards evicted, or 0.
-
-        In-use flags are probed with ``LOCK_EX|LOCK_NB``, next uses and windows read from the
-        prefetchers' hint files, victims chosen by :func:`~fastload.storage.eviction.choose_victims`,
-        then locked again for the unlink; a victim that a reader opened in between is kept and the
-        choice is made again.
-        """
-        next_use, protected = self.hints()
-        for _ in range(3):
-            entries = []
-            for e in self.files():
-                if PART in e.name:
-                    continue
-                try:
-                    st = e.stat()
-                except FileNotFoundError:
-                    continue
-                rel = os.path.relpath(e.path, self.root)
-                entries.append(Entry(key=e.path, size=st.st_size, in_use=_in_use(e.path),
-                                     protected=rel in protected, next_use=next_use.get(rel),
-                                     last_use=st.st_mtime))
-            victims = choose_victims(entries, need)
-            if not victims:
-                return 0
-            held = []
-            try:
-                for v in victims:
-                    fd = _open_or_none(v.key)
-                    if fd is None:
-                        continue  # someone else evicted it: its bytes are free too
-                    held.append((fd, v.key))
-                    if not _try_lock(fd, fcntl.LOCK_EX) or not _same_file(fd, Path(v.key)):
-                        break
-                else:
-                    for fd, path in held:
-                        os.unlink(path)
-                    return len(held)
-            finally:
-                for fd, _ in held:
-                    os.close(fd)
-        return 0
-
-    def cleanup_stale(self) -> int:
-        """Delete temporaries whose claim nobody holds (their downloader died); returns how many."""
-        removed = 0
-        for d in self.dataset_dirs():
-            try:
-                names = os.listdir(d / "shards")
-            except FileNotFoundError:
-                continue
-            for name in names:
-                if PART not in name:
-                    continue
-                claim = d / "shards" / (name.split(PART, 1)[0] + CLAIM)
-                fd = _open_or_none(claim)
-                if fd is None:
-                    _unlink_quiet(d / "shards" / name)
-                    removed += 1
-                    continue
-                try:
-                    if _try_lock(fd, fcntl.LOCK_EX):
-                        _unlink_quiet(d / "shards" / name)
-                        removed += 1
-                finally:
-                    os.close(fd)
-        return removed
-
-    def describe(self) -> list[dict]:
-        """Per dataset: URL, bytes and shards cached, downloads in progress, hit rate so far."""
-        out = []
-        for d in self.dataset_dirs():
-            shards = parts = nbytes = 0
-            try:
-                with os.scandir(d / "shards") as it:
-                    for e in it:
-                        if e.name.endswith(CLAIM):
-                            continue
-                        nbytes += e.stat().st_size
-                        if PART in e.name:
-                            parts += 1
-                        else:
-                            shards += 1
-            except FileNotFoundError:
-                pass
-            c = read_totals(d / "counters")
-            asked = c["hits"] + c["misses"]
-            out.append({"url": (d / "url").read_text(), "dir": str(d), "bytes": nbytes, "shards": shards,
-                        "downloading": parts, "hits": int(c["hits"]), "misses": int(c["misses"]),
-                        "hit_rate": c["hits"] / asked if asked else None,
-                        "bytes_downloaded": int(c["bytes_downloaded"]), "evictions": int(c["evictions"])})
-        return out
-
-    def clear(self, url: str | None = None) -> tuple[int, int]:
-        """Delete cached shards (of ``url`` only, when given) that no reader has open.
-
-        Returns (files removed, files kept because in use or being downloaded).
-        """
-        dirs = [self.root / dataset_key(url)] if url is not None else self.dataset_dirs()
-        removed = kept = 0
-        with self.locked():
-            for d in dirs:
-                shards = d / "shards"
-                for name in (os.listdir(shards) if shards.is_dir() else []):
-                    path = shards / name
-                    if name.endswith(CLAIM):
-                        continue
-                    claim = path if PART not in name else shards / (name.split(PART, 1)[0] + CLAIM)
-                    fd = _open_or_none(claim)
-                    if fd is None or _try_lock(fd, fcntl.LOCK_EX):
-                        _unlink_quiet(path)
-                        removed += 1
-                    else:
-                        kept += 1
-                    if fd is not None:
-                        os.close(fd)
-                if not kept:
-                    shutil.rmtree(d, ignore_errors=True)
-        return removed, kept
-
-
-def _open_or_none(path) -> int | None:
-    try:
-        return os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-
-
-def _unlink_quiet(path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _in_use(path: str) -> bool:
-    fd = _open_or_none(path)
-    if fd is None:
-        return False
-    try:
-        return not _try_lock(fd, fcntl.LOCK_EX)
-    finally:
-        os.close(fd)
 
 
 class DatasetCache:
@@ -307,12 +65,17 @@ class DatasetCache:
         self.manifest = manifest
         self.dir = node.root / dataset_key(remote.url)
         self.shards_dir = self.dir / "shards"
-        self.shards_dir.mkdir(parents=True, exist_ok=True)
-        url_file = self.dir / "url"
-        if not url_file.exists():
-            tmp = self.dir / f"url.{os.getpid()}-{secrets.token_hex(4)}"
-            tmp.write_text(remote.url)
-            os.replace(tmp, url_file)
+        with node.locked():  # `fastload cache clear` removes directories under this lock
+            self.shards_dir.mkdir(parents=True, exist_ok=True)
+            url_file = self.dir / "url"
+            if not url_file.exists():
+                tmp = self.dir / f"url.{os.getpid()}-{secrets.token_hex(4)}"
+                tmp.write_text(remote.url)
+                os.replace(tmp, url_file)
+            # held while this object lives (and by forked children): the directory is in use
+            users = os.open(self.dir / USERS, os.O_RDONLY | os.O_CREAT, 0o644)
+            fcntl.flock(users, fcntl.LOCK_SH)
+        weakref.finalize(self, os.close, users)
         self.counters = Counters(self.dir / "counters", group)
         self.wait_timeout = wait_timeout
         # 16 MiB ranged reads, up to 4 at once per shard: at 100 MB/s with 20 ms per request one
@@ -320,12 +83,49 @@ class DatasetCache:
         # shard arrives whole as early as possible (the first batch waits for its whole shard)
         self.chunk_bytes = chunk_bytes
         self.parallel = parallel
+        # one pool per dataset and process, kept: each of its threads keeps its own filesystem
+        # object (Remote.fs), so connections, TLS sessions and credentials are reused across shards
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid: int | None = None
+        self._pool_lock = threading.Lock()
         self._hints_file = self.dir / "hints" / f"{group}-{os.getpid()}.json"
         max_shard = int(manifest.shard_bytes.max()) if manifest.n_shards else 0
         if node.limit is not None and max_shard > node.limit:
             raise ValueError(f"cache_limit {node.limit} bytes is smaller than the largest shard of "
                              f"{remote.url} ({max_shard} bytes): raise cache_limit")
         node.cleanup_stale()
+        fold_dead(self.dir / "counters")
+
+    def _range_pool(self) -> ThreadPoolExecutor:
+        """This process's range-download threads (a pool made before a fork has no threads here)."""
+        with self._pool_lock:
+            if self._pool is None or self._pool_pid != os.getpid():
+                # room for the prefetcher's shards in flight and a reader's, each `parallel` wide;
+                # threads start only when needed
+                self._pool = ThreadPoolExecutor(self.parallel * 3, thread_name_prefix="fastload-download")
+                self._pool_pid = os.getpid()
+                weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
+            return self._pool
+
+    def _fetch_ranges(self, fetch, ranges: list[tuple[int, int]]) -> None:
+        """``fetch`` every range on the pool, at most ``parallel`` at once for this shard; returns
+        only when none is still running (they write into the caller's descriptor)."""
+        pool = self._range_pool()
+        pending: set = set()
+        try:
+            for r in ranges:
+                while len(pending) >= self.parallel:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        f.result()
+                pending.add(pool.submit(fetch, r))
+            done, pending = wait(pending)
+            for f in done:
+                f.result()
+        finally:
+            for f in pending:
+                f.cancel()
+            wait(pending)
 
     # -- names -----------------------------------------------------------------------------
     def path(self, s: int) -> Path:
@@ -349,14 +149,15 @@ class DatasetCache:
         os.replace(tmp, self._hints_file)  # readers see the old file or the new, never half of one
 
     def withdraw_hints(self) -> None:
-        _unlink_quiet(self._hints_file)
+        unlink_quiet(self._hints_file)
 
     # -- download --------------------------------------------------------------------------
-    def ensure(self, s: int, *, blocking: bool = True) -> bool:
+    def ensure(self, s: int, *, blocking: bool = True, cancel: threading.Event | None = None) -> bool:
         """Make shard ``s`` present in the cache: download it, or wait for whoever is downloading it.
 
         Non-blocking (the prefetcher): returns False instead of waiting on another downloader or
-        for room under the limit.
+        for room under the limit. ``cancel`` set: a download stops between ranges and returns False
+        (the claim is released, so another process takes the shard over).
         """
         final = self.path(s)
         claim = final.with_name(final.name + CLAIM)
@@ -364,12 +165,13 @@ class DatasetCache:
         t0, waited = time.perf_counter(), False
         try:
             while not final.exists():
+                self.shards_dir.mkdir(parents=True, exist_ok=True)  # removed by a clear while nobody had it open
                 fd = os.open(claim, os.O_RDWR | os.O_CREAT, 0o644)
                 try:
-                    if _try_lock(fd, fcntl.LOCK_EX) and _same_file(fd, claim):
+                    if try_lock(fd, fcntl.LOCK_EX) and same_file(fd, claim):
                         if final.exists():
                             return True
-                        if not self._download(s, final, blocking, deadline):
+                        if not self._download(s, final, blocking, deadline, cancel):
                             return False
                         continue
                 finally:
@@ -378,7 +180,8 @@ class DatasetCache:
                     return False
                 if time.monotonic() > deadline:
                     raise StorageError(f"waited {self.wait_timeout:g} s for another process to download "
-                                       f"{self.remote.url_of(self.manifest.shard_names[s])}")
+                                       f"{self.remote.url_of(self.manifest.shard_names[s])} (shard {s}) into "
+                                       f"{self.node.root}")
                 waited = True
                 time.sleep(POLL_S)
             return True
@@ -386,14 +189,15 @@ class DatasetCache:
             if waited:
                 self.counters.add(wait_s=time.perf_counter() - t0)
 
-    def _download(self, s: int, final: Path, blocking: bool, deadline: float) -> bool:
+    def _download(self, s: int, final: Path, blocking: bool, deadline: float,
+                  cancel: threading.Event | None) -> bool:
         """Download shard ``s`` to a preallocated temporary, verify it, publish it by rename (claim held)."""
         for name in os.listdir(self.shards_dir):  # we hold the claim: any temporary of it is stale
             if name.startswith(final.name + PART):
-                _unlink_quiet(self.shards_dir / name)
+                unlink_quiet(self.shards_dir / name)
         size = int(self.manifest.shard_bytes[s])
         tmp = final.with_name(f"{final.name}{PART}{os.getpid()}-{secrets.token_hex(4)}")
-        fd = self._reserve(tmp, size, blocking, deadline)
+        fd = self._reserve(s, tmp, size, blocking, deadline)
         if fd is None:
             return False
         name = self.manifest.shard_names[s]
@@ -403,15 +207,16 @@ class DatasetCache:
             ranges = [(off, min(off + self.chunk_bytes, size)) for off in range(0, size, self.chunk_bytes)]
 
             def fetch(r: tuple[int, int]) -> None:
-                os.pwrite(fd, self.remote.read(name, *r), r[0])
+                if cancel is not None and cancel.is_set():
+                    raise _Cancelled
+                os.pwrite(fd, self.remote.read(name, *r, cancel=cancel), r[0])
 
             for attempt in range(self.remote.policy.attempts):
                 if len(ranges) <= 1:
                     for r in ranges:
                         fetch(r)
-                else:  # each thread uses its own filesystem object (Remote.fs is per thread)
-                    with ThreadPoolExecutor(min(self.parallel, len(ranges))) as pool:
-                        list(pool.map(fetch, ranges))
+                else:  # each pool thread keeps its own filesystem object (Remote.fs is per thread)
+                    self._fetch_ranges(fetch, ranges)
                 got = _file_checksum(fd, size)
                 if got == expected:
                     break
@@ -420,20 +225,26 @@ class DatasetCache:
                                        f"times, checksum {got} each time differs from the manifest's {expected}")
             # no fsync: the cache can always be refetched, and blocks are checksummed when read
             os.rename(tmp, final)
+        except _Cancelled:
+            unlink_quiet(tmp)
+            return False
         except BaseException:
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
             raise
         finally:
             os.close(fd)
         self.counters.add(bytes_downloaded=size, download_s=time.perf_counter() - t0)
         return True
 
-    def _reserve(self, tmp: Path, size: int, blocking: bool, deadline: float) -> int | None:
+    def _reserve(self, s: int, tmp: Path, size: int, blocking: bool, deadline: float) -> int | None:
         """Create ``tmp`` with ``size`` bytes allocated, evicting as needed; None if no room (non-blocking)."""
         while True:
             with self.node.locked():
                 room = True
                 if self.node.limit is not None:
+                    # a crashed download's temporary would count against the limit and can never be
+                    # evicted: drop those (their claim is free) before deciding
+                    self.node.cleanup_stale()
                     need = self.node.usage() + size - self.node.limit
                     if need > 0:
                         evicted = self.node.evict(need)
@@ -445,9 +256,13 @@ class DatasetCache:
             if not blocking:
                 return None
             if time.monotonic() > deadline:
-                raise StorageError(f"cache {self.node.root}: no room for a {size}-byte shard under cache_limit "
-                                   f"{self.node.limit} for {self.wait_timeout:g} s: every cached shard is in use "
-                                   "or about to be; raise cache_limit or use fewer workers")
+                raise StorageError(
+                    f"cache {self.node.root}: no room for shard {s} of {self.remote.url} "
+                    f"({self.remote.url_of(self.manifest.shard_names[s])}, {size} bytes) under cache_limit "
+                    f"{self.node.limit} for {self.wait_timeout:g} s: every cached shard is in use or about to "
+                    "be. The limit is node-wide: it is shared by every rank, worker and job using this cache "
+                    "directory, so it must cover what all of them keep mapped; raise cache_limit or use fewer "
+                    "workers")
             time.sleep(0.05)
 
     # -- reading ---------------------------------------------------------------------------
@@ -464,12 +279,12 @@ class DatasetCache:
             hit = final.exists()
             if not hit:
                 self.ensure(s)
-            fd = _open_or_none(final)
+            fd = open_or_none(final)
             if fd is None:
                 continue  # evicted between download and open
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while an evictor unlinks (microseconds)
-                if not _same_file(fd, final):
+                if not same_file(fd, final):
                     continue
                 if os.fstat(fd).st_size != size:
                     raise StorageError(f"cached shard {final} is {os.fstat(fd).st_size} bytes, the manifest "
@@ -480,8 +295,13 @@ class DatasetCache:
                 os.close(fd)
             self.counters.add(**({"hits": 1} if hit else {"misses": 1}))
             return np.frombuffer(mm, dtype=np.uint8) if mm is not None else np.zeros(0, np.uint8)
-        raise StorageError(f"shard {final.name} was evicted 8 times before it could be opened: cache_limit "
-                           f"{self.node.limit} is too small for this many readers")
+        raise StorageError(f"shard {s} of {self.remote.url} ({self.remote.url_of(self.manifest.shard_names[s])}) "
+                           f"was evicted 8 times before it could be opened: cache_limit {self.node.limit} is too "
+                           "small for this many readers (the limit is shared by every job on the node)")
+
+
+class _Cancelled(Exception):
+    """A download abandoned between ranges because its caller is closing."""
 
 
 def _allocate(tmp: Path, size: int) -> int:
@@ -497,7 +317,7 @@ def _allocate(tmp: Path, size: int) -> int:
                 os.ftruncate(fd, size)  # filesystems without fallocate
     except BaseException:
         os.close(fd)
-        _unlink_quiet(tmp)
+        unlink_quiet(tmp)
         raise
     return fd
 

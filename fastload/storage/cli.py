@@ -8,7 +8,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from .._sizes import format_size
-from .cache import NodeCache
+from .node import NodeCache
 from .config import CacheConfig
 from .prefetch import IN_FLIGHT
 
@@ -63,7 +63,7 @@ def _stats(args) -> int:
 
 
 def _prefetch(args) -> int:
-    from ..format.dataset import open_dataset
+    from ..opening import open_dataset
 
     ds = open_dataset(args.url, storage_options=args.storage_options, cache_dir=args.cache_dir,
                       cache_limit=args.cache_limit)

@@ -9,9 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import StorageError
+from ..format.codec import checksum
 from ..format.manifest import Manifest
 from ..format.spec import MANIFEST_NAME
-from .cache import DatasetCache, NodeCache
+from .cache import DatasetCache
+from .node import NodeCache
 from .config import CacheConfig
 from .counters import read_totals
 from .remote import Remote, RetryPolicy
@@ -27,16 +30,27 @@ class RemoteShards:
     max_open = MAX_OPEN
 
     def __init__(self, url: str, *, storage_options: dict | None = None, cache_dir=None, cache_limit=None,
-                 timeout: float = 60.0, retries: int = 5, stats_group: str | None = None):
+                 timeout: float = 60.0, retries: int = 5, stats_group: str | None = None,
+                 manifest_checksum: str | None = None):
         self.root = url.rstrip("/")
         self.config = CacheConfig.resolve(cache_dir=cache_dir, cache_limit=cache_limit)
         self.remote = Remote(self.root, storage_options, policy=RetryPolicy(attempts=retries, timeout_s=timeout))
         self.group = stats_group or secrets.token_hex(6)
         self.cache: DatasetCache | None = None
+        self.manifest_checksum = manifest_checksum  # the manifest a reopen must find (a worker's)
         self._opened = time.perf_counter()
+        self._memory_noted = (0, 0)
+        self._usage = (-1.0, 0)  # (when, bytes): the directory scan is reused for a second
 
     def open(self) -> Manifest:
         data = self.remote.read(MANIFEST_NAME)
+        found = f"{checksum(data):016x}"
+        if self.manifest_checksum is not None and found != self.manifest_checksum:
+            # a worker must read exactly the dataset its loader planned batches for
+            raise StorageError(f"{self.remote.url_of(MANIFEST_NAME)} changed since the dataset was first "
+                               f"opened (manifest checksum {found}, was {self.manifest_checksum}): the "
+                               "dataset was rewritten at the same URL during the job; reopen it and start again")
+        self.manifest_checksum = found
         self.manifest = Manifest.loads(data, self.remote.url_of(MANIFEST_NAME))
         # the manifest is fetched from the source on every open: a rewritten dataset's shards have
         # new checksums and so new cache names, and a stale copy is never read
@@ -54,11 +68,20 @@ class RemoteShards:
         p = self.remote.policy
         return {"storage_options": dict(self.remote.storage_options), "cache_dir": str(self.config.cache_dir),
                 "cache_limit": self.config.cache_limit, "timeout": p.timeout_s, "retries": p.attempts,
-                "stats_group": self.group}
+                "stats_group": self.group, "manifest_checksum": self.manifest_checksum}
 
     def note_memory(self, hits: int, misses: int) -> None:
-        self.cache.counters.set("memory_hits", hits)
-        self.cache.counters.set("memory_misses", misses)
+        # the block cache reports running totals; the counters file is shared by every dataset of
+        # this group in the process, so only the increase is added
+        h0, m0 = self._memory_noted
+        self._memory_noted = (hits, misses)
+        self.cache.counters.add(memory_hits=hits - h0, memory_misses=misses - m0)
+
+    def _cache_bytes(self) -> int:
+        when, nbytes = self._usage
+        if time.monotonic() - when > 1.0:
+            self._usage = (time.monotonic(), self.cache.node.usage())
+        return self._usage[1]
 
     def stats(self) -> dict[str, Any]:
         """This dataset's counters, summed over every process that opened it with the same group."""
@@ -73,6 +96,6 @@ class RemoteShards:
             "memory_hits": int(c["memory_hits"]), "memory_misses": int(c["memory_misses"]),
             "wait_s": c["wait_s"],
             "evictions": int(c["evictions"]),
-            "cache_bytes": node.usage(),
+            "cache_bytes": self._cache_bytes(),
             "cache_limit": node.limit,
         }}

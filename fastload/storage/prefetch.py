@@ -69,6 +69,7 @@ class Prefetcher:
         self._in_flight: set[int] = set()
         self._cond = threading.Condition()
         self._closed = False
+        self._cancel = threading.Event()  # tells running downloads to stop between ranges
         self._pool = ThreadPoolExecutor(in_flight, thread_name_prefix="fastload-prefetch")
         self._max_in_flight = in_flight
         self.errors: list[BaseException] = []
@@ -89,12 +90,19 @@ class Prefetcher:
             yield b
 
     def close(self) -> None:
+        """Stop at once: queued downloads are dropped and running ones abandoned between ranges.
+
+        Nothing waits for a download (one range can take ``retries`` × ``timeout``): an abandoned
+        download still holds its shard's claim until it stops, and a reader that needs the shard
+        meanwhile waits on the claim or takes it over, as with any other downloader.
+        """
+        self._cancel.set()
         with self._cond:
             self._closed = True
             self._cond.notify()
         if self._thread.ident is not None:
-            self._thread.join()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+            self._thread.join(5.0)  # the loop itself never blocks on a download: milliseconds
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self.cache.withdraw_hints()
 
     # -- the loop --------------------------------------------------------------------------
@@ -163,7 +171,7 @@ class Prefetcher:
 
     def _fetch(self, s: int) -> None:
         try:
-            self.cache.ensure(s, blocking=False)
+            self.cache.ensure(s, blocking=False, cancel=self._cancel)
         except BaseException as exc:  # noqa: BLE001 - the reader retries on demand and raises
             log.debug("prefetch of shard %d failed: %s", s, exc)
         finally:

@@ -102,8 +102,12 @@ class Remote:
     def url_of(self, name: str) -> str:
         return f"{self.url}/{name}"
 
-    def read(self, name: str, start: int | None = None, end: int | None = None) -> bytes:
-        """Bytes ``[start, end)`` of file ``name`` (the whole file without a range), checked and retried."""
+    def read(self, name: str, start: int | None = None, end: int | None = None, *,
+             cancel: threading.Event | None = None) -> bytes:
+        """Bytes ``[start, end)`` of file ``name`` (the whole file without a range), checked and retried.
+
+        ``cancel`` set: no further attempt starts (a StorageError ends the read).
+        """
         url = self.url_of(name)
         want = None if start is None or end is None else end - start
 
@@ -114,12 +118,14 @@ class Remote:
                                  "a truncated body or a server that ignores Range")
             return data
 
-        return self.retry(attempt, url)
+        return self.retry(attempt, url, cancel=cancel)
 
-    def retry(self, fn: Callable[[], bytes], url: str):
+    def retry(self, fn: Callable[[], bytes], url: str, *, cancel: threading.Event | None = None):
         """Run ``fn`` until it succeeds, up to the policy's attempts; then a StorageError naming ``url``."""
         last: BaseException | None = None
         for k in range(self.policy.attempts):
+            if cancel is not None and cancel.is_set():
+                raise StorageError(f"reading {url} was cancelled")
             try:
                 return fn()
             except _PERMANENT as exc:
@@ -140,9 +146,37 @@ class Remote:
         if getattr(fs, "async_impl", False):
             from fsspec.asyn import sync
 
-            # fsspec cancels the coroutine on timeout (asyncio.wait_for), so no request outlives it
+            # fsspec cancels the coroutine on timeout (asyncio.wait_for), so no request outlives it;
+            # synchronous backends get the same bound from a watched thread
             return sync(fs.loop, fs._cat_file, url, start=start, end=end, timeout=self.policy.timeout_s)
-        return fs.cat_file(url, start=start, end=end)
+        return _call_with_timeout(lambda: fs.cat_file(url, start=start, end=end), self.policy.timeout_s)
+
+
+def _call_with_timeout(fn: Callable[[], bytes], timeout: float) -> bytes:
+    """``fn()`` in a daemon thread, waited for at most ``timeout`` seconds.
+
+    A synchronous filesystem cannot be interrupted, so on timeout the call is abandoned: its thread
+    ends whenever the backend gives up, and its filesystem object is dropped by the retry loop.
+    A thread costs ~0.1 ms, nothing next to a ranged request.
+    """
+    done = threading.Event()
+    box: list = []
+
+    def run() -> None:
+        try:
+            box.append((True, fn()))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            box.append((False, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="fastload-sync-read", daemon=True).start()
+    if not done.wait(timeout):
+        raise TimeoutError(f"no answer within {timeout:g} s")
+    ok, value = box[0]
+    if ok:
+        return value
+    raise value
 
 
 class _ShortRead(OSError):

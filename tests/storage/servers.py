@@ -47,9 +47,12 @@ class StaticServer:
     def __init__(self, root: Path):
         self.requests: collections.Counter[str] = collections.Counter()
 
+        self.connections: set = set()  # client (host, port) pairs: one per TCP connection
+
         @web.middleware
         async def count(request, handler):
             self.requests[request.path] += 1
+            self.connections.add(request.transport.get_extra_info("peername"))
             return await handler(request)
 
         app = web.Application(middlewares=[count])

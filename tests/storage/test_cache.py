@@ -254,3 +254,161 @@ def test_the_loader_reads_shards_the_prefetcher_fetched(big, tmp_path):
     st = loader.stats()["storage"]
     assert st["disk_misses"] <= 2 and st["disk_hits"] >= ds.n_shards - 2, st
     assert st["bytes_downloaded"] == local.manifest.n_bytes
+
+
+def _release_maps():
+    import gc
+
+    gc.collect()  # the shards' maps (and their shared locks) go with the last view
+
+
+def test_clear_under_a_running_job_keeps_it_working(served, local, tmp_path):
+    from fastload.storage.node import NodeCache, dataset_key
+    from fastload.storage.config import CacheConfig
+
+    srv = StaticServer(served)
+    try:
+        url = f"{srv.url}/ds"
+        warm = fastload.open(url, cache_dir=tmp_path)
+        everything(warm)
+        del warm
+        _release_maps()
+        job = fastload.open(url, cache_dir=tmp_path)  # open, nothing mapped yet
+        node = NodeCache(CacheConfig.resolve(cache_dir=tmp_path))
+        removed, kept = node.clear(url + "/")  # the trailing '/' names the same dataset
+        assert (removed, kept) == (local.n_shards, 0) and cache_files(tmp_path) == []
+        assert (tmp_path / dataset_key(url)).is_dir()  # the job has it open: directory kept
+        assert_same(everything(job), everything(local))  # downloaded again
+        assert job.storage_stats()["storage"]["bytes_downloaded"] == local.manifest.n_bytes
+        del job
+        _release_maps()
+        node.clear(url)
+        assert not (tmp_path / dataset_key(url)).exists()  # nobody has it open: gone
+    finally:
+        srv.close()
+
+
+def test_clear_counts_kept_shards_per_dataset(served, tmp_path):
+    from fastload.storage.node import NodeCache, dataset_key
+    from fastload.storage.config import CacheConfig
+
+    servers = [StaticServer(served), StaticServer(served)]
+    try:
+        urls = sorted((f"{s.url}/ds" for s in servers), key=dataset_key)
+        first = fastload.open(urls[0], cache_dir=tmp_path)  # sorts first and keeps a shard mapped
+        first[0]
+        other = fastload.open(urls[1], cache_dir=tmp_path)
+        everything(other)
+        del other
+        _release_maps()
+        removed, kept = NodeCache(CacheConfig.resolve(cache_dir=tmp_path)).clear()
+        assert kept == 1 and removed > 0
+        assert not (tmp_path / dataset_key(urls[1])).exists()
+        assert (tmp_path / dataset_key(urls[0])).is_dir()
+    finally:
+        for s in servers:
+            s.close()
+
+
+def test_a_crashed_downloads_temporary_does_not_hold_room(big, tmp_path):
+    import fcntl
+
+    srv, local = big
+    biggest = int(local.manifest.shard_bytes.max())
+    ds = fastload.open(f"{srv.url}/ds", cache_dir=tmp_path, cache_limit=biggest * 3)
+    cache = ds.locator.cache
+    cache.wait_timeout = 2.0
+    # a dead process's preallocated download of shard 5 (its claim is free) fills the cache
+    stale = cache.path(5).with_name(cache.path(5).name + ".part-999999-dead")
+    with open(stale, "wb") as f:
+        f.truncate(biggest * 3 - 1)
+    np.testing.assert_array_equal(ds.get_batch([0])["id"], [0])
+    assert not stale.exists()
+    # a live download's temporary (its claim locked) does count: the error says whose shard and why
+    claim = cache.path(5).with_name(cache.path(5).name + ".claim")
+    fd = os.open(claim, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with open(stale, "wb") as f:
+            f.truncate(biggest * 3 - 1)
+        del ds
+        _release_maps()
+        ds = fastload.open(f"{srv.url}/ds", cache_dir=tmp_path, cache_limit=biggest * 3)
+        ds.locator.cache.wait_timeout = 1.0
+        last = len(local) - 1
+        with pytest.raises(StorageError, match=rf"shard {local.n_shards - 1} of {srv.url}/ds .*node-wide"):
+            ds.get_batch([last])
+    finally:
+        os.close(fd)
+
+
+def test_malformed_hint_files_protect_nothing(big, tmp_path):
+    srv, _ = big
+    cache = fastload.open(f"{srv.url}/ds", cache_dir=tmp_path).locator.cache
+    hints = cache.dir / "hints"
+    hints.mkdir(exist_ok=True)
+    (hints / "a-1.json").write_text("{}")
+    (hints / "b-2.json").write_text('{"protected": 5, "next_use": []}')
+    (hints / "c-3.json").write_text('[1, 2]')
+    assert cache.node.hints() == ({}, set())
+    assert cache.node.evict(1) == 0  # nothing cached, and no KeyError
+
+
+def test_breaking_out_of_an_epoch_over_a_stalled_server_returns_at_once(served, local, tmp_path):
+    srv = FaultyServer(served, every=10**9)
+    try:
+        ds = fastload.open(f"{srv.url}/ds", cache_dir=tmp_path, timeout=30, retries=5)
+        ds.get_batch([0])  # shard 0 is cached; every later request stalls
+        srv.stall = True
+        it = iter(fastload.DataLoader(ds, batch_size=50, num_workers=0))
+        next(it)
+        deadline = time.monotonic() + 10
+        while not any(".part-" in p.name for p in cache_files(tmp_path)):  # the prefetcher is stuck
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        t0 = time.monotonic()
+        it.close()
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        srv.stall = False
+        srv.close()
+
+
+def test_downloads_reuse_connections_across_shards(big, tmp_path):
+    _, local = big
+    srv = StaticServer(Path(local.root).parent)
+    try:
+        ds = fastload.open(f"{srv.url}/ds", cache_dir=tmp_path)
+        ds.locator.cache.chunk_bytes = 4096  # several ranges per shard: the parallel path
+        assert_same(everything(ds), everything(local))
+        assert local.n_shards >= 12
+        # one filesystem per download thread, kept: not a new connection pool per shard
+        assert len(srv.connections) <= ds.locator.cache.parallel + 2, srv.connections
+    finally:
+        srv.close()
+
+
+def test_counter_files_of_ended_processes_are_folded_into_totals(served, local, tmp_path):
+    from fastload.storage.counters import read_totals
+
+    srv = StaticServer(served)
+    try:
+        url = f"{srv.url}/ds"
+        ctx = mp.get_context("spawn")
+        for _ in range(2):  # two worker processes of one loader, one after the other
+            child = ctx.Process(target=read_all, args=(url, str(tmp_path)), kwargs={"group": "g"})
+            child.start()
+            child.join(60)
+            assert child.exitcode == 0
+        a = fastload.open(url, cache_dir=tmp_path, stats_group="g")  # folds the ended ones
+        b = fastload.open(url, cache_dir=tmp_path, stats_group="g")
+        a[0], b[1]  # two datasets of one process and group share its file
+        (counters,) = tmp_path.glob("*/counters")
+        names = sorted(p.name for p in counters.iterdir() if not p.name.startswith("."))
+        assert names == [f"g-{os.getpid()}.bin", "g.totals"], names
+        st = a.storage_stats()["storage"]
+        assert st["bytes_downloaded"] == local.manifest.n_bytes  # nothing lost in the fold
+        assert st["disk_misses"] == local.n_shards and st["disk_hits"] == local.n_shards + 2
+        assert read_totals(counters)["hits"] == st["disk_hits"]
+    finally:
+        srv.close()

@@ -185,3 +185,49 @@ def test_memory_tier_counts_block_cache_hits(tmp_path, served):
         assert st["memory_hits"] > st["memory_misses"] > 0
     finally:
         srv.close()
+
+
+def test_a_synchronous_backend_gets_the_timeout_too(tmp_path):
+    import fsspec
+    from fsspec.spec import AbstractFileSystem
+
+    release = threading.Event()
+
+    class StallingFS(AbstractFileSystem):
+        protocol = "stallsync"
+
+        def cat_file(self, path, start=None, end=None, **kwargs):
+            release.wait(60)  # a hung socket read, as a blocking client without a timeout does
+            raise ConnectionError("released")
+
+    fsspec.register_implementation("stallsync", StallingFS, clobber=True)
+    try:
+        remote = Remote("stallsync://bucket/ds", policy=RetryPolicy(attempts=2, timeout_s=0.5, backoff_s=0.01))
+        assert not getattr(remote.fs(), "async_impl", False)
+        t0 = time.monotonic()
+        with pytest.raises(StorageError, match="after 2 attempts: TimeoutError"):
+            remote.read("manifest.json", 0, 10)
+        assert time.monotonic() - t0 < 3
+    finally:
+        release.set()
+
+
+def test_a_reopen_after_the_dataset_was_rewritten_is_an_error(tmp_path):
+    import shutil
+
+    from .conftest import write_dataset
+
+    root = tmp_path / "served"
+    write_dataset(root / "ds", n=500)
+    srv = StaticServer(root)
+    try:
+        ds = fastload.open(f"{srv.url}/ds", cache_dir=tmp_path / "c")
+        opts = ds.open_options()
+        assert fastload.open(f"{srv.url}/ds", **opts).open_options() == opts  # unchanged: fine
+        shutil.rmtree(root / "ds")
+        write_dataset(root / "ds", n=600)  # rewritten at the same URL mid-job
+        with pytest.raises(StorageError, match="changed since the dataset was first opened"):
+            fastload.open(f"{srv.url}/ds", **opts)  # what a loader worker does
+        assert len(fastload.open(f"{srv.url}/ds", cache_dir=tmp_path / "c")) == 600  # a fresh open is fine
+    finally:
+        srv.close()

@@ -1,0 +1,39 @@
+"""``fastload.open``: a URL to a :class:`~fastload.format.dataset.Dataset`, local or remote.
+
+It sits above both ``format`` (which knows only locators) and ``storage`` (which provides the
+remote one), so neither imports the other upward.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .format.dataset import Dataset
+from .storage.locator import RemoteShards
+
+
+def open_dataset(url: str | os.PathLike, *, verify: str = "first", block_cache: int | str = "64MB",
+                 storage_options: dict | None = None, cache_dir: str | os.PathLike | None = None,
+                 cache_limit: int | str | None = None, timeout: float = 60.0, retries: int = 5,
+                 stats_group: str | None = None, manifest_checksum: str | None = None) -> Dataset:
+    """Open a dataset: a local directory (read in place, never copied) or any fsspec URL.
+
+    Remote datasets (``s3://``, ``gs://``, ``https://``, ...) are read through the node's shard
+    cache (:mod:`fastload.storage`): ``storage_options`` go to the fsspec filesystem;
+    ``cache_dir`` and ``cache_limit`` (e.g. ``"200GB"``) default to ``FASTLOAD_CACHE_DIR`` /
+    ``FASTLOAD_CACHE_LIMIT``, the config file, then ``~/.cache/fastload`` with no limit. The limit
+    is node-wide: every rank, worker and job sharing the cache directory counts against it, so set
+    it for all of them. Each request gets ``timeout`` seconds and ``retries`` attempts.
+    ``stats_group`` and ``manifest_checksum`` are internal: the loader's workers reopen the dataset
+    with them so their counters add up and they read the manifest the loader planned with.
+    """
+    text = os.fspath(url)
+    scheme = text.split("://", 1)[0].lower() if "://" in text else "file"
+    if scheme == "file":
+        if storage_options:
+            raise ValueError(f"storage_options apply to remote URLs; {text} is a local dataset")
+        return Dataset(text.split("://", 1)[-1], verify=verify, block_cache=block_cache)
+    locator = RemoteShards(text, storage_options=storage_options, cache_dir=cache_dir, cache_limit=cache_limit,
+                           timeout=timeout, retries=retries, stats_group=stats_group,
+                           manifest_checksum=manifest_checksum)
+    return Dataset(text, verify=verify, block_cache=block_cache, locator=locator)
