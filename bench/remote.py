@@ -13,7 +13,9 @@ Each measured run is a fresh Python process (``--child``) that opens its system 
 directory (no limit for any system) and runs a shuffled epoch of batches of 64 with 2 workers:
 *cold* (everything crosses the link) and then, on the same cache, *warm*. Reported: time to first
 batch (open + iter + next, imports excluded), epoch seconds, and the cold epoch's rate as a
-fraction of the cap (dataset bytes on disk / epoch seconds). Systems run interleaved ``--repeats``
+fraction of the cap (dataset bytes on disk / epoch seconds) and of what the link delivers to a plain
+client in the same run (``link``: fastload's files fetched by urllib, 4 GETs at a time: the proxy and
+server share the 2 cores with the client, so the cap itself is not reachable). Systems run interleaved ``--repeats``
 times; tables show medians with the (min-max) range.
 
     .venv-bench/bin/python -m bench.remote --quick              # ~20 MB, 1 repeat, under a minute
@@ -36,6 +38,7 @@ from . import datasets, peers
 from .common import DEFAULT_DATA_DIR, fmt_range, interleaved, machine_info, med, print_machine, print_table, write_json
 
 SYSTEMS = ("fastload", "mds", "litdata")
+LINK_STREAMS = 4  # the reference download's parallel GETs (fastload's own: 2 shards x 4 ranges)
 WRITERS = {"fastload": peers.fastload_pack, "mds": peers.mds_tokens, "litdata": peers.litdata_tokens}
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
           "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/dev/null",
@@ -140,8 +143,34 @@ class Link:
 
 
 # -- one measured run, in a fresh process ---------------------------------------------------------
+def _link_child(url: str, streams: int = LINK_STREAMS) -> dict:
+    """What the link delivers to a plain client: fastload's files, ``streams`` GETs at a time."""
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastload.format.manifest import Manifest
+
+    base = f"{url}/bench/fastload"
+
+    def get(name: str) -> int:
+        n = 0
+        with urllib.request.urlopen(f"{base}/{name}") as r:
+            while chunk := r.read(1 << 20):
+                n += len(chunk)
+        return n
+
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(f"{base}/manifest.json") as r:
+        names = list(Manifest.loads(r.read(), base).shard_names)
+    with ThreadPoolExecutor(streams) as pool:
+        total = sum(pool.map(get, names))
+    return {"first_batch_s": float("nan"), "epoch_s": time.perf_counter() - t0, "batches": 0, "bytes": total}
+
+
 def _child(system: str, url: str, cache: str) -> dict:
     os.environ.update(S3_ENV)
+    if system == "link":
+        return _link_child(url)
     if system == "fastload":
         import fastload
         from fastload import DataLoader  # noqa: F401 - imports torch now, outside the timing
@@ -235,6 +264,9 @@ def main(argv=None) -> int:
     chosen = peers.installed([s for s in args.systems.split(",") if s])
     skipped = {s: "not installed" for s in args.systems.split(",") if s and s not in chosen}
     root, sizes = prepare(args.data_dir, scale, chosen)
+    if "fastload" in chosen:  # the reference: what the link and server give a plain client, same run
+        chosen = ["link", *chosen]
+        sizes["link"] = sizes["fastload"]
     print(f"# link: {args.rate / 1e6:g} MB/s cap, {args.latency * 1e3:g} ms added per request; data "
           + ", ".join(f"{s} {sizes[s] / 1e6:.1f} MB" for s in chosen), flush=True)
     link = Link(root, args.rate, args.latency)
@@ -246,7 +278,7 @@ def main(argv=None) -> int:
             cache = caches / system
             shutil.rmtree(cache, ignore_errors=True)
             cold = _run_child(system, link.url, cache, timeout)
-            warm = _run_child(system, link.url, cache, timeout) if "error" not in cold else cold
+            warm = _run_child(system, link.url, cache, timeout) if "error" not in cold and system != "link" else cold
             shutil.rmtree(cache, ignore_errors=True)
             if "error" in cold:
                 return {"error": cold["error"]}
@@ -259,20 +291,27 @@ def main(argv=None) -> int:
         results = interleaved({s: measure(s) for s in chosen}, repeats)
     finally:
         link.close()
-    headers = ["system", "cold epoch s", "cold MB/s", "of cap", "first batch cold s", "warm epoch s",
+    headers = ["system", "cold epoch s", "cold MB/s", "of cap", "of link", "first batch cold s", "warm epoch s",
                "first batch warm s"]
     rows = []
+    link_runs = [r for r in results.get("link", []) if "error" not in r]
+    link_rate = med([r["cap_fraction"] for r in link_runs]) if link_runs else None
     for s in chosen:
         runs = [r for r in results[s] if "error" not in r]
         if not runs:
-            rows.append([s, "failed: " + results[s][0]["error"], "", "", "", "", ""])
+            rows.append([s, "failed: " + results[s][0]["error"], "", "", "", "", "", ""])
             continue
         col = lambda k: [r[k] for r in runs]  # noqa: E731
-        rows.append([s, fmt_range(col("cold_s")), f"{med(col('cap_fraction')) * args.rate / 1e6:.1f}",
-                     f"{100 * med(col('cap_fraction')):.0f}%", fmt_range(col("cold_first_s")),
-                     fmt_range(col("warm_s")), fmt_range(col("warm_first_s"))])
+        frac = med(col("cap_fraction"))
+        of_link = f"{100 * frac / link_rate:.0f}%" if link_rate else "–"
+        if s == "link":  # a plain download: no batches, no cache
+            rows.append([f"link ({LINK_STREAMS} plain GETs at a time)", fmt_range(col("cold_s")),
+                         f"{frac * args.rate / 1e6:.1f}", f"{100 * frac:.0f}%", "100%", "–", "–", "–"])
+            continue
+        rows.append([s, fmt_range(col("cold_s")), f"{frac * args.rate / 1e6:.1f}", f"{100 * frac:.0f}%", of_link,
+                     fmt_range(col("cold_first_s")), fmt_range(col("warm_s")), fmt_range(col("warm_first_s"))])
     for s, why in skipped.items():
-        rows.append([s, f"skipped: {why}", "", "", "", "", ""])
+        rows.append([s, f"skipped: {why}", "", "", "", "", "", ""])
     print_table(headers, rows)
     write_json(args.json, {"benchmark": "remote", "headers": headers, "rows": rows, "results": results,
                            "sizes": sizes, "rate": args.rate, "latency": args.latency, "scale": scale,

@@ -157,9 +157,9 @@ def test_a_limit_too_small_is_an_error_at_start(big, tmp_path):
     with pytest.raises(ValueError, match="cache_limit .* too small: 2 reader"):
         next(iter(loader))
     loader.close()
-    # block shuffling of these tiny shards mixes ~10 shards into a batch: known before any read
+    # a window of 8 blocks of these tiny shards spans several shards (5 here): known before any read
     loader = fastload.DataLoader(ds, batch_size=250, shuffle="block", num_workers=0)
-    with pytest.raises(ValueError, match=r"1 reader\(s\) keep up to \d\d shards"):
+    with pytest.raises(ValueError, match=r"1 reader\(s\) keep up to [4-9] shards"):
         next(iter(loader))
 
 
