@@ -12,5 +12,9 @@ pip_install() {  # keeps pip's exit status; drops the local mirror's noisy "is i
     .venv/bin/python -m pip install -q --disable-pip-version-check "$@" 2> >(grep -v "is ignored" >&2)
 }
 pip_install "$TORCH_SPEC"
-pip_install -e ".[test]"
+# keep that torch: a dependency range alone can make pip "upgrade" it to the newest CUDA build
+constraints="$(mktemp)"
+trap 'rm -f "$constraints"' EXIT
+echo "$TORCH_SPEC" > "$constraints"
+pip_install -c "$constraints" -e ".[test]"
 .venv/bin/python -c "import fastload, fastload._native, torch; print('fastload', fastload.__version__, '| torch', torch.__version__)"
