@@ -19,6 +19,8 @@ from .._sizes import parse_size
 ENV_DIR = "FASTLOAD_CACHE_DIR"
 ENV_LIMIT = "FASTLOAD_CACHE_LIMIT"
 ENV_CONFIG = "FASTLOAD_CONFIG"
+WINDOW_SHARDS = 16  # the prefetch window's defaults: 16 shards or 2 GB ahead, whichever comes first
+WINDOW_BYTES = 2 << 30
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +48,37 @@ class CacheConfig:
         if cache_limit in ("", "none", "None"):
             cache_limit = None
         return cls(cache_dir=cache_dir, cache_limit=cache_limit)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrefetchWindow:
+    """How far ahead of the slowest reader the prefetcher keeps shards: at most ``shards`` shards
+    and ``bytes`` bytes (whichever is reached first; the cache limit may shrink it further).
+
+    ``fastload.open(prefetch_window=...)`` takes an int (a number of shards, the byte bound left
+    at its default), a size string such as ``"4GB"`` (bytes, the shard bound left at its default)
+    or None (both defaults).
+    """
+
+    shards: int = WINDOW_SHARDS
+    bytes: int = WINDOW_BYTES
+    option: int | str | None = None  # what the user gave, so a worker reopens with the same
+
+    def __post_init__(self) -> None:
+        if self.shards < 1 or self.bytes < 1:
+            raise ValueError(f"prefetch_window must cover at least one shard and one byte, got "
+                             f"{self.shards} shards, {self.bytes} bytes")
+
+    @classmethod
+    def parse(cls, value: int | str | None) -> "PrefetchWindow":
+        if value is None:
+            return cls()
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise TypeError(f"prefetch_window must be a number of shards (int) or a size such as '4GB', "
+                            f"not {value!r}")
+        if isinstance(value, int):
+            return cls(shards=value, option=value)
+        return cls(bytes=parse_size(value, what="prefetch_window"), option=value)
 
 
 def _read_config_file(env: Mapping[str, str]) -> dict:

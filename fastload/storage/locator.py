@@ -15,7 +15,7 @@ from ..format.manifest import Manifest
 from ..format.spec import MANIFEST_NAME
 from .cache import DatasetCache
 from .node import NodeCache
-from .config import CacheConfig
+from .config import CacheConfig, PrefetchWindow
 from .counters import read_totals
 from .remote import Remote, RetryPolicy
 
@@ -31,8 +31,9 @@ class RemoteShards:
 
     def __init__(self, url: str, *, storage_options: dict | None = None, cache_dir=None, cache_limit=None,
                  timeout: float = 60.0, retries: int = 5, stats_group: str | None = None,
-                 manifest_checksum: str | None = None):
+                 manifest_checksum: str | None = None, prefetch_window: int | str | None = None):
         self.root = url.rstrip("/")
+        self.prefetch_window = PrefetchWindow.parse(prefetch_window)
         self.config = CacheConfig.resolve(cache_dir=cache_dir, cache_limit=cache_limit)
         self.remote = Remote(self.root, storage_options, policy=RetryPolicy(attempts=retries, timeout_s=timeout))
         self.group = stats_group or secrets.token_hex(6)
@@ -68,7 +69,8 @@ class RemoteShards:
         p = self.remote.policy
         return {"storage_options": dict(self.remote.storage_options), "cache_dir": str(self.config.cache_dir),
                 "cache_limit": self.config.cache_limit, "timeout": p.timeout_s, "retries": p.attempts,
-                "stats_group": self.group, "manifest_checksum": self.manifest_checksum}
+                "stats_group": self.group, "manifest_checksum": self.manifest_checksum,
+                "prefetch_window": self.prefetch_window.option}
 
     def note_memory(self, hits: int, misses: int) -> None:
         # the block cache reports running totals; the counters file is shared by every dataset of

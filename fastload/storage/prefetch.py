@@ -22,12 +22,11 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from .config import WINDOW_BYTES, WINDOW_SHARDS
 from .locator import MAX_OPEN
 
 log = logging.getLogger("fastload.storage")
 
-WINDOW_SHARDS = 16
-WINDOW_BYTES = 2 << 30
 # 2 shards at once, each fetched as up to 4 parallel 16 MiB ranges (cache.py): the next shard
 # starts while the last ranges and the checksum pass of the previous one finish, and the shard
 # a reader waits for shares the link with one other, not with a whole window
@@ -198,5 +197,7 @@ def start_prefetch(dataset, plan, *, num_workers: int = 0, prefetch_factor: int 
     # shards one batch touches, from the epoch's first batches: a few hundred microseconds
     per_batch = max((len(s) for s in itertools.islice(
         (np.unique(dataset.shard_of(b)) for b in plan.batches()), PEEK_BATCHES)), default=1)
+    window = dataset.locator.prefetch_window
     return Prefetcher(dataset, shard_batches, readers=max(num_workers, 1), shards_per_batch=per_batch,
-                      lag=num_workers * prefetch_factor + 1)
+                      lag=num_workers * prefetch_factor + 1, window_shards=window.shards,
+                      window_bytes=window.bytes)

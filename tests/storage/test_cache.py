@@ -245,6 +245,46 @@ def test_prefetcher_fetches_in_plan_order_within_a_window_that_fits_the_limit(bi
     assert {3, 12, 0} <= seen <= {9, 3, 12, 0}
 
 
+def test_the_prefetch_window_given_to_open_bounds_how_far_ahead_shards_are_fetched(big, tmp_path):
+    from fastload.storage.prefetch import start_prefetch
+
+    srv, local = big
+    first = np.concatenate([[0], np.cumsum(local.manifest.shard_records)[:-1]])
+
+    class Plan:  # the one method start_prefetch uses: this epoch's batches (of records), in order
+        def batches(self):
+            return iter([np.array([first[s]]) for s in (9, 3, 12, 0, 7)])
+
+    ds = fastload.open(f"{srv.url}/ds", cache_dir=tmp_path, prefetch_window=2)
+    assert ds.open_options()["prefetch_window"] == 2  # workers reopen with the same window
+    pf = start_prefetch(ds, Plan(), num_workers=0)
+    pf.lag = 0  # as if the readers were at batch 1
+    seen: set[int] = set()
+    for _ in pf.track(range(1)):
+        deadline = time.monotonic() + 10
+        while not {3, 12} <= seen and time.monotonic() < deadline:
+            seen = {s for s in range(ds.n_shards) if ds.locator.cache.is_cached(s)}
+            time.sleep(0.01)
+        time.sleep(0.3)  # time enough to (wrongly) fetch a third shard
+    pf.close()
+    seen = {s for s in range(ds.n_shards) if ds.locator.cache.is_cached(s)}
+    assert {3, 12} <= seen <= {9, 3, 12}, seen
+
+
+def test_prefetch_window_values(big, tmp_path):
+    from fastload.storage.config import WINDOW_BYTES, WINDOW_SHARDS, PrefetchWindow
+
+    assert PrefetchWindow.parse(None) == PrefetchWindow(shards=WINDOW_SHARDS, bytes=WINDOW_BYTES)
+    assert PrefetchWindow.parse(4).shards == 4 and PrefetchWindow.parse(4).bytes == WINDOW_BYTES
+    assert PrefetchWindow.parse("1GB").bytes == 10**9 and PrefetchWindow.parse("1GB").shards == WINDOW_SHARDS
+    for bad, err in ((0, ValueError), (2.5, TypeError), (True, TypeError), ("lots", ValueError)):
+        with pytest.raises(err, match="prefetch_window"):
+            PrefetchWindow.parse(bad)
+    srv, local = big
+    with pytest.raises(ValueError, match="prefetch_window applies to remote URLs"):
+        fastload.open(local.root, prefetch_window=4)
+
+
 def test_the_loader_reads_shards_the_prefetcher_fetched(big, tmp_path):
     srv, local = big
     ds = fastload.open(f"{srv.url}/ds", cache_dir=tmp_path)
