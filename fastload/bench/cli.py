@@ -7,6 +7,7 @@ import json
 import sys
 
 from ..errors import SourceError
+from ..storage.cli import add_storage_options
 from .config import SYNTHETIC_KINDS, BenchConfig
 
 # --quick: about 15 s on 2 cores; the default: about a minute (budgets below, per measurement)
@@ -51,7 +52,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--drop-all-caches", action="store_true",
                    help="implies --cold; as root, drop the whole machine's page cache when evicting the files "
                         "alone does not work (slows every other program on the machine for a while)")
-    b.add_argument("--storage-options", type=json.loads, help="JSON dict for fsspec (remote URLs)")
+    add_storage_options(b)
     b.add_argument("--cache-dir", help="local cache directory for remote datasets")
     b.add_argument("--cache-limit", help="byte limit of that cache, e.g. 200GB (default: its configured limit)")
     b.add_argument("--quick", action="store_true", help="one repeat, short runs: ~15 s on 2 cores")

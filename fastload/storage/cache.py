@@ -45,9 +45,8 @@ import numpy as np
 from ..errors import StorageError
 from ..format.codec import checksum
 from .counters import Counters, fold_dead
-from .node import (
-    CLAIM, PART, POLL_S, USERS, NodeCache, dataset_key, open_or_none, same_file, try_lock, unlink_quiet,
-)
+from .locks import open_or_none, same_file, try_lock, unlink_quiet
+from .node import CLAIM, PART, POLL_S, USERS, NodeCache, dataset_key
 from .remote import Remote
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .locks import same_file
+
 FIELDS = ("hits", "misses", "bytes_downloaded", "download_s", "wait_s", "evictions",
           "memory_hits", "memory_misses")
 _SIZE = 8 * len(FIELDS)
@@ -50,7 +52,7 @@ class Counters:
                 try:
                     # held as long as the map (which keeps a duplicate of fd): this process is alive
                     fcntl.flock(fd, fcntl.LOCK_SH)
-                    if _same_file(fd, path):  # not folded away between open and lock
+                    if same_file(fd, path):  # not folded away between open and lock
                         if os.fstat(fd).st_size < _SIZE:
                             os.ftruncate(fd, _SIZE)
                         mm = mmap.mmap(fd, _SIZE)
@@ -65,15 +67,6 @@ class Counters:
             values = self._array()
             for name, x in amounts.items():
                 values[FIELDS.index(name)] += x
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return False
-    fst = os.fstat(fd)
-    return (st.st_ino, st.st_dev) == (fst.st_ino, fst.st_dev)
 
 
 def fold_dead(directory: Path) -> int:

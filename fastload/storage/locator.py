@@ -17,7 +17,7 @@ from .cache import DatasetCache
 from .node import NodeCache
 from .config import CacheConfig, PrefetchWindow
 from .counters import read_totals
-from .remote import Remote, RetryPolicy
+from .remote import Remote, RetryPolicy, normalise_url
 
 # Shards a reader keeps mapped: the one it reads and the next, across a shard boundary inside a
 # batch. A batch spanning more shards maps them all for its duration.
@@ -32,7 +32,7 @@ class RemoteShards:
     def __init__(self, url: str, *, storage_options: dict | None = None, cache_dir=None, cache_limit=None,
                  timeout: float = 60.0, retries: int = 5, stats_group: str | None = None,
                  manifest_checksum: str | None = None, prefetch_window: int | str | None = None):
-        self.root = url.rstrip("/")
+        self.root = normalise_url(url)
         self.prefetch_window = PrefetchWindow.parse(prefetch_window)
         self.config = CacheConfig.resolve(cache_dir=cache_dir, cache_limit=cache_limit)
         self.remote = Remote(self.root, storage_options, policy=RetryPolicy(attempts=retries, timeout_s=timeout))

@@ -21,6 +21,8 @@ from ..errors import StorageError
 from .config import CacheConfig
 from .counters import read_totals
 from .eviction import Entry, choose_victims
+from .locks import held_elsewhere, open_or_none, same_file, try_lock, unlink_quiet
+from .remote import normalise_url
 
 LOCK_NAME = ".lock"
 USERS = ".users"  # in a dataset's directory: LOCK_SH by every process that has the dataset open
@@ -34,24 +36,6 @@ def dataset_key(url: str) -> str:
     """A directory name for a dataset URL: readable slug plus a hash that keeps distinct URLs apart."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", url.split("://", 1)[-1].strip("/"))[-48:].strip("_") or "dataset"
     return f"{slug}-{hashlib.sha256(url.encode()).hexdigest()[:16]}"
-
-
-def try_lock(fd: int, kind: int) -> bool:
-    try:
-        fcntl.flock(fd, kind | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-
-
-def same_file(fd: int, path: Path) -> bool:
-    """True when ``path`` still names the file open as ``fd`` (not unlinked or replaced meanwhile)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return False
-    fst = os.fstat(fd)
-    return (st.st_ino, st.st_dev) == (fst.st_ino, fst.st_dev)
 
 
 class NodeCache:
@@ -146,7 +130,7 @@ class NodeCache:
                 except FileNotFoundError:
                     continue
                 rel = os.path.relpath(e.path, self.root)
-                entries.append(Entry(key=e.path, size=st.st_size, in_use=_in_use(e.path),
+                entries.append(Entry(key=e.path, size=st.st_size, in_use=held_elsewhere(e.path),
                                      protected=rel in protected, next_use=next_use.get(rel),
                                      last_use=st.st_mtime))
             victims = choose_victims(entries, need)
@@ -248,47 +232,8 @@ class NodeCache:
                     if fd is not None:
                         os.close(fd)
                 kept += kept_here
-                if not kept_here and not _dataset_open(d):  # openers take USERS under this same lock
+                if not kept_here and not held_elsewhere(d / USERS):  # openers take USERS under this same lock
                     shutil.rmtree(d, ignore_errors=True)
         return removed, kept
 
-
-def normalise_url(url: str) -> str:
-    """The form of a dataset URL the cache is keyed by (exactly what :class:`Remote` keeps)."""
-    return url.rstrip("/")
-
-
-def _dataset_open(d: Path) -> bool:
-    """True when some process has the dataset in ``d`` open (holds LOCK_SH on its USERS file)."""
-    fd = open_or_none(d / USERS)
-    if fd is None:
-        return False
-    try:
-        return not try_lock(fd, fcntl.LOCK_EX)
-    finally:
-        os.close(fd)
-
-
-def open_or_none(path) -> int | None:
-    try:
-        return os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-
-
-def unlink_quiet(path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _in_use(path: str) -> bool:
-    fd = open_or_none(path)
-    if fd is None:
-        return False
-    try:
-        return not try_lock(fd, fcntl.LOCK_EX)
-    finally:
-        os.close(fd)
 

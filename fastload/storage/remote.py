@@ -49,6 +49,11 @@ class RetryPolicy:
         return base * (0.5 + random.random() / 2)  # jitter: processes retrying together spread out
 
 
+def normalise_url(url: str) -> str:
+    """The form of a dataset URL that Remote keeps and the cache is keyed by (no trailing '/')."""
+    return url.rstrip("/")
+
+
 def split_protocol(url: str) -> tuple[str, str]:
     """``("s3", "bucket/key")`` for ``"s3://bucket/key"``; ``("file", path)`` for a plain path."""
     if "://" not in url:
@@ -78,7 +83,7 @@ class Remote:
     """Bytes of the files under one remote URL, read with retries; safe across fork and threads."""
 
     def __init__(self, url: str, storage_options: dict | None = None, *, policy: RetryPolicy = RetryPolicy()):
-        self.url = url.rstrip("/")
+        self.url = normalise_url(url)
         self.protocol, _ = split_protocol(self.url)
         self.storage_options = dict(storage_options or {})
         self.policy = policy
