@@ -45,12 +45,12 @@ from pathlib import Path
 import numpy as np
 
 from . import datasets, peers
-from .common import (DEFAULT_DATA_DIR, fmt_range, interleaved, machine_info, med, print_machine,
+from .common import (BENCH_HOME, DEFAULT_DATA_DIR, fmt_range, interleaved, machine_info, med, print_machine,
                      print_table, tree_bytes, warm, write_json)
 from .loader_systems import BATCH, SEED, SHUFFLE_BUFFER, child  # noqa: F401  (names kept for importers)
 
 MANIFEST_SHARDS = 100_000
-SCRATCH = Path(os.environ.get("FASTLOAD_BENCH_SCRATCH", "/work/scratch/loader-bench"))
+SCRATCH = Path(os.environ.get("FASTLOAD_BENCH_SCRATCH", BENCH_HOME / "loader"))
 
 
 # -- the systems' datasets ---------------------------------------------------------------------
