@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-DEFAULT_DATA_DIR = Path(os.environ.get("FASTLOAD_BENCH_DATA", "/work/scratch/bench-data"))
+# benchmark inputs and the peers' datasets: FASTLOAD_BENCH_DATA or --data-dir overrides
+DEFAULT_DATA_DIR = Path(os.environ.get("FASTLOAD_BENCH_DATA", Path.home() / ".cache" / "fastload" / "bench"))
 PACKAGES = ("fastload", "numpy", "pyarrow", "numba", "mosaicml-streaming", "litdata", "webdataset",
             "torch", "pillow", "scikit-learn")
 
