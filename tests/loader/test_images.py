@@ -94,6 +94,7 @@ def test_eval_transform_matches_pillow(ds, crops):
     resolution (no DCT reduction): PSNR >= 30 dB."""
     from fastload.image.decode import dct_factor
 
+    from tests.image import torchvision_reference as tv
     from tests.image.conftest import psnr
 
     loader = DataLoader(ds, batch_size=6, transforms={"image": [Resize(40), CenterCrop(28)]})
@@ -102,11 +103,12 @@ def test_eval_transform_matches_pillow(ds, crops):
     for k, data in enumerate(crops):
         img = Image.open(io.BytesIO(data))
         w, h = img.size
-        side = 28 * min(w, h) / 40
-        box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+        nh, nw = tv.resized_size(h, w, 40)  # torchvision's whole-pixel resize and crop, as one box
+        top, left = tv.center_crop_offsets(nh, nw, 28, 28)
+        box = (left * w / nw, top * h / nh, (left + 28) * w / nw, (top + 28) * h / nh)
         full = np.asarray(img.convert("RGB").resize((28, 28), Image.BILINEAR, box=box))
         assert psnr(got[k], full) >= 30, k
-        f = dct_factor(h, w, side, side, 28, 28)
+        f = dct_factor(h, w, box[3] - box[1], box[2] - box[0], 28, 28)
         img = Image.open(io.BytesIO(data))
         if f > 1:
             img.draft("RGB", (w // f, h // f))
