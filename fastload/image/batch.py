@@ -22,8 +22,8 @@ from .decode import Probe, dct_factor, decode_error, decode_rgb, probe
 from .pipeline import ImagePipeline
 
 # Boxes of at most this many times the output's rows take the horizontal-first kernel (uint8
-# NHWC only): the two kernels break even near 1.25 (see resample_rows_u8).
-ROWS_FIRST_MAX = 1.2
+# NHWC only): the two kernels break even near 1.05 (see resample_rows_u8).
+ROWS_FIRST_MAX = 1.05
 # The JPEG output buffer a decoder keeps between batches: 2048 x 2048 RGB covers the decoded size
 # of any photo the DCT reduction leaves at most that big; a larger image gets a buffer of its own,
 # dropped after it, so one outlier does not pin its size in every worker for the loader's life.
