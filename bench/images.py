@@ -19,7 +19,8 @@ one epoch, capped at ``--cap`` seconds; the rate is images after the first batch
 first batch (the first batch's time, where FFCV compiles for 14–19 s, is its own column).
 
 The practical limit is measured in the same run, in this process: the single-core decode rate of
-Pillow (``Image.open(...).convert("RGB")``) and of simplejpeg over the same files, times the cores.
+Pillow (``Image.open(...).convert("RGB")``) and of simplejpeg over the same files, and of
+fastload's window decode of the train transform's windows (``fastload.image.window``), times the cores.
 Systems run interleaved (A, B, C, A, B, C, ...), ``--repeats`` times; medians (min–max).
 
     .venv-bench/bin/python -m bench.images [--quick] [--repeats 3] [--cap 30] [--json out.json]
@@ -73,8 +74,10 @@ def _rrc_box(w: int, h: int, rnd: random.Random) -> tuple[int, int, int, int]:
         if 0 < cw <= w and 0 < ch <= h:
             top, left = rnd.randint(0, h - ch), rnd.randint(0, w - cw)
             return left, top, left + cw, top + ch
-    side = min(w, h)
-    return (w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2
+    in_ratio = w / h  # the fallback: the whole image, cut to the nearest allowed ratio
+    cw, ch = (w, int(round(w * 3 / 4))) if in_ratio < 3 / 4 else ((int(round(h * 4 / 3)), h) if in_ratio > 4 / 3 else (w, h))
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return left, top, left + cw, top + ch
 
 
 def pil_transform(data: bytes, transform: str, rnd: random.Random) -> np.ndarray:
@@ -87,10 +90,10 @@ def pil_transform(data: bytes, transform: str, rnd: random.Random) -> np.ndarray
         img = img.resize((SIZE, SIZE), Image.BILINEAR, box=_rrc_box(w, h, rnd))
         if rnd.random() < 0.5:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
-    else:
-        s = RESIZE / min(w, h)
-        img = img.resize((max(RESIZE, round(w * s)), max(RESIZE, round(h * s))), Image.BILINEAR)
-        left, top = (img.size[0] - SIZE) // 2, (img.size[1] - SIZE) // 2
+    else:  # torchvision's Resize(RESIZE) + CenterCrop(SIZE): whole-pixel sizes and offsets
+        long = int(RESIZE * max(w, h) / min(w, h))
+        img = img.resize((RESIZE, long) if w <= h else (long, RESIZE), Image.BILINEAR)
+        left, top = int(round((img.size[0] - SIZE) / 2.0)), int(round((img.size[1] - SIZE) / 2.0))
         img = img.crop((left, top, left + SIZE, top + SIZE))
     return np.asarray(img)
 
@@ -242,18 +245,40 @@ def child(system: str, transform: str, path: Path, cap: float) -> dict:
 
 
 # -- the practical limit, in this process --------------------------------------------------------
+def _train_windows(blobs: list[bytes]) -> list[tuple[int, int, int, int]]:
+    """The window fastload decodes of each JPEG for the train transform (its planner's boxes)."""
+    import simplejpeg
+
+    from fastload.image import RandomResizedCrop, window
+    from fastload.image.pipeline import ImagePipeline
+
+    sizes = np.array([simplejpeg.decode_jpeg_header(b)[:2] for b in blobs])
+    boxes, _ = ImagePipeline.of([RandomResizedCrop(SIZE)]).plan(sizes[:, 0], sizes[:, 1], SEED, 0,
+                                                                np.arange(len(blobs)))
+    return [window.window_of(tuple(box), SIZE, SIZE, int(h), int(w)) for box, (h, w) in zip(boxes.tolist(), sizes)]
+
+
 def decode_limit(files: list[str], seconds: float = 3.0) -> dict[str, float]:
-    """Single-core decode rates (images/s) over ``files``: Pillow and simplejpeg, each for ~``seconds``."""
+    """Single-core decode rates (images/s) over ``files``, each for ~``seconds``: Pillow and
+    simplejpeg decoding whole images, and fastload's window decode (fast IDCT) of the train
+    transform's windows, where Pillow ships a libjpeg-turbo it can open."""
     import simplejpeg
     from PIL import Image
 
+    from fastload.image import window
+
     blobs = [Path(p).read_bytes() for p in files]
+    decoders = [("pillow", lambda k: Image.open(io.BytesIO(blobs[k])).convert("RGB").load()),
+                ("simplejpeg", lambda k: simplejpeg.decode_jpeg(blobs[k], "RGB"))]
+    lib = window.library()
+    if lib.handle is not None:
+        windows, buf = _train_windows(blobs), np.empty(4096 * 4096 * 3, np.uint8)
+        decoders.append(("window", lambda k: window.decode_window(lib, blobs[k], 1, windows[k], buf, True)))
     out = {}
-    for name, fn in (("pillow", lambda b: Image.open(io.BytesIO(b)).convert("RGB").load()),
-                     ("simplejpeg", lambda b: simplejpeg.decode_jpeg(b, "RGB"))):
+    for name, fn in decoders:
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
-            fn(blobs[n % len(blobs)])
+            fn(n % len(blobs))
             n += 1
         out[name] = n / (time.perf_counter() - t0)
     return out
@@ -332,21 +357,24 @@ def main(argv=None) -> int:
     limit_ref = med(pillow) * cores
     torch_ref = {t: med([r["images_s"] for r in results[f"torch|{t}"]]) for t in transforms
                  if f"torch|{t}" in results}
-    headers = ["system", "transform", "images/s", "first batch s", "× torch+Pillow", "% of Pillow limit"]
+    ffcv_ref = {t: med([r["images_s"] for r in results[f"ffcv|{t}"]]) for t in transforms
+                if f"ffcv|{t}" in results}
+    headers = ["system", "transform", "images/s", "first batch s", "× torch+Pillow", "× FFCV", "% of Pillow limit"]
     rows = []
     for t in transforms:
         for s in systems:
             rs = results[f"{s}|{t}"]
             rate = [r["images_s"] for r in rs]
-            ref = torch_ref.get(t)
-            rows.append([s, t, fmt_rate(rate), fmt_range([r["first_batch_s"] for r in rs]),
-                         f"{med(rate) / ref:.2f}" if ref else "–", f"{100 * med(rate) / limit_ref:.0f}%"])
-    rows.append(["limit: Pillow decode × cores", "decode only", fmt_rate([p * cores for p in pillow]), "–",
-                 "–", "100%"])
-    rows.append(["limit: simplejpeg decode × cores", "decode only", fmt_rate([s * cores for s in sj]), "–",
-                 "–", f"{100 * med(sj) / med(pillow):.0f}%"])
+            ratios = [f"{med(rate) / ref[t]:.2f}" if ref.get(t) else "–" for ref in (torch_ref, ffcv_ref)]
+            rows.append([s, t, fmt_rate(rate), fmt_range([r["first_batch_s"] for r in rs]), *ratios,
+                         f"{100 * med(rate) / limit_ref:.0f}%"])
+    limits = [("Pillow", pillow), ("simplejpeg", sj), ("fastload train-window", [r["window"] for r in lim if "window" in r])]
+    for name, rates in limits:
+        if rates:
+            rows.append([f"limit: {name} decode × cores", "decode only", fmt_rate([r * cores for r in rates]), "–",
+                         "–", "–", f"{100 * med(rates) / med(pillow):.0f}%"])
     for s, why in skipped.items():
-        rows.append([s, "–", f"skipped: {why}", "–", "–", "–"])
+        rows.append([s, "–", f"skipped: {why}", "–", "–", "–", "–"])
     print()
     text = print_table(headers, rows)
     write_json(a.json, {"benchmark": "images", "headers": headers, "rows": rows, "table": text,
