@@ -99,14 +99,7 @@ class BatchImageDecoder:
             y0, x0, y1, x1 = y0 / f, x0 / f, y1 / f, x1 / f
             t = perf_counter()
             try:
-                if p.kind == "jpeg" and lib.handle is not None and window.complete(data):
-                    h, w = -(-p.height // f), -(-p.width // f)
-                    win = window.window_of((y0, x0, y1, x1), oh, ow, h, w)
-                    pixels, top, left = window.decode_window(lib, data, f, win, self._buf((win[2] - win[0]) * w * 3),
-                                                             fast=True)
-                    y0, x0, y1, x1 = y0 - top, x0 - left, y1 - top, x1 - left
-                else:
-                    pixels = decode_rgb(data, p, f, self._buf(-(-p.height // f) * -(-p.width // f) * 3), fast=True)
+                pixels, (y0, x0, y1, x1) = self._decode(data, p, f, (y0, x0, y1, x1), lib)
             except Exception as exc:
                 raise self._error(int(indices[k]), exc, locate) from exc
             t1 = perf_counter()
@@ -119,6 +112,22 @@ class BatchImageDecoder:
         if timings is not None:
             timings["decode"] = timings.get("decode", 0.0) + decode_s
             timings["resize"] = timings.get("resize", 0.0) + resample_s  # probing and planning: "read"
+
+    def _decode(self, data, p: Probe, f: int, box: tuple, lib: window.WindowLibrary) -> tuple[np.ndarray, tuple]:
+        """The pixels the resample of ``box`` (in the image scaled by 1/``f``) reads, and the box in
+        them: a JPEG's window where the window decoder can, else the whole (scaled) image."""
+        h, w = -(-p.height // f), -(-p.width // f)
+        if p.kind == "jpeg" and lib.handle is not None and window.complete(data):
+            win = window.window_of(box, *self.pipeline.size, h, w)
+            try:
+                pixels, top, left = window.decode_window(lib, data, f, win, self._buf((win[2] - win[0]) * w * 3),
+                                                         fast=True)
+            except ValueError:
+                pass  # corrupt, or a JPEG the window decoder cannot read (e.g. lossless): the whole decode decides
+            else:
+                y0, x0, y1, x1 = box
+                return pixels, (y0 - top, x0 - left, y1 - top, x1 - left)
+        return decode_rgb(data, p, f, self._buf(h * w * 3), fast=True), box
 
     def _error(self, index: int, exc: BaseException, locate: Callable[[int], str]) -> RecordDecodeError:
         return decode_error(self.field, index, exc, locate)

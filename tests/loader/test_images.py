@@ -82,6 +82,20 @@ def test_window_decoding_gives_the_whole_decodes_pixels(ds, monkeypatch, ops):
     assert diff.max() <= 1 and (diff > 0).float().mean() < 0.001
 
 
+def test_a_jpeg_the_window_decoder_refuses_is_decoded_whole(ds, monkeypatch):
+    """A ValueError from the window decoder (a lossless or 12-bit JPEG it cannot read, or corrupt
+    data) hands the image to the whole decode, which gives its pixels or raises as before."""
+    from fastload.image import window
+
+    def refuse(*args, **kwargs):
+        raise ValueError("JPEG window decode failed: Unsupported JPEG process")
+
+    monkeypatch.setattr(window, "decode_window", refuse)
+    refused = epoch(DataLoader(ds, batch_size=8, transforms={"image": TRAIN}))
+    monkeypatch.setattr(window, "library", lambda: window.WindowLibrary(reason="off for this test"))
+    assert same(refused, epoch(DataLoader(ds, batch_size=8, transforms={"image": TRAIN})))
+
+
 def test_without_transforms_an_image_field_is_its_stored_bytes(ds, crops):
     batch = next(iter(DataLoader(ds, batch_size=4)))
     assert batch["image"] == crops[:4]
