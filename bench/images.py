@@ -21,7 +21,8 @@ first batch (the first batch's time, where FFCV compiles for 14–19 s, is its o
 The practical limit is measured in the same run, in this process: the single-core decode rate of
 Pillow (``Image.open(...).convert("RGB")``) and of simplejpeg over the same files, and of
 fastload's window decode of the train transform's windows (``fastload.image.window``), times the cores.
-Systems run interleaved (A, B, C, A, B, C, ...), ``--repeats`` times; medians (min–max).
+Systems run interleaved (A, B, C, A, B, C, ...), ``--repeats`` times; medians (min–max). The
+"×" columns are medians of the ratios within each repeat (paired runs, minutes apart).
 
     .venv-bench/bin/python -m bench.images [--quick] [--repeats 3] [--cap 30] [--json out.json]
 """
@@ -355,19 +356,23 @@ def main(argv=None) -> int:
     pillow = [r["pillow"] for r in lim]
     sj = [r["simplejpeg"] for r in lim]
     limit_ref = med(pillow) * cores
-    torch_ref = {t: med([r["images_s"] for r in results[f"torch|{t}"]]) for t in transforms
-                 if f"torch|{t}" in results}
-    ffcv_ref = {t: med([r["images_s"] for r in results[f"ffcv|{t}"]]) for t in transforms
-                if f"ffcv|{t}" in results}
+    def paired(system: str, ref: str, t: str) -> str:
+        """The median over repeats of the rate ratio within each repeat (the two ran minutes
+        apart, where the shared machine's speed drifts 1.2-2x within an hour), with its range."""
+        if f"{ref}|{t}" not in results:
+            return "–"
+        ratios = [a["images_s"] / b["images_s"] for a, b in zip(results[f"{system}|{t}"], results[f"{ref}|{t}"])
+                  if b["images_s"] > 0]
+        return fmt_range(ratios, 2) if ratios else "–"
+
     headers = ["system", "transform", "images/s", "first batch s", "× torch+Pillow", "× FFCV", "% of Pillow limit"]
     rows = []
     for t in transforms:
         for s in systems:
             rs = results[f"{s}|{t}"]
             rate = [r["images_s"] for r in rs]
-            ratios = [f"{med(rate) / ref[t]:.2f}" if ref.get(t) else "–" for ref in (torch_ref, ffcv_ref)]
-            rows.append([s, t, fmt_rate(rate), fmt_range([r["first_batch_s"] for r in rs]), *ratios,
-                         f"{100 * med(rate) / limit_ref:.0f}%"])
+            rows.append([s, t, fmt_rate(rate), fmt_range([r["first_batch_s"] for r in rs]), paired(s, "torch", t),
+                         paired(s, "ffcv", t), f"{100 * med(rate) / limit_ref:.0f}%"])
     limits = [("Pillow", pillow), ("simplejpeg", sj), ("fastload train-window", [r["window"] for r in lim if "window" in r])]
     for name, rates in limits:
         if rates:
