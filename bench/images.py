@@ -295,6 +295,41 @@ def ffcv_status() -> str | None:
     return None
 
 
+def table(results: dict, systems: list[str], transforms: list[str], skipped: dict[str, str],
+          cores: int) -> tuple[list[str], list[list[str]]]:
+    """The table of a run: rates, first batches, the paired ratios and the decode limits."""
+    lim = results["limit"]
+    pillow = [r["pillow"] for r in lim]
+    limit_ref = med(pillow) * cores
+
+    def paired(system: str, ref: str, t: str) -> str:
+        """The median over repeats of the rate ratio within each repeat (the two ran minutes
+        apart, where the shared machine's speed drifts 1.2-2x within an hour), with its range."""
+        if f"{ref}|{t}" not in results:
+            return "–"
+        ratios = [a["images_s"] / b["images_s"] for a, b in zip(results[f"{system}|{t}"], results[f"{ref}|{t}"])
+                  if b["images_s"] > 0]
+        return f"{med(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})" if ratios else "–"
+
+    headers = ["system", "transform", "images/s", "first batch s", "× torch+Pillow", "× FFCV", "% of Pillow limit"]
+    rows = []
+    for t in transforms:
+        for s in systems:
+            rs = results[f"{s}|{t}"]
+            rate = [r["images_s"] for r in rs]
+            rows.append([s, t, fmt_rate(rate), fmt_range([r["first_batch_s"] for r in rs]), paired(s, "torch", t),
+                         paired(s, "ffcv", t), f"{100 * med(rate) / limit_ref:.0f}%"])
+    limits = [("Pillow", pillow), ("simplejpeg", [r["simplejpeg"] for r in lim]),
+              ("fastload train-window", [r["window"] for r in lim if "window" in r])]
+    for name, rates in limits:
+        if rates:
+            rows.append([f"limit: {name} decode × cores", "decode only", fmt_rate([r * cores for r in rates]), "–",
+                         "–", "–", f"{100 * med(rates) / med(pillow):.0f}%"])
+    for s, why in skipped.items():
+        rows.append([s, "–", f"skipped: {why}", "–", "–", "–", "–"])
+    return headers, rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="2,000 images, 1 repeat, 2 s cap (< 90 s)")
@@ -351,35 +386,7 @@ def main(argv=None) -> int:
     jobs["limit"] = lambda: decode_limit(files[:500], 1.0 if a.quick else 4.0)
     results = interleaved(jobs, repeats)
 
-    cores = os.cpu_count() or 1
-    lim = results["limit"]
-    pillow = [r["pillow"] for r in lim]
-    sj = [r["simplejpeg"] for r in lim]
-    limit_ref = med(pillow) * cores
-    def paired(system: str, ref: str, t: str) -> str:
-        """The median over repeats of the rate ratio within each repeat (the two ran minutes
-        apart, where the shared machine's speed drifts 1.2-2x within an hour), with its range."""
-        if f"{ref}|{t}" not in results:
-            return "–"
-        ratios = [a["images_s"] / b["images_s"] for a, b in zip(results[f"{system}|{t}"], results[f"{ref}|{t}"])
-                  if b["images_s"] > 0]
-        return fmt_range(ratios, 2) if ratios else "–"
-
-    headers = ["system", "transform", "images/s", "first batch s", "× torch+Pillow", "× FFCV", "% of Pillow limit"]
-    rows = []
-    for t in transforms:
-        for s in systems:
-            rs = results[f"{s}|{t}"]
-            rate = [r["images_s"] for r in rs]
-            rows.append([s, t, fmt_rate(rate), fmt_range([r["first_batch_s"] for r in rs]), paired(s, "torch", t),
-                         paired(s, "ffcv", t), f"{100 * med(rate) / limit_ref:.0f}%"])
-    limits = [("Pillow", pillow), ("simplejpeg", sj), ("fastload train-window", [r["window"] for r in lim if "window" in r])]
-    for name, rates in limits:
-        if rates:
-            rows.append([f"limit: {name} decode × cores", "decode only", fmt_rate([r * cores for r in rates]), "–",
-                         "–", "–", f"{100 * med(rates) / med(pillow):.0f}%"])
-    for s, why in skipped.items():
-        rows.append([s, "–", f"skipped: {why}", "–", "–", "–", "–"])
+    headers, rows = table(results, systems, transforms, skipped, os.cpu_count() or 1)
     print()
     text = print_table(headers, rows)
     write_json(a.json, {"benchmark": "images", "headers": headers, "rows": rows, "table": text,
