@@ -33,12 +33,13 @@ EDGE_MARGIN = 2
 
 
 class WindowLibrary:
-    """An opened libjpeg-turbo (``handle`` is fastload._jpeg's capsule), or why there is none."""
+    """An opened libjpeg-turbo (``handle`` is fastload._jpeg's capsule, ``decode`` its
+    ``decode_window``), or why there is none."""
 
-    __slots__ = ("handle", "path", "reason")
+    __slots__ = ("handle", "path", "reason", "decode")
 
-    def __init__(self, handle=None, path: str | None = None, reason: str | None = None):
-        self.handle, self.path, self.reason = handle, path, reason
+    def __init__(self, handle=None, path: str | None = None, reason: str | None = None, decode=None):
+        self.handle, self.path, self.reason, self.decode = handle, path, reason, decode
 
 
 def _candidates() -> list[str]:
@@ -50,8 +51,9 @@ def _candidates() -> list[str]:
     found = []
     try:
         with open("/proc/self/maps") as maps:
-            for line in maps:
-                path = line.split(maxsplit=5)[-1].strip() if line.count(" ") >= 5 else ""
+            for line in maps:  # address perms offset device inode [path]
+                fields = line.split(maxsplit=5)
+                path = fields[5].strip() if len(fields) == 6 else ""
                 if os.path.basename(path).startswith("libjpeg") and path not in found:
                     found.append(path)
     except OSError:
@@ -79,7 +81,7 @@ def library() -> WindowLibrary:
     reasons = []
     for path in paths:
         try:
-            return WindowLibrary(_jpeg.load(path), path)
+            return WindowLibrary(_jpeg.load(path), path, decode=_jpeg.decode_window)
         except OSError as exc:
             reasons.append(str(exc))
     return WindowLibrary(reason="; ".join(reasons) or "Pillow ships no libjpeg here")
@@ -107,8 +109,6 @@ def decode_window(lib: WindowLibrary, data, factor: int, window: tuple[int, int,
                   fast: bool) -> tuple[np.ndarray, int, int]:
     """Decode ``window`` (of the image scaled by 1/``factor``) into ``buffer``: the ``(h, w, 3)``
     pixels and the decoded window's top row and left column (the columns widen to libjpeg's blocks)."""
-    from .. import _jpeg
-
     top, left, bottom, right = window
-    top, left, h, w = _jpeg.decode_window(lib.handle, data, buffer, factor, top, left, bottom, right, int(fast))
+    top, left, h, w = lib.decode(lib.handle, data, buffer, factor, top, left, bottom, right, int(fast))
     return buffer[:h * w * 3].reshape(h, w, 3), top, left
