@@ -2,7 +2,8 @@
 
 Input: ``bench/datasets.py``'s JPEGs (20,000 real-photo crops of scikit-learn's two sample
 photographs, 256–500 px per side, quality 90, 10 classes; ``--quick``: 2,000), each system's
-dataset written once by its own writer (cached under ``<data-dir>/images/jpegs-<n>/<system>``).
+dataset written once by its own writer (cached under ``<data-dir>/images/jpegs-<n>/<system>``;
+``--data-dir`` defaults to ``$FASTLOAD_BENCH_DATA`` or ``~/.cache/fastload/bench``).
 Two transforms, uint8 output, batches of 64, shuffled, 2 workers everywhere:
 
 * ``train``: RandomResizedCrop(224) + RandomHorizontalFlip, NHWC uint8;
@@ -336,7 +337,8 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", type=float, default=None, help="fraction of the 20,000 images")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--cap", type=float, default=None, help="seconds per epoch run (default 60; quick 2)")
-    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                    help="inputs and the peers' datasets (default: $FASTLOAD_BENCH_DATA or ~/.cache/fastload/bench)")
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--transforms", default=",".join(TRANSFORMS))
     ap.add_argument("--json", type=Path, default=None)
