@@ -2,12 +2,16 @@
 
 A CSV file cannot be cut at arbitrary bytes (a quoted value may hold newlines), so files are the
 unit of parallelism. Rows with the wrong number of fields become :class:`BadRow` markers with
-their line number; blank lines are skipped.
+their line number and pyarrow's own reason; blank lines are skipped. The bytes pass through a
+quote scanner on their way to pyarrow: a quoted value still open at the end of the file (which
+pyarrow accepts, swallowing every later line into that one value) makes its record a bad row
+naming the line where the quote opened.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -17,10 +21,29 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ...errors import SourceError
-from .base import BadRow, Chunk, Source, SourceInfo
+from .base import BadRow, Chunk, Source, SourceInfo, describe_files, sorted_paths
+from .compressed import STREAM_ERRORS, open_input, read_error, without_compression
+from .text_streams import QuoteWatch, WhitespaceToTabs
 
 SUFFIXES = (".csv", ".tsv")
+WHITESPACE = "whitespace"  # the --delimiter value for fields separated by runs of spaces and tabs
+_DELIMITER_NAMES = {"\\t": "\t", "tab": "\t", "space": " ", "comma": ",", "semicolon": ";", "pipe": "|"}
 _BLOCK_BYTES = 4 << 20
+_ROW_IN_MESSAGE = re.compile(r"Row #(\d+)")
+
+
+def parse_delimiter(text: str | None) -> str | None:
+    """A --delimiter value: one character, an escape or name (``\\t``, ``tab``, ``semicolon``...),
+    or ``whitespace``; None keeps the default (tab for ``.tsv``, else comma)."""
+    if text is None or text == WHITESPACE:
+        return text
+    value = _DELIMITER_NAMES.get(text.lower() if len(text) > 1 else text, text)
+    if len(value) != 1 or value in "\"\r\n":
+        raise SourceError(
+            f"delimiter must be one character (not a quote or newline), an escape or name "
+            f"({', '.join(_DELIMITER_NAMES)}) or {WHITESPACE!r}; got {text!r}"
+        )
+    return value
 
 
 @dataclass
@@ -32,25 +55,27 @@ class _Invalid:
     def handler(self, row: pacsv.InvalidRow) -> str:
         if row.number is None:  # only multi-threaded reading leaves it unknown
             return "error"
-        reason = f"expected {row.expected_columns} fields, found {row.actual_columns}"
+        # pyarrow's own wording, as it reads without the handler
+        reason = f"Expected {row.expected_columns} columns, got {row.actual_columns}"
         self.rows[row.number] = (reason, row.text)
         return "skip"
 
 
 class CsvSource(Source):
-    """CSV files with a header line (``.tsv``: tab-separated), read in sorted path order.
+    """CSV files with a header line (``.tsv``: tab-separated), plain or compressed, in sorted path order.
 
-    Column types are inferred by Arrow from each file's first 4 MB; a later value that does not
-    fit (text in a numeric column) stops the pack with a SourceError naming the column.
+    ``delimiter`` is one character, or ``"whitespace"`` for fields separated by runs of spaces
+    and tabs (leading and trailing ones ignored; a quoted value may then not span lines). Column
+    types are inferred by Arrow from each file's first 4 MB; a later value that does not fit
+    (text in a numeric column) stops the pack with a SourceError naming the line and column.
     """
 
-    def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike]) -> None:
-        if isinstance(paths, (str, os.PathLike)):
-            paths = [paths]
-        self.paths = sorted(os.fspath(p) for p in paths)
-        if not self.paths:
-            raise SourceError("no CSV files to read")
-        self.description = f"csv: {self.paths[0]} ({len(self.paths)} files)"
+    def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], *,
+                 delimiter: str | None = None) -> None:
+        self.paths = sorted_paths(paths, "CSV files")
+        self.delimiter = parse_delimiter(delimiter)
+        given = "" if self.delimiter is None else f"delimiter {self.delimiter!r}"
+        self.description = describe_files("CSV", self.paths, given)
 
     def info(self) -> SourceInfo:
         return SourceInfo(bytes_hint=sum(self.segment_bytes(p) for p in self.paths))
@@ -61,28 +86,79 @@ class CsvSource(Source):
     def segment_bytes(self, segment: str) -> int:
         try:
             return os.path.getsize(segment)
+        except FileNotFoundError:
+            raise SourceError(f"{segment}: no such file") from None
         except OSError as exc:
             raise SourceError(f"{segment}: cannot read: {exc}") from None
 
+    def _delimiter_for(self, path: str) -> str:
+        if self.delimiter is not None:
+            return self.delimiter
+        return "\t" if without_compression(path).lower().endswith(".tsv") else ","
+
     def read(self, segment: str) -> Iterator[Chunk | BadRow]:
+        delimiter = self._delimiter_for(segment)
         invalid = _Invalid()
         parse = pacsv.ParseOptions(
-            delimiter="\t" if segment.lower().endswith(".tsv") else ",",
+            delimiter="\t" if delimiter == WHITESPACE else delimiter,
             newlines_in_values=True,
             invalid_row_handler=invalid.handler,
         )
         # Single-threaded: only then does Arrow give the record number of an invalid row.
         options = pacsv.ReadOptions(use_threads=False, block_size=_BLOCK_BYTES)
         cursor = _Cursor(segment, invalid)
+        stream = open_input(segment)
+        if delimiter == WHITESPACE:
+            stream = WhitespaceToTabs(stream)
+        watch = QuoteWatch(stream, parse.delimiter)
+        held: Chunk | BadRow | None = None  # the last item waits: the file's end may make it bad
         try:
-            reader = pacsv.open_csv(segment, read_options=options, parse_options=parse)
-            for batch in reader:
-                yield from cursor.batch(batch)
-        except FileNotFoundError:
-            raise SourceError(f"{segment}: no such file") from None
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise SourceError(f"{segment}: {exc}") from None
-        yield from cursor.finish()
+            for batch in pacsv.open_csv(watch, read_options=options, parse_options=parse):
+                for item in cursor.batch(batch):
+                    if held is not None:
+                        yield held
+                    held = item
+        except (pa.ArrowInvalid, *STREAM_ERRORS) as exc:
+            raise _read_failure(segment, exc, cursor) from None
+        finally:
+            watch.close()
+        for item in cursor.finish():
+            if held is not None:
+                yield held
+            held = item
+        if held is not None:
+            yield from _check_last(held, watch, segment)
+
+
+def _check_last(item: Chunk | BadRow, watch: QuoteWatch, path: str) -> Iterator[Chunk | BadRow]:
+    """``item`` holds the file's last record: a bad row when a quote opened in it never closes."""
+    if watch.open_quote_line is None:
+        yield item
+        return
+    reason = (f"the quoted value opened on line {watch.open_quote_line} is never closed, so every "
+              "line after it was read into that one value; close the quote")
+    if isinstance(item, BadRow):
+        yield BadRow(item.origin, f"{reason} ({item.reason})", item.row, item.row_label)
+        return
+    n = len(item)
+    if n > 1:
+        yield Chunk({k: v.slice(0, n - 1) for k, v in item.columns.items()}, item.origin,
+                    item.first_row, item.row_label)
+    yield BadRow(path, reason, row=item.first_row + n - 1, row_label="line")
+
+
+def _read_failure(path: str, exc: BaseException, cursor: "_Cursor") -> SourceError:
+    if not isinstance(exc, pa.ArrowInvalid):
+        return read_error(path, exc)
+    match = _ROW_IN_MESSAGE.search(str(exc))
+    if match is None:
+        return SourceError(f"{path}: {exc}")
+    # Arrow numbers records (header = 1); lines are exact up to here, so count on from the cursor
+    line = cursor.line + int(match.group(1)) - cursor.record
+    return SourceError(
+        f"{path} line {line} (about): {exc}. The column's type was inferred from the file's first "
+        f"{_BLOCK_BYTES >> 20} MB; give it with --schema (for example as str) or fix the value"
+    )
 
 
 class _Cursor:
