@@ -31,7 +31,14 @@ def resolve_schema(src: Source, known: Schema | None, segments: list, given: Any
         return given
     overrides = parse_overrides(given)
     if known is not None:
-        return known.with_overrides(overrides) if overrides else known
+        schema = known.with_overrides(overrides) if overrides else known
+        # a source's own schema fits its values by construction, except where it falls back to
+        # json (Arrow types without a field kind of their own) or the user changed a type
+        if overrides or any(f.kind == "json" for f in schema):
+            sample, _, _ = first_chunk(src, segments, on_error)
+            if sample is not None:
+                check_fits(schema, sample)
+        return schema
     sample, bad, n_bad = first_chunk(src, segments, on_error)
     if sample is None:
         if overrides:

@@ -1,14 +1,18 @@
 """Compressed text inputs (``data.csv.gz``, ``part.jsonl.zst``, ...): suffixes and decompressing reads.
 
-gzip, bz2, zstd and lz4 (frame) streams are decompressed by pyarrow's codecs, xz by the standard
-library's ``lzma``. A compressed file cannot be entered at an arbitrary byte, so it is always one
+gzip, bz2 and xz are decompressed by the standard library, which checks each stream's end and
+checksum (pyarrow's gzip reader returned a file cut before its trailer without a word); zstd and
+lz4 (frame) by pyarrow's codecs, which report a truncated stream. A compressed file cannot be entered at an arbitrary byte, so it is always one
 segment, read as a stream: files, not byte ranges, are then the unit of parallelism.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import lzma
 import os
+import zlib
 from typing import BinaryIO, Iterator
 
 from ...errors import SourceError
@@ -16,7 +20,8 @@ from ...errors import SourceError
 # suffix -> codec name (pyarrow's, except "xz")
 COMPRESSION_SUFFIXES = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd", ".zstd": "zstd",
                         ".lz4": "lz4"}
-STREAM_ERRORS = (OSError, EOFError, lzma.LZMAError)  # what a damaged compressed stream raises
+STREAM_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error)  # what a damaged compressed stream raises
+_STDLIB_OPEN = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}
 
 
 def compression_of(path: str) -> str | None:
@@ -36,8 +41,8 @@ def open_input(path: str) -> BinaryIO:
     try:
         if codec is None:
             return open(path, "rb")
-        if codec == "xz":
-            return lzma.open(path, "rb")
+        if codec in _STDLIB_OPEN:
+            return _STDLIB_OPEN[codec](path, "rb")
         import pyarrow as pa
 
         return pa.input_stream(path, compression=codec)
