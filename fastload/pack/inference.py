@@ -4,6 +4,7 @@ Inference reads the source's first readable chunk (with ``on_error="raise"``, a 
 before it stops the pack as it would later). A column of Python values of mixed JSON kinds (a
 string among numbers in JSON Lines) is inferred from its most common kind, so the odd rows become
 bad rows at encoding time, named by file and line and skippable, instead of stopping the pack.
+A column mostly of objects or lists stays as it is (json holds any value).
 The schema is then tried on the sample's first rows: when a field fits none of them, the problem
 is the schema, not the rows, and a SchemaError says so.
 """
@@ -22,6 +23,7 @@ from ..format.schema import Schema, parse_overrides
 from .sources.base import BadRow, Chunk, Source
 
 _CHECK_ROWS = 1024  # sample rows converted to check an inferred schema
+_SCALAR_KINDS = ("number", "str", "bool")
 
 
 def resolve_schema(src: Source, known: Schema | None, segments: list, given: Any, on_error: str) -> Schema:
@@ -71,18 +73,11 @@ def first_chunk(src: Source, segments: list, on_error: str) -> tuple[Chunk | Non
 
 
 def infer_from(sample: Chunk) -> Schema:
-    """Infer from the sample; a column of mixed JSON kinds is inferred from its most common kind."""
-    try:
-        return _infer(sample, sample.columns)
-    except SchemaError as exc:
-        columns = {name: _most_common_kind(col) if isinstance(col, list) else col
-                   for name, col in sample.columns.items()}
-        if all(columns[n] is sample.columns[n] for n in columns):
-            raise
-        try:
-            return _infer(sample, columns)
-        except SchemaError:
-            raise exc from None
+    """Infer from the sample; a column of Python values of mixed scalar kinds (numbers, strings,
+    booleans) is inferred from its most common kind, whatever comes first."""
+    columns = {name: _most_common_kind(col) if isinstance(col, list) else col
+               for name, col in sample.columns.items()}
+    return _infer(sample, columns)
 
 
 def _infer(sample: Chunk, columns: dict[str, Any]) -> Schema:
@@ -101,11 +96,15 @@ def _json_kind(value: Any) -> str:
 
 
 def _most_common_kind(values: list) -> list:
-    """``values`` with those of other kinds than the most common one (first seen on a tie) as None."""
+    """``values`` with those of other kinds than the most common one (first seen on a tie) as
+    None, when that kind is a scalar one; a column mostly of objects or lists is json, which
+    holds any value, and stays as it is."""
     kinds = Counter(_json_kind(v) for v in values if v is not None)
     if len(kinds) < 2:
         return values
     common = kinds.most_common(1)[0][0]
+    if common not in _SCALAR_KINDS:
+        return values
     return [v if v is not None and _json_kind(v) == common else None for v in values]
 
 
