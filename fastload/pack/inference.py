@@ -35,8 +35,9 @@ def resolve_schema(src: Source, known: Schema | None, segments: list, given: Any
     if known is not None:
         schema = known.with_overrides(overrides) if overrides else known
         # a source's own schema fits its values by construction, except where it falls back to
-        # json (Arrow types without a field kind of their own) or the user changed a type
-        if overrides or any(f.kind == "json" for f in schema):
+        # json (Arrow types without a field kind of their own) or the user changed a type; a
+        # source read once (a generator, a record batch stream) is not read ahead for the check
+        if src.parallel_safe and (overrides or any(f.kind == "json" for f in schema)):
             sample, _, _ = first_chunk(src, segments, on_error)
             if sample is not None:
                 check_fits(schema, sample)

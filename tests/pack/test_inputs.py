@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.feather  # noqa: F401  (pa.feather)
 import pyarrow.parquet as pq
 import pytest
 import zstandard
@@ -299,3 +300,28 @@ def test_hf_folder_rejects_names_leaving_it(tmp_path):
     with pytest.raises(SourceError, match="plain file names"):
         fastload.pack(folder, tmp_path / "out", progress=False)
     shutil.rmtree(folder)
+
+
+def test_one_shot_sources_are_not_read_ahead_for_the_schema_check(tmp_path):
+    """A record batch stream with a json field (a struct) is checked on no sample: reading one
+    ahead would lose its first batch."""
+    batches = [pa.record_batch({"id": pa.array(range(k * 10, k * 10 + 10)),
+                                "meta": pa.array([{"a": i} for i in range(10)])}) for k in range(3)]
+    reader = pa.RecordBatchReader.from_batches(batches[0].schema, batches)
+    report = fastload.pack(reader, tmp_path / "out", progress=False)
+    assert report.records == 30
+    assert [r["id"] for r in rows_of(tmp_path / "out")] == list(range(30))
+
+
+def test_progress_total_is_what_it_counts(tmp_path):
+    """The bar's total is the sum of the segments' bytes, and for files that is their size on disk."""
+    from fastload.pack.sources import open_source
+
+    pq.write_table(pa.table({"v": np.arange(20000), "s": [f"s{i}" for i in range(20000)]}),
+                   tmp_path / "a.parquet", row_group_size=1000, compression="zstd")
+    pa.feather.write_feather(pa.table({"v": np.arange(5000)}), tmp_path / "b.feather", chunksize=700)
+    for name in ("a.parquet", "b.feather"):
+        src = open_source(tmp_path / name)
+        src.segment_size = 30000  # several segments per file
+        sizes = [src.segment_bytes(s) for s in src.segments()]
+        assert len(sizes) > 1 and sum(sizes) == (tmp_path / name).stat().st_size == src.info().bytes_hint
