@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 
 import fastload
-from fastload._kernels.text_scan import CSV_QUOTED, JSON_CLASSES, csv_classes, csv_quote_state, json_too_deep
+from fastload._kernels.text_scan import (
+    CSV_FIELD_START, CSV_QUOTE_IN_QUOTED, CSV_QUOTED, CSV_UNQUOTED, JSON_CLASSES, csv_classes, csv_quote_state,
+    json_too_deep,
+)
 from fastload.errors import SchemaError, SkippedRowsError, SourceError
 
 pytestmark = pytest.mark.timeout(120)
@@ -55,16 +58,42 @@ def test_depth_scan_counts_only_structure():
     assert deep('{"s": "open\n[[[[') == 14
 
 
+def _csv_state_byte_by_byte(text: bytes, state: int = CSV_FIELD_START) -> int:
+    """pyarrow's quoting rules one byte at a time (the reference for the quote-only kernel)."""
+    for c in text:
+        sep = c in b",\r\n"
+        if state == CSV_QUOTED:
+            state = CSV_QUOTE_IN_QUOTED if c == 34 else CSV_QUOTED
+        elif state == CSV_QUOTE_IN_QUOTED:
+            state = CSV_QUOTED if c == 34 else CSV_FIELD_START if sep else CSV_UNQUOTED
+        elif sep:
+            state = CSV_FIELD_START
+        elif state == CSV_FIELD_START and c == 34:
+            state = CSV_QUOTED
+        else:
+            state = CSV_UNQUOTED
+    return state
+
+
+def _csv_scan(data: bytes, state: int = CSV_FIELD_START) -> tuple[int, int]:
+    buf = np.frombuffer(data, np.uint8)
+    return csv_quote_state(buf, np.flatnonzero(buf == 34), csv_classes(b","), state)
+
+
 def test_csv_quote_scan_follows_pyarrow():
-    classes = csv_classes(b",", b'"')
-
-    def scan(text: str):
-        return csv_quote_state(np.frombuffer(text.encode(), np.uint8), classes, 0)
-
-    assert scan('a,"b\nc"\n')[0] != CSV_QUOTED
-    assert scan('a,5" tall\nb,"x""y"\n')[0] != CSV_QUOTED  # a mid-field quote is literal; "" too
-    state, opened = scan('id,s\n1,a\n3,"open\n4,d\n')
-    assert state == CSV_QUOTED and opened == len("id,s\n1,a\n3,")
+    assert _csv_scan(b'a,"b\nc"\n')[0] != CSV_QUOTED
+    assert _csv_scan(b'a,5" tall\nb,"x""y"\n')[0] != CSV_QUOTED  # a mid-field quote is literal; "" too
+    state, opened = _csv_scan(b'id,s\n1,a\n3,"open\n4,d\n')
+    assert state == CSV_QUOTED and opened == len(b"id,s\n1,a\n3,")
+    # against the byte-by-byte rules, on random text cut into random buffers
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        text = bytes(rng.choice(list(b'ab,"\n\r'), size=int(rng.integers(0, 24))))
+        cuts = sorted(rng.integers(0, len(text) + 1, size=int(rng.integers(0, 3))))
+        state = CSV_FIELD_START
+        for a, b in zip([0, *cuts], [*cuts, len(text)]):
+            state, _ = _csv_scan(text[a:b], state)
+        assert state == _csv_state_byte_by_byte(text), text
 
 
 # -- (c) one extra key -----------------------------------------------------------------------

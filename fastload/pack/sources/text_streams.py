@@ -47,7 +47,7 @@ class QuoteWatch(_Stream):
         from ..._kernels.text_scan import CSV_FIELD_START, csv_classes
 
         super().__init__(raw)
-        self._classes = csv_classes(delimiter.encode(), _QUOTE)
+        self._classes = csv_classes(delimiter.encode())
         self._state = CSV_FIELD_START
         self._lines_before = 0  # newlines in the bytes already passed on
         self._opened_line: int | None = None  # 1-based line of the last quote that opened a value
@@ -69,7 +69,9 @@ class QuoteWatch(_Stream):
             # no quote: only where the block ends matters
             self._state = CSV_FIELD_START if self._classes[data[-1]] else CSV_UNQUOTED
             return
-        self._state, opened = csv_quote_state(np.frombuffer(data, np.uint8), self._classes, self._state)
+        buf = np.frombuffer(data, np.uint8)
+        quotes = np.flatnonzero(buf == _QUOTE[0])
+        self._state, opened = csv_quote_state(buf, quotes, self._classes, self._state)
         if opened >= 0:
             self._opened_line = self._lines_before + data.count(b"\n", 0, opened) + 1
 
