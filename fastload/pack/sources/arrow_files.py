@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ...errors import SourceError
+from ...errors import SchemaError, SourceError
 from ...format.arrow_types import schema_from_arrow
 from ...format.schema import Schema
 from .base import BadRow, Chunk, Source, SourceInfo, describe_files, sorted_paths
@@ -178,11 +178,11 @@ def _plain(col: pa.Array) -> pa.Array:
 
 
 def _fastload_schema(path: str, schema: pa.Schema) -> Schema:
+    """The file's schema; a column no field can hold is a schema problem (SchemaError, exit 6)."""
     try:
         return schema_from_arrow(schema)
-    except SourceError as exc:
-        exc.add_note(f"while reading the schema of {path}")
-        raise
+    except (SchemaError, SourceError) as exc:
+        raise SchemaError(f"{path}: {exc}") from None
 
 
 def _check_same_schema(scans: dict[str, _FileScan]) -> None:
@@ -205,4 +205,4 @@ def _check_same_schema(scans: dict[str, _FileScan]) -> None:
             missing and f"missing columns {missing}", extra and f"extra columns {extra}",
             changed and f"types differ ({', '.join(changed)})",
         ]))
-        raise SourceError(f"{path}: schema differs from {first_path}: {details}")
+        raise SchemaError(f"{path}: schema differs from {first_path}: {details}")

@@ -78,7 +78,7 @@ class SourceInfo:
 
     schema: Schema | None = None  # None: inferred from the first chunk
     metadata: dict[str, Any] = field(default_factory=dict)  # e.g. {"label_map": {...}}
-    bytes_hint: int | None = None  # total input bytes, for progress and the report
+    bytes_hint: int | None = None  # total input bytes (the progress bar sums segment_bytes instead)
 
 
 class Source(ABC):

@@ -26,7 +26,10 @@ class FrameSource(ArrowTableSource):
         self._metadata = metadata or {}
 
     def info(self) -> SourceInfo:
-        info = super().info()
+        try:
+            info = super().info()
+        except SourceError as exc:  # a column no field can hold (all nulls): a schema problem
+            raise SchemaError(f"{self.description}: {exc}") from None
         info.metadata = {**info.metadata, **self._metadata}
         return info
 
