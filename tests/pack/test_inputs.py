@@ -325,3 +325,26 @@ def test_progress_total_is_what_it_counts(tmp_path):
         src.segment_size = 30000  # several segments per file
         sizes = [src.segment_bytes(s) for s in src.segments()]
         assert len(sizes) > 1 and sum(sizes) == (tmp_path / name).stat().st_size == src.info().bytes_hint
+
+
+def test_csv_value_of_another_type_after_the_first_block_is_a_bad_row(tmp_path, monkeypatch):
+    """Types come from the first block; a later misfit is a bad row naming its line and field,
+    the rows before and after it keep their types, and pyarrow's reading of the clean file agrees."""
+    from fastload.pack.sources import csv as csv_module
+
+    monkeypatch.setattr(csv_module, "_BLOCK_BYTES", 256)
+    lines = ["n,x,s"] + [f"{i},{i / 4},\"t{i}\"" for i in range(300)]
+    lines[150] = 'abc,1.5,"odd"'  # line 151 of the file
+    lines[220] = '219,oops,"x\nspans"'  # line 221, and its quoted value spans a line
+    lines[260] = ",,"  # nulls as CSV writes them stay nulls (then bad: no nullable fields yet)
+    path = tmp_path / "late.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SourceError, match=r"late\.csv line 151: field 'n': 'abc' is not a int64 value"):
+        fastload.pack(path, tmp_path / "raise", progress=False)
+    report = fastload.pack(path, tmp_path / "skip", progress=False, on_error="skip", max_skipped=0.05)
+    assert any("line 221: field 'x': 'oops' is not a double value" in e for e in report.skip_examples)
+    kept = [i for i in range(300) if i + 1 not in (150, 220, 260)]
+    clean = tmp_path / "clean.csv"
+    clean.write_text("\n".join([lines[0]] + [lines[i + 1] for i in kept]) + "\n")
+    assert rows_of(tmp_path / "skip") == pacsv.read_csv(clean).to_pylist()
+    assert report.skipped == 3

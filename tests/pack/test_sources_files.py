@@ -230,12 +230,13 @@ def test_tsv_and_conversion_errors(tmp_path, monkeypatch):
     chunks, bad = read_all(CsvSource(path))
     assert not bad and column(chunks, "name") == ["a b", "c,d"]
 
-    # Types are inferred from the first block; a later misfit stops the source, naming it.
+    # Types are inferred from the first block; a later misfit is a bad row naming line and field.
     monkeypatch.setattr(csv_module, "_BLOCK_BYTES", 64)
     path = tmp_path / "n.csv"
-    path.write_text("n\n" + "1\n" * 40 + "abc\n")
-    with pytest.raises(SourceError, match="n.csv"):
-        read_all(CsvSource(path))
+    path.write_text("n\n" + "1\n" * 40 + "abc\n" + "2\n")
+    chunks, bad = read_all(CsvSource(path))
+    assert column(chunks, "n") == [1] * 40 + [2]
+    assert [b.where() for b in bad] == [f"{path} line 42"] and "field 'n': 'abc'" in bad[0].reason
 
 
 # -- NumPy ---------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import pyarrow.csv as pacsv
 from ...errors import SourceError
 from .base import BadRow, Chunk, Source, SourceInfo, describe_files, sorted_paths
 from .compressed import STREAM_ERRORS, open_input, read_error, without_compression
+from .csv_retype import failed_column, from_text
 from .text_streams import QuoteWatch, WhitespaceToTabs
 
 SUFFIXES = (".csv", ".tsv")
@@ -67,7 +68,7 @@ class CsvSource(Source):
     ``delimiter`` is one character, or ``"whitespace"`` for fields separated by runs of spaces
     and tabs (leading and trailing ones ignored; a quoted value may then not span lines). Column
     types are inferred by Arrow from each file's first 4 MB; a later value that does not fit
-    (text in a numeric column) stops the pack with a SourceError naming the line and column.
+    (text in a numeric column) is a bad row naming its line and field (see :mod:`.csv_retype`).
     """
 
     def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], *,
@@ -97,6 +98,32 @@ class CsvSource(Source):
         return "\t" if without_compression(path).lower().endswith(".tsv") else ","
 
     def read(self, segment: str) -> Iterator[Chunk | BadRow]:
+        """The file's rows; when a column meets a value its inferred type cannot hold, the file is
+        read again with that column as text (see :mod:`.csv_retype`), handing on only the rows
+        not yet handed on."""
+        retyped: dict[str, pa.DataType] = {}  # column -> the type inferred from the first block
+        types: dict[str, pa.DataType] | None = None  # the first reading's types, kept when re-reading
+        done = 2  # the first record (header = 1) not yet handed on
+        while True:
+            try:
+                for item, record in self._read_file(segment, types, retyped):
+                    count = len(item) if isinstance(item, Chunk) else 1
+                    if record + count <= done:
+                        continue
+                    if record < done:  # only a chunk spans several records
+                        skip = done - record
+                        item = Chunk({k: v.slice(skip) for k, v in item.columns.items()}, item.origin,
+                                     item.first_row + skip, item.row_label)
+                    yield item
+                    done = record + count
+                return
+            except _TypeChanged as change:
+                types = types or change.types
+                retyped[change.column] = types[change.column]
+
+    def _read_file(self, segment: str, types: dict | None,
+                   retyped: dict[str, pa.DataType]) -> Iterator[tuple[Chunk | BadRow, int]]:
+        """One reading of the file: (item, its first record number) pairs, in order."""
         delimiter = self._delimiter_for(segment)
         invalid = _Invalid()
         parse = pacsv.ParseOptions(
@@ -106,19 +133,28 @@ class CsvSource(Source):
         )
         # Single-threaded: only then does Arrow give the record number of an invalid row.
         options = pacsv.ReadOptions(use_threads=False, block_size=_BLOCK_BYTES)
-        cursor = _Cursor(segment, invalid)
+        convert = pacsv.ConvertOptions(column_types={**types, **{c: pa.string() for c in retyped}}) if types else None
+        cursor = _Cursor(segment, invalid, retyped)
         stream = open_input(segment)
         if delimiter == WHITESPACE:
             stream = WhitespaceToTabs(stream)
         watch = QuoteWatch(stream, parse.delimiter)
-        held: Chunk | BadRow | None = None  # the last item waits: the file's end may make it bad
+        names: list[str] = []
+        held = None  # the last item waits: the file's end may make it bad
         try:
-            for batch in pacsv.open_csv(watch, read_options=options, parse_options=parse):
+            reader = pacsv.open_csv(watch, read_options=options, parse_options=parse, convert_options=convert)
+            names = reader.schema.names
+            for batch in reader:
                 for item in cursor.batch(batch):
                     if held is not None:
                         yield held
                     held = item
-        except (pa.ArrowInvalid, *STREAM_ERRORS) as exc:
+        except pa.ArrowInvalid as exc:
+            failed = failed_column(str(exc), names)
+            if failed is not None and failed[0] not in retyped:
+                raise _TypeChanged(failed[0], dict(zip(names, reader.schema.types))) from None
+            raise _read_failure(segment, exc, cursor) from None
+        except STREAM_ERRORS as exc:
             raise _read_failure(segment, exc, cursor) from None
         finally:
             watch.close()
@@ -127,7 +163,19 @@ class CsvSource(Source):
                 yield held
             held = item
         if held is not None:
-            yield from _check_last(held, watch, segment)
+            last, record = held
+            for item in _check_last(last, watch, segment):
+                at_end = isinstance(item, BadRow) and isinstance(last, Chunk)
+                yield item, record + (len(last) - 1 if at_end else 0)
+
+
+class _TypeChanged(Exception):
+    """A column met a value its inferred type cannot hold: read the file again with it as text."""
+
+    def __init__(self, column: str, types: dict[str, pa.DataType]) -> None:
+        super().__init__(column)
+        self.column = column
+        self.types = types
 
 
 def _check_last(item: Chunk | BadRow, watch: QuoteWatch, path: str) -> Iterator[Chunk | BadRow]:
@@ -154,11 +202,7 @@ def _read_failure(path: str, exc: BaseException, cursor: "_Cursor") -> SourceErr
     if match is None:
         return SourceError(f"{path}: {exc}")
     # Arrow numbers records (header = 1); lines are exact up to here, so count on from the cursor
-    line = cursor.line + int(match.group(1)) - cursor.record
-    return SourceError(
-        f"{path} line {line} (about): {exc}. The column's type was inferred from the file's first "
-        f"{_BLOCK_BYTES >> 20} MB; give it with --schema (for example as str) or fix the value"
-    )
+    return SourceError(f"{path} line {cursor.line + int(match.group(1)) - cursor.record} (about): {exc}")
 
 
 class _Cursor:
@@ -171,20 +215,21 @@ class _Cursor:
     whose quoted value spans lines.
     """
 
-    def __init__(self, path: str, invalid: _Invalid) -> None:
+    def __init__(self, path: str, invalid: _Invalid, retyped: dict[str, pa.DataType]) -> None:
         self.path = path
         self.invalid = invalid
+        self.retyped = retyped  # columns read as text, to cast back to these types
         self.record = 2  # record 1 is the header
         self.line = 2  # assumes a one-line header
 
-    def _set_aside(self) -> Iterator[BadRow]:
+    def _set_aside(self) -> Iterator[tuple[BadRow, int]]:
         while self.record in self.invalid.rows:
             reason, text = self.invalid.rows.pop(self.record)
-            yield BadRow(self.path, f"{reason}: {text[:80]!r}", row=self.line, row_label="line")
+            yield BadRow(self.path, f"{reason}: {text[:80]!r}", row=self.line, row_label="line"), self.record
             self.record += 1
             self.line += 1 + text.count("\n")
 
-    def batch(self, batch: pa.RecordBatch) -> Iterator[Chunk | BadRow]:
+    def batch(self, batch: pa.RecordBatch) -> Iterator[tuple[Chunk | BadRow, int]]:
         extra = _embedded_newlines(batch)
         start = 0
         while start < batch.num_rows:
@@ -193,14 +238,32 @@ class _Cursor:
             later = [n for n in self.invalid.rows if n > self.record]
             run = min(later) - self.record if later else batch.num_rows
             stop = min(batch.num_rows, start + run)
-            columns = dict(zip(batch.schema.names, batch.slice(start, stop - start).columns))
-            yield Chunk(columns, origin=self.path, first_row=self.line, row_label="line")
-            self.record += stop - start
-            self.line += stop - start + int(extra[start:stop].sum())
+            yield from self._run(dict(zip(batch.schema.names, batch.slice(start, stop - start).columns)),
+                                 extra[start:stop])
             start = stop
         yield from self._set_aside()
 
-    def finish(self) -> Iterator[BadRow]:
+    def _run(self, columns: dict[str, pa.Array], extra: np.ndarray) -> Iterator[tuple[Chunk | BadRow, int]]:
+        """Consecutive parsed records; values a retyped column cannot hold make their rows bad."""
+        n = len(extra)
+        bad: dict[int, str] = {}
+        for name, target in self.retyped.items():
+            columns[name], reasons = from_text(columns[name], target)
+            for row, reason in reasons.items():
+                bad.setdefault(row, f"field {name!r}: {reason}")
+        lines = self.line + np.arange(n) + np.cumsum(extra) - extra  # each record's first line
+        start = 0
+        for row in [*sorted(bad), n]:
+            if row > start:
+                part = {k: v.slice(start, row - start) for k, v in columns.items()}
+                yield Chunk(part, self.path, int(lines[start]), "line"), self.record + start
+            if row < n:
+                yield BadRow(self.path, bad[row], row=int(lines[row]), row_label="line"), self.record + row
+            start = row + 1
+        self.record += n
+        self.line += n + int(extra.sum())
+
+    def finish(self) -> Iterator[tuple[BadRow, int]]:
         yield from self._set_aside()
         for number in sorted(self.invalid.rows):  # records past the last batch
             self.record = number
