@@ -152,6 +152,13 @@ def test_unterminated_csv_quote_names_the_line(tmp_path):
     path.write_text('id,s\n1,"two\nlines"\n2,5" tall\n')
     fastload.pack(path, tmp_path / "ok", progress=False)
     assert [r["s"] for r in rows_of(tmp_path / "ok")] == ["two\nlines", '5" tall']
+    # the last record spanning lines is checked, whether its quote closes or not
+    path.write_text('id,s\n1,"a ""b""\nc"\n')
+    fastload.pack(path, tmp_path / "ok2", progress=False)
+    assert [r["s"] for r in rows_of(tmp_path / "ok2")] == ['a "b"\nc']
+    path.write_text('id,s\n1,a\n2,"e\n')
+    with pytest.raises(SourceError, match=r"q\.csv line 3: the quoted value opened on line 3"):
+        fastload.pack(path, tmp_path / "last", progress=False)
 
 
 def test_unterminated_quote_with_the_wrong_field_count(tmp_path):

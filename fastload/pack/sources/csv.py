@@ -24,7 +24,7 @@ from ...errors import SourceError
 from .base import BadRow, Chunk, Source, SourceInfo, describe_files, sorted_paths
 from .compressed import STREAM_ERRORS, open_input, read_error, without_compression
 from .csv_retype import failed_column, from_text
-from .text_streams import QuoteWatch, WhitespaceToTabs
+from .text_streams import WhitespaceToTabs, unclosed_quote_line
 
 SUFFIXES = (".csv", ".tsv")
 WHITESPACE = "whitespace"  # the --delimiter value for fields separated by runs of spaces and tabs
@@ -92,6 +92,11 @@ class CsvSource(Source):
         except OSError as exc:
             raise SourceError(f"{segment}: cannot read: {exc}") from None
 
+    def _text(self, path: str, delimiter: str):
+        """The file's (decompressed) bytes, whitespace-separated fields turned to tab-separated."""
+        stream = open_input(path)
+        return WhitespaceToTabs(stream) if delimiter == WHITESPACE else stream
+
     def _delimiter_for(self, path: str) -> str:
         if self.delimiter is not None:
             return self.delimiter
@@ -135,14 +140,11 @@ class CsvSource(Source):
         options = pacsv.ReadOptions(use_threads=False, block_size=_BLOCK_BYTES)
         convert = pacsv.ConvertOptions(column_types={**types, **{c: pa.string() for c in retyped}}) if types else None
         cursor = _Cursor(segment, invalid, retyped)
-        stream = open_input(segment)
-        if delimiter == WHITESPACE:
-            stream = WhitespaceToTabs(stream)
-        watch = QuoteWatch(stream, parse.delimiter)
+        stream = self._text(segment, delimiter)
         names: list[str] = []
         held = None  # the last item waits: the file's end may make it bad
         try:
-            reader = pacsv.open_csv(watch, read_options=options, parse_options=parse, convert_options=convert)
+            reader = pacsv.open_csv(stream, read_options=options, parse_options=parse, convert_options=convert)
             names = reader.schema.names
             for batch in reader:
                 for item in cursor.batch(batch):
@@ -157,14 +159,20 @@ class CsvSource(Source):
         except STREAM_ERRORS as exc:
             raise _read_failure(segment, exc, cursor) from None
         finally:
-            watch.close()
+            stream.close()
         for item in cursor.finish():
             if held is not None:
                 yield held
             held = item
         if held is not None:
             last, record = held
-            for item in _check_last(last, watch, segment):
+            # A quote left open swallows every later line into the last record's value, so only
+            # when that record spans lines is the file scanned for it (a second read, then).
+            opened = None
+            if cursor.last_record_lines > 1:
+                with self._text(segment, delimiter) as text:
+                    opened = unclosed_quote_line(text, parse.delimiter)
+            for item in _check_last(last, opened, segment):
                 at_end = isinstance(item, BadRow) and isinstance(last, Chunk)
                 yield item, record + (len(last) - 1 if at_end else 0)
 
@@ -178,12 +186,12 @@ class _TypeChanged(Exception):
         self.types = types
 
 
-def _check_last(item: Chunk | BadRow, watch: QuoteWatch, path: str) -> Iterator[Chunk | BadRow]:
-    """``item`` holds the file's last record: a bad row when a quote opened in it never closes."""
-    if watch.open_quote_line is None:
+def _check_last(item: Chunk | BadRow, opened: int | None, path: str) -> Iterator[Chunk | BadRow]:
+    """``item`` holds the file's last record: a bad row when a quote ``opened`` on that line never closes."""
+    if opened is None:
         yield item
         return
-    reason = (f"the quoted value opened on line {watch.open_quote_line} is never closed, so every "
+    reason = (f"the quoted value opened on line {opened} is never closed, so every "
               "line after it was read into that one value; close the quote")
     if isinstance(item, BadRow):
         yield BadRow(item.origin, f"{reason} ({item.reason})", item.row, item.row_label)
@@ -221,13 +229,15 @@ class _Cursor:
         self.retyped = retyped  # columns read as text, to cast back to these types
         self.record = 2  # record 1 is the header
         self.line = 2  # assumes a one-line header
+        self.last_record_lines = 0  # lines the last record read so far spans
 
     def _set_aside(self) -> Iterator[tuple[BadRow, int]]:
         while self.record in self.invalid.rows:
             reason, text = self.invalid.rows.pop(self.record)
             yield BadRow(self.path, f"{reason}: {text[:80]!r}", row=self.line, row_label="line"), self.record
             self.record += 1
-            self.line += 1 + text.count("\n")
+            self.last_record_lines = 1 + text.count("\n")
+            self.line += self.last_record_lines
 
     def batch(self, batch: pa.RecordBatch) -> Iterator[tuple[Chunk | BadRow, int]]:
         extra = _embedded_newlines(batch)
@@ -262,6 +272,8 @@ class _Cursor:
             start = row + 1
         self.record += n
         self.line += n + int(extra.sum())
+        if n:
+            self.last_record_lines = 1 + int(extra[-1])
 
     def finish(self) -> Iterator[tuple[BadRow, int]]:
         yield from self._set_aside()
@@ -271,9 +283,9 @@ class _Cursor:
 
 
 def _embedded_newlines(batch: pa.RecordBatch) -> np.ndarray:
-    """Newlines inside each row's values (only text can hold them)."""
+    """Newlines inside each row's values (only text can hold them; invalid UTF-8 reads as binary)."""
     total = np.zeros(batch.num_rows, dtype=np.int64)
     for col in batch.columns:
-        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_binary(col.type):
             total += pc.count_substring(col, "\n").fill_null(0).to_numpy()
     return total

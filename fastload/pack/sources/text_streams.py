@@ -1,10 +1,10 @@
-"""Byte-stream wrappers between a CSV file and pyarrow's streaming reader.
+"""CSV text checks and transforms around pyarrow's streaming reader.
 
-:class:`QuoteWatch` follows the quoting state of the bytes pyarrow reads (one pass of a Numba
-scan; a block without a quote costs one ``find``), so the CSV source can tell afterwards whether
-the file ended inside a quoted value. :class:`WhitespaceToTabs` turns whitespace-separated text
-(``--delimiter whitespace``) into tab-separated text: runs of spaces and tabs become one tab,
-leading and trailing ones go, and quoted values are kept as they are.
+:func:`unclosed_quote_line` follows pyarrow's quoting rules over a whole file (a Numba scan of
+the quotes alone) to tell whether it ends inside a quoted value, and where that value opened.
+:class:`WhitespaceToTabs` turns whitespace-separated text (``--delimiter whitespace``) into
+tab-separated text: runs of spaces and tabs become one tab, leading and trailing ones go, and
+quoted values are kept as they are.
 """
 
 from __future__ import annotations
@@ -40,47 +40,19 @@ class _Stream:
         self.close()
 
 
-class QuoteWatch(_Stream):
-    """Passes ``raw``'s bytes through unchanged while tracking where a quoted value is open."""
+def unclosed_quote_line(stream: BinaryIO, delimiter: str) -> int | None:
+    """The 1-based line where a quoted value still open at the end of ``stream`` opened, or None."""
+    from ..._kernels.text_scan import CSV_FIELD_START, CSV_QUOTED, csv_classes, csv_quote_state
 
-    def __init__(self, raw: BinaryIO, delimiter: str) -> None:
-        from ..._kernels.text_scan import CSV_FIELD_START, csv_classes
-
-        super().__init__(raw)
-        self._classes = csv_classes(delimiter.encode())
-        self._state = CSV_FIELD_START
-        self._lines_before = 0  # newlines in the bytes already passed on
-        self._opened_line: int | None = None  # 1-based line of the last quote that opened a value
-        self._eof = False
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
-        if not data:
-            self._eof = True
-            return data
-        self._scan(data)
-        self._lines_before += data.count(b"\n")
-        return data
-
-    def _scan(self, data: bytes) -> None:
-        from ..._kernels.text_scan import CSV_FIELD_START, CSV_UNQUOTED, csv_quote_state
-
-        if self._state in (CSV_FIELD_START, CSV_UNQUOTED) and _QUOTE not in data:
-            # no quote: only where the block ends matters
-            self._state = CSV_FIELD_START if self._classes[data[-1]] else CSV_UNQUOTED
-            return
+    classes = csv_classes(delimiter.encode())
+    state, lines_before, opened_line = CSV_FIELD_START, 0, None
+    while data := stream.read(_READ_BYTES):
         buf = np.frombuffer(data, np.uint8)
-        quotes = np.flatnonzero(buf == _QUOTE[0])
-        self._state, opened = csv_quote_state(buf, quotes, self._classes, self._state)
+        state, opened = csv_quote_state(buf, np.flatnonzero(buf == _QUOTE[0]), classes, state)
         if opened >= 0:
-            self._opened_line = self._lines_before + data.count(b"\n", 0, opened) + 1
-
-    @property
-    def open_quote_line(self) -> int | None:
-        """Where the quoted value still open at the end of the file opened; None when none is."""
-        from ..._kernels.text_scan import CSV_QUOTED
-
-        return self._opened_line if self._eof and self._state == CSV_QUOTED else None
+            opened_line = lines_before + data.count(b"\n", 0, opened) + 1
+        lines_before += data.count(b"\n")
+    return opened_line if state == CSV_QUOTED else None
 
 
 _EDGE_BLANKS = re.compile(rb"(?m)^[ \t]+|[ \t]+(?=\r?$)")
