@@ -240,3 +240,10 @@ def test_a_schema_that_fits_no_row_is_a_schema_error(tmp_path):
     assert "none of the first 20 rows" in proc.stderr and "'name'" in proc.stderr
     with pytest.raises(SchemaError):
         fastload.pack(path, tmp_path / "out2", progress=False, schema="name:int32", on_error="skip")
+
+
+def test_deep_json_array_element_is_a_clear_error(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text('[{"a": 1}, {"a": ' + "[" * 50_000 + "]" * 50_000 + "}]")
+    with pytest.raises(SourceError, match=r"deep\.json element 1: nested too deeply"):
+        fastload.pack(path, tmp_path / "out", progress=False)
