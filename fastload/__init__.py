@@ -1,8 +1,8 @@
 """fastload: a sharded record format, a converter, and a loader that keeps accelerators fed."""
 
 from .errors import (
-    FastloadError, FormatError, OutputExistsError, RecordDecodeError, SchemaError, SourceError,
-    StorageError, WorkerError,
+    FastloadError, FormatError, OutputExistsError, RecordDecodeError, SchemaError, SkippedRowsError,
+    SkippedRowsWarning, SourceError, StorageError, WorkerError,
 )
 from .format import Dataset, Field, Manifest, Schema, Writer
 from .opening import open_dataset as open
@@ -24,6 +24,7 @@ from .pack.driver import pack  # noqa: E402
 
 __all__ = [
     "Dataset", "FastloadError", "Field", "FormatError", "Manifest", "OutputExistsError",
-    "RecordDecodeError", "Schema", "SchemaError", "SourceError", "StorageError", "WorkerError",
+    "RecordDecodeError", "Schema", "SchemaError", "SkippedRowsError", "SkippedRowsWarning", "SourceError",
+    "StorageError", "WorkerError",
     "Writer", "open", "pack", "DataLoader", "copy_batch",
 ]

@@ -203,6 +203,8 @@ class Dataset:
             wanted = [self._layouts[self.schema.index(name)] for name in fields]
         if not idx.size:
             return {lay.name: out.get(lay.name, _empty_column(lay)) for lay in wanted}
+        if not len(self):  # no shard to look in: the fast path's C check would see bad tables
+            raise IndexError(f"index {int(idx[0])} is out of range for an empty dataset")
         fast = self._gather_fixed_fast(idx, wanted, out)  # checks bounds itself; None: not applicable
         if fast is not None:
             return fast
