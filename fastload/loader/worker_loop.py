@@ -10,7 +10,6 @@ worker's traceback text. Setup failures are sent with ``seq == INIT`` and end th
 from __future__ import annotations
 
 import os
-import pickle
 import queue
 import random
 import selectors
@@ -25,9 +24,11 @@ import numpy as np
 from ..errors import FormatError, RecordDecodeError
 from ..format.dataset import Dataset
 from ..opening import open_dataset
+from .collate import pad_columns, rows_of
 from .config import WorkerConfig
 from .failures import pack_failure
 from .slots import SlotLayout, SlotRing
+from .transport import dumps
 
 INIT = -1  # the seq of a setup failure (worker_init_fn, opening the dataset, attaching the ring)
 POLL_S = 0.2  # how often an idle worker checks the stop event and whether its parent is alive
@@ -118,6 +119,31 @@ def gather_into_slot(ds: Dataset, ring: SlotRing, slot: int, indices: np.ndarray
     return n, cols, timings, skipped
 
 
+def produce_batch(ds: Dataset, ring: SlotRing, slot: int, indices: np.ndarray, fixed: list[str],
+                  var: list[str], config: WorkerConfig, *, images: ImageStage | None = None,
+                  epoch: int = 0) -> tuple[int, dict, dict[str, float], int, object]:
+    """One batch task: :func:`gather_into_slot` and the padding, or, with a ``collate_fn``, the
+    rows gathered into fresh arrays (a result never aliases a slot that is reused) and collated.
+    Returns rows, variable columns, stage timings, records skipped and the collated result."""
+    if config.collate_fn is None:
+        n, cols, timings, skipped = gather_into_slot(ds, ring, slot, indices, fixed, var, config.on_error,
+                                                     images=images, epoch=epoch)
+        return n, pad_columns(cols, ds.schema, config.pad) if config.pad else cols, timings, skipped, None
+    t0 = perf_counter()
+    names = fixed + var
+    skipped = 0
+    try:
+        cols = ds.gather(indices, names)
+    except (FormatError, RecordDecodeError):
+        if config.on_error != "skip":
+            raise
+        indices, skipped = readable_indices(ds, indices, names)
+        cols = ds.gather(indices, names)
+    t1 = perf_counter()
+    collated = config.collate_fn(rows_of(ds.schema, cols, names))
+    return len(indices), {}, {"read": t1 - t0, "collate": perf_counter() - t1}, skipped, collated
+
+
 def _gather(ds: Dataset, ring: SlotRing, slot: int, indices: np.ndarray, fixed: list[str], var: list[str],
             images: ImageStage | None = None, epoch: int = 0, timings: dict | None = None):
     if fixed or images is not None:
@@ -195,7 +221,7 @@ def _setup(config: WorkerConfig, worker_id: int, ring: SlotRing | None, n_slots:
 
 def _serve(ds: Dataset, ring: SlotRing, worker_id: int, fixed: list[str], var: list[str],
            next_task: Callable[[float], tuple | None], send: Callable[[Envelope], None], stop,
-           pickled: bool, on_error: str = "raise", images: ImageStage | None = None) -> None:
+           pickled: bool, config: WorkerConfig, images: ImageStage | None = None) -> None:
     """Gather tasks until ``next_task`` gives ``None`` or the stop event is set.
 
     ``next_task(timeout)`` returns ``(seq, slot, indices)``, ``None`` to stop, or raises
@@ -213,9 +239,9 @@ def _serve(ds: Dataset, ring: SlotRing, worker_id: int, fixed: list[str], var: l
         t0 = perf_counter()
         try:
             epoch = int(ring.task_epochs()[slot]) if images is not None else 0
-            n, cols, timings, skipped = gather_into_slot(ds, ring, slot, indices, fixed, var, on_error,
-                                                         images=images, epoch=epoch)
-            msg = (seq, worker_id, (slot, n, cols, timings, perf_counter() - t0, skipped), None)
+            n, cols, timings, skipped, collated = produce_batch(ds, ring, slot, indices, fixed, var, config,
+                                                                images=images, epoch=epoch)
+            msg = (seq, worker_id, (slot, n, cols, timings, perf_counter() - t0, skipped, collated), None)
         except Exception as exc:
             msg = (seq, worker_id, None, pack_failure(exc, "", pickled=pickled))
         send(msg)
@@ -262,8 +288,8 @@ def process_worker(config: WorkerConfig, worker_id: int, n_slots: int, tasks, re
     parent = os.getppid()
     ring = None
 
-    def send(msg: Envelope) -> None:  # plain pickle: see TASK
-        results.send_bytes(pickle.dumps(msg, pickle.HIGHEST_PROTOCOL))
+    def send(msg: Envelope) -> None:  # plain pickle (see TASK), tensors as their bytes
+        results.send_bytes(dumps(msg))
 
     try:
         try:
@@ -272,7 +298,7 @@ def process_worker(config: WorkerConfig, worker_id: int, n_slots: int, tasks, re
             send((INIT, worker_id, None, pack_failure(failed.exc, failed.where, pickled=True)))
             return
         _serve(ds, ring, worker_id, fixed, var, _pipe_tasks(tasks, ring, parent), send, stop, True,
-               config.on_error, images)
+               config, images)
     except (BrokenPipeError, EOFError, ConnectionError):
         pass  # the main process closed our pipe: it is shutting down
     finally:
@@ -292,6 +318,6 @@ def thread_worker(config: WorkerConfig, worker_id: int, ring: SlotRing, tasks: q
         return
     try:
         _serve(ds, ring, worker_id, fixed, var, lambda timeout: tasks.get(timeout=timeout), results.put,
-               stop, False, config.on_error, images)
+               stop, False, config, images)
     except BaseException as exc:  # a bug in the loop itself: report it rather than vanish
         results.put((INIT, worker_id, None, pack_failure(exc, "serving tasks", pickled=False)))
