@@ -40,7 +40,7 @@ class WorkerConfig:
         if self.fields is not None:
             object.__setattr__(self, "fields", tuple(self.fields))
             missing = [n for n in self.layout.names if n not in self.fields]
-            if missing:
+            if missing and self.collate_fn is None:  # with a collate_fn the slot holds its result
                 raise ValueError(f"the slot layout has fields {missing} that are not among fields={self.fields}")
         if self.worker_init_fn is not None and not callable(self.worker_init_fn):
             raise TypeError(f"worker_init_fn must be callable or None, not {self.worker_init_fn!r}")

@@ -43,6 +43,7 @@ from .resume import InjectedOrder
 from .samplers import PlanBatchSampler, PlanSampler, uses_plan
 from .slots import SlotLayout
 from .stats import LoaderStats
+from .transport import ARENA_BYTES, ARENA_FIELD, Packed, unpack
 from .workers import BatchProducer, ProducedBatch, WorkerConfig
 
 log = logging.getLogger("fastload.loader")
@@ -62,8 +63,9 @@ class DataLoader(TorchDataLoader):
     ``device`` (e.g. ``"cuda"``: the next batch is copied there on a side stream while the current
     step runs), ``worker_type`` (``"thread"``, the default, or ``"process"``; the native gather
     releases the GIL, and with a 300 us step per batch 2 threads stalled 6% of the time against 8%
-    for 2 processes on this project's 2-core machine; with a ``collate_fn``, which holds the GIL,
-    the default is ``"process"``), ``even`` (``"pad"`` or ``"drop"``:
+    for 2 processes on this project's 2-core machine; a padding ``collate_fn`` made of torch ops
+    also ran faster on 2 threads than on 2 processes here (bench/collate.py), but one that spends
+    its time in Python code holds the GIL and wants processes), ``even`` (``"pad"`` or ``"drop"``:
     how ranks get equal shares, as DistributedSampler's drop_last False/True), ``fields`` (the
     fields to load), ``pad`` (``{"tokens": 0}`` or ``{"tokens": fastload.Pad(length=512,
     multiple=64, mask="attention_mask")}``: variable-length numeric fields padded in the workers,
@@ -87,7 +89,7 @@ class DataLoader(TorchDataLoader):
                  worker_init_fn=None, multiprocessing_context=None, generator=None, *,
                  prefetch_factor: int | None = None, persistent_workers: bool = False,
                  pin_memory_device: str = "", in_order: bool = True, seed: int | None = None,
-                 device: str | torch.device | None = None, worker_type: str | None = None,
+                 device: str | torch.device | None = None, worker_type: str = "thread",
                  even: str = "pad", fields: list[str] | None = None, pad: dict | None = None,
                  on_error: str = "raise", log_every: float | None = None, transforms: dict | None = None):
         if isinstance(dataset, (str, os.PathLike)):
@@ -97,8 +99,6 @@ class DataLoader(TorchDataLoader):
         schema = dataset.schema if fastload_ds else None
         self._pipelines = loader_pipelines(transforms, schema)
         custom_collate = collate_fn is not None and not isinstance(collate_fn, FastloadCollate)
-        if worker_type is None:
-            worker_type = "process" if custom_collate else "thread"  # a Python collate holds the GIL
         if worker_type not in WORKER_TYPES:
             raise ValueError(f"worker_type must be one of {WORKER_TYPES}, not {worker_type!r}")
         if even not in EVEN_MODES:
@@ -265,7 +265,7 @@ class DataLoader(TorchDataLoader):
             batches = _recorded(batches, sent)
         produced = producer.run(prefetch.track(batches), epoch=epoch)
         if self._custom_collate:
-            batches_out = (p.collated for p in produced)
+            batches_out = (_collated(p) for p in produced)
         else:
             batches_out = (self._to_torch(p, sent, epoch) for p in produced)
         if self.device is not None:
@@ -292,8 +292,13 @@ class DataLoader(TorchDataLoader):
         ds = self.dataset
         fields = tuple(self.fields) if self.fields is not None else None
         cpu = {n: p for n, p in self._pipelines.items() if p.decode.device == "cpu"}  # the workers' part
-        layout = SlotLayout.for_dataset(ds.schema, self.batch_sampler.batch_size or 1, fields,
-                                        {n: (p.dtype, p.shape) for n, p in cpu.items()})
+        batch_size = self.batch_sampler.batch_size or 1
+        if self._custom_collate:  # the slot holds the result's bytes, for process workers
+            room = ARENA_BYTES if self.num_workers and self.worker_type == "process" else 1
+            layout = SlotLayout(batch_size, ((ARENA_FIELD, "|u1", (-(-room // batch_size),)),))
+        else:
+            layout = SlotLayout.for_dataset(ds.schema, batch_size, fields,
+                                            {n: (p.dtype, p.shape) for n, p in cpu.items()})
         config = WorkerConfig(dataset_root=str(ds.root), dataset_options=ds.open_options(),
                               fields=fields, layout=layout, ring_name="",
                               worker_init_fn=self.worker_init_fn, seed=self._seed, on_error=self.on_error,
@@ -401,6 +406,13 @@ def copy_batch(batch: Any) -> Any:
     if isinstance(batch, list):
         return [copy_batch(v) for v in batch]
     return batch
+
+
+def _collated(produced: ProducedBatch) -> Any:
+    """A collate_fn's result: as the worker thread made it, or unpacked from its slot."""
+    if isinstance(produced.collated, Packed):
+        return unpack(produced.collated, produced.fixed[ARENA_FIELD].reshape(-1))
+    return produced.collated
 
 
 def _recorded(batches: Iterator[np.ndarray], sent: deque) -> Iterator[np.ndarray]:

@@ -28,7 +28,7 @@ from .collate import pad_columns, rows_of
 from .config import WorkerConfig
 from .failures import pack_failure
 from .slots import SlotLayout, SlotRing
-from .transport import dumps
+from .transport import ARENA_FIELD, dumps, pack
 
 INIT = -1  # the seq of a setup failure (worker_init_fn, opening the dataset, attaching the ring)
 POLL_S = 0.2  # how often an idle worker checks the stop event and whether its parent is alive
@@ -50,6 +50,8 @@ def split_fields(ds: Dataset, fields: tuple[str, ...] | None, layout: SlotLayout
     """
     transforms = transforms or {}
     names = ds.schema.names if fields is None else list(fields)
+    if ARENA_FIELD in layout.names:  # a collate_fn's loader: every field is gathered fresh, none into the slot
+        return [], names
     images = {n: (p.dtype, p.shape) for n, p in transforms.items()}
     expected = SlotLayout.for_dataset(ds.schema, layout.batch_size, names, images)
     if set(expected.fields) != set(layout.fields):
@@ -130,7 +132,7 @@ def produce_batch(ds: Dataset, ring: SlotRing, slot: int, indices: np.ndarray, f
                                                      images=images, epoch=epoch)
         return n, pad_columns(cols, ds.schema, config.pad) if config.pad else cols, timings, skipped, None
     t0 = perf_counter()
-    names = fixed + var
+    names = var  # split_fields puts every field there for a collate_fn
     skipped = 0
     try:
         cols = ds.gather(indices, names)
@@ -241,6 +243,8 @@ def _serve(ds: Dataset, ring: SlotRing, worker_id: int, fixed: list[str], var: l
             epoch = int(ring.task_epochs()[slot]) if images is not None else 0
             n, cols, timings, skipped, collated = produce_batch(ds, ring, slot, indices, fixed, var, config,
                                                                 images=images, epoch=epoch)
+            if pickled and config.collate_fn is not None:
+                collated = pack(collated, ring.arrays(slot)[ARENA_FIELD].reshape(-1))
             msg = (seq, worker_id, (slot, n, cols, timings, perf_counter() - t0, skipped, collated), None)
         except Exception as exc:
             msg = (seq, worker_id, None, pack_failure(exc, "", pickled=pickled))

@@ -262,7 +262,7 @@ class BatchProducer:
                   t_request: float, busy: float | None, skipped: int, collated: Any = None) -> ProducedBatch:
         """Mark the slot as held by the consumer, record the batch in the stats, and wrap it."""
         self._state.held = slot
-        fixed = self._state.ring.arrays(slot, n) if collated is None else {}
+        fixed = self._state.ring.arrays(slot, n if collated is None else None)
         batch = ProducedBatch(k, slot, n, fixed, cols, timings, worker, collated)
         if self._stats is not None:
             self._stats.record_batch(perf_counter() - t_request, n, batch.nbytes, timings, busy)
