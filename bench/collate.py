@@ -14,7 +14,11 @@ Systems, each with 0 and 2 workers:
   natively gathered rows; thread workers, and ``collate-process`` with process workers, whose
   results come back through the batch's shared-memory slot);
 * ``fastload/pad``: fastload.DataLoader with ``pad={"tokens": Pad(mask="attention_mask")}``
-  (padding and mask in the native path, no Python per row; thread workers).
+  (padding and mask in the native path, no Python per row; thread workers);
+* ``accelerate/torch`` and ``accelerate/fastload-pad``: the torch loader with the padding
+  collate and the fastload loader with ``pad=``, each through ``accelerator.prepare`` (which
+  rebuilds both as torch DataLoaders: fastload keeps its order, batching and padding, not its
+  workers). With ``--no-accelerate`` these are left out.
 
 Systems run interleaved (A, B, C, D, A, ...), ``--repeats`` times, each run on a fresh loader in
 this process after the files were read once (warm page cache); tables show medians with the
@@ -91,11 +95,18 @@ def make_data(data_dir: Path, rows: int) -> Path:
     return out
 
 
-def systems(root: Path, workers: int) -> dict:
+def prepared(make):
+    """``make()``'s loader through accelerate.prepare (one CPU process)."""
+    from accelerate import Accelerator
+
+    return lambda: Accelerator(cpu=True).prepare(make())
+
+
+def systems(root: Path, workers: int, accelerate: bool = True) -> dict:
     ds = fastload.open(root / "fastload")
     mm = MemmapTokens(root / "memmap")
     torch_kw = {"num_workers": workers, "multiprocessing_context": "fork"} if workers else {}
-    return {
+    out = {
         "torch/fastload-ds": lambda: torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True,
                                                                  collate_fn=pad_collate, **torch_kw),
         "torch/memmap": lambda: torch.utils.data.DataLoader(mm, batch_size=BATCH, shuffle=True,
@@ -108,6 +119,10 @@ def systems(root: Path, workers: int) -> dict:
         "fastload/pad": lambda: DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=workers,
                                            pad={"tokens": Pad(mask="attention_mask")}),
     }
+    if accelerate:
+        out["accelerate/torch"] = prepared(out["torch/fastload-ds"])
+        out["accelerate/fastload-pad"] = prepared(out["fastload/pad"])
+    return out
 
 
 def run_epoch(make, cap: float) -> dict:
@@ -133,6 +148,7 @@ def main(argv=None) -> None:
     p.add_argument("--cap", type=float, default=10.0, help="seconds per run at most")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--json", default=None)
+    p.add_argument("--no-accelerate", action="store_true", help="leave out the accelerate.prepare systems")
     args = p.parse_args(argv)
     root = make_data(args.data_dir, args.rows)
     info = machine_info(root)
@@ -141,14 +157,18 @@ def main(argv=None) -> None:
     tables, payload = [], {"machine": info, "results": {}}
     for workers in (0, 2):
         results = interleaved({name: (lambda m=make: run_epoch(m, args.cap))
-                               for name, make in systems(root, workers).items()}, args.repeats)
+                               for name, make in systems(root, workers, not args.no_accelerate).items()},
+                              args.repeats)
         payload["results"][workers] = results
         base = {name: med([r["samples_per_s"] for r in res]) for name, res in results.items()}
         rows = []
         for name, res in results.items():
             rate = [r["samples_per_s"] for r in res]
-            ratio = (f"{base[name] / base['torch/fastload-ds']:.2f}x / {base[name] / base['torch/memmap']:.2f}x"
-                     if name.startswith("fastload") else "")
+            ratio = ""
+            if name.startswith("fastload"):
+                ratio = f"{base[name] / base['torch/fastload-ds']:.2f}x / {base[name] / base['torch/memmap']:.2f}x"
+            elif name == "accelerate/fastload-pad":
+                ratio = f"{base[name] / base['accelerate/torch']:.2f}x vs accelerate/torch"
             rows.append([name, workers, fmt_range(rate), ratio])
         print(f"\n## {workers} workers, batch {BATCH}, samples/s")
         tables.append(print_table(["system", "workers", "samples/s", "vs torch/fastload-ds / torch/memmap"], rows))
