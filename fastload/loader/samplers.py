@@ -91,7 +91,7 @@ def _drawn(sampler: PlanSampler, count: bool = False) -> Iterator[np.ndarray]:
     """The plan's batches for the iteration now starting (or joined); with ``count``, the shared
     position follows the batches drawn, unless the loader's own iteration counts deliveries."""
     cursor = sampler.cursor
-    joined = cursor._claimed
+    joined = cursor.claimed
     epoch, start = cursor.begin()
     plan = sampler.plan(epoch, start)
     counting = count and not joined

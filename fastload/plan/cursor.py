@@ -83,9 +83,10 @@ class EpochCursor:
         self.finished = False
         return self.epoch, self.start
 
-    def release(self) -> None:
-        """The loader's iteration did not drive the sampler after all (a fast path)."""
-        self._claimed = False
+    @property
+    def claimed(self) -> bool:
+        """The loader began an iteration that its sampler's next iteration joins."""
+        return self._claimed
 
     def advance(self, done: int) -> None:
         self.done = done
