@@ -10,6 +10,7 @@ worker's traceback text. Setup failures are sent with ``seq == INIT`` and end th
 from __future__ import annotations
 
 import os
+import pickle
 import queue
 import random
 import selectors
@@ -28,7 +29,7 @@ from .collate import pad_columns, rows_of
 from .config import WorkerConfig
 from .failures import pack_failure
 from .slots import SlotLayout, SlotRing
-from .transport import ARENA_FIELD, dumps, pack
+from .transport import ARENA_FIELD, pack
 
 INIT = -1  # the seq of a setup failure (worker_init_fn, opening the dataset, attaching the ring)
 POLL_S = 0.2  # how often an idle worker checks the stop event and whether its parent is alive
@@ -295,8 +296,8 @@ def process_worker(config: WorkerConfig, worker_id: int, n_slots: int, tasks, re
     parent = os.getppid()
     ring = None
 
-    def send(msg: Envelope) -> None:  # plain pickle (see TASK), tensors as their bytes
-        results.send_bytes(dumps(msg))
+    def send(msg: Envelope) -> None:  # plain pickle: see TASK (a collate result is already packed)
+        results.send_bytes(pickle.dumps(msg, pickle.HIGHEST_PROTOCOL))
 
     try:
         try:
