@@ -22,7 +22,9 @@ Systems, each with 0 and 2 workers:
 
 Systems run interleaved (A, B, C, D, A, ...), ``--repeats`` times, each run on a fresh loader in
 this process after the files were read once (warm page cache); tables show medians with the
-(min–max) range and the ratio of each fastload system to torch's DataLoader.
+(min–max) range and the ratio of each fastload system to torch's DataLoader. The main process
+runs torch with ``--threads`` intra-op threads (default 1): with 2 on a shared 2-core machine, the
+collate's small tensor ops in the main process varied 10x from run to run, for every system.
 
     .venv/bin/python -m bench.collate [--rows 40000] [--repeats 3] [--cap 10] [--json out.json]
 """
@@ -148,8 +150,10 @@ def main(argv=None) -> None:
     p.add_argument("--cap", type=float, default=10.0, help="seconds per run at most")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--json", default=None)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads of the main process")
     p.add_argument("--no-accelerate", action="store_true", help="leave out the accelerate.prepare systems")
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
     root = make_data(args.data_dir, args.rows)
     info = machine_info(root)
     print_machine(info)
