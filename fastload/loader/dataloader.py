@@ -40,7 +40,7 @@ from .collate import FastloadCollate, normalise_pad, to_torch
 from .device import to_device_stream
 from .iterable import IterableOrder
 from .resume import InjectedOrder
-from .samplers import PlanBatchSampler, PlanSampler, uses_plan
+from .samplers import PlanBatchSampler, PlanSampler, log_offset, uses_plan
 from .slots import SlotLayout
 from .stats import LoaderStats
 from .transport import ARENA_BYTES, ARENA_FIELD, Packed, unpack
@@ -217,9 +217,7 @@ class DataLoader(TorchDataLoader):
         return isinstance(self.dataset, Dataset) and self.batch_sampler is not None
 
     def __iter__(self):
-        if self._cursor.offset_note:
-            log.warning("fastload: %s", self._cursor.offset_note)
-            self._cursor.offset_note = None
+        log_offset(self._cursor)
         if self._native():
             return self._iterate()
         if self._iterable is not None:

@@ -10,6 +10,7 @@ follows.
 
 from __future__ import annotations
 
+import logging
 from typing import Callable, Iterator
 
 import numpy as np
@@ -19,6 +20,14 @@ from ..plan.cursor import EpochCursor
 from ..plan.epoch import EpochPlan
 
 MakePlan = Callable[[int, int], EpochPlan]  # (epoch, start_sample) -> that iteration's plan
+log = logging.getLogger("fastload.loader")
+
+
+def log_offset(cursor: EpochCursor) -> None:
+    """Say once that set_epoch numbers now count from a loaded state's epoch (see plan/cursor.py)."""
+    if cursor.offset_note:
+        log.warning("fastload: %s", cursor.offset_note)
+        cursor.offset_note = None
 
 
 class PlanSampler(Sampler[int]):
@@ -92,6 +101,7 @@ def _drawn(sampler: PlanSampler, count: bool = False) -> Iterator[np.ndarray]:
     position follows the batches drawn, unless the loader's own iteration counts deliveries."""
     cursor = sampler.cursor
     joined = cursor.claimed
+    log_offset(cursor)
     epoch, start = cursor.begin()
     plan = sampler.plan(epoch, start)
     counting = count and not joined
