@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     # The loader imports torch (~1.5 s); load it only when asked for, so packing and reading don't pay.
-    if name in ("DataLoader", "copy_batch"):
+    if name in ("DataLoader", "copy_batch", "Pad"):
         from . import loader
 
         return getattr(loader, name)
@@ -26,5 +26,5 @@ __all__ = [
     "Dataset", "FastloadError", "Field", "FormatError", "Manifest", "OutputExistsError",
     "RecordDecodeError", "Schema", "SchemaError", "SkippedRowsError", "SkippedRowsWarning", "SourceError",
     "StorageError", "WorkerError",
-    "Writer", "open", "pack", "DataLoader", "copy_batch",
+    "Writer", "open", "pack", "DataLoader", "copy_batch", "Pad",
 ]
