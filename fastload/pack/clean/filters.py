@@ -77,6 +77,8 @@ def compile_filter(text: str, schema: Schema) -> tuple[pc.Expression, list[str]]
     if typ != "bool":
         raise syntax_error(text, tree.col, f"a filter must be a condition (true or false per record), not {_a(typ)}; "
                                            "compare it, e.g. 'len(text) > 0'")
+    if not compiler.fields:
+        raise syntax_error(text, tree.col, "this filter reads no field, so it would keep every record or none")
     return expr, sorted(compiler.fields)
 
 

@@ -49,6 +49,7 @@ INVALID = [
     ("score > 12abc", 11, "after the number"),
     ("lower(n) == 'a'", 7, "lower() takes a text value"),
     ("n matches 'a'", 1, "'matches' takes a text value"),
+    ("true", 1, "reads no field"),
     ("", 0, "empty"),
 ]
 
