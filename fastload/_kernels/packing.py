@@ -1,0 +1,97 @@
+"""Sequence packing kernels: best-fit bin assignment, and the per-batch outputs of packed windows.
+
+``best_fit`` is the one sequential step of building a packing index (each placement depends on
+the bins before it); the per-batch kernels turn a batch's spans (documents' stretches, separators
+included, and the padding at the end of a window, in order) into position ids and attention
+masks, writing into the given ``out``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(nogil=True, cache=True)
+def _first_at_least(tree, leaves, s):
+    """Smallest capacity c >= s with a bin left (count tree over capacities), or -1."""
+    i = s + leaves
+    if tree[i] > 0:
+        return s
+    while i > 1:  # climb until a right sibling holds a bin
+        if i % 2 == 0 and tree[i + 1] > 0:
+            i += 1
+            break
+        i //= 2
+    if i == 1:
+        return -1
+    while i < leaves:  # then descend to its leftmost non-empty leaf
+        i = 2 * i if tree[2 * i] > 0 else 2 * i + 1
+    return i - leaves
+
+
+@njit(nogil=True, cache=True)
+def _add(tree, leaves, c, delta):
+    i = c + leaves
+    while i >= 1:
+        tree[i] += delta
+        i //= 2
+
+
+@njit(nogil=True, cache=True)
+def best_fit(sizes, capacity, bin_of):
+    """Place items of ``sizes`` (in this order) each into the open bin with the least room that
+    still holds it, or a new bin; writes each item's bin into ``bin_of``, returns the bin count.
+
+    Bins with the same room are taken last-opened first. O(items * log(capacity)): a count tree
+    over the possible rooms finds the best bin, and one linked list per room holds its bins.
+    """
+    leaves = 1
+    while leaves < capacity + 1:
+        leaves *= 2
+    tree = np.zeros(2 * leaves, np.int64)
+    head = np.full(capacity + 1, -1, np.int64)
+    nxt = np.empty(len(sizes), np.int64)
+    n_bins = 0
+    for i in range(len(sizes)):
+        s = sizes[i]
+        c = _first_at_least(tree, leaves, s) if s <= capacity else -1
+        if c < 0:
+            b = n_bins
+            n_bins += 1
+            room = capacity - s
+        else:
+            b = head[c]
+            head[c] = nxt[b]
+            _add(tree, leaves, c, -1)
+            room = c - s
+        bin_of[i] = b
+        if room > 0:
+            nxt[b] = head[room]
+            head[room] = b
+            _add(tree, leaves, room, 1)
+    return n_bins
+
+
+@njit(nogil=True, cache=True)
+def fill_positions(spans, out):
+    """Positions restarting at 0 at each span: ``out`` (flat) holds sum(spans) values."""
+    t = 0
+    for s in range(len(spans)):
+        for i in range(spans[s]):
+            out[t + i] = i
+        t += spans[s]
+
+
+@njit(nogil=True, cache=True)
+def fill_block_causal(spans, span_ptr, out):
+    """``out[b, q, k]`` is True where key k is at or before query q in the same span of window b:
+    a causal mask, block-diagonal per document (Megatron's reset attention mask)."""
+    for b in range(out.shape[0]):
+        out[b] = False
+        t = 0
+        for s in range(span_ptr[b], span_ptr[b + 1]):
+            n = spans[s]
+            for i in range(n):
+                out[b, t + i, t:t + i + 1] = True
+            t += n

@@ -1,0 +1,115 @@
+"""The packing index against pure-Python references: cut windows token for token, best-fit bins."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastload.lm.packing_index import PackingConfig, build_index
+from fastload.plan.packing import PackingIndex, cut_windows, document_order, window_fill
+
+from .reference import best_fit_fills, cut_reference
+
+
+def make_docs(n: int, seed: int = 0, max_len: int = 300) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    lengths = np.minimum(rng.lognormal(3.5, 1.2, size=n).astype(np.int64), max_len)
+    lengths[::17] = 0  # empty documents happen
+    return [rng.integers(1, 1000, size=int(k)) for k in lengths]
+
+
+def render(index: PackingIndex, docs, separator, pad_id) -> list[list[int]]:
+    """The windows an index describes, token by token (a slow, obvious reading of it)."""
+    out = []
+    for w in range(index.n_windows):
+        tokens: list[int] = []
+        for j in range(index.ptr[w], index.ptr[w + 1]):
+            d, s, k = int(index.doc[j]), int(index.start[j]), int(index.length[j])
+            tokens.extend(int(t) for t in docs[d][s:s + k])
+            if index.sep[j]:
+                tokens.append(separator)
+        out.append(tokens + [pad_id] * (index.seq_len - len(tokens)))
+    return out
+
+
+@pytest.mark.parametrize("seq_len, stride", [(64, None), (64, 63), (7, None), (1, None), (2048, None), (50, 17)])
+@pytest.mark.parametrize("separator", [None, 0])
+@pytest.mark.parametrize("tail", ["drop", "pad"])
+def test_cut_windows_match_the_concatenate_and_slice_reference(seq_len, stride, separator, tail):
+    docs = make_docs(300)
+    lengths = np.array([len(d) for d in docs])
+    order = document_order(len(docs), seed=3)
+    index = cut_windows(lengths, seq_len, order=order, separator=separator is not None, tail=tail, stride=stride)
+    index.check(lengths)
+    expect = cut_reference(docs, order, seq_len, separator, -1, tail, stride)
+    assert render(index, docs, separator, -1) == expect
+
+
+def test_cut_of_nothing_and_of_less_than_a_window():
+    order = document_order(3, None)
+    assert cut_windows(np.zeros(3, np.int64), 8, order=order, separator=False).n_windows == 0
+    short = cut_windows(np.array([2, 3, 0]), 8, order=order, separator=False, tail="pad")
+    assert short.n_windows == 1 and window_fill(short).tolist() == [5]
+    assert cut_windows(np.array([2, 3, 0]), 8, order=order, separator=False, tail="drop").n_windows == 0
+
+
+@pytest.mark.parametrize("seq_len", [16, 100, 512])
+@pytest.mark.parametrize("separator", [False, True])
+def test_best_fit_keeps_documents_whole_and_matches_the_reference_bins(seq_len, separator):
+    docs = make_docs(500, seed=1, max_len=1200)
+    lengths = np.array([len(d) for d in docs])
+    config = PackingConfig(field="tokens", seq_len=seq_len, policy="best-fit", separator=separator, seed=5)
+    index = build_index(lengths, config)
+    index.check(lengths)
+    windows = render(index, docs, -2, -1)
+    # every document's tokens are there once, in order; documents that fit a window are never cut
+    pieces: dict[int, list[tuple[int, int]]] = {}
+    for j in range(index.n_segments):
+        pieces.setdefault(int(index.doc[j]), []).append((int(index.start[j]), int(index.length[j])))
+    for d, doc in enumerate(docs):
+        if len(doc) == 0 and not separator:
+            assert d not in pieces
+            continue
+        got = sorted(pieces[d])
+        assert sum(k for _, k in got) == len(doc)
+        assert all(a + k == b for (a, k), (b, _) in zip(got, got[1:]))
+        if len(doc) + separator <= seq_len:
+            assert len(got) == 1
+    # the bins are those of best-fit decreasing over the same pieces
+    sizes = []
+    for d in docs:
+        total = len(d) + separator
+        sizes += [seq_len] * (total // seq_len) + ([total % seq_len] if total % seq_len else [])
+    assert sorted(window_fill(index).tolist()) == best_fit_fills(sizes, seq_len)
+    assert all(len(w) == seq_len for w in windows)
+
+
+def test_best_fit_kernel_runs_as_python_too(tmp_path):
+    """NUMBA_DISABLE_JIT=1 (the debugging mode) gives the same bins."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np; from fastload._kernels.packing import best_fit\n"
+            "s = np.random.default_rng(0).integers(1, 64, 2000); b = np.empty(2000, np.int64)\n"
+            "n = best_fit(np.sort(s)[::-1].copy(), 64, b); print(n, int(b.sum()))")
+    outs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "NUMBA_DISABLE_JIT": jit}).stdout for jit in ("0", "1")]
+    assert outs[0] == outs[1] and outs[0].strip()
+
+
+def test_check_refuses_damaged_indexes():
+    lengths = np.array([10, 20, 30])
+    index = cut_windows(lengths, 8, order=document_order(3, 0), separator=True)
+    index.check(lengths)
+    bad = PackingIndex(seq_len=8, ptr=index.ptr, doc=index.doc, start=index.start + 25,
+                       length=index.length, sep=index.sep)
+    with pytest.raises(ValueError, match="past the end"):
+        bad.check(lengths)
+    crowded = PackingIndex(seq_len=4, ptr=index.ptr, doc=index.doc, start=index.start,
+                           length=index.length, sep=index.sep)
+    with pytest.raises(ValueError, match="more than seq_len"):
+        crowded.check()
+    with pytest.raises(ValueError, match="pointers"):
+        PackingIndex(seq_len=8, ptr=index.ptr[::-1].copy(), doc=index.doc, start=index.start,
+                     length=index.length, sep=index.sep).check()
