@@ -1,0 +1,137 @@
+"""Packing indexes on disk: one directory per (dataset, settings), written atomically, memory-mapped.
+
+An index lives in ``<dataset>/.fastload-packing/<key>/`` when the dataset is a local directory
+we can write to, else in ``<cache dir>/packing/<key>/`` (the node cache's directory, see
+:mod:`fastload.storage.config`), or under an ``index_dir`` the caller names. The key hashes the
+dataset's manifest (so a rewritten dataset gets a new index) and the :class:`PackingConfig`.
+
+The directory holds one ``.npy`` per array (NumPy's own format, opened with ``mmap_mode="r"``:
+a worker maps it rather than reading it) and ``meta.json`` with the key's inputs and an xxh3
+checksum per array. It is built in a temporary sibling directory and renamed into place, so a
+reader sees a whole index or none; ranks that build the same index at once each rename theirs,
+the first wins and the others use it. Opening checks the checksums and the index against the
+document lengths it was built from (O(segments)); a damaged index is rebuilt with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FormatError
+from ..format.codec import checksum
+from ..plan.packing import PackingIndex
+from .packing_index import PackingConfig, build_index
+
+INDEX_FORMAT = "fastload-packing/1"
+META = "meta.json"
+LOCAL_DIR = ".fastload-packing"
+
+
+def dataset_id(ds) -> str:
+    """A dataset's identity for index keys: the hash of its manifest (names, sizes, checksums)."""
+    return f"{checksum(ds.manifest.dumps()):016x}"
+
+
+def index_key(ds_id: str, config: PackingConfig) -> str:
+    body = json.dumps({"format": INDEX_FORMAT, "dataset": ds_id, **config.to_json()}, sort_keys=True)
+    return f"{checksum(body.encode()):016x}"
+
+
+def index_parent(ds, index_dir: str | os.PathLike | None) -> Path:
+    """Where this dataset's indexes go: ``index_dir``, beside a writable local dataset, or the cache."""
+    if index_dir is not None:
+        return Path(index_dir)
+    root = Path(str(ds.root))
+    if "://" not in str(ds.root) and root.is_dir() and os.access(root, os.W_OK):
+        return root / LOCAL_DIR
+    from ..storage.config import CacheConfig
+
+    return CacheConfig.resolve().cache_dir / "packing"
+
+
+def load_or_build(ds, config: PackingConfig, lengths_of, index_dir=None) -> tuple[PackingIndex, np.ndarray, Path]:
+    """The index of ``ds`` under ``config``, opened from disk or built and stored first.
+
+    ``lengths_of(ds)`` returns the document lengths (called only when building). Returns the
+    index (memory-mapped arrays), the document lengths and the index directory.
+    """
+    ds_id = dataset_id(ds)
+    path = index_parent(ds, index_dir) / index_key(ds_id, config)
+    if path.is_dir():
+        try:
+            return (*open_index(path, ds_id, config), path)
+        except FormatError as exc:
+            warnings.warn(f"rebuilding the packing index: {exc}", stacklevel=3)
+    lengths = lengths_of(ds)
+    write_index(path, build_index(lengths, config), lengths, ds_id, config)
+    return (*open_index(path, ds_id, config), path)
+
+
+def write_index(path: Path, index: PackingIndex, lengths: np.ndarray, ds_id: str, config: PackingConfig) -> None:
+    """Write the index to ``path`` through a temporary sibling directory and one rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        arrays = {name: getattr(index, name) for name in PackingIndex.ARRAYS}
+        arrays["lengths"] = np.ascontiguousarray(lengths, dtype=np.int64)
+        sums = {}
+        for name, arr in arrays.items():
+            with open(tmp / f"{name}.npy", "wb") as f:
+                np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
+                f.flush()
+                os.fsync(f.fileno())
+            sums[name] = f"{checksum(np.ascontiguousarray(arr).view(np.uint8)):016x}"
+        meta = {"format": INDEX_FORMAT, "dataset": ds_id, "config": config.to_json(),
+                "windows": index.n_windows, "segments": index.n_segments, "documents": len(lengths),
+                "checksums": sums}
+        with open(tmp / META, "w") as f:
+            json.dump(meta, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            if path.exists():  # a damaged index: move it out of the way first
+                stale = path.parent / f".tmp-stale-{uuid.uuid4().hex}"
+                os.rename(path, stale)
+                shutil.rmtree(stale, ignore_errors=True)
+            os.rename(tmp, path)
+        except OSError:
+            if not (path / META).is_file():  # not another builder's finished index: a real failure
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def open_index(path: Path, ds_id: str, config: PackingConfig) -> tuple[PackingIndex, np.ndarray]:
+    """Map an index directory's arrays, after checking its key, checksums and consistency."""
+    try:
+        meta = json.loads((path / META).read_text())
+    except (OSError, ValueError) as exc:
+        raise FormatError(f"packing index {path}: unreadable {META}: {exc}") from None
+    expect = {"format": INDEX_FORMAT, "dataset": ds_id, "config": config.to_json()}
+    if not isinstance(meta, dict) or any(meta.get(k) != v for k, v in expect.items()):
+        raise FormatError(f"packing index {path} was built for another dataset or settings")
+    arrays = {}
+    for name in (*PackingIndex.ARRAYS, "lengths"):
+        try:
+            arr = np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise FormatError(f"packing index {path}: unreadable {name}.npy: {exc}") from None
+        flat = np.asarray(arr).view(np.uint8) if arr.size else np.zeros(0, np.uint8)
+        if f"{checksum(flat):016x}" != meta.get("checksums", {}).get(name):
+            raise FormatError(f"packing index {path}: {name}.npy is damaged (checksum mismatch)")
+        arrays[name] = arr
+    lengths = arrays.pop("lengths")
+    index = PackingIndex(seq_len=config.seq_len, **arrays)
+    try:
+        index.check(lengths)
+    except ValueError as exc:
+        raise FormatError(f"packing index {path}: {exc}") from None
+    return index, lengths
