@@ -19,6 +19,7 @@ SUFFIX_KINDS = {
     ".csv": "csv", ".tsv": "csv",
     ".npy": "numpy", ".npz": "numpy",
     ".tar": "webdataset", ".tar.gz": "webdataset", ".tgz": "webdataset",
+    ".idx": "megatron", ".bin": "megatron",
 }
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -49,6 +50,10 @@ def _file_source(kind: str, paths: list[str]) -> Source:
         from .numpy_files import NumpySource
 
         return NumpySource(paths)
+    if kind == "megatron":
+        from .megatron import MegatronSource
+
+        return MegatronSource(paths)
     from .webdataset import WebDatasetSource
 
     return WebDatasetSource(paths)
