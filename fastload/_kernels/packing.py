@@ -95,3 +95,61 @@ def fill_block_causal(spans, span_ptr, out):
             for i in range(n):
                 out[b, t + i, t:t + i + 1] = True
             t += n
+
+
+@njit(nogil=True, cache=True)
+def plan_windows(windows, ptr, doc, start, length, sep, seq_len):
+    """The segments of a batch of windows, in output order, and each window's padding.
+
+    Returns (seg_doc, seg_start, seg_len, seg_sep, seg_window, pad, bad): ``bad`` is the first
+    window holding more than ``seq_len`` tokens (a damaged index), or -1.
+    """
+    n = len(windows)
+    total = 0
+    for b in range(n):
+        total += ptr[windows[b] + 1] - ptr[windows[b]]
+    seg_doc = np.empty(total, np.int64)
+    seg_start = np.empty(total, np.int64)
+    seg_len = np.empty(total, np.int64)
+    seg_sep = np.empty(total, np.int64)
+    seg_window = np.empty(total, np.int64)
+    pad = np.empty(n, np.int64)
+    j = 0
+    for b in range(n):
+        fill = 0
+        for s in range(ptr[windows[b]], ptr[windows[b] + 1]):
+            seg_doc[j] = doc[s]
+            seg_start[j] = start[s]
+            seg_len[j] = length[s]
+            seg_sep[j] = sep[s]
+            seg_window[j] = b
+            fill += length[s] + sep[s]
+            j += 1
+        pad[b] = seq_len - fill
+        if pad[b] < 0:
+            return seg_doc, seg_start, seg_len, seg_sep, seg_window, pad, b
+    return seg_doc, seg_start, seg_len, seg_sep, seg_window, pad, -1
+
+
+@njit(nogil=True, cache=True)
+def copy_list(seg_start, seg_len, seg_sep, seg_window, pad, doc_addr, doc_bytes, itemsize, sep_addr, pad_addr,
+              addr, nbytes):
+    """Fill (addr, nbytes) with every piece of the batch's tokens in output order: per segment its
+    document stretch then its separator (0 bytes if none), per window its padding after its
+    segments. Returns the first segment reaching past its document's ``doc_bytes``, or -1."""
+    k = 0
+    j = 0
+    for b in range(len(pad)):
+        while j < len(seg_window) and seg_window[j] == b:
+            if (seg_start[j] + seg_len[j]) * itemsize > doc_bytes[j]:
+                return j
+            addr[k] = doc_addr[j] + seg_start[j] * itemsize
+            nbytes[k] = seg_len[j] * itemsize
+            addr[k + 1] = sep_addr
+            nbytes[k + 1] = seg_sep[j] * itemsize
+            k += 2
+            j += 1
+        addr[k] = pad_addr
+        nbytes[k] = pad[b] * itemsize
+        k += 1
+    return -1

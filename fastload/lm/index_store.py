@@ -127,7 +127,7 @@ def open_index(path: Path, ds_id: str, config: PackingConfig) -> tuple[PackingIn
         flat = np.asarray(arr).view(np.uint8) if arr.size else np.zeros(0, np.uint8)
         if f"{checksum(flat):016x}" != meta.get("checksums", {}).get(name):
             raise FormatError(f"packing index {path}: {name}.npy is damaged (checksum mismatch)")
-        arrays[name] = arr
+        arrays[name] = np.asarray(arr)  # a plain view of the map: memmap's __getitem__ costs ~3 us a call
     lengths = arrays.pop("lengths")
     index = PackingIndex(seq_len=config.seq_len, **arrays)
     try:

@@ -106,9 +106,9 @@ class PackedDataset(BatchReadable):
             out = np.empty((n, self.seq_len), dtype=self.dtype)
         direct = self.dtype == self.token_dtype
         target = out if direct else np.empty((n, self.seq_len), dtype=self.token_dtype)
-        docs, inverse = np.unique(batch.doc, return_inverse=True)
-        with self.source.var_payloads(docs, self.field) as (addr, nbytes):
-            addrs, sizes = batch.copy_list(addr[inverse], nbytes[inverse], self.token_dtype.itemsize,
+        # one lookup per segment: a document spanning two windows of the batch is looked up twice
+        with self.source.var_payloads(batch.doc, self.field) as (addr, nbytes):
+            addrs, sizes = batch.copy_list(addr, nbytes, self.token_dtype.itemsize,
                                            self._sep.ctypes.data, self._pad.ctypes.data)
             _native.gather_var(addrs, sizes, target.reshape(-1).view(np.uint8))
         if not direct:

@@ -92,7 +92,7 @@ def test_the_index_is_stored_once_and_reused(ds):
     stamp = (a.index_path / "doc.npy").stat().st_mtime_ns
     b = pack_sequences(ds, seq_len=40, seed=9)
     assert b.index_path == a.index_path and (b.index_path / "doc.npy").stat().st_mtime_ns == stamp
-    assert isinstance(b.index.doc, np.memmap)
+    assert isinstance(b.index.doc.base, np.memmap)  # mapped, not read
     assert pack_sequences(ds, seq_len=40, seed=10).index_path != a.index_path
     assert pack_sequences(ds, seq_len=41, seed=9).index_path != a.index_path
     assert not [p for p in a.index_path.parent.iterdir() if p.name.startswith(".tmp")]
