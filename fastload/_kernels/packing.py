@@ -98,6 +98,13 @@ def fill_block_causal(spans, span_ptr, out):
 
 
 @njit(nogil=True, cache=True)
+def _segment_arrays(n_segments, n_windows):
+    """Segment documents, starts, lengths, separator flags, windows; and each window's padding."""
+    return (np.empty(n_segments, np.int64), np.empty(n_segments, np.int64), np.empty(n_segments, np.int64),
+            np.empty(n_segments, np.int64), np.empty(n_segments, np.int64), np.empty(n_windows, np.int64))
+
+
+@njit(nogil=True, cache=True)
 def plan_windows(windows, ptr, doc, start, length, sep, seq_len):
     """The segments of a batch of windows, in output order, and each window's padding.
 
@@ -108,12 +115,7 @@ def plan_windows(windows, ptr, doc, start, length, sep, seq_len):
     total = 0
     for b in range(n):
         total += ptr[windows[b] + 1] - ptr[windows[b]]
-    seg_doc = np.empty(total, np.int64)
-    seg_start = np.empty(total, np.int64)
-    seg_len = np.empty(total, np.int64)
-    seg_sep = np.empty(total, np.int64)
-    seg_window = np.empty(total, np.int64)
-    pad = np.empty(n, np.int64)
+    seg_doc, seg_start, seg_len, seg_sep, seg_window, pad = _segment_arrays(total, n)
     j = 0
     for b in range(n):
         fill = 0
@@ -153,3 +155,52 @@ def copy_list(seg_start, seg_len, seg_sep, seg_window, pad, doc_addr, doc_bytes,
         nbytes[k] = pad[b] * itemsize
         k += 1
     return -1
+
+
+@njit(nogil=True, cache=True)
+def plan_cut_windows(windows, order, bounds, seq_len, stride, separator):
+    """The segments of a batch of "cut" windows: piece k (document ``order[k]``, then the
+    separator when ``separator``) spans stream ``[bounds[k], bounds[k + 1])``; window w spans
+    ``[w * stride, w * stride + seq_len)`` of the stream, clipped to its end, then padding.
+
+    Returns the same tuple as :func:`plan_windows` (``bad`` is always -1: the bounds are
+    checked when the index is opened).
+    """
+    n = len(windows)
+    total = bounds[len(bounds) - 1]
+    first = np.empty(n, np.int64)
+    count = 0
+    for b in range(n):
+        begin = windows[b] * stride
+        end = min(begin + seq_len, total)
+        k = np.searchsorted(bounds, begin, side="right") - 1
+        first[b] = k
+        while k < len(order) and bounds[k] < end:
+            count += 1
+            k += 1
+    seg_doc, seg_start, seg_len, seg_sep, seg_window, pad = _segment_arrays(count, n)
+    j = 0
+    for b in range(n):
+        begin = windows[b] * stride
+        end = min(begin + seq_len, total)
+        k = first[b]
+        fill = 0
+        while k < len(order) and bounds[k] < end:
+            piece = bounds[k + 1] - bounds[k]
+            doc_len = piece - separator
+            lo = max(begin - bounds[k], 0)
+            hi = min(end - bounds[k], piece)
+            start = min(lo, doc_len)
+            length = min(hi, doc_len) - start
+            sep = 1 if (separator and hi > doc_len) else 0
+            if length > 0 or sep:
+                seg_doc[j] = order[k]
+                seg_start[j] = start
+                seg_len[j] = length
+                seg_sep[j] = sep
+                seg_window[j] = b
+                fill += length + sep
+                j += 1
+            k += 1
+        pad[b] = seq_len - fill
+    return seg_doc[:j], seg_start[:j], seg_len[:j], seg_sep[:j], seg_window[:j], pad, -1

@@ -50,7 +50,7 @@ class PackedDataset(BatchReadable):
         self._sep = _tokens([separator if separator is not None else 0], self.token_dtype, "separator")
         self._pad = _tokens([pad_id] * self.seq_len, self.token_dtype, "pad_id")
         self._index_dir_option = index_dir
-        self.index, self.doc_lengths, self.index_path = load_or_build(source, self.config, self._scan, index_dir)
+        self.index, self.index_path = load_or_build(source, self.config, self._scan, index_dir)
 
     def _scan(self, ds: Dataset) -> np.ndarray:
         # lengths come from the offset tables alone, so no block is hashed here; every batch

@@ -2,7 +2,9 @@
 
 The pure arithmetic is in :mod:`fastload.plan.packing`; best-fit's bin assignment is the Numba
 kernel :func:`fastload._kernels.packing.best_fit`. This module reads the document lengths of a
-dataset (from its blocks' offset tables, without copying a token) and runs the right builder.
+dataset (from its blocks' offset tables, one slice per block, without touching a token: 5 ms
+for a million documents in 770 blocks, where a record-by-record lookup took 54 ms) and runs
+the right builder.
 """
 
 from __future__ import annotations
@@ -11,14 +13,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..errors import SchemaError
+from .. import _native
+from ..errors import FormatError, SchemaError
 from ..format.dataset import Dataset
+from ..format.spec import VAR_OFFSET_DTYPE
 from ..plan.packing import (
-    POLICIES, TAILS, PackingIndex, assemble_bins, cut_windows, document_order, split_documents,
+    DOC_SHUFFLES, POLICIES, TAILS, PackingIndex, assemble_bins, cut_index, document_order, split_documents,
 )
 
-# Records whose lengths are read per call: ~30 ms of planning and 8 MB of int64 per call.
-_SCAN_CHUNK = 1 << 20
 TOKEN_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 
 
@@ -33,6 +35,7 @@ class PackingConfig:
     stride: int | None = None
     separator: bool = False  # a separator token follows each document (its value is not in the index)
     seed: int | None = 0  # document order: a keyed shuffle, or the dataset's order for None
+    shuffle: str = "grid"  # how documents are shuffled (plan.packing.document_order)
 
     def __post_init__(self) -> None:
         if isinstance(self.seq_len, bool) or not isinstance(self.seq_len, (int, np.integer)) or self.seq_len < 1:
@@ -50,6 +53,8 @@ class PackingConfig:
             object.__setattr__(self, "stride", int(self.stride))
         if self.seed is not None:
             object.__setattr__(self, "seed", int(self.seed))
+        if self.shuffle not in DOC_SHUFFLES:
+            raise ValueError(f"shuffle must be one of {DOC_SHUFFLES}, not {self.shuffle!r}")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -68,14 +73,21 @@ def token_field(ds, field: str):
 
 
 def document_lengths(ds: Dataset, field: str) -> np.ndarray:
-    """Tokens in each record's ``field``, read from the blocks' offset tables (no token copied)."""
+    """Tokens in each record's ``field``, from each block's table of offsets (no token is read).
+
+    A variable column starts with ``records + 1`` little-endian u4 offsets; a block's lengths are
+    their differences. The tables of a shard's raw blocks are copied out with one native call.
+    Offsets that decrease or pass the block are a FormatError naming the shard and block. Blocks
+    are not checksummed here: the lengths only plan windows, and every read of a window checks
+    its stretches against the verified block it copies from.
+    """
     f = token_field(ds, field)
-    out = np.empty(len(ds), dtype=np.int64)
-    for lo in range(0, len(ds), _SCAN_CHUNK):
-        hi = min(lo + _SCAN_CHUNK, len(ds))
-        with ds.var_payloads(np.arange(lo, hi, dtype=np.int64), field) as (_, nbytes):
-            out[lo:hi] = nbytes
+    column = ds.schema.index(field)
+    parts = [_shard_lengths(ds.shard(s), column, field) for s in range(ds.n_shards)]
+    out = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
     itemsize = f.np_dtype.itemsize
+    if len(out) != len(ds):
+        raise FormatError(f"{ds.root}: the blocks hold {len(out)} records, the manifest {len(ds)}")
     if np.any(out % itemsize):
         bad = int(np.flatnonzero(out % itemsize)[0])
         raise SchemaError(f"{ds.locate(bad)}: field {field!r} holds {int(out[bad])} bytes, not a whole "
@@ -83,12 +95,43 @@ def document_lengths(ds: Dataset, field: str) -> np.ndarray:
     return out // itemsize
 
 
+def _shard_lengths(reader, column: int, field: str) -> np.ndarray:
+    """Payload bytes of every record of one shard's variable column."""
+    n = reader.block_records
+    table_bytes = (n + 1) * VAR_OFFSET_DTYPE.itemsize
+    start = reader.col_offsets64[:, column]
+    if np.any(start + table_bytes > reader.block_raw_size):
+        b = int(np.argmax(start + table_bytes > reader.block_raw_size))
+        raise FormatError(f"shard {reader.name} block {b}: field {field!r}'s offsets run past the block")
+    tables = np.empty(int(table_bytes.sum()), dtype=np.uint8)
+    if reader.all_raw:  # one copy of every block's table, straight from the map
+        _native.gather_var(reader.base_address + reader.block_offset + start, table_bytes, tables)
+    else:  # compressed blocks are decompressed to be read
+        at = np.concatenate([[0], np.cumsum(table_bytes)])
+        for b in range(reader.n_blocks):
+            tables[at[b]:at[b + 1]] = reader.raw_block(b)[start[b]:start[b] + table_bytes[b]]
+    offsets = tables.view(VAR_OFFSET_DTYPE).astype(np.int64)
+    ends = np.cumsum(n + 1)
+    lengths = np.diff(offsets)
+    firsts = offsets[ends - n - 1]
+    payload = reader.block_raw_size - start - table_bytes
+    keep = np.ones(len(lengths), dtype=bool)
+    keep[ends[:-1] - 1] = False  # the step from one block's table to the next is no length
+    bad_block = (firsts != 0) | (offsets[ends - 1] > payload)
+    lengths = lengths[keep]
+    if bad_block.any() or (lengths < 0).any():
+        b = int(np.argmax(bad_block)) if bad_block.any() else int(np.searchsorted(np.cumsum(n), np.argmax(lengths < 0), side="right"))
+        raise FormatError(f"shard {reader.name} block {b}: field {field!r} holds offsets that decrease or pass "
+                          f"the block (corrupt block)")
+    return lengths
+
+
 def build_index(lengths: np.ndarray, config: PackingConfig) -> PackingIndex:
     """The packing index of documents with these token counts."""
-    order = document_order(len(lengths), config.seed)
+    order = document_order(len(lengths), config.seed, config.shuffle)
     if config.policy == "cut":
-        return cut_windows(lengths, config.seq_len, order=order, separator=config.separator,
-                           tail=config.tail, stride=config.stride)
+        return cut_index(lengths, config.seq_len, order=order, separator=config.separator,
+                         tail=config.tail, stride=config.stride)
     from .._kernels.packing import best_fit  # Numba: only best-fit builds pay its import
 
     sizes, which, lo, hi = split_documents(lengths, config.seq_len, order=order, separator=config.separator)

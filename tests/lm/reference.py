@@ -10,21 +10,40 @@ import numpy as np
 def cut_reference(docs: list[np.ndarray], order, seq_len: int, separator, pad_id: int, tail: str,
                   stride: int | None = None) -> list[list[int]]:
     """Documents in `order`, each followed by the separator, concatenated and sliced into windows."""
+    return cut_reference_spans(docs, order, seq_len, separator, pad_id, tail, stride)[0]
+
+
+def cut_reference_spans(docs, order, seq_len, separator, pad_id, tail, stride=None):
+    """(windows, spans): the windows, and per window the lengths of its runs of one document
+    (with its separator) and of its padding, in order."""
     stream: list[int] = []
-    for d in order:
-        stream.extend(int(t) for t in docs[d])
-        if separator is not None:
-            stream.append(separator)
+    owner: list[int] = []  # which laid-out document each stream token belongs to
+    for k, d in enumerate(order):
+        piece = [int(t) for t in docs[d]] + ([separator] if separator is not None else [])
+        stream.extend(piece)
+        owner.extend([k] * len(piece))
     stride = stride or seq_len
-    windows, begin = [], 0
+    starts, begin = [], 0
     while begin + seq_len <= len(stream):
-        windows.append(stream[begin:begin + seq_len])
+        starts.append(begin)
         begin += stride
-    uncovered = (begin - stride + seq_len < len(stream)) if windows else len(stream) > 0
+    uncovered = (begin - stride + seq_len < len(stream)) if starts else len(stream) > 0
     if tail == "pad" and uncovered:
-        rest = stream[begin:begin + seq_len]
-        windows.append(rest + [pad_id] * (seq_len - len(rest)))
-    return windows
+        starts.append(begin)
+    windows, spans = [], []
+    for a in starts:
+        tokens, who = stream[a:a + seq_len], owner[a:a + seq_len]
+        runs: list[int] = []
+        for i, k in enumerate(who):
+            if i and k == who[i - 1]:
+                runs[-1] += 1
+            else:
+                runs.append(1)
+        if len(tokens) < seq_len:
+            runs.append(seq_len - len(tokens))
+        windows.append(tokens + [pad_id] * (seq_len - len(tokens)))
+        spans.append(runs)
+    return windows, spans
 
 
 def best_fit_fills(sizes: list[int], capacity: int) -> list[int]:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from fastload.lm.packing_index import PackingConfig, build_index
-from fastload.plan.packing import PackingIndex, cut_windows, document_order, window_fill
+from fastload.lm.window_batch import WindowBatch
+from fastload.plan.packing import CutIndex, SegmentIndex, cut_index, document_order, window_fill
 
 from .reference import best_fit_fills, cut_reference
 
@@ -18,18 +19,17 @@ def make_docs(n: int, seed: int = 0, max_len: int = 300) -> list[np.ndarray]:
     return [rng.integers(1, 1000, size=int(k)) for k in lengths]
 
 
-def render(index: PackingIndex, docs, separator, pad_id) -> list[list[int]]:
-    """The windows an index describes, token by token (a slow, obvious reading of it)."""
-    out = []
-    for w in range(index.n_windows):
-        tokens: list[int] = []
-        for j in range(index.ptr[w], index.ptr[w + 1]):
-            d, s, k = int(index.doc[j]), int(index.start[j]), int(index.length[j])
-            tokens.extend(int(t) for t in docs[d][s:s + k])
-            if index.sep[j]:
-                tokens.append(separator)
-        out.append(tokens + [pad_id] * (index.seq_len - len(tokens)))
-    return out
+def render(index, docs, separator, pad_id) -> list[list[int]]:
+    """The windows an index describes, token by token, from the segments its batch planner gives."""
+    batch = WindowBatch(index, np.arange(index.n_windows, dtype=np.int64))
+    out = [[] for _ in range(index.n_windows)]
+    for j in range(len(batch.doc)):
+        d, s, k = int(batch.doc[j]), int(batch.start[j]), int(batch.length[j])
+        tokens = out[int(batch.window[j])]
+        tokens.extend(int(t) for t in docs[d][s:s + k])
+        if batch.sep[j]:
+            tokens.append(separator)
+    return [w + [pad_id] * (index.seq_len - len(w)) for w in out]
 
 
 @pytest.mark.parametrize("seq_len, stride", [(64, None), (64, 63), (7, None), (1, None), (2048, None), (50, 17)])
@@ -39,18 +39,18 @@ def test_cut_windows_match_the_concatenate_and_slice_reference(seq_len, stride, 
     docs = make_docs(300)
     lengths = np.array([len(d) for d in docs])
     order = document_order(len(docs), seed=3)
-    index = cut_windows(lengths, seq_len, order=order, separator=separator is not None, tail=tail, stride=stride)
-    index.check(lengths)
+    index = cut_index(lengths, seq_len, order=order, separator=separator is not None, tail=tail, stride=stride)
+    index.check(len(docs))
     expect = cut_reference(docs, order, seq_len, separator, -1, tail, stride)
     assert render(index, docs, separator, -1) == expect
 
 
 def test_cut_of_nothing_and_of_less_than_a_window():
     order = document_order(3, None)
-    assert cut_windows(np.zeros(3, np.int64), 8, order=order, separator=False).n_windows == 0
-    short = cut_windows(np.array([2, 3, 0]), 8, order=order, separator=False, tail="pad")
-    assert short.n_windows == 1 and window_fill(short).tolist() == [5]
-    assert cut_windows(np.array([2, 3, 0]), 8, order=order, separator=False, tail="drop").n_windows == 0
+    assert cut_index(np.zeros(3, np.int64), 8, order=order, separator=False).n_windows == 0
+    short = cut_index(np.array([2, 3, 0]), 8, order=order, separator=False, tail="pad")
+    assert short.n_windows == 1 and WindowBatch(short, np.array([0])).pad.tolist() == [3]
+    assert cut_index(np.array([2, 3, 0]), 8, order=order, separator=False, tail="drop").n_windows == 0
 
 
 @pytest.mark.parametrize("seq_len", [16, 100, 512])
@@ -60,7 +60,7 @@ def test_best_fit_keeps_documents_whole_and_matches_the_reference_bins(seq_len, 
     lengths = np.array([len(d) for d in docs])
     config = PackingConfig(field="tokens", seq_len=seq_len, policy="best-fit", separator=separator, seed=5)
     index = build_index(lengths, config)
-    index.check(lengths)
+    index.check(len(docs), lengths)
     windows = render(index, docs, -2, -1)
     # every document's tokens are there once, in order; documents that fit a window are never cut
     pieces: dict[int, list[tuple[int, int]]] = {}
@@ -100,16 +100,26 @@ def test_best_fit_kernel_runs_as_python_too(tmp_path):
 
 def test_check_refuses_damaged_indexes():
     lengths = np.array([10, 20, 30])
-    index = cut_windows(lengths, 8, order=document_order(3, 0), separator=True)
-    index.check(lengths)
-    bad = PackingIndex(seq_len=8, ptr=index.ptr, doc=index.doc, start=index.start + 25,
+    config = PackingConfig(field="tokens", seq_len=8, policy="best-fit", separator=True, seed=0)
+    index = build_index(lengths, config)
+    index.check(3, lengths)
+    bad = SegmentIndex(seq_len=8, ptr=index.ptr, doc=index.doc, start=index.start + 25,
                        length=index.length, sep=index.sep)
     with pytest.raises(ValueError, match="past the end"):
-        bad.check(lengths)
-    crowded = PackingIndex(seq_len=4, ptr=index.ptr, doc=index.doc, start=index.start,
+        bad.check(3, lengths)
+    crowded = SegmentIndex(seq_len=4, ptr=index.ptr, doc=index.doc, start=index.start,
                            length=index.length, sep=index.sep)
     with pytest.raises(ValueError, match="more than seq_len"):
         crowded.check()
     with pytest.raises(ValueError, match="pointers"):
-        PackingIndex(seq_len=8, ptr=index.ptr[::-1].copy(), doc=index.doc, start=index.start,
+        SegmentIndex(seq_len=8, ptr=index.ptr[::-1].copy(), doc=index.doc, start=index.start,
                      length=index.length, sep=index.sep).check()
+    with pytest.raises(ValueError, match="refers to document"):
+        index.check(2)
+    cut = cut_index(lengths, 8, order=np.array([2, 0, 1]), separator=True)
+    cut.check(3)
+    with pytest.raises(ValueError, match="the dataset has 4"):
+        cut.check(4)
+    with pytest.raises(ValueError, match="rise"):
+        CutIndex(seq_len=8, stride=8, separator=True, tail="drop", order=cut.order,
+                 bounds=cut.bounds[::-1].copy() - cut.bounds[-1]).check()
