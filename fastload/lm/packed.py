@@ -31,7 +31,7 @@ class PackedDataset(BatchReadable):
 
     def __init__(self, source: Dataset, *, field: str, seq_len: int, policy: str = "cut", tail: str = "drop",
                  stride: int | None = None, separator: int | None = None, pad_id: int = 0, seed: int | None = 0,
-                 dtype: str | None = None, outputs: Sequence[str] = ("input_ids",),
+                 shuffle: str = "grid", dtype: str | None = None, outputs: Sequence[str] = ("input_ids",),
                  index_dir: str | os.PathLike | None = None):
         if not isinstance(source, Dataset):
             raise TypeError(f"pack_sequences reads a fastload Dataset, not {type(source).__name__}")
@@ -40,7 +40,7 @@ class PackedDataset(BatchReadable):
         self.field = field
         self.token_dtype = f.np_dtype
         self.config = PackingConfig(field=field, seq_len=seq_len, policy=policy, tail=tail, stride=stride,
-                                    separator=separator is not None, seed=seed)
+                                    separator=separator is not None, seed=seed, shuffle=shuffle)
         self.seq_len = self.config.seq_len
         self.separator, self.pad_id = separator, pad_id
         self.dtype = np.dtype(dtype or f.dtype).newbyteorder("<")
@@ -70,7 +70,8 @@ class PackedDataset(BatchReadable):
         """What a worker process needs to open this dataset again (the index is found on disk)."""
         kwargs = dict(source=reopen_spec(self.source), field=self.field, seq_len=self.seq_len,
                       policy=self.config.policy, tail=self.config.tail, stride=self.config.stride,
-                      separator=self.separator, pad_id=self.pad_id, seed=self.config.seed, dtype=self.dtype.name,
+                      separator=self.separator, pad_id=self.pad_id, seed=self.config.seed,
+                      shuffle=self.config.shuffle, dtype=self.dtype.name,
                       outputs=self.outputs, index_dir=str(self.index_path.parent))
         return Reopen(reopen_packed, kwargs)
 
@@ -145,13 +146,15 @@ def reopen_packed(source: Reopen, **kwargs) -> PackedDataset:
 
 def pack_sequences(source: Dataset | str | os.PathLike, *, field: str = "tokens", seq_len: int,
                    policy: str = "cut", tail: str = "drop", stride: int | None = None,
-                   separator: int | None = None, pad_id: int = 0, seed: int | None = 0,
+                   separator: int | None = None, pad_id: int = 0, seed: int | None = 0, shuffle: str = "grid",
                    dtype: str | None = None, outputs: Sequence[str] = ("input_ids",),
                    index_dir: str | os.PathLike | None = None) -> PackedDataset:
     """Fixed-length training windows over a dataset of tokenized documents.
 
     ``source[field]`` holds one document per record (a variable-length integer array). The
-    documents, shuffled by ``seed`` (``None``: in dataset order), become windows of ``seq_len``
+    documents, shuffled by ``seed`` (``None``: in dataset order; ``shuffle="grid"``, a keyed
+    two-level shuffle that keeps dataset neighbours out of each other's windows, or ``"full"``, a
+    uniform keyed permutation, 10x slower to build), become windows of ``seq_len``
     tokens: ``policy="cut"`` lays them end to end, each followed by ``separator`` when given, and
     cuts every ``stride`` tokens (default ``seq_len``; the last partial window is dropped, or
     padded with ``pad_id`` when ``tail="pad"``); ``policy="best-fit"`` cuts no document shorter
@@ -164,8 +167,8 @@ def pack_sequences(source: Dataset | str | os.PathLike, *, field: str = "tokens"
     if isinstance(source, (str, os.PathLike)):
         source = open_dataset(source)
     return PackedDataset(source, field=field, seq_len=seq_len, policy=policy, tail=tail, stride=stride,
-                         separator=separator, pad_id=pad_id, seed=seed, dtype=dtype, outputs=outputs,
-                         index_dir=index_dir)
+                         separator=separator, pad_id=pad_id, seed=seed, shuffle=shuffle, dtype=dtype,
+                         outputs=outputs, index_dir=index_dir)
 
 
 __all__ = ["OUTPUTS", "PackedDataset", "pack_sequences"]

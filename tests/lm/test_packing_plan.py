@@ -123,3 +123,17 @@ def test_check_refuses_damaged_indexes():
     with pytest.raises(ValueError, match="rise"):
         CutIndex(seq_len=8, stride=8, separator=True, tail="drop", order=cut.order,
                  bounds=cut.bounds[::-1].copy() - cut.bounds[-1]).check()
+
+
+@pytest.mark.parametrize("n", [0, 5, 63, 64, 65, 1000, 4097])
+@pytest.mark.parametrize("shuffle", ["grid", "full"])
+def test_document_orders_are_keyed_permutations(n, shuffle):
+    a = document_order(n, 3, shuffle)
+    assert sorted(a.tolist()) == list(range(n))
+    assert np.array_equal(a, document_order(n, 3, shuffle))
+    if n >= 64:
+        assert not np.array_equal(a, document_order(n, 4, shuffle))
+    if n >= 1000:  # dataset neighbours land far apart: rarely within a few windows of each other
+        pos = np.empty(n, np.int64)
+        pos[a] = np.arange(n)
+        assert np.mean(np.abs(np.diff(pos)) < np.sqrt(n) / 2) < 0.05
