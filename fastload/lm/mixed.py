@@ -79,6 +79,10 @@ class MixedDataset(BatchReadable):
                 "drawn": {n: int(d) for n, d in zip(self.names, drawn)},
                 "passes": {n: int(d // max(s, 1)) for n, d, s in zip(self.names, drawn, self.sizes)}}
 
+    def records(self) -> "MixtureRecords":
+        """The mixture's records (numbered source after source) as a dataset: what loader workers read."""
+        return MixtureRecords(self)
+
     def source_of(self, records: np.ndarray) -> np.ndarray:
         """The source number of each record."""
         return np.searchsorted(self.offsets, np.asarray(records, dtype=np.int64), side="right") - 1
@@ -149,6 +153,40 @@ class MixedDataset(BatchReadable):
         return result
 
 
+class MixtureRecords(BatchReadable):
+    """A mixture's records, source after source, read by number (no mixing: the loader's plan
+    maps positions to records in the main process and workers read these)."""
+
+    def __init__(self, mixture: MixedDataset):
+        self.mixture = mixture
+        self.schema = mixture.schema
+        self.root = f"mixture of {', '.join(mixture.names)}"  # named in workers' error messages
+
+    def __len__(self) -> int:
+        return self.mixture.n_records
+
+    def gather(self, indices, fields=None, out=None) -> dict[str, Any]:
+        return self.mixture.gather_records(indices, fields, out)
+
+    def finish_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return self.mixture.finish_batch(batch)
+
+    def locate(self, index: int) -> str:
+        s = int(self.mixture.source_of(np.array([index]))[0])
+        source = self.mixture.sources[s]
+        local = int(index - self.mixture.offsets[s])
+        where = source.locate(local) if hasattr(source, "locate") else f"record {local}"
+        return f"source {self.mixture.names[s]!r}: {where}"
+
+    def reopen_spec(self) -> Reopen:
+        return Reopen(reopen_records, {"mixture": self.mixture.reopen_spec()})
+
+
+def reopen_records(mixture: Reopen) -> MixtureRecords:
+    """Open a mixture's records in a worker."""
+    return mixture.open().records()
+
+
 def _merge_var(cols: list[VarColumn], rows: list[np.ndarray], n: int) -> VarColumn:
     """Variable columns of row subsets, merged back in row order with one native copy."""
     lengths = np.empty(n, dtype=np.int64)
@@ -214,4 +252,4 @@ def mix(sources: Mapping[str, Any], weights: Mapping[str, float] | None = None, 
                         fields=fields, shuffle=shuffle, seed=seed)
 
 
-__all__ = ["MixedDataset", "mix"]
+__all__ = ["MixedDataset", "MixtureRecords", "mix"]

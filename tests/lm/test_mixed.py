@@ -122,3 +122,20 @@ def test_state_at_counts_draws_and_passes(sources):
     st = m.state_at(1000)
     assert st["drawn"] == {"web": 500, "code": 300, "math": 200}
     assert st["passes"] == {"web": 0, "code": 0, "math": 1}
+
+
+def test_the_records_view_is_what_loader_workers_read(sources):
+    from fastload.loader.datasets import epoch_order, is_native, worker_dataset, worker_spec
+
+    m = fastload.mix(sources, {"web": 0.6, "code": 0.3, "math": 0.1}, epoch_samples=400)
+    assert is_native(m) and is_native(sources["web"])
+    view = worker_dataset(m)
+    assert len(view) == m.n_records and view.schema == m.schema
+    order = epoch_order(m, "full", 5, 2)
+    records = order.indices(np.arange(64))
+    assert np.array_equal(view.gather(records)["id"], m.gather_records(records)["id"])
+    root, options, spec = worker_spec(m)
+    assert options == {} and "mixture of web, code, math" in root
+    reopened = pickle.loads(pickle.dumps(spec)).open()
+    assert np.array_equal(reopened.gather(records)["id"], view.gather(records)["id"])
+    assert "source 'code'" in view.locate(3000 + 5)
