@@ -47,15 +47,19 @@ def index_key(ds_id: str, config: PackingConfig) -> str:
 
 
 def index_parent(ds, index_dir: str | os.PathLike | None) -> Path:
-    """Where this dataset's indexes go: ``index_dir``, beside a writable local dataset, or the cache."""
+    """Where this dataset's indexes go: ``index_dir``, beside a writable local dataset, or the
+    cache directory (a remote dataset's own, else the configured one)."""
     if index_dir is not None:
         return Path(index_dir)
     root = Path(str(ds.root))
     if "://" not in str(ds.root) and root.is_dir() and os.access(root, os.W_OK):
         return root / LOCAL_DIR
-    from ..storage.config import CacheConfig
+    config = getattr(ds.locator, "config", None)
+    if config is None:
+        from ..storage.config import CacheConfig
 
-    return CacheConfig.resolve().cache_dir / "packing"
+        config = CacheConfig.resolve()
+    return config.cache_dir / "packing"
 
 
 def load_or_build(ds, config: PackingConfig, lengths_of, index_dir=None) -> tuple[PackingIndex, Path]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,7 +10,7 @@ import pytest
 import fastload
 from fastload.errors import SchemaError
 
-from .conftest import write_docs
+from .conftest import in_another_process, write_docs
 
 
 def write_table(root, n, source_id, extra_field=False):
@@ -106,15 +104,9 @@ def test_packed_sources_mix_with_batch_level_bounds(tmp_path, docs):
 
 def test_a_worker_process_reopens_the_mixture(sources):
     m = fastload.mix(sources, {"web": 0.6, "code": 0.3, "math": 0.1}, epoch_samples=300, seed=4)
-    spec = pickle.dumps(m.reopen_spec())
-    code = ("import pickle, sys, numpy as np\n"
-            "m = pickle.loads(sys.stdin.buffer.read()).open()\n"
-            "b = m.get_batch(np.arange(len(m)))\n"
-            "sys.stdout.buffer.write(pickle.dumps((b['id'], b['src'])))")
-    res = subprocess.run([sys.executable, "-c", code], input=spec, capture_output=True, check=True)
-    ids, src = pickle.loads(res.stdout)
+    n, (ids, src) = in_another_process(m, ["id", "src"])
     b = m.get_batch(np.arange(len(m)))
-    assert np.array_equal(ids, b["id"]) and np.array_equal(src, b["src"])
+    assert n == len(m) and np.array_equal(ids, b["id"]) and np.array_equal(src, b["src"])
 
 
 def test_state_at_counts_draws_and_passes(sources):

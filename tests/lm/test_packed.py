@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +12,7 @@ from fastload.errors import FormatError, SchemaError
 from fastload.lm import pack_sequences
 from fastload.plan.packing import document_order
 
-from .conftest import write_docs
+from .conftest import in_another_process, write_docs
 from .reference import cut_reference, cut_reference_spans
 from .test_packing_plan import render
 
@@ -160,13 +157,7 @@ def test_bad_settings_are_clear_errors(ds, tmp_path):
 
 def test_a_worker_process_reopens_it_from_its_spec(ds):
     packed = pack_sequences(ds, seq_len=56, separator=SEP, outputs=("input_ids", "position_ids"))
-    spec = pickle.dumps(packed.reopen_spec())
-    code = ("import pickle, sys, numpy as np\n"
-            "ds = pickle.loads(sys.stdin.buffer.read()).open()\n"
-            "b = ds.get_batch(np.arange(len(ds)))\n"
-            "sys.stdout.buffer.write(pickle.dumps((len(ds), b['input_ids'], b['position_ids'])))")
-    res = subprocess.run([sys.executable, "-c", code], input=spec, capture_output=True, check=True)
-    n, tokens, pos = pickle.loads(res.stdout)
+    n, (tokens, pos) = in_another_process(packed, ["input_ids", "position_ids"])
     batch = packed.get_batch(np.arange(len(packed)))
     assert n == len(packed)
     assert np.array_equal(tokens, batch["input_ids"]) and np.array_equal(pos, batch["position_ids"])
