@@ -239,57 +239,27 @@ def _cycle(loader):
 
 
 def spawn(spec: dict, python: str | None = None) -> dict:
-    code = "import json, sys; from bench.lm import child; print(json.dumps(child(json.loads(sys.argv[1]))))"
+    """Run one system in a fresh process (LitData's in its own environment); its result dict."""
+    here = Path(__file__).resolve()
     if spec["system"].startswith("litdata"):
-        code = LITDATA_CHILD
-    res = subprocess.run([python or sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1], timeout=900)
+        cmd = [python, str(here.with_name("lm_litdata.py")), "read", spec["litdata_dir"], str(spec["batches"]),
+               str(spec["warmup"])]
+    else:
+        cmd = [sys.executable, "-c", "import json, sys; from bench.lm import child; "
+               "print(json.dumps(child(json.loads(sys.argv[1]))))", json.dumps(spec)]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=here.parents[1], timeout=900)
     if res.returncode:
         raise RuntimeError(f"{spec['system']} failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-# LitData's TokensLoader reads a flat token stream in blocks of block_size: run in its own
-# environment (it pins other versions of torch's neighbours).
-LITDATA_CHILD = r'''
-import json, sys, time, warnings
-warnings.simplefilter("ignore")
-spec = json.loads(sys.argv[1])
-from litdata import StreamingDataset, StreamingDataLoader, TokensLoader
-ds = StreamingDataset(spec["litdata_dir"], item_loader=TokensLoader(block_size=2048), shuffle=True, drop_last=True)
-loader = StreamingDataLoader(ds, batch_size=32, num_workers=2, drop_last=True)
-def cyc():
-    while True:
-        yield from loader
-it = cyc()
-for _ in range(spec["warmup"]):
-    next(it)
-t0 = time.perf_counter(); w = 0
-for _ in range(spec["batches"]):
-    w += len(next(it))
-print(json.dumps({"windows_per_s": w / (time.perf_counter() - t0), "windows": w, "total": len(ds)}))
-'''
-
-
 def write_litdata(root: Path, python: str) -> Path:
-    """The same token stream as LitData chunks (optimize with TokensLoader), written by its own Python."""
+    """The same documents as LitData chunks (``optimize`` with TokensLoader), by LitData's own Python."""
     out = root / "litdata"
-    if (out / "index.json").exists():
-        return out
-    code = r'''
-import sys, numpy as np, torch
-from litdata import optimize, TokensLoader
-root, out = sys.argv[1], sys.argv[2]
-lengths = np.load(root + "/lengths.npy"); offsets = np.concatenate([[0], np.cumsum(lengths)])
-tokens = np.memmap(root + "/corpus.bin", dtype=np.uint16, mode="r")
-def docs(k):
-    lo, hi = k * 20000, min((k + 1) * 20000, len(lengths))
-    for i in range(lo, hi):
-        yield torch.from_numpy(np.array(tokens[offsets[i]:offsets[i + 1]], dtype=np.int32))
-optimize(fn=docs, inputs=list(range((len(lengths) + 19999) // 20000)), output_dir=out,
-         chunk_size=2049 * 8192, item_loader=TokensLoader(), num_workers=2)
-'''
-    subprocess.run([python, "-c", code, str(root), str(out)], check=True)
+    if not (out / "index.json").exists():
+        shutil.rmtree(out, ignore_errors=True)
+        subprocess.run([python, str(Path(__file__).with_name("lm_litdata.py")), "write", str(root), str(out)],
+                       check=True, capture_output=True)
     return out
 
 
