@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastload", description="Pack, inspect and verify fastload datasets.")
     sub = p.add_subparsers(dest="command")
 
-    pk = sub.add_parser("pack", help="convert a source (Parquet, JSONL, CSV, npy, images, tar, MDS, LitData) to shards")
+    pk = sub.add_parser("pack", help="convert a source (Parquet, JSONL, CSV, npy, images, tar, MDS, LitData, Megatron .bin/.idx) to shards")
     pk.add_argument("source", help="file, directory or glob")
     pk.add_argument("out", help="output directory")
     pk.add_argument("--schema", help="type overrides, e.g. 'tokens:uint16[2049],label:int32'")

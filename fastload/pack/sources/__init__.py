@@ -133,7 +133,7 @@ def _path_source(text: str) -> Source:
         return ImageFolderSource(text)
     raise SourceError(
         f"{text}: found no input fastload can read (Parquet/Arrow/Feather, JSONL, CSV, .npy/.npz, "
-        "WebDataset .tar, an MDS or LitData dataset, or an image folder class_name/*.jpg)"
+        "WebDataset .tar, an MDS or LitData dataset, Megatron .bin/.idx pairs, or an image folder class_name/*.jpg)"
     )
 
 
