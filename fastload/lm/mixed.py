@@ -73,11 +73,17 @@ class MixedDataset(BatchReadable):
         self._order = self.epoch_order(self.shuffle, self.seed, self.epoch)
 
     def state_at(self, position: int, schedule: MixtureSchedule | None = None) -> dict[str, Any]:
-        """Per-source counters after ``position`` samples of an epoch: draws and passes (O(sources))."""
-        drawn = (schedule or self.schedule).drawn(position)
+        """Per-source counters after ``position`` samples of an epoch: draws and passes (O(sources)),
+        the weights, and where the epoch's weights last changed (``rebase``: position and draws)."""
+        schedule = schedule or self.schedule
+        drawn = schedule.drawn(position)
+        rebase = None
+        if schedule.rebase is not None:
+            rebase = [int(schedule.rebase[0]), [int(d) for d in schedule.rebase[1]]]
         return {"weights": dict(self.weights),
                 "drawn": {n: int(d) for n, d in zip(self.names, drawn)},
-                "passes": {n: int(d // max(s, 1)) for n, d, s in zip(self.names, drawn, self.sizes)}}
+                "passes": {n: int(d // max(s, 1)) for n, d, s in zip(self.names, drawn, self.sizes)},
+                "rebase": rebase}
 
     def records(self) -> "MixtureRecords":
         """The mixture's records (numbered source after source) as a dataset: what loader workers read."""

@@ -9,7 +9,7 @@ loader itself checks a protocol in a few places:
 * :func:`worker_dataset`: what workers read (a mixture's *records*: the loader maps positions
   to records itself, with the mixture's order);
 * :func:`epoch_order`: the order of an epoch (a mixture brings its own, from its schedule);
-* :func:`finish`: batch-level outputs (a packed batch's ``cu_seqlens`` and ``max_seqlen``);
+* :func:`finish_torch`: batch-level outputs (a packed batch's ``cu_seqlens`` and ``max_seqlen``);
 * :class:`SourceCounter`, :func:`dataset_state` and :func:`resume_rebase`: per-source counts in
   ``stats()``, the mixture's counters in ``state_dict()``, new weights on ``load_state_dict()``.
 """
@@ -55,10 +55,15 @@ def epoch_order(ds: Any, mode: str, seed: int, epoch: int, rebase=None):
     return ds.epoch_order(mode, seed, epoch, rebase=rebase)
 
 
-def finish(ds: Any, batch: dict[str, Any]) -> dict[str, Any]:
-    """Batch-level outputs computed from the decoded variable fields (NumPy values)."""
+def finish_torch(ds: Any, batch: dict[str, Any]) -> dict[str, Any]:
+    """A loader batch with the dataset's batch-level outputs (a packed batch's ``cu_seqlens`` for
+    the whole batch, ``max_seqlen``), computed from its per-record values, as tensors."""
     fn = getattr(ds, "finish_batch", None)
-    return batch if fn is None or isinstance(ds, Dataset) else fn(batch)
+    if fn is None or isinstance(ds, Dataset):
+        return batch
+    import torch
+
+    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in fn(batch).items()}
 
 
 class SourceCounter:
@@ -71,6 +76,16 @@ class SourceCounter:
     def add(self, records: np.ndarray) -> None:
         if self.ds is not None:
             self.counts += np.bincount(self.ds.source_of(records), minlength=len(self.counts))
+
+    def counted(self, batches):
+        """Pass index batches through, counting each (a no-op for anything but a mixture)."""
+        if self.ds is None:
+            return batches
+        return (self._add_and_pass(b) for b in batches)
+
+    def _add_and_pass(self, batch):
+        self.add(np.asarray(batch, dtype=np.int64))
+        return batch
 
     def snapshot(self) -> dict[str, Any]:
         if self.ds is None:
@@ -86,13 +101,17 @@ def dataset_state(ds: Any, order: Any, position: int) -> dict[str, Any]:
 
 
 def resume_rebase(ds: Any, saved: dict[str, Any] | None, position: int):
-    """``(position, drawn)`` to continue a mixture whose weights changed since ``saved``; None when
-    the weights are the same (the saved order continues as it was) or ``ds`` is no mixture."""
+    """``(position, drawn)`` where the resumed epoch's schedule starts over: at the saved position
+    when the weights changed since ``saved`` (each source continues from its saved draw count),
+    else where the saved run's own weights last changed; None for an unchanged mixture."""
     if not is_mixture(ds) or not saved:
         return None
     if set(saved.get("drawn", {})) != set(ds.names):
         raise ValueError(f"the state was saved by a mixture of {sorted(saved.get('drawn', {}))}; this loader "
                          f"mixes {sorted(ds.names)}")
     if saved.get("weights") == dict(ds.weights):
-        return None
+        if not saved.get("rebase"):
+            return None
+        start, drawn = saved["rebase"]
+        return int(start), np.array(drawn, dtype=np.int64)
     return position, np.array([int(saved["drawn"][n]) for n in ds.names], dtype=np.int64)

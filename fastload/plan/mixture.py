@@ -161,7 +161,7 @@ class MixtureSchedule:
         if rebase is not None:
             start, base = _check_rebase(rebase, len(self.sizes))
             self.phases.append(_Phase(0, np.zeros_like(base), self.weights))  # padding before the rebase
-        self.rebase_position = start if rebase is not None else None
+        self.rebase = (start, base.copy()) if rebase is not None else None  # what a resumed state repeats
         self.length = self._build(start, base)
         self._starts = np.array([p.start for p in self.phases], dtype=np.int64)
 
