@@ -287,9 +287,7 @@ def mixture_deviation(mix_root: Path) -> dict:
 
     parts = {name: fastload.pack_sequences(mix_root / name, seq_len=SEQ_LEN, seed=0) for name in ("web", "code", "math")}
     mixed = fastload.mix(parts, {"web": 0.7, "code": 0.2, "math": 0.1}, policy="cycle", epoch_source="web")
-    loader = fastload.DataLoader(mixed, batch_size=BATCH, shuffle=True, num_workers=0, drop_last=True,
-                                 fields=["input_ids"])
-    order = loader._plan().order  # the positions the loader reads, mapped by the mixture
+    order = mixed.epoch_order("full", 0, 0)  # what fastload.DataLoader(shuffle=True, seed=0) reads in epoch 0
     src = mixed.source_of(order.indices(np.arange(len(mixed))))
     onehot = np.eye(3, dtype=np.int64)[src]
     cum = np.concatenate([np.zeros((1, 3), np.int64), np.cumsum(onehot, axis=0)])
