@@ -306,6 +306,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="50,000 documents, 1 repeat, 100 batches")
     ap.add_argument("--litdata-python", help="a Python with litdata installed (e.g. .venv-bench/bin/python)")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: build,read,mixture")
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="write the inputs and stop (run it outside the benchmark lock: nothing is timed)")
     args = ap.parse_args(argv)
     if args.quick:
         args.docs, args.repeats, args.batches = 50_000, 1, 100
@@ -313,6 +315,12 @@ def main(argv=None) -> int:
     home = Path(os.environ.get("FASTLOAD_BENCH_DATA", BENCH_HOME / "data"))
     t0 = time.perf_counter()
     root = prepare(home, args.docs)
+    if args.prepare_only:
+        if "mixture" not in skip:
+            prepare_mixture(home, max(args.docs // 2, 20_000))
+        if args.litdata_python:
+            write_litdata(root, args.litdata_python)
+        return 0
     lengths = np.load(root / "lengths.npy")
     print(f"# inputs ready in {time.perf_counter() - t0:.1f} s: {len(lengths):,} documents, {int(lengths.sum()):,} tokens "
           f"(median {int(np.median(lengths))}, mean {lengths.mean():.0f}, max {int(lengths.max())})", file=sys.stderr)

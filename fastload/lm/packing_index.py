@@ -117,10 +117,11 @@ def _shard_lengths(reader, column: int, field: str) -> np.ndarray:
     payload = reader.block_raw_size - start - table_bytes
     keep = np.ones(len(lengths), dtype=bool)
     keep[ends[:-1] - 1] = False  # the step from one block's table to the next is no length
-    bad_block = (firsts != 0) | (offsets[ends - 1] > payload)
     lengths = lengths[keep]
-    if bad_block.any() or (lengths < 0).any():
-        b = int(np.argmax(bad_block)) if bad_block.any() else int(np.searchsorted(np.cumsum(n), np.argmax(lengths < 0), side="right"))
+    bad_block = (firsts != 0) | (offsets[ends - 1] > payload)
+    bad_block[np.repeat(np.arange(len(n)), n)[lengths < 0]] = True
+    if bad_block.any():
+        b = int(np.argmax(bad_block))
         raise FormatError(f"shard {reader.name} block {b}: field {field!r} holds offsets that decrease or pass "
                           f"the block (corrupt block)")
     return lengths

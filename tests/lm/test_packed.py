@@ -171,3 +171,15 @@ def test_torch_dataloader_reads_it_as_a_map_style_dataset(ds):
     batches = [b for _, b in zip(range(2), loader)]
     for name in ("input_ids", "position_ids"):
         assert np.array_equal(torch.cat([b[name] for b in batches]).numpy(), expect[name])
+
+
+def test_a_corrupt_offset_table_is_a_format_error_naming_the_shard_and_block(tmp_path, docs):
+    ds = write_docs(tmp_path / "docs", docs)
+    reader = ds.shard(1)
+    at = int(reader.block_offset[2] + reader.col_offsets64[2, 0]) + 4 * 3  # block 2's 4th offset
+    path = tmp_path / "docs" / ds.manifest.shard_names[1]
+    raw = bytearray(path.read_bytes())
+    raw[at:at + 4] = (0xFFFFFF).to_bytes(4, "little")  # far past the block
+    path.write_bytes(bytes(raw))
+    with pytest.raises(FormatError, match=rf"{ds.manifest.shard_names[1]} block 2"):
+        pack_sequences(fastload.open(tmp_path / "docs"), seq_len=32, index_dir=tmp_path / "index")
