@@ -62,6 +62,11 @@ class PackedDataset(BatchReadable):
     def __len__(self) -> int:
         return self.index.n_windows
 
+    @property
+    def root(self) -> str:
+        """The documents' dataset (named in error messages)."""
+        return str(self.source.root)
+
     def __repr__(self) -> str:
         return (f"fastload.PackedDataset({str(self.source.root)!r}, field={self.field!r}, seq_len={self.seq_len}, "
                 f"policy={self.config.policy!r}, windows={len(self)}, outputs={self.outputs})")
