@@ -214,7 +214,7 @@ def manifest_open(repeats: int, data_dir: Path = DEFAULT_DATA_DIR) -> dict:
         loader = fastload.DataLoader(ds, batch_size=64, shuffle="full", seed=SEED)
         res["dataloader_s"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        loader._plan()  # the epoch order a first batch needs (no shard is opened)
+        loader.sampler.plan()  # the epoch order a first batch needs (no shard is opened)
         res["first_plan_s"].append(time.perf_counter() - t0)
         del ds, loader
     return {"shards": MANIFEST_SHARDS, "records": MANIFEST_SHARDS * 15_616, "manifest_mb": size / 1e6, **res}

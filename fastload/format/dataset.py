@@ -164,11 +164,18 @@ class Dataset:
             out[name] = col if f.is_fixed else decode_var(f, col, pad)
         return out
 
-    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
-        """Batched fetch for torch's DataLoader: one native gather, then one dict per record."""
-        batch = self.get_batch(indices)
+    def __getitems__(self, indices: Sequence[int]) -> "BatchRows":
+        """Batched fetch for torch's DataLoader: one native gather, then one dict per record.
+
+        The list also carries the gathered columns (``.gathered``), so fastload's collate makes
+        the batch from them without going through the rows."""
+        gathered = self.gather(indices)
+        batch = {name: col if self.schema[name].is_fixed else decode_var(self.schema[name], col, False)
+                 for name, col in gathered.items()}
         # NumPy scalars, not Python ones, so torch's default_collate keeps each field's dtype
-        return [{name: value[k] for name, value in batch.items()} for k in range(len(indices))]
+        rows = BatchRows({name: value[k] for name, value in batch.items()} for k in range(len(indices)))
+        rows.gathered = gathered
+        return rows
 
     def gather(self, indices: Sequence[int] | np.ndarray, fields: Sequence[str] | None = None,
                out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray | VarColumn]:
@@ -204,6 +211,8 @@ class Dataset:
             wanted = [self._layouts[self.schema.index(name)] for name in fields]
         if not idx.size:
             return {lay.name: out.get(lay.name, _empty_column(lay)) for lay in wanted}
+        if not len(self):  # no shard to look in: the fast path's C check would see bad tables
+            raise IndexError(f"index {int(idx[0])} is out of range for an empty dataset")
         fast = self._gather_fixed_fast(idx, wanted, out)  # checks bounds itself; None: not applicable
         if fast is not None:
             return fast
@@ -383,6 +392,12 @@ class Dataset:
                 self.release(s)  # a cache smaller than the dataset must be able to evict it
             if progress is not None:
                 progress(s, name)
+
+
+class BatchRows(list):
+    """The rows of ``Dataset.__getitems__``: a list of dicts, with the gathered columns kept."""
+
+    gathered: dict
 
 
 class _FieldLayout:

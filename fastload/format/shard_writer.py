@@ -142,11 +142,13 @@ class ShardWriter:
         """
         self._pad_to(align_up(self._pos))
         offset = self._pos
-        src = spill.view[block.offset : block.offset + block.stored_size]
-        if len(src) != block.stored_size:
-            raise OSError(f"{spill.path} ends before its block at {block.offset} (+{block.stored_size} bytes)")
-        _copy_range(spill.fd, block.offset, self._file.fileno(), src)
-        self._hasher.update(src)
+        # released on the way out, also when the copy fails (a full disk): a slice left alive by
+        # the traceback kept the spill file's map from closing (BufferError hid the ENOSPC)
+        with spill.view[block.offset : block.offset + block.stored_size] as src:
+            if len(src) != block.stored_size:
+                raise OSError(f"{spill.path} ends before its block at {block.offset} (+{block.stored_size} bytes)")
+            _copy_range(spill.fd, block.offset, self._file.fileno(), src)
+            self._hasher.update(src)
         self._pos += block.stored_size
         self._record(offset, block)
 

@@ -24,6 +24,7 @@ class Journal:
     shards: list[ShardInfo]
     next_segment: int = 0  # the segment holding the first block of the next shard
     next_block: int = 0  # that block's number within its segment
+    skipped: int = 0  # rows skipped in the segments before next_segment
 
     def write(self, root: Path) -> None:
         final = root / PACK_JOURNAL
@@ -31,7 +32,7 @@ class Journal:
         # Rewritten after every shard, so kept cheap: plain field dicts and compact JSON, which the
         # C encoder writes (asdict + indent made a 500-shard pack spend 10 s here).
         body = {"fingerprint": self.fingerprint, "shards": [dict(vars(s)) for s in self.shards],
-                "next_segment": self.next_segment, "next_block": self.next_block}
+                "next_segment": self.next_segment, "next_block": self.next_block, "skipped": self.skipped}
         tmp.write_text(json.dumps(body))
         os.replace(tmp, final)
 
@@ -40,7 +41,7 @@ class Journal:
         try:
             body = json.loads((root / PACK_JOURNAL).read_text())
             return cls(body["fingerprint"], [ShardInfo(**s) for s in body["shards"]],
-                       int(body["next_segment"]), int(body["next_block"]))
+                       int(body["next_segment"]), int(body["next_block"]), int(body.get("skipped", 0)))
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             return None
 

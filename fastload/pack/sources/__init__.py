@@ -11,29 +11,43 @@ from typing import Any
 
 from ...errors import SourceError
 from .base import BadRow, Chunk, Source, SourceInfo
+from .compressed import without_compression
+from .csv import CsvSource
+from .hf_folder import hf_folder_source, is_hf_folder
+
+#: every input a path can name, as the CLI help and errors list them
+PATH_KINDS = ("Parquet, Arrow IPC or Feather files; JSON Lines or JSON-array files; CSV/TSV; any of "
+              "those text files compressed (.gz, .bz2, .xz, .zst, .lz4); .npy/.npz; WebDataset tars; "
+              "an MDS or LitData dataset; a Hugging Face save_to_disk folder; Megatron/NeMo/fairseq "
+              ".bin + .idx pairs; or an image folder (class_name/*.jpg)")
 
 # suffix -> source kind; each kind maps to one class below
 SUFFIX_KINDS = {
     ".parquet": "arrow", ".pq": "arrow", ".arrow": "arrow", ".ipc": "arrow", ".feather": "arrow",
-    ".jsonl": "jsonl", ".ndjson": "jsonl",
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
     ".csv": "csv", ".tsv": "csv",
     ".npy": "numpy", ".npz": "numpy",
     ".tar": "webdataset", ".tar.gz": "webdataset", ".tgz": "webdataset",
     ".idx": "megatron", ".bin": "megatron",
 }
+TEXT_KINDS = ("jsonl", "csv")  # the kinds also read compressed (data.csv.gz, part.jsonl.zst, ...)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
 def suffix_kind(path: str) -> str | None:
-    """The source kind a file's suffix names (double suffixes such as .tar.gz included)."""
+    """The source kind a file's suffix names (double suffixes such as .tar.gz and .csv.gz included)."""
     name = path.lower()
     for suffix in sorted(SUFFIX_KINDS, key=len, reverse=True):
         if name.endswith(suffix):
             return SUFFIX_KINDS[suffix]
+    plain = without_compression(name)
+    if plain != name:
+        kind = suffix_kind(plain)
+        return kind if kind in TEXT_KINDS else None
     return None
 
 
-def _file_source(kind: str, paths: list[str]) -> Source:
+def _file_source(kind: str, paths: list[str], delimiter: str | None) -> Source:
     if kind == "arrow":
         from .arrow_files import ArrowFileSource
 
@@ -43,9 +57,7 @@ def _file_source(kind: str, paths: list[str]) -> Source:
 
         return JsonlSource(paths)
     if kind == "csv":
-        from .csv import CsvSource
-
-        return CsvSource(paths)
+        return CsvSource(paths, delimiter=delimiter)
     if kind == "numpy":
         from .numpy_files import NumpySource
 
@@ -59,12 +71,26 @@ def _file_source(kind: str, paths: list[str]) -> Source:
     return WebDatasetSource(paths)
 
 
-def open_source(src: Any) -> Source:
-    """A :class:`Source` for ``src``: a Source, a path/dir/glob, a table, a torch Dataset or an iterable."""
+def open_source(src: Any, *, delimiter: str | None = None) -> Source:
+    """A :class:`Source` for ``src``: a Source, a path/dir/glob, a table, a data frame, a Hugging
+    Face dataset, a torch Dataset or an iterable. ``delimiter`` applies to CSV files only."""
     if isinstance(src, Source):
-        return src
-    if isinstance(src, (str, os.PathLike)):
-        return _path_source(os.fspath(src))
+        source = src
+    elif isinstance(src, (str, os.PathLike)):
+        source = _path_source(os.fspath(src), delimiter)
+    else:
+        source = _object_source(src)
+    if delimiter is not None and not isinstance(source, CsvSource):
+        raise SourceError(f"a delimiter applies to CSV files, not to {source.description}")
+    return source
+
+
+def _object_source(src: Any) -> Source:
+    from .frames import frame_source
+
+    frame = frame_source(src)
+    if frame is not None:
+        return frame
     mod = type(src).__module__
     if mod.startswith("pyarrow"):
         import pyarrow as pa
@@ -76,10 +102,6 @@ def open_source(src: Any) -> Source:
         from .python_objects import ArrowTableSource
 
         return ArrowTableSource(src)
-    if mod.startswith("pandas"):
-        from .python_objects import ArrowTableSource
-
-        return ArrowTableSource(src)
     if _is_map_style_torch(src):
         from .python_objects import TorchMapSource
 
@@ -88,7 +110,8 @@ def open_source(src: Any) -> Source:
         from .python_objects import IterableSource
 
         return IterableSource(src, f"python {type(src).__name__}")
-    raise SourceError(f"cannot pack a {type(src).__name__}: pass a path, a table, a torch Dataset or an iterable of dicts")
+    raise SourceError(f"cannot pack a {type(src).__name__}: pass a path, a table, a data frame, a "
+                      "Hugging Face dataset, a torch Dataset or an iterable of dicts")
 
 
 def _is_map_style_torch(obj: Any) -> bool:
@@ -100,17 +123,19 @@ def _is_map_style_torch(obj: Any) -> bool:
     return isinstance(obj, Dataset) and not isinstance(obj, IterableDataset) and hasattr(obj, "__len__")
 
 
-def _path_source(text: str) -> Source:
+def _path_source(text: str, delimiter: str | None) -> Source:
     if any(ch in text for ch in "*?["):
         paths = sorted(glob.glob(text, recursive=True))
         if not paths:
             raise SourceError(f"no files match {text!r}")
-        return _files_source(paths, text)
+        return _files_source(paths, text, delimiter)
     path = Path(text)
     if not path.exists():
         raise SourceError(f"{text} does not exist")
     if path.is_file():
-        return _files_source([text], text)
+        return _files_source([text], text, delimiter)
+    if is_hf_folder(path):
+        return hf_folder_source(path)
     index = path / "index.json"
     if index.is_file():
         kind = _index_kind(index)
@@ -123,8 +148,11 @@ def _path_source(text: str) -> Source:
 
             return LitDataSource(text)
     files = sorted(str(p) for p in path.rglob("*") if p.is_file() and suffix_kind(p.name))
+    data_files = [p for p in files if not without_compression(p.lower()).endswith(".json")]
+    if data_files:  # .json files beside data files are taken for metadata, not rows
+        return _files_source(data_files, text, delimiter)
     if files:
-        return _files_source(files, text)
+        return _files_source(files, text, delimiter)
     if any(p.is_dir() for p in path.iterdir()) and any(
         q.suffix.lower() in IMAGE_SUFFIXES for q in path.glob("*/*")
     ):
@@ -132,12 +160,11 @@ def _path_source(text: str) -> Source:
 
         return ImageFolderSource(text)
     raise SourceError(
-        f"{text}: found no input fastload can read (Parquet/Arrow/Feather, JSONL, CSV, .npy/.npz, "
-        "WebDataset .tar, an MDS or LitData dataset, Megatron .bin/.idx pairs, or an image folder class_name/*.jpg)"
+        f"{text}: found no input fastload can read ({PATH_KINDS})"
     )
 
 
-def _files_source(paths: list[str], what: str) -> Source:
+def _files_source(paths: list[str], what: str, delimiter: str | None) -> Source:
     kinds = {suffix_kind(p) for p in paths}
     if None in kinds:
         odd = next(p for p in paths if suffix_kind(p) is None)
@@ -145,7 +172,7 @@ def _files_source(paths: list[str], what: str) -> Source:
                           f"(known: {', '.join(sorted(SUFFIX_KINDS))})")
     if len(kinds) > 1:
         raise SourceError(f"{what}: mixes input formats {sorted(kinds)}; pack one format at a time")
-    return _file_source(kinds.pop(), paths)
+    return _file_source(kinds.pop(), paths, delimiter)
 
 
 def _index_kind(index: Path) -> str | None:

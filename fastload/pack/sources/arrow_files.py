@@ -15,10 +15,10 @@ from typing import Iterator, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ...errors import SourceError
+from ...errors import SchemaError, SourceError
 from ...format.arrow_types import schema_from_arrow
 from ...format.schema import Schema
-from .base import BadRow, Chunk, Source, SourceInfo, sorted_paths
+from .base import BadRow, Chunk, Source, SourceInfo, describe_files, sorted_paths
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 IPC_SUFFIXES = (".arrow", ".ipc", ".feather")
@@ -35,7 +35,7 @@ class ArrowSegment:
     start: int
     stop: int
     first_row: int  # file row number of the first row of unit ``start``
-    nbytes: int
+    nbytes: int  # this segment's share of the file's size on disk
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class ArrowFileSource(Source):
                  segment_size: int = SEGMENT_BYTES) -> None:
         self.paths = sorted_paths(paths, "Parquet or Arrow files")
         self.segment_size = segment_size
-        self.description = f"arrow files: {self.paths[0]} ({len(self.paths)} files)"
+        self.description = describe_files(file_kinds(self.paths), self.paths)
         self._scans: dict[str, _FileScan] | None = None
 
     def _scan(self) -> dict[str, _FileScan]:
@@ -79,13 +79,19 @@ class ArrowFileSource(Source):
     def segments(self) -> list[ArrowSegment]:
         out: list[ArrowSegment] = []
         for path, scan in self._scan().items():
-            start, row, nbytes, first_row = 0, 0, 0, 0
+            # A segment's bytes are its share of the file on disk (by its units' in-memory
+            # sizes), so the progress bar counts up to exactly the input size it shows.
+            on_disk, whole = os.path.getsize(path), max(1, sum(scan.unit_bytes))
+            start, row, nbytes, first_row, before, done = 0, 0, 0, 0, 0, 0
             for i, (rows, size) in enumerate(zip(scan.unit_rows, scan.unit_bytes)):
                 nbytes += size
                 row += rows
-                if nbytes >= self.segment_size or i == len(scan.unit_rows) - 1:
-                    out.append(ArrowSegment(path, scan.fmt, start, i + 1, first_row, nbytes))
-                    start, nbytes, first_row = i + 1, 0, row
+                last = i == len(scan.unit_rows) - 1
+                if nbytes >= self.segment_size or last:
+                    done += nbytes
+                    share = on_disk if last else on_disk * done // whole
+                    out.append(ArrowSegment(path, scan.fmt, start, i + 1, first_row, share - before))
+                    start, nbytes, first_row, before = i + 1, 0, row, share
         return out
 
     def segment_bytes(self, segment: ArrowSegment) -> int:
@@ -99,6 +105,13 @@ class ArrowFileSource(Source):
                 columns = {name: _plain(col) for name, col in zip(names, batch.columns)}
                 yield Chunk(columns, origin=segment.path, first_row=row)
             row += batch.num_rows
+
+
+def file_kinds(paths: list[str]) -> str:
+    """The file kinds as users name them: ``Parquet``, ``Feather``, ``Arrow IPC`` (joined when mixed)."""
+    names = {".parquet": "Parquet", ".pq": "Parquet", ".feather": "Feather"}
+    kinds = dict.fromkeys(names.get(os.path.splitext(p)[1].lower(), "Arrow IPC") for p in paths)
+    return " and ".join(kinds)
 
 
 def _scan_file(path: str) -> _FileScan:
@@ -165,11 +178,11 @@ def _plain(col: pa.Array) -> pa.Array:
 
 
 def _fastload_schema(path: str, schema: pa.Schema) -> Schema:
+    """The file's schema; a column no field can hold is a schema problem (SchemaError, exit 6)."""
     try:
         return schema_from_arrow(schema)
-    except SourceError as exc:
-        exc.add_note(f"while reading the schema of {path}")
-        raise
+    except (SchemaError, SourceError) as exc:
+        raise SchemaError(f"{path}: {exc}") from None
 
 
 def _check_same_schema(scans: dict[str, _FileScan]) -> None:
@@ -192,4 +205,4 @@ def _check_same_schema(scans: dict[str, _FileScan]) -> None:
             missing and f"missing columns {missing}", extra and f"extra columns {extra}",
             changed and f"types differ ({', '.join(changed)})",
         ]))
-        raise SourceError(f"{path}: schema differs from {first_path}: {details}")
+        raise SchemaError(f"{path}: schema differs from {first_path}: {details}")

@@ -28,6 +28,13 @@ def sorted_paths(paths: str | os.PathLike | Sequence[str | os.PathLike], what: s
     return out
 
 
+def describe_files(kind: str, paths: Sequence[str], detail: str = "") -> str:
+    """A source's description as users name it: ``Parquet: data/a.parquet (+11 more files)``."""
+    more = f"+{len(paths) - 1} more files" if len(paths) > 1 else ""
+    notes = ", ".join(filter(None, [more, detail]))
+    return f"{kind}: {paths[0]}" + (f" ({notes})" if notes else "")
+
+
 @dataclass
 class Chunk:
     """Consecutive rows of one place of the source, held as columns of equal length.
@@ -71,13 +78,13 @@ class SourceInfo:
 
     schema: Schema | None = None  # None: inferred from the first chunk
     metadata: dict[str, Any] = field(default_factory=dict)  # e.g. {"label_map": {...}}
-    bytes_hint: int | None = None  # total input bytes, for progress and the report
+    bytes_hint: int | None = None  # total input bytes (the progress bar sums segment_bytes instead)
 
 
 class Source(ABC):
     """A readable input of ``fastload.pack``: subclasses read one kind of input."""
 
-    #: short description for progress and errors, e.g. "parquet: data/*.parquet (12 files)"
+    #: short description for the report and errors, e.g. "Parquet: data/a.parquet (+11 more files)"
     description: str = ""
 
     @abstractmethod

@@ -84,7 +84,7 @@ class LitDataSource(Source):
         self._names = [TOKENS_FIELD] if self.token_loader else _leaf_names(config.get("data_spec"), self.index_path)
         _check_formats(self._formats, self._names, self.token_loader, self.index_path)
         self._chunks = tuple(_chunk_of(i, c, self.root, self.index_path) for i, c in enumerate(index["chunks"]))
-        self.description = f"litdata: {self.root} ({len(self._chunks)} chunks)"
+        self.description = f"LitData: {self.root} ({len(self._chunks)} chunks)"
         self._schema: Schema | None = None
 
     def segments(self) -> list[LitChunk]:

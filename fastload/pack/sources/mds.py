@@ -105,7 +105,7 @@ class MDSSource(Source):
         entries = _load_index(self.index_path)
         self._columns = _columns_of(entries, self.index_path)
         self._shards = tuple(_shard_of(i, e, self.root, self.index_path) for i, e in enumerate(entries))
-        self.description = f"mds: {self.root} ({len(self._shards)} shards)"
+        self.description = f"MosaicML MDS: {self.root} ({len(self._shards)} shards)"
         self._schema: Schema | None = None
 
     def segments(self) -> list[MDSShard]:

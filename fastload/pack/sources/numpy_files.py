@@ -19,7 +19,7 @@ import numpy as np
 
 from ...errors import SourceError
 from ...format.schema import NUMERIC_DTYPES, Field, Schema
-from .base import BadRow, Chunk, Source, SourceInfo, sorted_paths
+from .base import BadRow, Chunk, Source, SourceInfo, describe_files, sorted_paths
 
 SUFFIXES = (".npy", ".npz")
 SEGMENT_BYTES = 64 << 20
@@ -59,7 +59,7 @@ class NumpySource(Source):
                  segment_size: int = SEGMENT_BYTES) -> None:
         self.paths = sorted_paths(paths, ".npy or .npz files")
         self.segment_size = segment_size
-        self.description = f"numpy: {self.paths[0]} ({len(self.paths)} files)"
+        self.description = describe_files("NumPy", self.paths)
         self.origin = " + ".join(self.paths)
         self._arrays: list[_Array] | None = None
 

@@ -56,7 +56,7 @@ class WebDatasetSource(Source):
 
     def __init__(self, paths: str | os.PathLike | list[str | os.PathLike]) -> None:
         self.paths = resolve_tars(paths)
-        self.description = f"webdataset: {self.paths[0]}" + (
+        self.description = f"WebDataset: {self.paths[0]}" + (
             f" (+{len(self.paths) - 1} more tars)" if len(self.paths) > 1 else "")
         self._kinds: dict[str, str] | None = None
 
