@@ -36,7 +36,6 @@ the new weights had held from the epoch's start.
 
 from __future__ import annotations
 
-import numbers
 from typing import Sequence
 
 import numpy as np
