@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -325,6 +326,16 @@ class Dataset:
                 out = np.empty((n, *layout.shape), dtype=layout.dtype)
             _native.gather_fixed(col_base + plan.within * layout.itemsize, layout.itemsize, out)
             return out
+        data_addr, lengths = self._var_addresses(layout, col_base, plan, n)
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        data = np.empty(int(offsets[-1]), dtype=np.uint8)
+        _native.gather_var(data_addr, lengths, data)
+        return VarColumn(offsets, data)
+
+    def _var_addresses(self, layout: "_FieldLayout", col_base: np.ndarray, plan: "_BatchPlan",
+                       n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Address and byte length of each record's payload of a variable field, bounds-checked."""
         pairs = np.empty((n, 2), dtype=VAR_OFFSET_DTYPE)
         _native.gather_fixed(col_base + plan.within * VAR_OFFSET_DTYPE.itemsize, 8, pairs)
         start = pairs[:, 0].astype(np.int64)
@@ -334,11 +345,36 @@ class Dataset:
         data_addr = col_base + (plan.block_n + 1) * VAR_OFFSET_DTYPE.itemsize + start
         if (data_addr + lengths > plan.block_end).any():
             raise FormatError(f"field {layout.name!r}: a record's offsets point past its block (corrupt block)")
-        offsets = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        data = np.empty(int(offsets[-1]), dtype=np.uint8)
-        _native.gather_var(data_addr, lengths, data)
-        return VarColumn(offsets, data)
+        return data_addr, lengths
+
+    @contextmanager
+    def var_payloads(self, indices: Sequence[int] | np.ndarray, field: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``with ds.var_payloads(idx, "tokens") as (addresses, nbytes):`` where each record's
+        payload of a variable field lies, for native copies of parts of records (sequence
+        packing). The addresses stay valid (shards mapped, decompressed blocks held) until the
+        ``with`` block ends; blocks are checksummed as for :meth:`gather`."""
+        lay = self._layouts[self.schema.index(field)]
+        if lay.fixed:
+            raise ValueError(f"field {field!r} is fixed-size: var_payloads is for variable fields")
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n_total = len(self)
+        if idx.size and (idx.min() < 0 or idx.max() >= n_total):
+            bad = int(idx[(idx < 0) | (idx >= n_total)][0])
+            raise IndexError(f"index {bad} is out of range for a dataset of {n_total} records")
+        with self._open_lock:
+            self._active += 1
+            if self._max_open is not None:
+                self._release_unneeded(idx)
+        try:
+            if not idx.size:
+                yield np.zeros(0, np.int64), np.zeros(0, np.int64)
+                return
+            plan = self._plan(idx, [lay.column])
+            yield self._var_addresses(lay, plan.col_base[:, 0], plan, len(idx))
+            del plan  # holds the decompressed blocks the addresses point into
+        finally:
+            with self._open_lock:
+                self._active -= 1
 
     # -- integrity -------------------------------------------------------------------------
     def verify_all(self, progress=None) -> None:
