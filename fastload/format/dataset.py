@@ -113,6 +113,7 @@ class Dataset:
         does not need, before it is planned (addresses of a batch in flight stay valid)."""
         self._n_gathers += 1
         shards = np.unique(self.shard_of(idx[(idx >= 0) & (idx < len(self))]))
+        self.locator.check_batch(shards)
         for s in shards.tolist():
             self._last_needed[s] = self._n_gathers
         keep = set(shards.tolist())
@@ -195,7 +196,11 @@ class Dataset:
             return self._gather(idx, fields, out)
         with self._open_lock:
             self._active += 1
-            self._release_unneeded(idx)
+            try:
+                self._release_unneeded(idx)
+            except BaseException:
+                self._active -= 1
+                raise
         try:
             return self._gather(idx, fields, out)
         finally:

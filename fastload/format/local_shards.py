@@ -64,6 +64,9 @@ class LocalShards:
         finally:
             os.close(fd)
 
+    def check_batch(self, shards: np.ndarray) -> None:
+        """Whether one batch may map these shards at once (always, read in place)."""
+
     def open_options(self) -> dict[str, Any]:
         return {}
 
