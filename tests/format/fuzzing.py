@@ -124,7 +124,7 @@ def apply(root: Path, mutations: list[Mutation]) -> None:
         try:
             shard = Shard.load(path)
             keep = _edit_shard(shard, m)
-        except (ValueError, IndexError, KeyError, TypeError):  # an earlier edit of this case broke what
+        except (ValueError, IndexError, KeyError, TypeError, ArithmeticError):  # an earlier edit broke what
             continue  # this one edits (the header JSON, the index's place): the file stays as it is
         shard.save(path, keep_trailer=keep)
     refresh_manifest(root)
@@ -185,9 +185,9 @@ def _edit_payload(shard: Shard, m: Mutation) -> None:
 
     schema = Schema.parse(SCHEMA)  # the layout the base was written with (a header edit may have lied)
     b = m.index % len(shard.table)
-    if int(shard.table["codec"][b]) != 0:
-        return
     n = int(shard.table["n_records"][b])
+    if int(shard.table["codec"][b]) != 0 or n < 1:
+        return
     block_at = int(shard.table["offset"][b]) - len(shard.head)
     var = [j for j, f in enumerate(schema) if not f.is_fixed]
     j = var[m.index % len(var)] if m.kind == "var_offset" else schema.index("nd")
