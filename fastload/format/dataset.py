@@ -94,10 +94,13 @@ class Dataset:
         block = f" block {int(reader.locate(np.asarray(local))[0])}" if reader is not None else ""
         return f"{self.locator.where(self.manifest.shard_names[s])}{block} record {local}"
 
-    def _where(self, idx: np.ndarray) -> Callable[[int], str]:
-        """For errors: the place of the ``k``-th record of a batch of dataset indices ``idx``."""
-        n = len(self)
-        return lambda k: self.locate(int(idx[k]) + (n if idx[k] < 0 else 0))
+    def _where(self, indices: Sequence[int] | np.ndarray) -> Callable[[int], str]:
+        """For errors: the place of the ``k``-th record of a batch of dataset indices (converted
+        only when an error asks, so a batch that decodes pays nothing)."""
+        def where(k: int) -> str:
+            i = int(np.asarray(indices, dtype=np.int64).reshape(-1)[k])
+            return self.locate(i + len(self) if i < 0 else i)
+        return where
 
     def release(self, s: int) -> None:
         """Forget shard ``s``'s reader so its map can go (and a cache may evict it); reopened on use."""
@@ -170,12 +173,11 @@ class Dataset:
         (str, bytes, parsed JSON, NumPy arrays); with ``pad=True`` 1-D variable arrays come back as
         ``(padded (n, max_len) array, lengths)`` instead.
         """
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        cols = self.gather(idx, fields)
+        cols = self.gather(indices, fields)
         out: dict[str, Any] = {}
         for name, col in cols.items():
             f = self.schema[name]
-            out[name] = col if f.is_fixed else decode_var(f, col, pad, self._where(idx))
+            out[name] = col if f.is_fixed else decode_var(f, col, pad, self._where(indices))
         return out
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:

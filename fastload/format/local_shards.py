@@ -19,8 +19,9 @@ class LocalShards:
 
     A locator answers "where is shard s" for :class:`Dataset`: ``open()`` gives the manifest,
     ``map(s)`` the shard's bytes as a uint8 array (kept open while the array lives), ``where(name)``
-    a name for messages. ``max_open`` bounds how many shards a dataset keeps mapped (None: all);
-    the storage layer provides the remote locator, so this module imports nothing above it.
+    a name for messages, ``check_batch(shards)`` refuses a batch that cannot map those shards at
+    once. ``max_open`` bounds how many shards a dataset keeps mapped (None: all); the storage
+    layer provides the remote locator, so this module imports nothing above it.
     """
 
     max_open: int | None = None

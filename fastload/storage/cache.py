@@ -66,7 +66,7 @@ class DatasetCache:
         self.manifest = manifest
         self.dir = node.root / dataset_key(remote.url)
         self.shards_dir = self.dir / "shards"
-        with node.locked():  # `fastload cache clear` removes directories under this lock
+        with node.locked(wait_timeout):  # `fastload cache clear` removes directories under this lock
             self.shards_dir.mkdir(parents=True, exist_ok=True)
             url_file = self.dir / "url"
             if not url_file.exists():
@@ -74,7 +74,7 @@ class DatasetCache:
                 tmp.write_text(remote.url)
                 os.replace(tmp, url_file)
             # held while this object lives (and by forked children): the directory is in use
-            users = os.open(self.dir / USERS, os.O_RDONLY | os.O_CREAT, 0o644)
+            users = os.open(self.dir / USERS, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
             fcntl.flock(users, fcntl.LOCK_SH)
         weakref.finalize(self, os.close, users)
         self.counters = Counters(self.dir / "counters", group)
