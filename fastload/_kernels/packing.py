@@ -135,24 +135,32 @@ def plan_windows(windows, ptr, doc, start, length, sep, seq_len):
 
 @njit(nogil=True, cache=True)
 def copy_list(seg_start, seg_len, seg_sep, seg_window, pad, doc_addr, doc_bytes, itemsize, sep_addr, pad_addr,
-              addr, nbytes):
+              pad_bytes, addr, nbytes, lo, hi):
     """Fill (addr, nbytes) with every piece of the batch's tokens in output order: per segment its
     document stretch then its separator (0 bytes if none), per window its padding after its
-    segments. Returns the first segment reaching past its document's ``doc_bytes``, or -1."""
+    segments; and (lo, hi), the buffer each piece must lie in (its document's payload, the
+    separator, the padding row), which the native copy checks again. Returns the first segment
+    reaching past its document's ``doc_bytes``, or -1."""
     k = 0
     j = 0
     for b in range(len(pad)):
         while j < len(seg_window) and seg_window[j] == b:
-            if (seg_start[j] + seg_len[j]) * itemsize > doc_bytes[j]:
+            if seg_start[j] < 0 or seg_len[j] < 0 or (seg_start[j] + seg_len[j]) * itemsize > doc_bytes[j]:
                 return j
             addr[k] = doc_addr[j] + seg_start[j] * itemsize
             nbytes[k] = seg_len[j] * itemsize
+            lo[k] = doc_addr[j]
+            hi[k] = doc_addr[j] + doc_bytes[j]
             addr[k + 1] = sep_addr
             nbytes[k + 1] = seg_sep[j] * itemsize
+            lo[k + 1] = sep_addr
+            hi[k + 1] = sep_addr + itemsize
             k += 2
             j += 1
         addr[k] = pad_addr
         nbytes[k] = pad[b] * itemsize
+        lo[k] = pad_addr
+        hi[k] = pad_addr + pad_bytes
         k += 1
     return -1
 

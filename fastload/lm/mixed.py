@@ -197,13 +197,17 @@ def _merge_var(cols: list[VarColumn], rows: list[np.ndarray], n: int) -> VarColu
     """Variable columns of row subsets, merged back in row order with one native copy."""
     lengths = np.empty(n, dtype=np.int64)
     addrs = np.empty(n, dtype=np.int64)
+    lo = np.empty(n, dtype=np.int64)
+    hi = np.empty(n, dtype=np.int64)
     for col, r in zip(cols, rows):
         lengths[r] = np.diff(col.offsets)
         addrs[r] = col.data.ctypes.data + col.offsets[:-1]
+        lo[r] = col.data.ctypes.data
+        hi[r] = col.data.ctypes.data + col.data.nbytes
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     data = np.empty(int(offsets[-1]), dtype=np.uint8)
-    _native.gather_var(addrs, lengths, data)  # the parts' buffers are alive in cols
+    _native.gather_var(addrs, lengths, data, lo, hi)  # the parts' buffers are alive in cols
     return VarColumn(offsets, data)
 
 

@@ -114,9 +114,8 @@ class PackedDataset(BatchReadable):
         target = out if direct else np.empty((n, self.seq_len), dtype=self.token_dtype)
         # one lookup per segment: a document spanning two windows of the batch is looked up twice
         with self.source.var_payloads(batch.doc, self.field) as (addr, nbytes):
-            addrs, sizes = batch.copy_list(addr, nbytes, self.token_dtype.itemsize,
-                                           self._sep.ctypes.data, self._pad.ctypes.data)
-            _native.gather_var(addrs, sizes, target.reshape(-1).view(np.uint8))
+            addrs, sizes, lo, hi = batch.copy_list(addr, nbytes, self.token_dtype.itemsize, self._sep, self._pad)
+            _native.gather_var(addrs, sizes, target.reshape(-1).view(np.uint8), lo, hi)
         if not direct:
             np.copyto(out, target, casting="unsafe")
         return out

@@ -105,7 +105,8 @@ def _shard_lengths(reader, column: int, field: str) -> np.ndarray:
         raise FormatError(f"shard {reader.name} block {b}: field {field!r}'s offsets run past the block")
     tables = np.empty(int(table_bytes.sum()), dtype=np.uint8)
     if reader.all_raw:  # one copy of every block's table, straight from the map
-        _native.gather_var(reader.base_address + reader.block_offset + start, table_bytes, tables)
+        block = reader.base_address + reader.block_offset
+        _native.gather_var(block + start, table_bytes, tables, block, block + reader.block_raw_size)
     else:  # compressed blocks are decompressed to be read
         at = np.concatenate([[0], np.cumsum(table_bytes)])
         for b in range(reader.n_blocks):

@@ -52,21 +52,24 @@ class WindowBatch:
         np.cumsum((cum[1:] - cum[:-1]) + (self.pad > 0), out=span_ptr[1:])
         return vals[keep], span_ptr
 
-    def copy_list(self, doc_addr: np.ndarray, doc_bytes: np.ndarray, itemsize: int, sep_addr: int,
-                  pad_addr: int) -> tuple[np.ndarray, np.ndarray]:
-        """(addresses, byte counts) of every piece of the batch's tokens, in output order.
+    def copy_list(self, doc_addr: np.ndarray, doc_bytes: np.ndarray, itemsize: int, sep: np.ndarray,
+                  pad: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(addresses, byte counts, lower and upper bounds) of every piece of the batch's tokens,
+        in output order; each piece lies inside [lower, upper), the buffer it is copied from.
 
         ``doc_addr``/``doc_bytes`` are each segment's document payload address and size; a segment
         reaching past its document (an index that does not belong to these documents) raises.
+        ``sep`` holds the separator token, ``pad`` a window of padding tokens.
         """
         from .._kernels.packing import copy_list
 
         size = 2 * len(self.doc) + self.n
         addr, nbytes = np.empty(size, dtype=np.int64), np.empty(size, dtype=np.int64)
+        lo, hi = np.empty(size, dtype=np.int64), np.empty(size, dtype=np.int64)
         j = copy_list(self.start, self.length, self.sep, self.window, self.pad, doc_addr, doc_bytes,
-                      itemsize, sep_addr, pad_addr, addr, nbytes)
+                      itemsize, sep.ctypes.data, pad.ctypes.data, pad.nbytes, addr, nbytes, lo, hi)
         if j >= 0:
             raise FormatError(f"packing index: a window reads tokens {int(self.start[j])}..{int(self.start[j] + self.length[j])} "
                               f"of record {int(self.doc[j])}, which holds {int(doc_bytes[j]) // itemsize} "
                               f"(the index does not match the dataset)")
-        return addr, nbytes
+        return addr, nbytes, lo, hi
