@@ -38,6 +38,7 @@ NORMALIZATIONS = ("nfc", "case", "whitespace")  # in the order they apply
 NULL_DIGEST = xxhash.xxh3_128_intdigest(b"fastload null", seed=0x6E756C6C)
 _NFC_STABLE_BELOW = 0xCC  # lead byte of U+0300: every code point below it is NFC on its own and combines with nothing
 _NULL_PAIR = np.array([NULL_DIGEST >> 64, NULL_DIGEST & (2**64 - 1)], dtype=np.uint64)
+_NULL_PAIR.flags.writeable = False
 
 
 def record_hashes(schema: Schema, conv: Any, n: int, fields: Sequence[str],
