@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..._kernels.hash_table import insert_first, move_all
+from ..._kernels.hash_table import count_new, insert_first, move_all
 from ...format.shard_writer import temp_path_for
 
 SLOT_BYTES = 16
@@ -62,10 +62,25 @@ class SeenHashes:
             keep[first_zero] = not self._zero_seen
             self.distinct += int(not self._zero_seen)
             self._zero_seen = True
-        self._reserve(self.distinct + len(rows))
-        if self.spilled:  # hash order, so the mapped table is read from start to end
-            rows = rows[np.argsort(hashes[rows, 0], kind="stable")]
-        self.distinct += insert_first(self._table, self._bits, hashes, rows, keep)
+        done = 0
+        while done < len(rows):
+            live = self.distinct - self._zero_seen  # hashes in the table
+            if self.spilled:
+                # a mapped table takes the rest of the batch in hash order, so it is read from start
+                # to end; the sort is stable and the rows before ``done`` all came first, so first
+                # occurrences still win. It grows first by exactly what the rest adds.
+                rest = rows[done:]
+                rows = np.concatenate([rows[:done], rest[np.argsort(hashes[rest, 0], kind="stable")]])
+                self._reserve(live + count_new(self._table, self._bits, hashes, rows, done))
+                done, added = insert_first(self._table, self._bits, hashes, rows, keep, done, len(rows))
+                self.distinct += added
+                break
+            room = int(MAX_LOAD * (1 << self._bits)) - live
+            if room <= 0:  # half full: double it (it grows with the new hashes, not with the batch)
+                self._reserve(live + 1)
+                continue
+            done, added = insert_first(self._table, self._bits, hashes, rows, keep, done, room)
+            self.distinct += added
         return keep
 
     def close(self) -> None:
@@ -74,11 +89,14 @@ class SeenHashes:
         self._finalizer()
 
     def _reserve(self, count: int) -> None:
+        """Grow (by doubling) until ``count`` hashes keep the table at most half full."""
         bits = self._bits
         while count > MAX_LOAD * (1 << bits):
             bits += 1
-        if bits == self._bits:
-            return
+        if bits > self._bits:
+            self._grow(bits)
+
+    def _grow(self, bits: int) -> None:
         old, old_path = self._table, self._path
         self._table = self._new_table(bits)
         move_all(old, self._table, bits)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import xxhash
 
-from fastload._kernels.hash_table import insert_first, move_all
+from fastload._kernels.hash_table import count_new, insert_first, move_all
 from fastload._kernels.text_norm import collapse_whitespace, rows_with_byte_at_least
 from fastload._kernels.xxh3 import SECRET, xxh3_128_fixed, xxh3_128_rows
 
@@ -87,7 +87,8 @@ def test_hash_table_keeps_first_occurrences_like_a_python_set():
     hashes = rng.integers(1, 50, (5000, 2)).astype(np.uint64)  # many repeats, many collisions of the top bits
     table = np.zeros((1 << 14, 2), np.uint64)
     keep = np.zeros(len(hashes), bool)
-    added = insert_first(table, 14, hashes, np.arange(len(hashes)), keep)
+    done, added = insert_first(table, 14, hashes, np.arange(len(hashes)), keep, 0, len(hashes))
+    assert done == len(hashes)
     seen, ref = set(), []
     for h in map(tuple, hashes.tolist()):
         ref.append(h not in seen)
@@ -96,7 +97,24 @@ def test_hash_table_keeps_first_occurrences_like_a_python_set():
     bigger = np.zeros((1 << 15, 2), np.uint64)
     move_all(table, bigger, 15)
     again = np.zeros(len(hashes), bool)
-    assert insert_first(bigger, 15, hashes, np.arange(len(hashes)), again) == 0 and not again.any()
+    assert insert_first(bigger, 15, hashes, np.arange(len(hashes)), again, 0, 10)[1] == 0 and not again.any()
+    partial = np.zeros((1 << 14, 2), np.uint64)  # a limit stops after that many insertions
+    done, added = insert_first(partial, 14, hashes, np.arange(len(hashes)), np.zeros(len(hashes), bool), 0, 7)
+    firsts = [i for i, new in enumerate(ref) if new]
+    assert added == 7 and done == firsts[6] + 1  # it stops right after the 7th new hash
+
+
+def test_count_new_is_the_number_of_distinct_hashes_the_table_lacks():
+    rng = np.random.default_rng(4)
+    table = np.zeros((1 << 12, 2), np.uint64)
+    present = rng.integers(1, 300, (600, 2)).astype(np.uint64)
+    insert_first(table, 12, present, np.arange(len(present)), np.zeros(len(present), bool), 0, len(present))
+    batch = rng.integers(1, 300, (900, 2)).astype(np.uint64)
+    order = np.lexsort((batch[:, 1], batch[:, 0]))
+    known = set(map(tuple, present.tolist()))
+    for start in (0, 450):
+        rest = {tuple(batch[i]) for i in order[start:].tolist()}
+        assert count_new(table, 12, batch, order, start) == len(rest - known)
 
 
 def test_the_kernels_give_the_same_results_as_plain_python(tmp_path):
@@ -121,7 +139,7 @@ def test_the_kernels_give_the_same_results_as_plain_python(tmp_path):
         "collapse_whitespace(text, t_off, w, w_off)\n"
         "keep = np.zeros(len(h) * 2, bool)\n"
         "table = np.zeros((64, 2), np.uint64)\n"
-        "insert_first(table, 6, np.concatenate([h, h]), np.arange(len(h) * 2), keep)\n"
+        "insert_first(table, 6, np.concatenate([h, h]), np.arange(len(h) * 2), keep, 0, 32)\n"
         "np.save(sys.argv[1], np.concatenate([h.view(np.uint8).ravel(), w[:w_off[-1]], w_off.view(np.uint8),"
         " keep.view(np.uint8)]))\n")
     results = []

@@ -91,3 +91,23 @@ def test_hashes_are_the_documented_xxh3_128_of_canonical_bytes():
     two = record_hashes(schema, conv, 2, ["t", "f"])
     ref = xxhash.xxh3_128_intdigest(xxhash.xxh3_128_digest(b"ab") + xxhash.xxh3_128_digest(np.float64(0.0).tobytes()))
     assert (int(two[0, 0]) << 64 | int(two[0, 1])) == ref
+
+
+def test_the_table_holds_32_to_64_bytes_per_distinct_record():
+    """The documented bound: 16-byte slots, kept between 25% and 50% full as the set grows."""
+    rng = np.random.default_rng(2)
+    seen = SeenHashes(memory_limit=1 << 30)
+    for _ in range(40):
+        seen.first(rng.integers(1, 2**63, (rng.integers(1, 3000), 2), dtype=np.int64).astype(np.uint64))
+        if seen.distinct >= 512:  # past the first table (1,024 slots)
+            assert 32 <= seen.table_bytes / seen.distinct <= 64
+    assert not seen.spilled
+
+
+def test_a_batch_of_repeats_does_not_grow_the_table():
+    """The table grows with the distinct hashes, not with the batch size."""
+    seen = SeenHashes(memory_limit=1 << 30)
+    same = np.tile(np.array([[5, 7]], np.uint64), (200_000, 1))
+    keep = seen.first(same)
+    assert keep[0] and not keep[1:].any()
+    assert seen.distinct == 1 and seen.table_bytes == 16 * 1024
