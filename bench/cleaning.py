@@ -3,7 +3,8 @@
 Side by side, interleaved, medians of ``--repeats`` (page cache warmed before each run):
 
 * fastload pack: plain; ``--dedup text``; ``--filter "len(text) >= 100"``; both; with 1 and 2
-  workers (the target: cleaning costs at most 25% of the plain pack's records/s);
+  workers (the target: cleaning costs at most 25% of the plain pack's records/s); both with the
+  dedup table forced to disk (``--dedup-memory 1MB``);
 * pandas: ``read_json(lines=True)`` + ``drop_duplicates("text")`` + ``query`` of the same length,
   then a plain pack of the DataFrame;
 * datatrove's exact-dedup pipeline (``ExactDedupSignature`` -> ``ExactFindDedups`` ->
@@ -178,6 +179,8 @@ def main() -> None:
         "fastload --dedup text, 1 worker": fastload_run(1, dedup="text"),
         "fastload --filter, 1 worker": fastload_run(1, filter=FILTER),
         "fastload --dedup --filter, 1 worker": fastload_run(1, dedup="text", filter=FILTER),
+        "fastload --dedup --filter, 1 worker, table spilled (--dedup-memory 1MB)":
+            fastload_run(1, dedup="text", filter=FILTER, dedup_memory="1MB"),
         "fastload plain, 2 workers": fastload_run(2),
         "fastload --dedup --filter, 2 workers": fastload_run(2, dedup="text", filter=FILTER),
         "pandas drop_duplicates + query, then pack": pandas_run,
