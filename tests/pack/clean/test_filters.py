@@ -109,3 +109,31 @@ def test_a_lambda_filter_with_workers_is_refused_before_any_work(tmp_path):
 def test_an_expression_naming_a_missing_field_is_a_filter_error(tmp_path):
     with pytest.raises(FilterError, match="nope"):
         fastload.pack(_frame(20), tmp_path / "ds", filter=pc.field("nope") > 1, progress=False)
+
+
+class _Nullable(dict):
+    """Converted columns with null masks, as the format's nullable fields carry them."""
+
+    def __init__(self, columns, valid):
+        super().__init__(columns)
+        self.valid = valid
+
+
+def test_nulls_are_arrow_nulls_to_a_filter_and_drop_the_record_like_sql():
+    from fastload.format.columns import VarColumn
+    from fastload.pack.clean.filters import bind_filter
+    from fastload.pack.clean.validate import invalid_converted_rows
+
+    schema = fastload.Schema.parse("text:str,score:float64")
+    conv = _Nullable({"text": VarColumn.from_payloads([b"a", b"", b"", b"long text"]),
+                      "score": np.array([0.5, 0.0, 2.0, 0.0])},
+                     {"text": np.array([True, False, True, True]), "score": np.array([True, True, True, False])})
+    keep = {expr: bind_filter(expr, schema).keep(schema, conv, 4, "test").tolist() for expr in (
+        "text is null", "text is not null", "score > 0.1", "not (score > 0.1)", "len(text) < 5 or score > 1")}
+    assert keep == {"text is null": [False, True, False, False],
+                    "text is not null": [True, False, True, True],
+                    "score > 0.1": [True, False, True, False],          # null compares to null: dropped
+                    "not (score > 0.1)": [False, True, False, False],
+                    "len(text) < 5 or score > 1": [True, False, True, False]}  # null or false is null
+    # a null text is a missing value, not an empty one
+    assert invalid_converted_rows("empty", schema, conv, 4).tolist() == [False, False, True, False]
