@@ -10,7 +10,6 @@ from fastload.errors import FilterError
 from fastload.pack.clean.filter_syntax import parse
 from fastload.pack.clean.filters import bind_filter
 
-
 # (filter, column of the error, a phrase of its message)
 INVALID = [
     ("len(text) >", 12, "expected a value"),

@@ -12,6 +12,8 @@ import pytest
 import fastload
 from fastload.errors import FilterError
 
+from .helpers import Nullable
+
 pytestmark = pytest.mark.timeout(60)
 
 WORDS = ["alpha", "beta", "Gamma", "delta", "", "a b", "ab", "été", "zeta", "Beta"]
@@ -111,21 +113,13 @@ def test_an_expression_naming_a_missing_field_is_a_filter_error(tmp_path):
         fastload.pack(_frame(20), tmp_path / "ds", filter=pc.field("nope") > 1, progress=False)
 
 
-class _Nullable(dict):
-    """Converted columns with null masks, as the format's nullable fields carry them."""
-
-    def __init__(self, columns, valid):
-        super().__init__(columns)
-        self.valid = valid
-
-
 def test_nulls_are_arrow_nulls_to_a_filter_and_drop_the_record_like_sql():
     from fastload.format.columns import VarColumn
     from fastload.pack.clean.filters import bind_filter
     from fastload.pack.clean.validate import invalid_converted_rows
 
     schema = fastload.Schema.parse("text:str,score:float64")
-    conv = _Nullable({"text": VarColumn.from_payloads([b"a", b"", b"", b"long text"]),
+    conv = Nullable({"text": VarColumn.from_payloads([b"a", b"", b"", b"long text"]),
                       "score": np.array([0.5, 0.0, 2.0, 0.0])},
                      {"text": np.array([True, False, True, True]), "score": np.array([True, True, True, False])})
     keep = {expr: bind_filter(expr, schema).keep(schema, conv, 4, "test").tolist() for expr in (

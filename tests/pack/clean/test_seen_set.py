@@ -11,6 +11,8 @@ from fastload.format.columns import VarColumn
 from fastload.pack.clean.dedup import SeenHashes, first_in_partition, partition_of
 from fastload.pack.clean.hashing import NULL_DIGEST, record_hashes
 
+from .helpers import Nullable
+
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -61,17 +63,9 @@ def test_a_hash_partitioned_shuffle_keeps_the_same_records_as_the_ordered_set():
     assert np.array_equal(keep, ordered)
 
 
-class _Nullable(dict):
-    """Converted columns with a null mask, as the format's nullable fields carry them."""
-
-    def __init__(self, columns, valid):
-        super().__init__(columns)
-        self.valid = valid
-
-
 def test_a_null_hashes_unlike_an_empty_text_or_a_zero():
     schema = fastload.Schema.parse("t:str,x:int32")
-    conv = _Nullable({"t": VarColumn.from_payloads([b"", b"", b"a"]), "x": np.array([0, 0, 5], np.int32)},
+    conv = Nullable({"t": VarColumn.from_payloads([b"", b"", b"a"]), "x": np.array([0, 0, 5], np.int32)},
                      {"t": np.array([True, False, True]), "x": np.array([True, False, True])})
     t = record_hashes(schema, conv, 3, ["t"])
     x = record_hashes(schema, conv, 3, ["x"])
