@@ -13,6 +13,7 @@ from ...errors import SourceError
 from .base import BadRow, Chunk, Source, SourceInfo
 from .compressed import without_compression
 from .csv import CsvSource
+from .files import InputFiles, is_url
 from .hf_folder import hf_folder_source, is_hf_folder
 
 #: every input a path can name, as the CLI help and errors list them
@@ -30,6 +31,9 @@ SUFFIX_KINDS = {
     ".tar": "webdataset", ".tar.gz": "webdataset", ".tgz": "webdataset",
 }
 TEXT_KINDS = ("jsonl", "csv")  # the kinds also read compressed (data.csv.gz, part.jsonl.zst, ...)
+#: the inputs a URL can name (read through ranged requests, never copied whole first)
+REMOTE_KINDS = ("Parquet, Arrow IPC or Feather files; JSON Lines or JSON-array files; CSV/TSV; those "
+                "text files compressed; .npy/.npz; WebDataset tars")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
@@ -66,13 +70,17 @@ def _file_source(kind: str, paths: list[str], delimiter: str | None) -> Source:
     return WebDatasetSource(paths)
 
 
-def open_source(src: Any, *, delimiter: str | None = None) -> Source:
-    """A :class:`Source` for ``src``: a Source, a path/dir/glob, a table, a data frame, a Hugging
-    Face dataset, a torch Dataset or an iterable. ``delimiter`` applies to CSV files only."""
+def open_source(src: Any, *, delimiter: str | None = None, files: InputFiles | None = None) -> Source:
+    """A :class:`Source` for ``src``: a Source, a path/dir/glob or URL, a table, a data frame, a
+    Hugging Face dataset, a torch Dataset or an iterable. ``delimiter`` applies to CSV files only;
+    ``files`` opens URLs (storage options, timeouts and retries)."""
     if isinstance(src, Source):
         source = src
     elif isinstance(src, (str, os.PathLike)):
-        source = _path_source(os.fspath(src), delimiter)
+        text = os.fspath(src)
+        files = files or InputFiles()
+        source = (_url_source(text, delimiter, files) if is_url(text) else _path_source(text, delimiter))
+        source.use_files(files)
     else:
         source = _object_source(src)
     if delimiter is not None and not isinstance(source, CsvSource):
@@ -157,6 +165,29 @@ def _path_source(text: str, delimiter: str | None) -> Source:
     raise SourceError(
         f"{text}: found no input fastload can read ({PATH_KINDS})"
     )
+
+
+def _url_source(url: str, delimiter: str | None, files: InputFiles) -> Source:
+    """A remote file, glob or directory of files (``s3://bucket/raw/*.parquet``): the file kinds
+    that read through ranged requests; datasets of other tools and image folders are copied first."""
+    if any(ch in url.split("://", 1)[1] for ch in "*?["):
+        paths = files.glob(url)
+        if not paths:
+            raise SourceError(f"no files match {url!r}")
+    elif files.is_dir(url):
+        found = files.walk(url)
+        paths = [p for p in found if suffix_kind(p)]
+        data = [p for p in paths if not without_compression(p.lower()).endswith(".json")]
+        paths = data or paths
+        if not paths:
+            raise SourceError(f"{url}: found no input fastload reads from a URL ({REMOTE_KINDS}); "
+                              "for other inputs (image folders, MDS, LitData, Hugging Face folders), "
+                              "copy them to a local directory first")
+    elif files.exists(url):
+        paths = [url]
+    else:
+        raise SourceError(f"{url} does not exist")
+    return _files_source(paths, url, delimiter)
 
 
 def _files_source(paths: list[str], what: str, delimiter: str | None) -> Source:
