@@ -9,6 +9,7 @@ it; one shard is always let through, so a limit below the shard size still makes
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,12 +32,16 @@ class Uploader:
         self._error: BaseException | None = None
         self._futures: list[Future] = []
         self.peak_staged = 0
+        self.busy_s = 0.0  # seconds spent publishing, summed over the threads
+        self.blocked_s = 0.0  # seconds submit() waited for staging room
 
     def submit(self, path: Path, name: str, size: int) -> Future:
         """Publish ``path`` as ``name`` in the background (after waiting for staging room)."""
+        t0 = time.perf_counter()
         with self._cv:
             while self._error is None and self._staged and self._staged + size > self.limit:
                 self._cv.wait(_WAIT_S)
+            self.blocked_s += time.perf_counter() - t0
             self._raise_error()
             self._staged += size
             self.peak_staged = max(self.peak_staged, self._staged)
@@ -45,6 +50,7 @@ class Uploader:
         return fut
 
     def _publish(self, path: Path, name: str, size: int) -> None:
+        t0 = time.perf_counter()
         try:
             self.dest.publish(path, name, size)
         except BaseException as exc:
@@ -54,6 +60,7 @@ class Uploader:
         finally:
             path.unlink(missing_ok=True)
             with self._cv:
+                self.busy_s += time.perf_counter() - t0
                 self._staged -= size
                 self._cv.notify_all()
 
