@@ -156,7 +156,8 @@ def write_partition(plan: PartitionPlan, partition: int, rows: Any) -> Partition
     result.schema = schema.to_json()
     dest = plan.destination()
     staging = _staging_dir(plan, dest, partition)
-    sink = ShardSink(staging, schema, plan.settings, plan.shard_bytes)
+    # a remote output's staged copies need no fsync; a local one's shards are renamed into place
+    sink = ShardSink(staging, schema, plan.settings, plan.shard_bytes, durable=isinstance(dest, LocalDestination))
     uploader = Uploader(dest, threads=plan.uploads, limit=plan.staging_limit)
     codec = CODEC_NAMES[plan.settings["compression"]]
 
@@ -214,6 +215,8 @@ def _staging_dir(plan: PartitionPlan, dest: Destination, partition: int) -> Path
         path = dest.root / f".partition-{partition:06d}{TEMP_MARK}{tag}"
         path.mkdir(parents=True)
         return path
+    if plan.staging_dir is not None:
+        Path(plan.staging_dir).mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f"fastload-partition-{partition:06d}-", dir=plan.staging_dir))
 
 

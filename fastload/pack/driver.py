@@ -112,7 +112,8 @@ def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | N
     # the kept shards' record bytes, so the compression ratio covers the whole dataset
     report.raw_bytes = output.kept_raw_bytes(journal)
 
-    sink = ShardSink(root, schema, settings, shard_bytes, first_index=len(journal.shards))
+    sink = ShardSink(root, schema, settings, shard_bytes, first_index=len(journal.shards),
+                     durable=output.durable_staging)
     shards = list(journal.shards)
     codec = CODEC_NAMES[settings["compression"]]
     jobs = (EncodeJob(src, segments[i], i, schema, settings["block_size"], codec, level, on_error,

@@ -29,6 +29,7 @@ class PackOutput(ABC):
 
     url: str  # the output as the user named it (the report's "into")
     staging: Path  # where the shard sink writes and pack workers spill
+    durable_staging = True  # whether shards in staging are fsync'ed (they are the output itself)
 
     @abstractmethod
     def resume(self, fp: str | None, overwrite: bool) -> Journal:

@@ -42,9 +42,14 @@ _CHECK_THREADS = 16  # concurrent tail reads when checking a resumed pack's shar
 
 
 class RemoteOutput(PackOutput):
+    # staged shards are uploaded, not kept: fsync'ing them cost 21 ms per 120 KB shard here
+    durable_staging = False
+
     def __init__(self, dest: RemoteDestination, *, staging_dir=None, staging_limit: int, uploads: int):
         self.dest = dest
         self.url = dest.url
+        if staging_dir is not None:
+            Path(staging_dir).mkdir(parents=True, exist_ok=True)
         self.staging = Path(tempfile.mkdtemp(prefix="fastload-pack-", dir=staging_dir))
         self.uploader = Uploader(dest, threads=uploads, limit=staging_limit)
         self._tails: list[str] = []  # per shard, kept ones included

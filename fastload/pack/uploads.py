@@ -13,6 +13,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from ..errors import StorageError
 from .destination import Destination
 
 _WAIT_S = 1.0  # how often a blocked submit looks again (a failed upload ends the wait at once)
@@ -52,6 +53,8 @@ class Uploader:
     def _publish(self, path: Path, name: str, size: int) -> None:
         t0 = time.perf_counter()
         try:
+            if self._error is not None:  # the pack is failing: do not start more uploads
+                raise StorageError(f"{name} was not published: an earlier upload failed ({self._error})")
             self.dest.publish(path, name, size)
         except BaseException as exc:
             with self._cv:

@@ -43,6 +43,7 @@ class InputFiles:
         self.storage_options = dict(storage_options or {})
         self.policy = policy
         self._remotes: dict[str, Remote] = {}
+        self._sizes: dict[str, int] = {}  # a remote file's size, asked once per process
         self._lock = threading.Lock()
 
     def __getstate__(self):
@@ -90,7 +91,10 @@ class InputFiles:
                 raise SourceError(f"{path}: no such file") from None
             except OSError as exc:
                 raise SourceError(f"{path}: cannot read: {exc}") from None
-        return int(self._info(path)["size"])
+        size = self._sizes.get(path)
+        if size is None:
+            size = self._sizes[path] = int(self._info(path)["size"])
+        return size
 
     def stamp(self, path: str) -> tuple:
         """What changes when the file does (size and mtime; size and ETag or generation remotely),
