@@ -69,6 +69,9 @@ def test_one_and_two_workers_write_the_same_bytes(client, frame, tmp_path):
             Client(one, set_as_default=False) as c1:
         fastload.dask.pack_collection(ddf, tmp_path / "one", scheduler=c1.get, **OPTS)
     assert files_of(tmp_path / "one") == files_of(tmp_path / "two")
+    # the local schedulers write the same bytes too
+    fastload.dask.pack_collection(ddf, tmp_path / "threads", scheduler="threads", **OPTS)
+    assert files_of(tmp_path / "threads") == files_of(tmp_path / "two")
 
 
 def test_bag_of_records(client, tmp_path):
@@ -92,7 +95,7 @@ def test_a_worker_killed_mid_write_leaves_no_dataset_and_the_rerun_completes(cli
     try:
         ddf = dd.from_pandas(frame, npartitions=4)
         # the second shard of partition 2 never gets stored: that task stays in the middle of its write
-        proxy.add("hold", path=r"/killed/shard-000002-000001")
+        proxy.add("hold", path=r"/dask-killed/shard-000002-000001")
         box = []
         run = threading.Thread(target=lambda: box.append(_pack_or_error(ddf, proxy)))
         run.start()
@@ -101,19 +104,19 @@ def test_a_worker_killed_mid_write_leaves_no_dataset_and_the_rerun_completes(cli
             os.kill(pid, signal.SIGKILL)
         run.join(120)
         assert isinstance(box[0], Exception), box
-        assert objects(s3, "killed") == {}  # nothing visible, nothing left
+        assert objects(s3, "dask-killed") == {}  # nothing visible, nothing left
         proxy.clear()
         client.wait_for_workers(2, timeout=60)
-        report = fastload.pack(ddf, "s3://data/killed", storage_options=proxy.storage_options, **OPTS)
+        report = fastload.pack(ddf, "s3://data/dask-killed", storage_options=proxy.storage_options, **OPTS)
         assert report.records == len(frame)
-        assert_equals_frame(open_remote("s3://data/killed", s3, tmp_path), frame)
+        assert_equals_frame(open_remote("s3://data/dask-killed", s3, tmp_path), frame)
     finally:
         proxy.close()
 
 
 def _pack_or_error(ddf, proxy):
     try:
-        return fastload.pack(ddf, "s3://data/killed", storage_options=proxy.storage_options, timeout=120, **OPTS)
+        return fastload.pack(ddf, "s3://data/dask-killed", storage_options=proxy.storage_options, timeout=120, **OPTS)
     except Exception as exc:  # noqa: BLE001 - the test checks what it was
         return exc
 
@@ -127,3 +130,12 @@ def test_a_missing_engine_names_the_extra(monkeypatch, module, extra):
     monkeypatch.delitem(sys.modules, f"fastload.{module}", raising=False)
     with pytest.raises(ImportError, match=rf'pip install "fastload\[{extra}\]"'):
         importlib.import_module(f"fastload.{module}")
+
+
+def test_a_local_pack_clears_what_a_killed_distributed_pack_left(tmp_path, frame):
+    out = tmp_path / "ds"
+    (out / ".partition-000003.tmp-123-abcdef12").mkdir(parents=True)  # a killed task's staging
+    (out / ".partition-000003.tmp-123-abcdef12" / "shard-000000.fls").write_bytes(b"partial")
+    (out / "shard-000003-000000.fls").write_bytes(b"from the failed run")
+    fastload.pack(frame, out, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "shard-000000.fls"]

@@ -74,7 +74,7 @@ def test_a_write_task_killed_mid_write_leaves_no_dataset_and_the_rerun_completes
     proxy = S3Proxy(s3.endpoint)
     try:
         # the second shard of task 1 never gets stored: that task stays in the middle of its write
-        proxy.add("hold", path=r"/killed/shard-000001-000001")
+        proxy.add("hold", path=r"/ray-killed/shard-000001-000001")
         box = []
         run = threading.Thread(target=lambda: box.append(_pack_or_error(dataset(frame), proxy)))
         run.start()
@@ -83,18 +83,18 @@ def test_a_write_task_killed_mid_write_leaves_no_dataset_and_the_rerun_completes
         assert killed
         run.join(120)
         assert isinstance(box[0], Exception), box
-        assert objects(s3, "killed") == {}  # on_write_failed removed what the tasks wrote
+        assert objects(s3, "ray-killed") == {}  # on_write_failed removed what the tasks wrote
         proxy.clear()
-        report = fastload.pack(dataset(frame), "s3://data/killed", storage_options=proxy.storage_options, **OPTS)
+        report = fastload.pack(dataset(frame), "s3://data/ray-killed", storage_options=proxy.storage_options, **OPTS)
         assert report.records == len(frame)
-        assert_equals_frame(open_remote("s3://data/killed", s3, tmp_path), frame)
+        assert_equals_frame(open_remote("s3://data/ray-killed", s3, tmp_path), frame)
     finally:
         proxy.close()
 
 
 def _pack_or_error(ds, proxy):
     try:  # no retry of the killed task: the failure must reach on_write_failed
-        return fastload.ray.pack_dataset(ds, "s3://data/killed", storage_options=proxy.storage_options,
+        return fastload.ray.pack_dataset(ds, "s3://data/ray-killed", storage_options=proxy.storage_options,
                                          timeout=120, ray_remote_args={"max_retries": 0}, **OPTS)
     except Exception as exc:  # noqa: BLE001 - the test checks what it was
         return exc

@@ -10,6 +10,7 @@ writer); a remote one (:mod:`.remote_output`) uploads shards from a bounded stag
 from __future__ import annotations
 
 import os
+import shutil
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -62,6 +63,10 @@ class LocalOutput(PackOutput):
     def resume(self, fp: str | None, overwrite: bool) -> Journal:
         root = self.staging
         fresh = Journal(fp or "", [])
+        if root.is_dir():  # staging directories a killed Ray/Dask pack left here: ours, never data
+            for p in root.iterdir():
+                if p.is_dir() and is_fastload_file(p.name):
+                    shutil.rmtree(p)
         if overwrite or not root.exists():
             prepare_output(root, overwrite)
             return fresh
