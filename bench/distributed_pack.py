@@ -75,7 +75,7 @@ class MotoServer:
                                      stderr=subprocess.DEVNULL)
         self.endpoint = f"http://127.0.0.1:{port}"
         os.environ["S3_ENDPOINT_URL"] = self.endpoint  # MosaicML Streaming
-        os.environ["AWS_ENDPOINT_URL"] = self.endpoint  # boto3 (LitData)
+        os.environ["AWS_ENDPOINT_URL"] = self.endpoint  # boto3
         import boto3
 
         self.client = boto3.client("s3", endpoint_url=self.endpoint)
@@ -168,6 +168,11 @@ def _lit_rows(path):
 
 def litdata_pack(files: list[str], out: str, workers: int, s3: MotoServer | None) -> dict:
     import litdata
+    from litdata.streaming import downloader
+
+    # LitData uploads through obstore, which refuses plain HTTP unless told; moto speaks HTTP on
+    # 127.0.0.1 (a benchmark-only setting, like bench.peers' torchvision workaround)
+    downloader._OBSTORE_CLIENT_OPTIONS["allow_http"] = "true"
 
     litdata.optimize(fn=_lit_rows, inputs=files, output_dir=out, chunk_bytes=SHARD_BYTES, num_workers=workers,
                      start_method="fork", verbose=False, mode="overwrite")
@@ -367,9 +372,9 @@ def _runner(fn, files, workers, target, name, out_dir: Path, s3: MotoServer | No
         s = time.perf_counter() - t0
         names = s3.names_under(label) if target == "s3" else (os.listdir(out) if os.path.exists(out) else [])
         out_bytes = s3.bytes_under(label) if target == "s3" else (tree_bytes(out) if os.path.exists(out) else 0)
-        files = sum(1 for n in names if n.endswith((".fls", ".mds", ".bin")))
+        shards = sum(1 for n in names if n.endswith((".fls", ".mds", ".bin")))
         return {"seconds": s, "mb_in_s": in_bytes / s / 1e6, "records_s": records / s, "out_bytes": out_bytes,
-                "files": files, **stages}
+                "files": shards, **stages}
 
     return run
 

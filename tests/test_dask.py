@@ -139,3 +139,8 @@ def test_a_local_pack_clears_what_a_killed_distributed_pack_left(tmp_path, frame
     (out / "shard-000003-000000.fls").write_bytes(b"from the failed run")
     fastload.pack(frame, out, progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "shard-000000.fls"]
+
+
+def test_driver_only_options_are_refused_for_a_collection(tmp_path, frame):
+    with pytest.raises(ValueError, match="workers apply to a single-machine pack, not to a Dask collection"):
+        fastload.pack(dd.from_pandas(frame, npartitions=2), tmp_path / "x", workers=4)

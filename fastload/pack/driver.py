@@ -74,11 +74,13 @@ def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | N
     every request gets ``timeout`` seconds and ``retries`` attempts. A Ray Dataset or a Dask
     DataFrame or Bag is packed by that engine's own workers (:mod:`fastload.ray`, :mod:`fastload.dask`).
     """
-    engine = distributed_pack(source)
+    engine = distributed_pack(source, workers=workers, max_side=max_side, image_format=image_format,
+                              delimiter=delimiter, max_skipped=max_skipped)
     if engine is not None:
         return engine(source, out, schema=schema, shard_size=shard_size, block_size=block_size,
                       compression=compression, level=level, overwrite=overwrite, on_error=on_error,
-                      metadata=metadata, storage_options=storage_options, timeout=timeout, retries=retries)
+                      metadata=metadata, storage_options=storage_options, timeout=timeout, retries=retries,
+                      staging_dir=staging_dir, staging_limit=staging_limit, uploads=uploads)
     images = ImageOptions(max_side=max_side, jpeg_quality=jpeg_quality, image_format=image_format)
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
