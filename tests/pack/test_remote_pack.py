@@ -211,3 +211,17 @@ def test_cli_packs_remote_to_remote(s3, raw, tmp_path, capsys):
     assert "into     s3://data/cli" in capsys.readouterr().out
     fastload.pack(str(raw / "part-1.parquet"), tmp_path / "local", **SMALL)
     same_files(tmp_path / "local", objects(s3, "cli"))
+
+
+def test_large_files_go_up_as_parallel_multipart_uploads(s3, proxy, tmp_path):
+    from fastload.pack.destination import RemoteDestination
+
+    data = np.random.default_rng(3).integers(0, 256, 12 << 20, dtype=np.uint8).tobytes()
+    path = tmp_path / "big.fls"
+    path.write_bytes(data)
+    dest = RemoteDestination("s3://data/multipart", proxy.storage_options, part_bytes=5 << 20, part_concurrency=3)
+    dest.publish(path, "big.fls", len(data))
+    parts = [p for m, p in proxy.forwarded if m == "PUT" and "partNumber=" in p]
+    assert len(parts) == 3  # 5 + 5 + 2 MiB
+    assert s3.client.get_object(Bucket=s3.bucket, Key="multipart/big.fls")["Body"].read() == data
+    assert dest.list() == {"big.fls": len(data)}
