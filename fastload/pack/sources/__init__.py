@@ -76,6 +76,8 @@ def open_source(src: Any, *, delimiter: str | None = None, files: InputFiles | N
     ``files`` opens URLs (storage options, timeouts and retries)."""
     if isinstance(src, Source):
         source = src
+        if source._files is None and files is not None:  # a source made by hand reads URLs the pack's way
+            source.use_files(files)
     elif isinstance(src, (str, os.PathLike)):
         text = os.fspath(src)
         files = files or InputFiles()
