@@ -20,11 +20,12 @@ def __getattr__(name: str):
 
 # Bound after the subpackage is imported, so ``fastload.pack`` stays the function.
 from .pack.driver import pack  # noqa: E402
+from .lm import mix, pack_sequences  # noqa: E402
 
 
 __all__ = [
     "Dataset", "FastloadError", "Field", "FormatError", "Manifest", "OutputExistsError",
     "RecordDecodeError", "Schema", "SchemaError", "SkippedRowsError", "SkippedRowsWarning", "SourceError",
     "StorageError", "WorkerError",
-    "Writer", "open", "pack", "DataLoader", "copy_batch", "Pad",
+    "Writer", "mix", "open", "pack", "pack_sequences", "DataLoader", "copy_batch", "Pad",
 ]

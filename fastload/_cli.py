@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     from .pack.sources import PATH_KINDS
 
     pk = sub.add_parser("pack", help="convert a source (Parquet, Arrow, Feather, JSON Lines, JSON, CSV, "
-                        ".npy/.npz, images, WebDataset, MDS, LitData, Hugging Face) to shards",
+                        ".npy/.npz, images, WebDataset, MDS, LitData, Hugging Face, Megatron .bin/.idx) to shards",
                         description=f"Convert a source to a fastload dataset. Sources: {PATH_KINDS}.")
     pk.add_argument("source", help="input file, directory or glob (quote globs: 'data/*.parquet'), or a URL: "
                     "s3://bucket/raw/*.parquet, gs://..., https://... (any fsspec URL)")

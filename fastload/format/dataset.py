@@ -9,17 +9,20 @@ few nanoseconds of index arithmetic and the copy itself.
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
-from typing import Any, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from .. import _native
 from .._sizes import parse_size
-from ..errors import FormatError
+from ..errors import FormatError, RecordDecodeError
 from .block_cache import BlockCache
 from .columns import VarColumn
+from .gather_tables import GatherTables
 from .local_shards import LocalShards
 from .schema import Field, Schema
 from .shard_reader import VERIFY_MODES, ShardReader
@@ -52,7 +55,7 @@ class Dataset:
         self._open_lock = threading.Lock()
         self._cache = BlockCache(parse_size(block_cache, what="block_cache"))
         self._layouts = [_FieldLayout.of(j, f) for j, f in enumerate(self.schema)]
-        self._fast_tables = _FastTables(self.manifest.shard_blocks, self._layouts)
+        self._fast_tables = GatherTables(self.manifest.n_shards, [lay.column for lay in self._layouts if lay.fixed])
 
     # -- basics ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -83,9 +86,22 @@ class Dataset:
         return np.searchsorted(self._starts, indices, side="right") - 1
 
     def locate(self, index: int) -> str:
-        """``<shard path or URL> record <k>``: where dataset record ``index`` is stored (for errors)."""
+        """``<shard path or URL> [block <b>] record <k>``: where dataset record ``index`` is stored
+        (for errors; the block is named when the shard is open)."""
+        index = int(index)
         s = int(self.shard_of(np.asarray(index)))
-        return f"{self.locator.where(self.manifest.shard_names[s])} record {index - int(self._starts[s])}"
+        local = index - int(self._starts[s])
+        reader = self._readers.get(s)
+        block = f" block {int(reader.locate(np.asarray(local))[0])}" if reader is not None else ""
+        return f"{self.locator.where(self.manifest.shard_names[s])}{block} record {local}"
+
+    def _where(self, indices: Sequence[int] | np.ndarray) -> Callable[[int], str]:
+        """For errors: the place of the ``k``-th record of a batch of dataset indices (converted
+        only when an error asks, so a batch that decodes pays nothing)."""
+        def where(k: int) -> str:
+            i = int(np.asarray(indices, dtype=np.int64).reshape(-1)[k])
+            return self.locate(i + len(self) if i < 0 else i)
+        return where
 
     def release(self, s: int) -> None:
         """Forget shard ``s``'s reader so its map can go (and a cache may evict it); reopened on use."""
@@ -101,6 +117,7 @@ class Dataset:
         does not need, before it is planned (addresses of a batch in flight stay valid)."""
         self._n_gathers += 1
         shards = np.unique(self.shard_of(idx[(idx >= 0) & (idx < len(self))]))
+        self.locator.check_batch(shards)
         for s in shards.tolist():
             self._last_needed[s] = self._n_gathers
         keep = set(shards.tolist())
@@ -138,8 +155,9 @@ class Dataset:
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not isinstance(i, (int, np.integer)):
             raise TypeError(f"dataset indices must be integers, not {type(i).__name__}; use get_batch for many")
-        cols = self.gather(np.array([i], dtype=np.int64))
-        return {f.name: _decode_one(f, cols[f.name]) for f in self.schema}
+        idx = np.array([i], dtype=np.int64)
+        cols = self.gather(idx)
+        return {f.name: _decode_one(f, cols[f.name], self._where(idx)) for f in self.schema}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         step = 1024
@@ -160,7 +178,7 @@ class Dataset:
         out: dict[str, Any] = {}
         for name, col in cols.items():
             f = self.schema[name]
-            out[name] = col if f.is_fixed else decode_var(f, col, pad)
+            out[name] = col if f.is_fixed else decode_var(f, col, pad, self._where(indices))
         return out
 
     def __getitems__(self, indices: Sequence[int]) -> "BatchRows":
@@ -188,7 +206,11 @@ class Dataset:
             return self._gather(idx, fields, out)
         with self._open_lock:
             self._active += 1
-            self._release_unneeded(idx)
+            try:
+                self._release_unneeded(idx)
+            except BaseException:
+                self._active -= 1
+                raise
         try:
             return self._gather(idx, fields, out)
         finally:
@@ -221,7 +243,7 @@ class Dataset:
             raise IndexError(f"index {bad} is out of range for a dataset of {n_total} records")
         idx = np.where(idx < 0, idx + n_total, idx)
         plan = self._plan(idx, [lay.column for lay in wanted])
-        return {lay.name: self._gather_field(lay, plan.col_base[:, k], plan, len(idx), out.get(lay.name))
+        return {lay.name: self._gather_field(lay, plan.col_base[:, k], plan, idx, out.get(lay.name))
                 for k, lay in enumerate(wanted)}
 
     # -- the gather ------------------------------------------------------------------------
@@ -246,7 +268,7 @@ class Dataset:
                 reader = self.shard(int(s))
                 if not reader.all_raw:
                     return None
-                tables.register(int(s), reader, self._layouts)
+                tables.register(int(s), reader)
         touched = None if tables.all_verified else np.empty(len(idx), dtype=np.int64)
         out = {}
         for k, lay in enumerate(wanted):
@@ -254,24 +276,26 @@ class Dataset:
             if arr is None:
                 arr = np.empty((len(idx), *lay.shape), dtype=lay.dtype)
             try:  # the first field's call also reports each record's block; the others share them
-                _native.gather_multi(idx, self._starts, tables.shard_block, tables.block_first,
-                                     tables.column_addr[lay.column], lay.itemsize, arr,
-                                     touched if k == 0 else None)
+                _native.gather_multi(idx, self._starts, tables.shard_lo, tables.shard_hi, tables.block_first,
+                                     tables.column_addr[lay.column], tables.block_lo, tables.block_hi,
+                                     lay.itemsize, arr, touched if k == 0 else None)
             except IndexError:
                 return None
+            except ValueError as exc:  # the C bounds check: the tables disagree with a shard's index
+                raise FormatError(f"dataset {self.root}: field {lay.name!r}: {exc}; refusing to read "
+                                  "outside a block") from exc
             out[lay.name] = arr
         if touched is not None and wanted:
             self._verify_global_blocks(tables, touched)
         return out
 
-    def _verify_global_blocks(self, tables: "_FastTables", blocks: np.ndarray) -> None:
-        todo = np.unique(blocks[~tables.verified[blocks]])
-        for gb in todo.tolist():
-            s = int(np.searchsorted(tables.shard_block, gb, side="right")) - 1
-            self.shard(s).check_block(gb - int(tables.shard_block[s]))  # raises FormatError if corrupt
-            tables.verified[gb] = True
-        if todo.size and tables.verified.all():
-            tables.all_verified = True
+    def _verify_global_blocks(self, tables: GatherTables, rows: np.ndarray) -> None:
+        todo = np.unique(rows[~tables.verified[rows]])
+        for row in todo.tolist():
+            s, b = tables.shard_block(row)
+            self.shard(s).check_block(b)  # raises FormatError if corrupt
+        if todo.size:
+            tables.mark_verified(todo)
 
     def _plan(self, idx: np.ndarray, columns: list[int]) -> "_BatchPlan":
         """For every requested record: its column addresses, position in its block, block size."""
@@ -286,11 +310,12 @@ class Dataset:
         order = np.argsort(shard_of, kind="stable")
         bounds = np.flatnonzero(np.diff(shard_of[order])) + 1
         for group in np.split(order, bounds):  # one step per distinct shard in the batch
-            col_base, within, block_n, block_end = self._plan_shard(
+            col_base, within, block_n, block_start, block_end = self._plan_shard(
                 int(shard_of[group[0]]), idx[group], keep_alive, columns)
             plan.col_base[group] = col_base
             plan.within[group] = within
             plan.block_n[group] = block_n
+            plan.block_start[group] = block_start
             plan.block_end[group] = block_end
         return plan
 
@@ -303,7 +328,7 @@ class Dataset:
         else:
             base = self._block_bases(s, reader, blocks, keep_alive)
         col_base = base[:, None] + reader.col_offsets64[blocks][:, columns]
-        return col_base, within, reader.block_records[blocks], base + reader.block_raw_size[blocks]
+        return col_base, within, reader.block_records[blocks], base, base + reader.block_raw_size[blocks]
 
     def _block_bases(self, s: int, reader: ShardReader, blocks: np.ndarray, keep_alive: list) -> np.ndarray:
         uniq, inverse = np.unique(blocks, return_inverse=True)
@@ -318,27 +343,69 @@ class Dataset:
                 addrs[k] = raw.ctypes.data
         return addrs[inverse]
 
-    def _gather_field(self, layout: "_FieldLayout", col_base: np.ndarray, plan: "_BatchPlan", n: int,
+    def _gather_field(self, layout: "_FieldLayout", col_base: np.ndarray, plan: "_BatchPlan", idx: np.ndarray,
                       out: np.ndarray | None = None):
+        # every address below lies inside its block: the shard index was checked when the shard
+        # was opened (ShardReader._check_columns); the C gathers check it again before each copy
+        lo, hi, n = plan.block_start, plan.block_end, len(idx)
         if layout.fixed:
             if out is None:
                 out = np.empty((n, *layout.shape), dtype=layout.dtype)
-            _native.gather_fixed(col_base + plan.within * layout.itemsize, layout.itemsize, out)
+            _native.gather_fixed(col_base + plan.within * layout.itemsize, layout.itemsize, out, lo, hi)
             return out
-        pairs = np.empty((n, 2), dtype=VAR_OFFSET_DTYPE)
-        _native.gather_fixed(col_base + plan.within * VAR_OFFSET_DTYPE.itemsize, 8, pairs)
-        start = pairs[:, 0].astype(np.int64)
-        lengths = pairs[:, 1].astype(np.int64) - start
-        if (lengths < 0).any():
-            raise FormatError(f"field {layout.name!r}: a variable-size column holds decreasing offsets (corrupt block)")
-        data_addr = col_base + (plan.block_n + 1) * VAR_OFFSET_DTYPE.itemsize + start
-        if (data_addr + lengths > plan.block_end).any():
-            raise FormatError(f"field {layout.name!r}: a record's offsets point past its block (corrupt block)")
+        data_addr, lengths = self._var_addresses(layout, col_base, plan, idx)
         offsets = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         data = np.empty(int(offsets[-1]), dtype=np.uint8)
-        _native.gather_var(data_addr, lengths, data)
+        _native.gather_var(data_addr, lengths, data, lo, hi)
         return VarColumn(offsets, data)
+
+    def _var_addresses(self, layout: "_FieldLayout", col_base: np.ndarray, plan: "_BatchPlan",
+                       idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Address and byte length of each record's payload of a variable field, checked to lie
+        inside its block (``plan.block_start``/``block_end``)."""
+        lo, hi, n = plan.block_start, plan.block_end, len(idx)
+        pairs = np.empty((n, 2), dtype=VAR_OFFSET_DTYPE)
+        _native.gather_fixed(col_base + plan.within * VAR_OFFSET_DTYPE.itemsize, 8, pairs, lo, hi)
+        start = pairs[:, 0].astype(np.int64)
+        lengths = pairs[:, 1].astype(np.int64) - start
+        data_addr = col_base + (plan.block_n + 1) * VAR_OFFSET_DTYPE.itemsize + start
+        bad = (lengths < 0) | (data_addr + lengths > hi)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            what = "decreasing offsets" if lengths[k] < 0 else "offsets pointing past its block"
+            raise FormatError(f"{self.locate(int(idx[k]))}: field {layout.name!r}: a variable-size column holds "
+                              f"{what} (corrupt block)")
+        return data_addr, lengths
+
+    @contextmanager
+    def var_payloads(self, indices: Sequence[int] | np.ndarray, field: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``with ds.var_payloads(idx, "tokens") as (addresses, nbytes):`` where each record's
+        payload of a variable field lies, for native copies of parts of records (sequence
+        packing). The addresses stay valid (shards mapped, decompressed blocks held) until the
+        ``with`` block ends; blocks are checksummed as for :meth:`gather`."""
+        lay = self._layouts[self.schema.index(field)]
+        if lay.fixed:
+            raise ValueError(f"field {field!r} is fixed-size: var_payloads is for variable fields")
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n_total = len(self)
+        if idx.size and (idx.min() < 0 or idx.max() >= n_total):
+            bad = int(idx[(idx < 0) | (idx >= n_total)][0])
+            raise IndexError(f"index {bad} is out of range for a dataset of {n_total} records")
+        with self._open_lock:
+            self._active += 1
+            if self._max_open is not None:
+                self._release_unneeded(idx)
+        try:
+            if not idx.size:
+                yield np.zeros(0, np.int64), np.zeros(0, np.int64)
+                return
+            plan = self._plan(idx, [lay.column])
+            yield self._var_addresses(lay, plan.col_base[:, 0], plan, idx)
+            del plan  # holds the decompressed blocks the addresses point into
+        finally:
+            with self._open_lock:
+                self._active -= 1
 
     # -- integrity -------------------------------------------------------------------------
     def verify_all(self, progress=None) -> None:
@@ -379,62 +446,23 @@ class _FieldLayout:
         return lay
 
 
-class _FastTables:
-    """Global block tables of the shards that are raw and verified, for :func:`_native.gather_multi`.
-
-    Sized from the manifest's per-shard block counts; a shard's rows are filled when it joins.
-    """
-
-    def __init__(self, shard_blocks: np.ndarray, layouts: list[_FieldLayout]):
-        self.shard_block = np.zeros(len(shard_blocks) + 1, dtype=np.int64)
-        np.cumsum(shard_blocks, out=self.shard_block[1:])
-        total = int(self.shard_block[-1])
-        self.block_first = np.zeros(total, dtype=np.int64)
-        self.column_addr = {lay.column: np.zeros(total, dtype=np.int64) for lay in layouts if lay.fixed}
-        self.registered = np.zeros(len(shard_blocks), dtype=bool)
-        self.verified = np.zeros(total, dtype=bool)
-        self.all_verified = total == 0
-        self.complete = len(shard_blocks) == 0
-        self._lock = threading.Lock()
-
-    def register(self, s: int, reader: ShardReader, layouts: list[_FieldLayout]) -> None:
-        lo, hi = int(self.shard_block[s]), int(self.shard_block[s + 1])
-        if hi - lo != reader.n_blocks:
-            raise FormatError(f"shard {reader.name} has {reader.n_blocks} blocks, the manifest says {hi - lo}")
-        with self._lock:
-            self.block_first[lo:hi] = reader.first_record
-            for column, addr in self.column_addr.items():
-                addr[lo:hi] = reader.column_address(column)
-            self.verified[lo:hi] = reader.verified_blocks()
-            self.registered[s] = True  # set last: readers of the tables check this flag first
-            self.complete = bool(self.registered.all())
-
-    def unregister(self, s: int) -> None:
-        """Shard ``s``'s map is going away: its rows must be filled again before use."""
-        lo, hi = int(self.shard_block[s]), int(self.shard_block[s + 1])
-        with self._lock:
-            self.registered[s] = False
-            self.complete = False
-            self.verified[lo:hi] = False  # a new reader checks its blocks again
-            self.all_verified = hi == lo and self.all_verified
-
-
 class _BatchPlan:
-    """Where each requested record's columns start, its position in its block, and the block size."""
+    """Where each requested record's columns start, its position in its block, its block's record
+    count, and the address range of the block's raw bytes."""
 
-    __slots__ = ("col_base", "within", "block_n", "block_end", "keep_alive")
+    __slots__ = ("col_base", "within", "block_n", "block_start", "block_end", "keep_alive")
 
     @classmethod
-    def from_single(cls, col_base, within, block_n, block_end, keep_alive) -> "_BatchPlan":
+    def from_single(cls, col_base, within, block_n, block_start, block_end, keep_alive) -> "_BatchPlan":
         plan = cls()
         plan.col_base, plan.within, plan.block_n = col_base, within, block_n
-        plan.block_end, plan.keep_alive = block_end, keep_alive
+        plan.block_start, plan.block_end, plan.keep_alive = block_start, block_end, keep_alive
         return plan
 
     @classmethod
     def empty(cls, n: int, n_columns: int, keep_alive) -> "_BatchPlan":
         return cls.from_single(np.empty((n, n_columns), np.int64), np.empty(n, np.int64),
-                               np.empty(n, np.int64), np.empty(n, np.int64), keep_alive)
+                               np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64), keep_alive)
 
 
 def _empty_column(lay: "_FieldLayout"):
@@ -450,39 +478,65 @@ def _payloads(col: VarColumn) -> list[bytes]:
     return [data[o[k] : o[k + 1]] for k in range(len(o) - 1)]
 
 
-def decode_var(f: Field, col: VarColumn, pad: bool = False) -> Any:
-    """Python values of a gathered variable column: str, bytes, parsed JSON or NumPy arrays."""
-    if f.kind == "str":
-        return [p.decode("utf-8") for p in _payloads(col)]
+def decode_var(f: Field, col: VarColumn, pad: bool = False, where: Callable[[int], str] | None = None) -> Any:
+    """Python values of a gathered variable column: str, bytes, parsed JSON or NumPy arrays.
+
+    A payload that is not a value of its field (invalid UTF-8 or JSON, an array payload that does
+    not hold whole elements or its shape) is a RecordDecodeError naming ``where(k)``, the record's
+    place (its shard, block and record in a Dataset), or its position in the batch.
+    """
+    where = where or (lambda k: f"record {k} of the batch")
+    if f.kind in ("str", "json"):
+        values = []
+        for k, p in enumerate(_payloads(col)):
+            try:
+                values.append(p.decode("utf-8") if f.kind == "str" else json.loads(p))
+            except UnicodeDecodeError as exc:
+                raise RecordDecodeError(f"{where(k)}: field {f.name!r} is not valid UTF-8 (byte {exc.start})") from None
+            except (ValueError, RecursionError) as exc:
+                raise RecordDecodeError(f"{where(k)}: field {f.name!r} is not valid JSON ({str(exc)[:80]})") from None
+        return values
     if f.kind in ("bytes", "image"):
         return _payloads(col)
-    if f.kind == "json":
-        return [json.loads(p) for p in _payloads(col)]
     dtype = f.np_dtype
     if len(f.shape) == 1:
-        values = col.data.view(dtype) if col.data.size % dtype.itemsize == 0 else None
-        if values is None:
-            raise FormatError(f"field {f.name!r}: payload size is not a multiple of {dtype.itemsize}")
+        partial = np.flatnonzero(np.diff(col.offsets) % dtype.itemsize)  # each record, not only the total
+        if partial.size:
+            k = int(partial[0])
+            raise RecordDecodeError(f"{where(k)}: field {f.name!r}: a payload of {int(col.offsets[k + 1] - col.offsets[k])} "
+                                    f"bytes is not a whole number of {dtype} elements")
+        values = col.data.view(dtype)
         lengths = np.diff(col.offsets) // dtype.itemsize
         if pad:
             width = int(lengths.max()) if len(lengths) else 0
             out = np.empty((len(lengths), width), dtype=dtype)
-            _native.gather_padded(col.data.ctypes.data + col.offsets[:-1], np.diff(col.offsets),
-                                  width * dtype.itemsize, out)
+            _native.gather_padded(col.data, col.offsets, width * dtype.itemsize, out)
             return out, lengths
         return np.split(values, np.cumsum(lengths)[:-1]) if len(lengths) else []
-    arrays = []
-    ndim = len(f.shape)
-    for p in _payloads(col):
-        shape = tuple(np.frombuffer(p[: 8 * ndim], dtype="<i8"))
-        arrays.append(np.frombuffer(p[8 * ndim :], dtype=dtype).reshape(shape))
-    return arrays
+    return [_nd_array(f, p, lambda: where(k)) for k, p in enumerate(_payloads(col))]
 
 
-def _decode_one(f: Field, col) -> Any:
+def _nd_array(f: Field, payload: bytes, where: Callable[[], str]) -> np.ndarray:
+    """An N-D variable array from its payload: N int64 sizes (the record's shape), then elements.
+
+    The stored shape is checked against the field's fixed sizes and the payload's length with
+    Python integers, so a crafted shape is an error, never a wrapped product or a NumPy exception.
+    """
+    ndim, itemsize = len(f.shape), f.np_dtype.itemsize
+    shape = tuple(int(d) for d in np.frombuffer(payload[: 8 * ndim], dtype="<i8")) if len(payload) >= 8 * ndim else None
+    ok = (shape is not None and all(d >= 0 for d in shape)
+          and all(want in (-1, d) for want, d in zip(f.shape, shape))
+          and math.prod(shape) * itemsize == len(payload) - 8 * ndim)
+    if not ok:
+        raise RecordDecodeError(f"{where()}: field {f.name!r}: a payload of {len(payload)} bytes does not hold "
+                                f"an array of shape {list(shape) if shape else '?'} matching {list(f.shape)}")
+    return np.frombuffer(payload[8 * ndim :], dtype=f.np_dtype).reshape(shape)
+
+
+def _decode_one(f: Field, col, where: Callable[[int], str]) -> Any:
     if f.is_fixed:
         return col[0].item() if f.kind == "scalar" else col[0]
-    return decode_var(f, col, False)[0]
+    return decode_var(f, col, False, where)[0]
 
 
 def _pick(value: Any, k: int) -> Any:

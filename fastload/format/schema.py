@@ -7,6 +7,7 @@ with a variable dimension), stored as offsets plus data.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -14,6 +15,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import SchemaError
+from .spec import MAX_BLOCK_RAW, MAX_FIELDS, MAX_NDIM
 
 NUMERIC_DTYPES = (
     "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
@@ -50,14 +52,22 @@ class Field:
                 )
         elif self.dtype is not None:
             raise SchemaError(f"field {self.name!r}: kind {self.kind!r} takes no dtype")
+        if any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) for d in self.shape):
+            raise SchemaError(f"field {self.name!r}: shape {list(self.shape)} must hold integers")
         object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
         if self.kind == "array":
-            if not self.shape:
-                raise SchemaError(f"field {self.name!r}: an array needs a shape, e.g. [2049] or [-1]")
+            if not 1 <= len(self.shape) <= MAX_NDIM:
+                raise SchemaError(f"field {self.name!r}: an array needs a shape of 1 to {MAX_NDIM} sizes, "
+                                  "e.g. [2049] or [-1]")
             if any(d < -1 or d == 0 for d in self.shape):
                 raise SchemaError(
                     f"field {self.name!r}: shape {list(self.shape)} must hold positive sizes or -1"
                 )
+            # Python integers: a product that wraps in int64 must not pass as a small itemsize
+            fixed_bytes = np.dtype(self.dtype).itemsize * math.prod(d for d in self.shape if d != -1)
+            if fixed_bytes > MAX_BLOCK_RAW:
+                raise SchemaError(f"field {self.name!r}: shape {list(self.shape)} gives records of "
+                                  f"{fixed_bytes} bytes; a block holds at most {MAX_BLOCK_RAW}")
         elif self.shape:
             raise SchemaError(f"field {self.name!r}: only arrays have a shape")
         if self.kind == "image":
@@ -89,7 +99,7 @@ class Field:
         """Bytes per record of a fixed field."""
         if not self.is_fixed:
             raise SchemaError(f"field {self.name!r} is variable-size")
-        return self.np_dtype.itemsize * int(np.prod(self.shape, dtype=np.int64))
+        return self.np_dtype.itemsize * math.prod(self.shape)  # at most MAX_BLOCK_RAW (checked above)
 
     # -- text and JSON forms -----------------------------------------------------------------
     @property
@@ -115,6 +125,8 @@ class Field:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "Field":
+        if not isinstance(obj, dict) or not isinstance(obj.get("shape", []), list):
+            raise SchemaError(f"malformed field description {_short(obj)}: expected an object with a list shape")
         try:
             return cls(
                 name=obj["name"],
@@ -124,7 +136,7 @@ class Field:
                 image_format=obj.get("image_format"),
             )
         except (KeyError, TypeError) as exc:
-            raise SchemaError(f"malformed field description {obj!r}: {exc}") from None
+            raise SchemaError(f"malformed field description {_short(obj)}: {exc}") from None
 
     @classmethod
     def parse(cls, name: str, spec: str) -> "Field":
@@ -198,6 +210,8 @@ class Schema:
 
     @classmethod
     def from_json(cls, obj: Iterable[dict[str, Any]]) -> "Schema":
+        if not isinstance(obj, list) or len(obj) > MAX_FIELDS:
+            raise SchemaError(f"a schema is a list of at most {MAX_FIELDS} field descriptions, not {_short(obj)}")
         return cls(tuple(Field.from_json(o) for o in obj))
 
     @classmethod
@@ -215,6 +229,12 @@ class Schema:
 
     def describe(self) -> str:
         return ", ".join(f"{f.name}: {f.spec}" for f in self.fields)
+
+
+def _short(obj: Any) -> str:
+    """A repr for messages, cut short (a crafted description may be megabytes long)."""
+    text = repr(obj)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def parse_overrides(text: str | dict[str, str] | None) -> dict[str, str]:

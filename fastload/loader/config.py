@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from ..image.pipeline import ImagePipeline
 from .slots import SlotLayout
@@ -28,6 +28,7 @@ class WorkerConfig:
     # worker sends its result instead of the gathered columns
     collate_fn: Callable | None = None
     pad: dict = field(default_factory=dict)  # field -> collate.Pad: padded in the worker
+    dataset_spec: Any = None  # an opening.Reopen for datasets not opened by URL (packed sequences, mixtures)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dataset_root", os.fspath(self.dataset_root))

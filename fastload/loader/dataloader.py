@@ -37,6 +37,7 @@ from ..plan.world import World, detect_world
 from ..storage.prefetch import start_prefetch
 from ..image.pipeline import loader_pipelines
 from .collate import FastloadCollate, normalise_pad, to_torch
+from . import datasets as lm
 from .device import to_device_stream
 from .iterable import IterableOrder
 from .resume import InjectedOrder
@@ -94,7 +95,7 @@ class DataLoader(TorchDataLoader):
                  on_error: str = "raise", log_every: float | None = None, transforms: dict | None = None):
         if isinstance(dataset, (str, os.PathLike)):
             dataset = open_dataset(dataset)
-        fastload_ds = isinstance(dataset, Dataset)
+        fastload_ds = lm.is_native(dataset)  # fastload datasets, packed sequences, mixtures
         iterable = isinstance(dataset, IterableDataset)
         schema = dataset.schema if fastload_ds else None
         self._pipelines = loader_pipelines(transforms, schema)
@@ -131,6 +132,8 @@ class DataLoader(TorchDataLoader):
         self._dataset_for_plan = dataset
         self._block_starts = None
         self._shard_starts = None
+        self._rebase = None  # (epoch, (position, drawn)): a mixture resumed with new weights
+        self._sources = lm.SourceCounter(dataset)
         self._injected: InjectedOrder | None = None
         self._rebuilt_noted = False
         super().__init__(dataset, batch_size, torch_shuffle, sampler, batch_sampler, num_workers, collate_fn,
@@ -165,6 +168,11 @@ class DataLoader(TorchDataLoader):
     # -- the plan --------------------------------------------------------------------------
     def _make_plan(self, epoch: int, start_sample: int = 0) -> EpochPlan:
         ds = self._dataset_for_plan
+        rebase = self._rebase[1] if self._rebase is not None and self._rebase[0] == epoch else None
+        own = lm.epoch_order(ds, self._mode, self._seed, epoch, rebase)  # a mixture's, or None
+        if own is not None:
+            return EpochPlan(n=own.n, batch_size=self._batch_size_for_plan, world=_world(), order=own,
+                             drop_last=self._drop_last_for_plan, even=self._even, start_sample=start_sample)
         n = len(ds)
         block = self._mode == "block" and isinstance(ds, Dataset)
         if block and self._block_starts is None:
@@ -205,7 +213,7 @@ class DataLoader(TorchDataLoader):
         return base if injected is None else _Drawn(injected, base)
 
     def _note_rebuilt(self) -> None:
-        if not self._rebuilt_noted and isinstance(self.dataset, Dataset):
+        if not self._rebuilt_noted and lm.is_native(self.dataset):
             self._rebuilt_noted = True
             log.warning("fastload: this loader's batches are drawn by another DataLoader (accelerate.prepare or "
                         "a rebuilt loader): the data is right, but fastload's shared-memory workers are bypassed. "
@@ -214,7 +222,7 @@ class DataLoader(TorchDataLoader):
 
     # -- iteration -------------------------------------------------------------------------
     def _native(self) -> bool:
-        return isinstance(self.dataset, Dataset) and self.batch_sampler is not None
+        return lm.is_native(self.dataset) and self.batch_sampler is not None
 
     def __iter__(self):
         log_offset(self._cursor)
@@ -255,8 +263,9 @@ class DataLoader(TorchDataLoader):
             epoch = self._injected.epoch
         # remote datasets: shards are downloaded ahead in the plan's order (a no-op for local ones);
         # a cache_limit too small is an error here, before workers start
-        prefetch = start_prefetch(self.dataset, plan, num_workers=self.num_workers,
-                                  prefetch_factor=self.prefetch_factor or 2)
+        prefetch = start_prefetch(self.dataset, plan if isinstance(self.dataset, Dataset) else None,
+                                  num_workers=self.num_workers, prefetch_factor=self.prefetch_factor or 2)
+        batches = self._sources.counted(batches)  # per-source counts of a mixture (else a no-op)
         producer = self._get_producer()
         sent: deque = deque()  # index arrays in order, for fields decoded here on the GPU
         if any(p.decode.device == "cuda" for p in self._pipelines.values()):
@@ -297,7 +306,8 @@ class DataLoader(TorchDataLoader):
         else:
             layout = SlotLayout.for_dataset(ds.schema, batch_size, fields,
                                             {n: (p.dtype, p.shape) for n, p in cpu.items()})
-        config = WorkerConfig(dataset_root=str(ds.root), dataset_options=ds.open_options(),
+        root, options, spec = lm.worker_spec(ds)
+        config = WorkerConfig(dataset_root=root, dataset_options=options, dataset_spec=spec,
                               fields=fields, layout=layout, ring_name="",
                               worker_init_fn=self.worker_init_fn, seed=self._seed, on_error=self.on_error,
                               transforms=cpu, collate_fn=self.collate_fn if self._custom_collate else None,
@@ -308,7 +318,7 @@ class DataLoader(TorchDataLoader):
                                        stats=self._stats,
                                        # with no workers, read through the loader's own dataset, whose
                                        # verified blocks carry over: later epochs hash nothing again
-                                       dataset=ds if self.num_workers == 0 else None)
+                                       dataset=lm.worker_dataset(ds) if self.num_workers == 0 else None)
         return self._producer
 
     def _close_producer(self) -> None:
@@ -325,7 +335,8 @@ class DataLoader(TorchDataLoader):
         names = self.fields or self.dataset.schema.names
         gpu = {n: p for n, p in self._pipelines.items() if p.decode.device == "cuda"}
         if not gpu:
-            return to_torch(self.dataset.schema, produced.fixed, produced.var, names, self._pads)
+            return lm.finish_torch(self.dataset, to_torch(self.dataset.schema, produced.fixed, produced.var, names,
+                                                          self._pads))
         # the whole batch on the GPU (nvJPEG); the workers sent the stored bytes
         from ..image.batch import payload_views
         from ..image.gpu import decode_batch_torch
@@ -340,7 +351,7 @@ class DataLoader(TorchDataLoader):
         batch = to_torch(self.dataset.schema, produced.fixed, produced.var,
                          [n for n in names if n not in decoded], self._pads)
         batch.update(decoded)
-        return {name: batch[name] for name in names}
+        return lm.finish_torch(self.dataset, {name: batch[name] for name in names})
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -355,11 +366,19 @@ class DataLoader(TorchDataLoader):
         if self._injected is not None:
             return self._injected.state().to_dict()
         epoch, done = self._cursor.position()
-        return LoaderState(seed=self._seed, epoch=epoch, samples_done=done,
-                           batch_size=self._batch_size_for_plan, world_size=_world().world_size,
-                           shuffle=self._mode, n=len(self._dataset_for_plan)).to_dict()
+        ds = self._dataset_for_plan
+        order = self._make_plan(epoch).order if lm.is_mixture(ds) else None  # the epoch's, rebased or not
+        state = LoaderState(seed=self._seed, epoch=epoch, samples_done=done,
+                            batch_size=self._batch_size_for_plan, world_size=_world().world_size,
+                            shuffle=self._mode, n=len(ds) if order is None else order.n).to_dict()
+        return {**state, **lm.dataset_state(ds, order, done)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if isinstance(state, dict) and lm.MIXTURE_KEY in state:  # a mixture's counters, beside the loader's state
+            state = dict(state)
+            mixture = state.pop(lm.MIXTURE_KEY)
+        else:
+            mixture = None
         st = state_from_dict(state)
         if self._iterable is not None:
             return self._iterable.load(st)
@@ -374,13 +393,17 @@ class DataLoader(TorchDataLoader):
         if st.shuffle != self._mode or st.seed != self._seed:
             raise ValueError(f"state was saved with shuffle={st.shuffle!r}, seed={st.seed}; this loader "
                              f"has shuffle={self._mode!r}, seed={self._seed}")
-        st.check_resumable(n=len(self._dataset_for_plan), shuffle=self._mode)
+        rebase = lm.resume_rebase(self._dataset_for_plan, mixture, st.samples_done)
+        # a mixture checks its own sources; new weights change the epoch's length
+        mixed = lm.is_mixture(self._dataset_for_plan)
+        st.check_resumable(n=st.n if mixed else len(self._dataset_for_plan), shuffle=self._mode)
+        self._rebase = None if rebase is None else (st.epoch, rebase)
         self._cursor.load(st.epoch, st.samples_done)
 
     def stats(self) -> dict[str, Any]:
         """Data stall (time waiting for batches), throughput and per-stage times so far."""
         storage = self.dataset.storage_stats() if isinstance(self.dataset, Dataset) else {}
-        return {**self._stats.snapshot(), **storage}
+        return {**self._stats.snapshot(), **storage, **self._sources.snapshot()}
 
 
 class _Drawn:

@@ -189,6 +189,13 @@ def readable_indices(ds: Dataset, indices: np.ndarray, fields: list[str],
     return out, skipped
 
 
+def open_worker_dataset(config: WorkerConfig):
+    """The worker's own copy of the dataset: reopened from its spec, or by URL."""
+    if config.dataset_spec is not None:
+        return config.dataset_spec.open()
+    return open_dataset(config.dataset_root, **config.dataset_options)
+
+
 def _describe_fn(fn: Callable) -> str:
     return getattr(fn, "__qualname__", None) or repr(fn)
 
@@ -211,7 +218,7 @@ def _setup(config: WorkerConfig, worker_id: int, ring: SlotRing | None, n_slots:
             where = f"worker_init_fn {_describe_fn(config.worker_init_fn)}({worker_id})"
             config.worker_init_fn(worker_id)
         where = f"opening the dataset {config.dataset_root}"
-        ds = open_dataset(config.dataset_root, **config.dataset_options)
+        ds = open_worker_dataset(config)
         fixed, var = split_fields(ds, config.fields, config.layout, config.transforms)
         images = ImageStage(ds, config.transforms, config.seed) if config.transforms else None
         if ring is None:

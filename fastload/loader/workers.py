@@ -21,13 +21,12 @@ import numpy as np
 from ..errors import WorkerError
 from ..format.columns import VarColumn
 from ..format.dataset import Dataset
-from ..opening import open_dataset
 from .config import WorkerConfig
 from .failures import failure_exception
 from .pools import FATAL_STOP_S, STOP_S, ProcessPool, ThreadPool, get_context
 from .slots import SlotRing
 from .stats import LoaderStats
-from .worker_loop import INIT, POLL_S, ImageStage, produce_batch, split_fields
+from .worker_loop import INIT, POLL_S, ImageStage, open_worker_dataset, produce_batch, split_fields
 
 __all__ = ["BatchProducer", "ProducedBatch", "WorkerConfig"]
 
@@ -145,8 +144,7 @@ class BatchProducer:
         try:
             if num_workers == 0:
                 # the caller's open dataset when given: its verified blocks carry over between runs
-                st.dataset = dataset if dataset is not None else open_dataset(
-                    config.dataset_root, **config.dataset_options)
+                st.dataset = dataset if dataset is not None else open_worker_dataset(config)
                 st.fixed, st.var = split_fields(st.dataset, config.fields, config.layout, config.transforms)
                 if config.transforms:
                     st.images = ImageStage(st.dataset, config.transforms, config.seed)

@@ -43,6 +43,11 @@ class RetryPolicy:
         if self.backoff_s < 0 or self.max_backoff_s < 0:
             raise ValueError("backoff times must not be negative")
 
+    def worst_case_s(self) -> float:
+        """The longest one request can take through all its attempts and pauses."""
+        pauses = sum(min(self.backoff_s * 2**k, self.max_backoff_s) for k in range(self.attempts - 1))
+        return self.attempts * self.timeout_s + pauses
+
     def pause(self, attempt: int) -> float:
         """Seconds to sleep after failed attempt number ``attempt`` (0-based)."""
         base = min(self.backoff_s * 2**attempt, self.max_backoff_s)

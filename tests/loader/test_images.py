@@ -217,11 +217,11 @@ def test_a_corrupt_image_names_shard_and_record(tmp_path, crops, workers):
     ds = _with_corrupt(tmp_path, crops, {13})
     loader = DataLoader(ds, batch_size=8, num_workers=workers, worker_type="process",
                         transforms={"image": TRAIN})
-    with pytest.raises(RecordDecodeError, match=r"shard-\d+\.\w+ record \d+: field 'image'") as info:
+    with pytest.raises(RecordDecodeError, match=r"shard-\d+\.\w+ block \d+ record \d+: field 'image'") as info:
         epoch(loader)
     s = np.searchsorted(np.cumsum(ds.manifest.shard_records), 13, side="right")
     local = 13 - int(np.concatenate([[0], np.cumsum(ds.manifest.shard_records)])[s])
-    assert f"{ds.manifest.shard_names[s]} record {local}:" in str(info.value)
+    assert f"{ds.manifest.shard_names[s]} block " in str(info.value) and f" record {local}:" in str(info.value)
     assert any("record 13 of the dataset" in n for n in info.value.__notes__)
 
 
@@ -323,7 +323,7 @@ def test_a_corrupt_image_of_a_remote_dataset_names_its_url(tmp_path, crops, work
     try:
         ds = fastload.open(f"{srv.url}/bad", cache_dir=tmp_path / "cache")
         loader = DataLoader(ds, batch_size=8, num_workers=workers, transforms={"image": TRAIN})
-        with pytest.raises(RecordDecodeError, match=rf"{srv.url}/bad/shard-\d+\.\w+ record \d+: field 'image'"):
+        with pytest.raises(RecordDecodeError, match=rf"{srv.url}/bad/shard-\d+\.\w+ block \d+ record \d+: field 'image'"):
             epoch(loader)
         loader = DataLoader(ds, batch_size=8, num_workers=workers, on_error="skip", transforms={"image": TRAIN})
         assert len(epoch(loader)) == 3 and loader.stats()["skipped"] == 1
@@ -373,7 +373,7 @@ def test_a_corrupt_image_on_the_gpu_path_names_shard_record_and_field(tmp_path, 
     ds = _with_corrupt(tmp_path, crops, {13})
     loader = DataLoader(ds, batch_size=8, device="cpu", transforms={"image": [DecodeImage("cuda")] + TRAIN})
     with (pytest.warns(UserWarning, match="not an available CUDA device"),
-          pytest.raises(RecordDecodeError, match=r"shard-\d+\.\w+ record \d+: field 'image'") as info):
+          pytest.raises(RecordDecodeError, match=r"shard-\d+\.\w+ block \d+ record \d+: field 'image'") as info):
         epoch(loader)
     assert ds.locate(13) in str(info.value)
     assert any("record 13 of the dataset" in n for n in info.value.__notes__)

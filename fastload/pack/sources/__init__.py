@@ -19,8 +19,8 @@ from .hf_folder import hf_folder_source, is_hf_folder
 #: every input a path can name, as the CLI help and errors list them
 PATH_KINDS = ("Parquet, Arrow IPC or Feather files; JSON Lines or JSON-array files; CSV/TSV; any of "
               "those text files compressed (.gz, .bz2, .xz, .zst, .lz4); .npy/.npz; WebDataset tars; "
-              "an MDS or LitData dataset; a Hugging Face save_to_disk folder; or an image folder "
-              "(class_name/*.jpg)")
+              "an MDS or LitData dataset; a Hugging Face save_to_disk folder; Megatron/NeMo/fairseq "
+              ".bin + .idx pairs; or an image folder (class_name/*.jpg)")
 
 # suffix -> source kind; each kind maps to one class below
 SUFFIX_KINDS = {
@@ -29,6 +29,7 @@ SUFFIX_KINDS = {
     ".csv": "csv", ".tsv": "csv",
     ".npy": "numpy", ".npz": "numpy",
     ".tar": "webdataset", ".tar.gz": "webdataset", ".tgz": "webdataset",
+    ".idx": "megatron", ".bin": "megatron",
 }
 TEXT_KINDS = ("jsonl", "csv")  # the kinds also read compressed (data.csv.gz, part.jsonl.zst, ...)
 #: the inputs a URL can name (read through ranged requests, never copied whole first)
@@ -65,6 +66,10 @@ def _file_source(kind: str, paths: list[str], delimiter: str | None) -> Source:
         from .numpy_files import NumpySource
 
         return NumpySource(paths)
+    if kind == "megatron":
+        from .megatron import MegatronSource
+
+        return MegatronSource(paths)
     from .webdataset import WebDatasetSource
 
     return WebDatasetSource(paths)
