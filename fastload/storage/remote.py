@@ -161,18 +161,13 @@ class Remote:
         if getattr(fs, "async_impl", False):
             from fsspec.asyn import sync
 
+            # fsspec cancels the coroutine on timeout (asyncio.wait_for), so no request outlives it;
+            # synchronous backends get the same bound from a watched thread
             return sync(fs.loop, getattr(fs, "_" + method), *args, timeout=limit, **kwargs)
         return _call_with_timeout(lambda: getattr(fs, method)(*args, **kwargs), limit)
 
     def _cat(self, url: str, start: int | None, end: int | None) -> bytes:
-        fs = self.fs()
-        if getattr(fs, "async_impl", False):
-            from fsspec.asyn import sync
-
-            # fsspec cancels the coroutine on timeout (asyncio.wait_for), so no request outlives it;
-            # synchronous backends get the same bound from a watched thread
-            return sync(fs.loop, fs._cat_file, url, start=start, end=end, timeout=self.policy.timeout_s)
-        return _call_with_timeout(lambda: fs.cat_file(url, start=start, end=end), self.policy.timeout_s)
+        return self.call("cat_file", url, start=start, end=end)
 
 
 def _call_with_timeout(fn: Callable[[], bytes], timeout: float) -> bytes:
