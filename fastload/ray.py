@@ -51,6 +51,7 @@ class Datasink(_RayDatasink):
         self.metadata = dict(metadata or {})
         self.manifest = None
         self.results: list = []
+        self._started = False  # on_write_failed cleans up only after start() cleared the output
 
     def on_write_start(self, *args, **kwargs) -> None:
         if not ray.data.DataContext.get_current().execution_options.preserve_order:
@@ -59,6 +60,7 @@ class Datasink(_RayDatasink):
                           "DataContext.get_current().execution_options.preserve_order = True, or use "
                           "fastload.pack(dataset, out)", stacklevel=2)
         distributed.start(self.plan, self.overwrite)
+        self._started = True
 
     def write(self, blocks, ctx) -> distributed.PartitionResult:
         return write_partition(self.plan, ctx.task_idx, TableStream(blocks, f"ray write task {ctx.task_idx}"))
@@ -68,7 +70,8 @@ class Datasink(_RayDatasink):
         self.manifest = distributed.commit(self.plan, self.results, self.metadata)
 
     def on_write_failed(self, error: Exception) -> None:
-        distributed.discard(self.plan)
+        if self._started:
+            distributed.discard(self.plan)
 
     def get_name(self) -> str:
         return "FastloadWrite"

@@ -111,3 +111,11 @@ def _kill_write_tasks() -> list[int]:
             return pids
         time.sleep(0.1)
     return []
+
+
+def test_an_existing_dataset_is_refused_and_left_intact(cluster, frame, tmp_path):
+    fastload.pack(dataset(frame, 2), tmp_path / "ds", **OPTS)
+    before = files_of(tmp_path / "ds")
+    with pytest.raises(fastload.OutputExistsError, match="already holds a finished dataset"):
+        fastload.pack(dataset(frame, 2), tmp_path / "ds", **OPTS)
+    assert files_of(tmp_path / "ds") == before  # on_write_failed did not touch it

@@ -267,9 +267,13 @@ def commit(plan: PartitionPlan, results: list[PartitionResult], metadata: dict |
 
 
 def discard(plan: PartitionPlan) -> None:
-    """After a failed write: remove every file of ours under the output (best effort)."""
+    """After a failed write: remove every file of ours under the output (best effort). An output
+    that holds a manifest is a finished dataset (start() refused it, or removed its manifest
+    first): it is never touched."""
     dest = plan.destination()
-    dest.delete(sorted(n for n in dest.list() if is_fastload_file(n) and n != MANIFEST_NAME))
+    names = dest.list()
+    if MANIFEST_NAME not in names:
+        dest.delete(sorted(n for n in names if is_fastload_file(n)))
 
 
 def report(plan: PartitionPlan, description: str, results: list[PartitionResult], manifest: Manifest,
