@@ -139,6 +139,23 @@ class RemoteDestination(Destination):
 
         r.retry(upload, url, verb="upload")
 
+    def abort_incomplete_uploads(self) -> int:
+        """Abort the S3 multipart uploads left under this prefix by a killed writer (invisible, but
+        billed until aborted); returns how many. Other stores keep no such parts."""
+        if self.remote.protocol not in _S3:
+            return 0
+        bucket, _, key = self.url.split("://", 1)[1].partition("/")
+        prefix = key.rstrip("/") + "/"
+        r = self.remote
+        found = r.retry(lambda: r.call("call_s3", "list_multipart_uploads", Bucket=bucket, Prefix=prefix),
+                        self.url, verb="list the multipart uploads under")
+        uploads = found.get("Uploads", [])
+        for u in uploads:
+            r.retry(lambda u=u: r.call("call_s3", "abort_multipart_upload", Bucket=bucket, Key=u["Key"],
+                                       UploadId=u["UploadId"]), f"s3://{bucket}/{u['Key']}",
+                    verb="abort the multipart upload of")
+        return len(uploads)
+
     def delete(self, names: list[str]) -> None:
         if not names:
             return

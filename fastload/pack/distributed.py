@@ -237,6 +237,8 @@ def start(plan: PartitionPlan, overwrite: bool) -> None:
     dest.delete(sorted(n for n in names if is_fastload_file(n)))
     if isinstance(dest, LocalDestination):
         dest.root.mkdir(parents=True, exist_ok=True)
+    else:
+        dest.abort_incomplete_uploads()  # a killed run's unfinished parts
 
 
 def commit(plan: PartitionPlan, results: list[PartitionResult], metadata: dict | None = None) -> Manifest:

@@ -84,6 +84,7 @@ class RemoteOutput(PackOutput):
         journal = journal or fresh
         keep = {s.name for s in journal.shards} | ({PACK_JOURNAL} if journal.shards else set())
         self.dest.delete(sorted(n for n in names if is_fastload_file(n) and n not in keep))
+        self.dest.abort_incomplete_uploads()  # a killed run's unfinished parts
         self._tails = list(journal.tails or [])
         self._kept = len(journal.shards)
         return journal

@@ -225,3 +225,13 @@ def test_large_files_go_up_as_parallel_multipart_uploads(s3, proxy, tmp_path):
     assert len(parts) == 3  # 5 + 5 + 2 MiB
     assert s3.client.get_object(Bucket=s3.bucket, Key="multipart/big.fls")["Body"].read() == data
     assert dest.list() == {"big.fls": len(data)}
+
+
+def test_a_killed_runs_unfinished_multipart_uploads_are_aborted(s3, raw, tmp_path):
+    left = s3.client.create_multipart_upload(Bucket=s3.bucket, Key="parts/shard-000001.fls")
+    s3.client.upload_part(Bucket=s3.bucket, Key="parts/shard-000001.fls", PartNumber=1,
+                          UploadId=left["UploadId"], Body=b"x" * (5 << 20))
+    elsewhere = s3.client.create_multipart_upload(Bucket=s3.bucket, Key="other-prefix/big.bin")
+    fastload.pack(str(raw / "part-1.parquet"), "s3://data/parts", storage_options=s3.storage_options, **SMALL)
+    pending = s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads", [])
+    assert [u["UploadId"] for u in pending] == [elsewhere["UploadId"]]  # only ours went
