@@ -68,8 +68,17 @@ def raw(tmp_path_factory, s3, table) -> Path:
                 info = tarfile.TarInfo(f"{i:05d}.{ext}")
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
-    for p in sorted(root.iterdir()):
-        s3.client.put_object(Bucket=s3.bucket, Key=f"raw/{p.name}", Body=p.read_bytes())
+    from PIL import Image
+
+    for k in range(12):  # an image folder: 3 classes, a hidden file, a file outside the classes
+        img = Image.fromarray(np.full((8 + k, 10, 3), k * 20, np.uint8))
+        (root / "images" / f"class{k % 3}").mkdir(parents=True, exist_ok=True)
+        img.save(root / "images" / f"class{k % 3}" / f"{k:03d}.{'png' if k % 2 else 'jpg'}")
+    (root / "images" / "class0" / ".hidden.jpg").write_bytes(b"not an image")
+    (root / "images" / "README.txt").write_text("not a class")
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        key = p.relative_to(root).as_posix()
+        s3.client.put_object(Bucket=s3.bucket, Key=f"raw/{key}", Body=p.read_bytes())
     return root
 
 
@@ -88,7 +97,7 @@ def objects(s3: S3Server, prefix: str) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("name", ["part-*.parquet", "rows.jsonl", "rows.jsonl.gz", "rows.csv", "tokens.npy",
-                                  "shard-0.tar"])
+                                  "shard-0.tar", "images"])
 def test_remote_input_packs_the_same_bytes_as_the_local_file(s3, raw, tmp_path, name):
     local = fastload.pack(str(raw / name), tmp_path / "local", **SMALL)
     remote = fastload.pack(f"s3://data/raw/{name}", tmp_path / "remote", storage_options=s3.storage_options, **SMALL)

@@ -34,7 +34,7 @@ SUFFIX_KINDS = {
 TEXT_KINDS = ("jsonl", "csv")  # the kinds also read compressed (data.csv.gz, part.jsonl.zst, ...)
 #: the inputs a URL can name (read through ranged requests, never copied whole first)
 REMOTE_KINDS = ("Parquet, Arrow IPC or Feather files; JSON Lines or JSON-array files; CSV/TSV; those "
-                "text files compressed; .npy/.npz; WebDataset tars")
+                "text files compressed; .npy/.npz; WebDataset tars; an image folder (class_name/*.jpg)")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
@@ -186,10 +186,15 @@ def _url_source(url: str, delimiter: str | None, files: InputFiles) -> Source:
         paths = [p for p in found if suffix_kind(p)]
         data = [p for p in paths if not without_compression(p.lower()).endswith(".json")]
         paths = data or paths
+        if not paths and any(p[len(url.rstrip("/")) + 1:].count("/") >= 1 and p.lower().endswith(tuple(IMAGE_SUFFIXES))
+                             for p in found):
+            from .imagefolder import ImageFolderSource
+
+            return ImageFolderSource(url)
         if not paths:
             raise SourceError(f"{url}: found no input fastload reads from a URL ({REMOTE_KINDS}); "
-                              "for other inputs (image folders, MDS, LitData, Hugging Face folders), "
-                              "copy them to a local directory first")
+                              "for other inputs (MDS, LitData, Hugging Face folders), copy them to a "
+                              "local directory first")
     elif files.exists(url):
         paths = [url]
     else:

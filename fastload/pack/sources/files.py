@@ -128,11 +128,23 @@ class InputFiles:
         found = r.retry(lambda: r.call("glob", pattern, detail=True), pattern, verb="list")
         return sorted(self._as_url(pattern, p) for p, info in found.items() if info.get("type") != "directory")
 
-    def walk(self, url: str) -> list[str]:
-        """URLs of every file below directory ``url``, sorted."""
+    def walk(self, url: str) -> dict[str, int]:
+        """``{url: size}`` of every file below directory ``url``, in sorted order."""
         r, _ = self.remote(url)
-        found = r.retry(lambda: r.call("find", url), url, verb="list")
-        return sorted(self._as_url(url, p) for p in found)
+        found = r.retry(lambda: r.call("find", url, detail=True), url, verb="list")
+        sizes = {self._as_url(url, p): int(info.get("size") or 0) for p, info in found.items()
+                 if info.get("type") != "directory"}
+        with self._lock:
+            self._sizes.update(sizes)
+        return dict(sorted(sizes.items()))
+
+    def read_all(self, path: str) -> bytes:
+        """A whole (small) file: one read locally, one checked and retried GET remotely."""
+        if not is_url(path):
+            with open(local_path(path), "rb") as f:
+                return f.read()
+        r, key = self.remote(path)
+        return r.read(key)
 
     @staticmethod
     def _as_url(like: str, path: str) -> str:
