@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import shutil
 import tarfile
 import threading
 import time
@@ -23,6 +24,7 @@ from fastload.errors import OutputExistsError, SourceError, StorageError
 from ..storage.proxy import S3Proxy
 from ..storage.servers import S3Server, StaticServer
 
+PEERS = Path(__file__).parents[1] / "data" / "peers"
 N = 20_000
 SMALL = {"shard_size": "150KB", "block_size": "16KB", "progress": False}
 
@@ -76,6 +78,8 @@ def raw(tmp_path_factory, s3, table) -> Path:
         img.save(root / "images" / f"class{k % 3}" / f"{k:03d}.{'png' if k % 2 else 'jpg'}")
     (root / "images" / "class0" / ".hidden.jpg").write_bytes(b"not an image")
     (root / "images" / "README.txt").write_text("not a class")
+    for peer in ("mds", "mds_zstd", "litdata", "litdata_tokens"):  # other tools' datasets (tests/data)
+        shutil.copytree(PEERS / peer, root / peer, ignore=shutil.ignore_patterns("expected.json"))
     for p in sorted(q for q in root.rglob("*") if q.is_file()):
         key = p.relative_to(root).as_posix()
         s3.client.put_object(Bucket=s3.bucket, Key=f"raw/{key}", Body=p.read_bytes())
@@ -97,7 +101,7 @@ def objects(s3: S3Server, prefix: str) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("name", ["part-*.parquet", "rows.jsonl", "rows.jsonl.gz", "rows.csv", "tokens.npy",
-                                  "shard-0.tar", "images"])
+                                  "shard-0.tar", "images", "mds", "mds_zstd", "litdata", "litdata_tokens"])
 def test_remote_input_packs_the_same_bytes_as_the_local_file(s3, raw, tmp_path, name):
     local = fastload.pack(str(raw / name), tmp_path / "local", **SMALL)
     remote = fastload.pack(f"s3://data/raw/{name}", tmp_path / "remote", storage_options=s3.storage_options, **SMALL)

@@ -34,7 +34,8 @@ SUFFIX_KINDS = {
 TEXT_KINDS = ("jsonl", "csv")  # the kinds also read compressed (data.csv.gz, part.jsonl.zst, ...)
 #: the inputs a URL can name (read through ranged requests, never copied whole first)
 REMOTE_KINDS = ("Parquet, Arrow IPC or Feather files; JSON Lines or JSON-array files; CSV/TSV; those "
-                "text files compressed; .npy/.npz; WebDataset tars; an image folder (class_name/*.jpg)")
+                "text files compressed; .npy/.npz; WebDataset tars; an image folder (class_name/*.jpg); "
+                "an MDS or LitData dataset")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
@@ -183,6 +184,16 @@ def _url_source(url: str, delimiter: str | None, files: InputFiles) -> Source:
             raise SourceError(f"no files match {url!r}")
     elif files.is_dir(url):
         found = files.walk(url)
+        index = url.rstrip("/") + "/index.json"
+        kind = _index_kind_of(files.read_all(index)) if index in found else None
+        if kind == "mds":
+            from .mds import MDSSource
+
+            return MDSSource(url, files=files)
+        if kind == "litdata":
+            from .litdata import LitDataSource
+
+            return LitDataSource(url, files=files)
         paths = [p for p in found if suffix_kind(p)]
         data = [p for p in paths if not without_compression(p.lower()).endswith(".json")]
         paths = data or paths
@@ -193,8 +204,7 @@ def _url_source(url: str, delimiter: str | None, files: InputFiles) -> Source:
             return ImageFolderSource(url)
         if not paths:
             raise SourceError(f"{url}: found no input fastload reads from a URL ({REMOTE_KINDS}); "
-                              "for other inputs (MDS, LitData, Hugging Face folders), copy them to a "
-                              "local directory first")
+                              "a Hugging Face save_to_disk folder is read from a local copy")
     elif files.exists(url):
         paths = [url]
     else:
@@ -215,8 +225,16 @@ def _files_source(paths: list[str], what: str, delimiter: str | None) -> Source:
 
 def _index_kind(index: Path) -> str | None:
     try:
-        body = json.loads(index.read_text())
-    except (OSError, ValueError):
+        return _index_kind_of(index.read_bytes())
+    except OSError:
+        return None
+
+
+def _index_kind_of(data: bytes) -> str | None:
+    """"mds" or "litdata" from an index.json's bytes; None for anything else."""
+    try:
+        body = json.loads(data)
+    except ValueError:
         return None
     if isinstance(body, dict) and isinstance(body.get("shards"), list):
         return "mds"

@@ -187,3 +187,13 @@ class RangeReader(io.RawIOBase):
         view[:n] = data
         self._pos += n
         return n
+
+
+def read_index(path: str, files: InputFiles) -> bytes:
+    """An index file's bytes (MDS, LitData); a missing one is FileNotFoundError, local or remote."""
+    try:
+        return files.read_all(path)
+    except StorageError as exc:
+        if isinstance(exc.__cause__, FileNotFoundError):
+            raise FileNotFoundError(path) from None
+        raise
