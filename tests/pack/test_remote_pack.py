@@ -78,6 +78,12 @@ def raw(tmp_path_factory, s3, table) -> Path:
         img.save(root / "images" / f"class{k % 3}" / f"{k:03d}.{'png' if k % 2 else 'jpg'}")
     (root / "images" / "class0" / ".hidden.jpg").write_bytes(b"not an image")
     (root / "images" / "README.txt").write_text("not a class")
+    import datasets
+
+    datasets.Dataset.from_dict({"n": list(range(500)), "label": [i % 2 for i in range(500)]},
+                               features=datasets.Features({"n": datasets.Value("int64"),
+                                                           "label": datasets.ClassLabel(names=["no", "yes"])})
+                               ).save_to_disk(str(root / "hf"))
     for peer in ("mds", "mds_zstd", "litdata", "litdata_tokens"):  # other tools' datasets (tests/data)
         shutil.copytree(PEERS / peer, root / peer, ignore=shutil.ignore_patterns("expected.json"))
     for p in sorted(q for q in root.rglob("*") if q.is_file()):
@@ -101,7 +107,8 @@ def objects(s3: S3Server, prefix: str) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("name", ["part-*.parquet", "rows.jsonl", "rows.jsonl.gz", "rows.csv", "tokens.npy",
-                                  "shard-0.tar", "images", "mds", "mds_zstd", "litdata", "litdata_tokens"])
+                                  "shard-0.tar", "images", "mds", "mds_zstd", "litdata", "litdata_tokens",
+                                  "hf"])
 def test_remote_input_packs_the_same_bytes_as_the_local_file(s3, raw, tmp_path, name):
     local = fastload.pack(str(raw / name), tmp_path / "local", **SMALL)
     remote = fastload.pack(f"s3://data/raw/{name}", tmp_path / "remote", storage_options=s3.storage_options, **SMALL)

@@ -14,7 +14,7 @@ from .base import BadRow, Chunk, Source, SourceInfo
 from .compressed import without_compression
 from .csv import CsvSource
 from .files import InputFiles, is_url
-from .hf_folder import hf_folder_source, is_hf_folder
+from .hf_folder import DICT as HF_DICT, INFO as HF_INFO, STATE as HF_STATE, hf_folder_source, is_hf_folder
 
 #: every input a path can name, as the CLI help and errors list them
 PATH_KINDS = ("Parquet, Arrow IPC or Feather files; JSON Lines or JSON-array files; CSV/TSV; any of "
@@ -35,7 +35,7 @@ TEXT_KINDS = ("jsonl", "csv")  # the kinds also read compressed (data.csv.gz, pa
 #: the inputs a URL can name (read through ranged requests, never copied whole first)
 REMOTE_KINDS = ("Parquet, Arrow IPC or Feather files; JSON Lines or JSON-array files; CSV/TSV; those "
                 "text files compressed; .npy/.npz; WebDataset tars; an image folder (class_name/*.jpg); "
-                "an MDS or LitData dataset")
+                "an MDS or LitData dataset; a Hugging Face save_to_disk folder")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
@@ -184,7 +184,10 @@ def _url_source(url: str, delimiter: str | None, files: InputFiles) -> Source:
             raise SourceError(f"no files match {url!r}")
     elif files.is_dir(url):
         found = files.walk(url)
-        index = url.rstrip("/") + "/index.json"
+        base = url.rstrip("/")
+        if f"{base}/{HF_DICT}" in found or (f"{base}/{HF_STATE}" in found and f"{base}/{HF_INFO}" in found):
+            return hf_folder_source(url, files)
+        index = f"{base}/index.json"
         kind = _index_kind_of(files.read_all(index)) if index in found else None
         if kind == "mds":
             from .mds import MDSSource
@@ -203,8 +206,7 @@ def _url_source(url: str, delimiter: str | None, files: InputFiles) -> Source:
 
             return ImageFolderSource(url)
         if not paths:
-            raise SourceError(f"{url}: found no input fastload reads from a URL ({REMOTE_KINDS}); "
-                              "a Hugging Face save_to_disk folder is read from a local copy")
+            raise SourceError(f"{url}: found no input fastload reads from a URL ({REMOTE_KINDS})")
     elif files.exists(url):
         paths = [url]
     else:
