@@ -20,6 +20,7 @@ import pytest
 import fastload
 from fastload._cli import main
 from fastload.errors import OutputExistsError, SourceError, StorageError
+from fastload.pack.sources.megatron import HEADER, MAGIC
 
 from ..storage.proxy import S3Proxy
 from ..storage.servers import S3Server, StaticServer
@@ -78,6 +79,14 @@ def raw(tmp_path_factory, s3, table) -> Path:
         img.save(root / "images" / f"class{k % 3}" / f"{k:03d}.{'png' if k % 2 else 'jpg'}")
     (root / "images" / "class0" / ".hidden.jpg").write_bytes(b"not an image")
     (root / "images" / "README.txt").write_text("not a class")
+    # a Megatron .bin/.idx pair (MMIDIDX v1, uint16): 40 sequences in 8 documents, back to back
+    lengths = np.arange(1, 41, dtype=np.int32)
+    tokens = np.arange(int(lengths.sum()), dtype=np.uint16)
+    pointers = np.concatenate([[0], np.cumsum(lengths[:-1]) * 2]).astype(np.int64)
+    docs = np.arange(0, 41, 5, dtype=np.int64)
+    head = HEADER.pack(MAGIC, 1, 8, len(lengths), len(docs))
+    (root / "mega.idx").write_bytes(head + lengths.tobytes() + pointers.tobytes() + docs.tobytes())
+    (root / "mega.bin").write_bytes(tokens.tobytes())
     import datasets
 
     datasets.Dataset.from_dict({"n": list(range(500)), "label": [i % 2 for i in range(500)]},
@@ -108,7 +117,7 @@ def objects(s3: S3Server, prefix: str) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("name", ["part-*.parquet", "rows.jsonl", "rows.jsonl.gz", "rows.csv", "tokens.npy",
                                   "shard-0.tar", "images", "mds", "mds_zstd", "litdata", "litdata_tokens",
-                                  "hf"])
+                                  "hf", "mega.*"])
 def test_remote_input_packs_the_same_bytes_as_the_local_file(s3, raw, tmp_path, name):
     local = fastload.pack(str(raw / name), tmp_path / "local", **SMALL)
     remote = fastload.pack(f"s3://data/raw/{name}", tmp_path / "remote", storage_options=s3.storage_options, **SMALL)

@@ -35,7 +35,7 @@ TEXT_KINDS = ("jsonl", "csv")  # the kinds also read compressed (data.csv.gz, pa
 #: the inputs a URL can name (read through ranged requests, never copied whole first)
 REMOTE_KINDS = ("Parquet, Arrow IPC or Feather files; JSON Lines or JSON-array files; CSV/TSV; those "
                 "text files compressed; .npy/.npz; WebDataset tars; an image folder (class_name/*.jpg); "
-                "an MDS or LitData dataset; a Hugging Face save_to_disk folder")
+                "an MDS or LitData dataset; a Hugging Face save_to_disk folder; Megatron .bin + .idx pairs")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
