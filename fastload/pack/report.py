@@ -25,6 +25,8 @@ class PackReport:
     resumed_shards: int = 0
     compression: str = "none"  # the codec of the blocks: the ratio is shown only when compressing
     warning: str = ""  # set when more than SKIPPED_WARNING_SHARE of the rows were skipped
+    # distributed packs: seconds summed over tasks, per stage (read_s, encode_s, upload_s, wait_s)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def compression_ratio(self) -> float:
