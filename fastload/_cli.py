@@ -73,8 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     pk = sub.add_parser("pack", help="convert a source (Parquet, Arrow, Feather, JSON Lines, JSON, CSV, "
                         ".npy/.npz, images, WebDataset, MDS, LitData, Hugging Face, Megatron .bin/.idx) to shards",
                         description=f"Convert a source to a fastload dataset. Sources: {PATH_KINDS}.")
-    pk.add_argument("source", help="input file, directory or glob (quote globs: 'data/*.parquet')")
-    pk.add_argument("out", help="output directory (created; must be empty unless --overwrite)")
+    pk.add_argument("source", help="input file, directory or glob (quote globs: 'data/*.parquet'), or a URL: "
+                    "s3://bucket/raw/*.parquet, gs://..., https://... (any fsspec URL)")
+    pk.add_argument("out", help="output directory or URL (s3://bucket/ds; must be empty unless --overwrite)")
     pk.add_argument("--schema", help="type overrides, e.g. 'tokens:uint16[2049],label:int32'")
     pk.add_argument("--shard-size", default="256MB", help="target shard size (default 256MB)")
     pk.add_argument("--block-size", default="1MB", help="target raw block size (default 1MB)")
@@ -95,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     pk.add_argument("--jpeg-quality", type=int, default=90, help="quality of re-encoded JPEGs (default 90)")
     pk.add_argument("--image-format", choices=["keep", "jpeg", "raw"], default="keep",
                     help="store images as given (default), re-encoded as JPEG, or as raw RGB pixels")
+    pk.add_argument("--timeout", type=float, default=60.0, help="seconds per remote request (default 60)")
+    pk.add_argument("--retries", type=int, default=5, help="attempts per remote request (default 5)")
+    pk.add_argument("--uploads", type=int, default=4, help="shards uploaded at once to a remote output (default 4)")
+    pk.add_argument("--staging-dir", help="where a remote output's shards wait for upload (default: the "
+                    "temporary directory)")
+    pk.add_argument("--staging-limit", default="2GB", help="at most this many bytes of finished shards wait "
+                    "there (default 2GB)")
     cl = pk.add_argument_group("cleaning (see docs/cleaning.md)")
     cl.add_argument("--dedup", nargs="?", const=True, metavar="FIELD[,FIELD...]",
                     help="drop records whose content (these fields; alone, after the paths, or --dedup='*': "
@@ -103,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="normalise text for --dedup's hash only: Unicode NFC, lowercase, white-space runs ('all')")
     cl.add_argument("--dedup-memory", metavar="SIZE",
                     help="memory for the dedup table (default 1GiB; 32-64 bytes per distinct record), "
-                         "beyond which it is a file in OUT")
+                         "beyond which it is a file in OUT (a remote OUT: in --staging-dir)")
     cl.add_argument("--filter", action="append", metavar="EXPR",
                     help="keep records for which EXPR holds, e.g. \"len(text) >= 200 and lang in ['en', 'fr']\" "
                          "(repeatable: all must hold)")
@@ -139,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     from .storage import cli as storage_cli  # cheap: fsspec loads only when a remote dataset opens
 
     storage_cli.add_parser(sub)
-    for name in ("info", "verify", "head"):
+    for name in ("pack", "info", "verify", "head"):
         storage_cli.add_storage_options(sub.choices[name])
     return p
 
@@ -161,6 +169,8 @@ def _pack(args) -> int:
                       progress=not args.no_progress, max_side=args.max_side,
                       jpeg_quality=args.jpeg_quality, image_format=args.image_format,
                       delimiter=args.delimiter, max_skipped=args.max_skipped,
+                      storage_options=args.storage_options, timeout=args.timeout, retries=args.retries,
+                      uploads=args.uploads, staging_dir=args.staging_dir, staging_limit=args.staging_limit,
                       dedup=True if args.dedup == "*" else args.dedup, normalize=args.normalize,
                       dedup_memory=args.dedup_memory, filter=args.filter, drop_invalid=args.drop_invalid)
     print(json.dumps(report.to_json(), indent=1) if args.json else report)

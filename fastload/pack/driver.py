@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .._sizes import parse_size
-from ..errors import OutputExistsError, SkippedRowsError, SkippedRowsWarning, StorageError, WorkerError
+from ..errors import SkippedRowsError, SkippedRowsWarning, StorageError, WorkerError
 from ..format.manifest import Manifest
 from ..format.schema import Schema
-from ..format.shard_reader import ShardReader
 from ..format.shard_writer import temp_path_for
-from ..format.spec import CODEC_NAMES, MANIFEST_NAME, PACK_JOURNAL
-from ..format.writer import ON_ERROR, ShardSink, codec_settings, is_fastload_file, prepare_output
+from ..format.spec import CODEC_NAMES
+from ..format.writer import ON_ERROR, ShardSink, codec_settings
+from ..storage.remote import RetryPolicy
 from .clean import CleanOptions, CleanTally
 from .clean.dedup import SeenHashes
 from .clean.ordered import encode_in_order
@@ -39,11 +39,14 @@ from .clean.stage import rule_names
 from .encode import EncodeJob, SegmentResult, encode_segment, stream_segment
 from .image_options import ImageOptions
 from .inference import resolve_schema
+from .engines import distributed_pack
 from .journal import Journal, fingerprint
 from .lifeline import die_with_parent
+from .output import open_output
 from .report import SKIPPED_WARNING_SHARE, PackReport
 from .sources import open_source
 from .sources.base import Source
+from .sources.files import InputFiles
 
 
 def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | None = None,
@@ -51,8 +54,10 @@ def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | N
          level: int = 3, workers: int = 1, overwrite: bool = False, on_error: str = "raise",
          progress: bool = True, metadata: dict[str, Any] | None = None, max_side: int | None = None,
          jpeg_quality: int = 90, image_format: str = "keep", delimiter: str | None = None,
-         max_skipped: float | None = None, dedup: Any = None, normalize: Any = None, filter: Any = None,
-         drop_invalid: Any = None, dedup_memory: int | str | None = None) -> PackReport:
+         max_skipped: float | None = None, storage_options: dict | None = None, timeout: float = 60.0,
+         retries: int = 5, staging_dir: str | os.PathLike | None = None, staging_limit: int | str = "2GB",
+         uploads: int = 4, dedup: Any = None, normalize: Any = None, filter: Any = None, drop_invalid: Any = None,
+         dedup_memory: int | str | None = None) -> PackReport:
     """Convert ``source`` into a fastload dataset in directory ``out``.
 
     ``source`` is a path, directory or glob (Parquet/Arrow/Feather, JSON Lines or JSON-array
@@ -66,15 +71,32 @@ def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | N
     row is skipped). ``max_side``, ``jpeg_quality`` and ``image_format`` (``"keep"``, ``"jpeg"``,
     ``"raw"``) re-encode image fields (see :mod:`fastload.pack.image_options`).
 
+    ``source`` and ``out`` may be URLs of any fsspec filesystem (``s3://bucket/raw/*.parquet``,
+    ``gs://``, ``https://`` inputs): inputs are read with ranged requests, never copied whole
+    first; shards are staged in ``staging_dir`` (default: the temporary directory), at most
+    ``staging_limit`` bytes of finished shards waiting there, and uploaded by ``uploads`` threads
+    as they finish; the manifest is uploaded last. ``storage_options`` go to fsspec for both;
+    every request gets ``timeout`` seconds and ``retries`` attempts. A Ray Dataset or a Dask
+    DataFrame or Bag is packed by that engine's own workers (:mod:`fastload.ray`, :mod:`fastload.dask`).
+
     Cleaning (docs/cleaning.md): ``dedup`` drops records whose content hash was seen before
     (True: the whole record; a field name, ``"a,b"`` or a list: those fields), keeping the first
     in source order; ``normalize`` (``"nfc,case,whitespace"`` or True) applies to text in the
     hash; ``dedup_memory`` (default 1GiB) bounds the seen set in memory, beyond which it is a file
-    in ``out``. ``filter`` keeps the records it holds for: filter text (``"len(text) >= 200 and
-    lang in ['en']"``), a ``pyarrow.compute.Expression``, a callable on a ``pyarrow.Table`` of
-    rows, or a list of them. ``drop_invalid`` (True, or ``"image,utf8,empty,nan"``) drops records
-    with unusable values instead of failing. The report counts each rule's drops.
+    in the staging directory. ``filter`` keeps the records it holds for: filter text
+    (``"len(text) >= 200 and lang in ['en']"``), a ``pyarrow.compute.Expression``, a callable on
+    a ``pyarrow.Table`` of rows, or a list of them. ``drop_invalid`` (True, or
+    ``"image,utf8,empty,nan"``) drops records with unusable values instead of failing. The report
+    counts each rule's drops. A Ray or Dask pack does not clean (yet): these options are refused.
     """
+    engine = distributed_pack(source, workers=workers, max_side=max_side, image_format=image_format,
+                              delimiter=delimiter, max_skipped=max_skipped, dedup=dedup, normalize=normalize,
+                              filter=filter, drop_invalid=drop_invalid, dedup_memory=dedup_memory)
+    if engine is not None:
+        return engine(source, out, schema=schema, shard_size=shard_size, block_size=block_size,
+                      compression=compression, level=level, overwrite=overwrite, on_error=on_error,
+                      metadata=metadata, storage_options=storage_options, timeout=timeout, retries=retries,
+                      staging_dir=staging_dir, staging_limit=staging_limit, uploads=uploads)
     images = ImageOptions(max_side=max_side, jpeg_quality=jpeg_quality, image_format=image_format)
     cleaning = CleanOptions.of(dedup=dedup, normalize=normalize, filter=filter, drop_invalid=drop_invalid,
                                dedup_memory=dedup_memory)
@@ -85,7 +107,8 @@ def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | N
     if max_skipped is not None and not (isinstance(max_skipped, (int, float)) and 0 <= max_skipped <= 1):
         raise ValueError(f"max_skipped must be a fraction between 0 and 1, not {max_skipped!r}")
     started = time.perf_counter()
-    src = open_source(source, delimiter=delimiter)
+    policy = RetryPolicy(attempts=retries, timeout_s=timeout)
+    src = open_source(source, delimiter=delimiter, files=InputFiles(storage_options, policy))
     settings = codec_settings(block_size, compression, level)
     shard_bytes = parse_size(shard_size, what="shard_size")
     info = src.info()
@@ -98,16 +121,23 @@ def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | N
     fp = fingerprint(src.description, _input_stamp(src), [repr(s) for s in segments], schema.to_json(),
                      settings, shard_bytes, on_error, *([images.to_json()] if images.active else []),
                      *([cleaning.to_json()] if plan is not None else [])) if resumable else ""
-    root, journal = _prepare_output(Path(out), overwrite, fp if resumable else None)
-    report = PackReport(out=str(root), source=src.description, workers=workers,
+    output = open_output(out, storage_options=storage_options, policy=policy, staging_dir=staging_dir,
+                         staging_limit=parse_size(staging_limit, what="staging_limit"), uploads=uploads)
+    try:
+        journal = output.resume(fp if resumable else None, overwrite)
+    except BaseException:
+        output.abort()
+        raise
+    root = output.staging
+    report = PackReport(out=output.url, source=src.description, workers=workers,
                         resumed_shards=len(journal.shards), compression=settings["compression"],
                         records=sum(s.n_records for s in journal.shards), skipped=journal.skipped,
                         cleaning=CleanTally.of_rules(rule_names(plan)) if plan is not None else None)
     # the kept shards' record bytes, so the compression ratio covers the whole dataset
-    report.raw_bytes = sum(int(ShardReader.open(root / s.name, verify="never").blocks["raw_size"].sum())
-                           for s in journal.shards)
+    report.raw_bytes = output.kept_raw_bytes(journal)
 
-    sink = ShardSink(root, schema, settings, shard_bytes, first_index=len(journal.shards))
+    sink = ShardSink(root, schema, settings, shard_bytes, first_index=len(journal.shards),
+                     durable=output.durable_staging)
     shards = list(journal.shards)
     codec = CODEC_NAMES[settings["compression"]]
     # a resumed pack that cleans first replays the finished segments' cleaning (no blocks), so
@@ -142,8 +172,9 @@ def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | N
                     closed = sink.add(block)
                     if closed is not None:
                         shards.append(closed)
-                        if resumable:  # the rows skipped before this segment, for a resumed count
-                            Journal(fp, shards, res.index, k, report.skipped).write(root)
+                        # the rows skipped before this segment, for a resumed count
+                        output.shard_closed(closed, Journal(fp, shards, res.index, k, report.skipped,
+                                                            report.raw_bytes) if resumable else None)
                     report.raw_bytes += block.raw_size
                     report.records += block.n_records
                     seg_raw += block.raw_size
@@ -161,8 +192,10 @@ def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | N
             last = sink.finish()
             if last is not None:
                 shards.append(last)
+                output.shard_closed(last, None)
         except BaseException:
             sink.abort()  # the unfinished shard's temporary file goes; finished shards and journal stay
+            output.abort()
             raise
         finally:
             results.close()  # stops the worker pool now, also when the error was raised on this side
@@ -176,8 +209,7 @@ def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | N
         if report.cleaning is not None:  # how the dataset was made, for fastload info
             image_meta["cleaning"] = {"settings": cleaning.to_json(), "dropped": report.cleaning.to_json()}
         manifest = Manifest.from_shards(schema, settings, shards, {**info.metadata, **image_meta, **(metadata or {})})
-        manifest.write(root)
-    (root / PACK_JOURNAL).unlink(missing_ok=True)
+        output.commit(manifest)
     report.shards = manifest.n_shards
     report.bytes_out = manifest.n_bytes
     if not known_in or report.resumed_shards:
@@ -235,41 +267,10 @@ def _disk_full_is_a_storage_error(root: Path):
         ) from exc
 
 
-def _prepare_output(root: Path, overwrite: bool, fp: str | None) -> tuple[Path, Journal]:
-    """Create or check the output; resume from a journal left by the same pack when there is one."""
-    fresh = Journal(fp or "", [])
-    if overwrite or not root.exists():
-        return prepare_output(root, overwrite), fresh
-    names = [p.name for p in root.iterdir()]
-    if MANIFEST_NAME in names:
-        raise OutputExistsError(f"{root} already holds a finished dataset; pass overwrite=True (--overwrite) to replace it")
-    if any(not is_fastload_file(n) for n in names):
-        return prepare_output(root, overwrite), fresh  # raises: not empty
-    journal = Journal.read(root)  # a journal is never ours when this source cannot resume (fp None)
-    if journal is not None and journal.fingerprint != fp:
-        raise OutputExistsError(
-            f"{root} holds an interrupted pack made with other inputs or options; re-run it with the "
-            "same arguments to resume, or pass overwrite=True (--overwrite) to start again"
-        )
-    if journal is None or not journal.shards_intact(root):
-        journal = fresh
-    keep = {s.name for s in journal.shards} | ({PACK_JOURNAL} if journal.shards else set())
-    for name in names:  # stale temporaries and shards past the journal's end
-        if name not in keep:
-            (root / name).unlink()
-    return root, journal
-
-
 def _input_stamp(src: Source) -> list:
-    """Size and mtime of each input file, so that a resume refuses inputs changed since the interruption."""
-    stamp = []
-    for path in getattr(src, "paths", None) or ():
-        try:
-            st = os.stat(path)
-            stamp.append((os.fspath(path), st.st_size, st.st_mtime_ns))
-        except OSError:
-            stamp.append((os.fspath(path), None, None))
-    return stamp
+    """Size and mtime (or ETag) of each input file, so that a resume refuses inputs changed since
+    the interruption."""
+    return [src.files.stamp(os.fspath(path)) for path in getattr(src, "paths", None) or ()]
 
 
 def _encode_all(jobs: Iterable[EncodeJob], workers: int, src: Source, root: Path,

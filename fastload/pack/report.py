@@ -29,6 +29,8 @@ class PackReport:
     warning: str = ""  # set when more than SKIPPED_WARNING_SHARE of the rows were skipped
     cleaning: CleanTally | None = None  # what --dedup/--filter/--drop-invalid dropped, per rule
     dedup_table: dict[str, Any] | None = None  # the seen set at the end: distinct, bytes, spilled
+    # distributed packs: seconds summed over tasks, per stage (read_s, encode_s, upload_s, wait_s)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def compression_ratio(self) -> float:
@@ -73,6 +75,6 @@ class PackReport:
         """The report as JSON-able values (``fastload pack --json``)."""
         out = {name: getattr(self, name) for name in (
             "out", "source", "records", "shards", "bytes_in", "bytes_out", "raw_bytes", "seconds", "workers",
-            "skipped", "skip_examples", "resumed_shards", "compression", "warning", "dedup_table")}
+            "skipped", "skip_examples", "resumed_shards", "compression", "warning", "dedup_table", "stage_seconds")}
         out["cleaning"] = self.cleaning.to_json() if self.cleaning is not None else None
         return out
