@@ -104,10 +104,9 @@ def pad_column(col: VarColumn, dtype: np.dtype, pad: Pad) -> PaddedColumn:
     lengths = byte_lengths // dtype.itemsize
     width = pad.width(int(lengths.max()) if len(lengths) else 0)
     values = np.empty((len(lengths), width), dtype=dtype)
-    if col.data.size:
-        _native.gather_padded(col.data.ctypes.data + col.offsets[:-1], byte_lengths, width * dtype.itemsize, values)
-    else:
-        values.fill(0)
+    # one native copy from the gathered buffer, bounds-checked against it; rows past a length are zeroed
+    _native.gather_padded(col.data, np.ascontiguousarray(col.offsets, dtype=np.int64), width * dtype.itemsize,
+                          values.view(np.uint8))
     mask = np.arange(width) < np.minimum(lengths, width)[:, None] if (pad.mask or pad.value) else None
     if pad.value:
         values[~mask] = pad.value
