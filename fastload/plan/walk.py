@@ -58,6 +58,18 @@ class WindowedWalk:
         """(begin, end) places of every window in the walk."""
         return self._win_begin, self._win_end
 
+    def stretch_sources(self, partitions) -> np.ndarray:
+        """First records of the units that these partitions' stretches of the walk touch (a shard
+        straddling two stretches belongs to both)."""
+        parts = [np.zeros(0, dtype=np.int64)]
+        for j in partitions:
+            a, b = self._part_start[j], self._part_start[j + 1]
+            if a < b:
+                first = np.searchsorted(self._end, a, side="right")
+                last = np.searchsorted(self._begin, b, side="left")
+                parts.append(self._src[first:last])
+        return np.concatenate(parts)
+
     def indices(self, positions: np.ndarray) -> np.ndarray:
         from .orders import _chunked, _positions  # orders builds on this module
 
