@@ -62,7 +62,13 @@ class DataLoader(TorchDataLoader):
     Extra keyword-only arguments:
     ``seed`` (int; the shuffle seed shared by all ranks, default 0 or the generator's seed),
     ``shuffle`` also takes ``"block"`` (shards and blocks shuffled, samples shuffled within a
-    window of blocks: sequential reads) or ``"full"`` (uniform permutation; ``True`` means this),
+    window of blocks: sequential reads) or ``"full"`` (uniform permutation at any size); ``True``
+    is the uniform permutation, except for a remote dataset whose node share exceeds its cache
+    limit: then shards in a random order with samples shuffled within windows of as many shards as
+    the cache allows (each shard downloaded once per epoch; see docs/storage.md),
+    ``partitions`` (fastload datasets: split each epoch's shards in this many canonical partitions
+    read in turn, so each node reads only its own; default one per node; a resumed state keeps its
+    own, and resumes onto any node count are exact),
     ``device`` (e.g. ``"cuda"``: the next batch is copied there on a side stream while the current
     step runs), ``worker_type`` (``"thread"``, the default, or ``"process"``; the native gather
     releases the GIL, and with a 300 us step per batch 2 threads stalled 6% of the time against 8%
