@@ -73,8 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     pk = sub.add_parser("pack", help="convert a source (Parquet, Arrow, Feather, JSON Lines, JSON, CSV, "
                         ".npy/.npz, images, WebDataset, MDS, LitData, Hugging Face, Megatron .bin/.idx) to shards",
                         description=f"Convert a source to a fastload dataset. Sources: {PATH_KINDS}.")
-    pk.add_argument("source", help="input file, directory or glob (quote globs: 'data/*.parquet')")
-    pk.add_argument("out", help="output directory (created; must be empty unless --overwrite)")
+    pk.add_argument("source", help="input file, directory or glob (quote globs: 'data/*.parquet'), or a URL: "
+                    "s3://bucket/raw/*.parquet, gs://..., https://... (any fsspec URL)")
+    pk.add_argument("out", help="output directory or URL (s3://bucket/ds; must be empty unless --overwrite)")
     pk.add_argument("--schema", help="type overrides, e.g. 'tokens:uint16[2049],label:int32'")
     pk.add_argument("--shard-size", default="256MB", help="target shard size (default 256MB)")
     pk.add_argument("--block-size", default="1MB", help="target raw block size (default 1MB)")
@@ -95,6 +96,29 @@ def _parser() -> argparse.ArgumentParser:
     pk.add_argument("--jpeg-quality", type=int, default=90, help="quality of re-encoded JPEGs (default 90)")
     pk.add_argument("--image-format", choices=["keep", "jpeg", "raw"], default="keep",
                     help="store images as given (default), re-encoded as JPEG, or as raw RGB pixels")
+    pk.add_argument("--timeout", type=float, default=60.0, help="seconds per remote request (default 60)")
+    pk.add_argument("--retries", type=int, default=5, help="attempts per remote request (default 5)")
+    pk.add_argument("--uploads", type=int, default=4, help="shards uploaded at once to a remote output (default 4)")
+    pk.add_argument("--staging-dir", help="where a remote output's shards wait for upload (default: the "
+                    "temporary directory)")
+    pk.add_argument("--staging-limit", default="2GB", help="at most this many bytes of finished shards wait "
+                    "there (default 2GB)")
+    cl = pk.add_argument_group("cleaning (see docs/cleaning.md)")
+    cl.add_argument("--dedup", nargs="?", const=True, metavar="FIELD[,FIELD...]",
+                    help="drop records whose content (these fields; alone, after the paths, or --dedup='*': "
+                         "the whole record) was seen before; the first in source order is kept")
+    cl.add_argument("--normalize", metavar="nfc,case,whitespace",
+                    help="normalise text for --dedup's hash only: Unicode NFC, lowercase, white-space runs ('all')")
+    cl.add_argument("--dedup-memory", metavar="SIZE",
+                    help="memory for the dedup table (default 1GiB; 32-64 bytes per distinct record), "
+                         "beyond which it is a file in OUT (a remote OUT: in --staging-dir)")
+    cl.add_argument("--filter", action="append", metavar="EXPR",
+                    help="keep records for which EXPR holds, e.g. \"len(text) >= 200 and lang in ['en', 'fr']\" "
+                         "(repeatable: all must hold)")
+    cl.add_argument("--drop-invalid", nargs="?", const=True, metavar="RULES",
+                    help="drop records with unusable values instead of failing: image (does not decode), utf8, "
+                         "empty (text), nan (NaN/inf); all when given alone, after the paths")
+    pk.add_argument("--json", action="store_true", help="print the report as JSON")
     pk.set_defaults(run=_pack)
 
     inf = sub.add_parser("info", help="schema, records, shards, bytes, compression, version")
@@ -123,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     from .storage import cli as storage_cli  # cheap: fsspec loads only when a remote dataset opens
 
     storage_cli.add_parser(sub)
-    for name in ("info", "verify", "head"):
+    for name in ("pack", "info", "verify", "head"):
         storage_cli.add_storage_options(sub.choices[name])
     return p
 
@@ -144,8 +168,12 @@ def _pack(args) -> int:
                       workers=args.workers, overwrite=args.overwrite, on_error=args.on_error,
                       progress=not args.no_progress, max_side=args.max_side,
                       jpeg_quality=args.jpeg_quality, image_format=args.image_format,
-                      delimiter=args.delimiter, max_skipped=args.max_skipped)
-    print(report)
+                      delimiter=args.delimiter, max_skipped=args.max_skipped,
+                      storage_options=args.storage_options, timeout=args.timeout, retries=args.retries,
+                      uploads=args.uploads, staging_dir=args.staging_dir, staging_limit=args.staging_limit,
+                      dedup=True if args.dedup == "*" else args.dedup, normalize=args.normalize,
+                      dedup_memory=args.dedup_memory, filter=args.filter, drop_invalid=args.drop_invalid)
+    print(json.dumps(report.to_json(), indent=1) if args.json else report)
     return 0
 
 
@@ -161,7 +189,7 @@ def _info(args) -> int:
     info = {
         "url": args.url, "format_version": m.version, "records": m.n_records, "shards": m.n_shards,
         "bytes": m.n_bytes, "settings": m.settings, "schema": {f.name: f.spec for f in ds.schema},
-        "metadata_keys": sorted(m.metadata),
+        "metadata_keys": sorted(m.metadata), "cleaning": m.metadata.get("cleaning"),
     }
     if args.json:
         print(json.dumps(info, indent=1))
@@ -179,7 +207,27 @@ def _info(args) -> int:
         print(f"  {f.name:<{width}}  {f.spec}")
     if m.metadata:
         print("metadata     " + ", ".join(sorted(m.metadata)))
+    if isinstance(m.metadata.get("cleaning"), dict):
+        _print_cleaning(m.metadata["cleaning"], m.n_records)
     return 0
+
+
+def _print_cleaning(cleaning: dict, records: int) -> None:
+    """How the dataset was cleaned when packed: the settings, then what each rule dropped."""
+    from .pack.clean.report import CleanTally
+
+    settings = cleaning.get("settings", {})
+    dedup = settings.get("dedup")
+    if dedup:
+        on = "the whole record" if dedup.get("fields") == "record" else ", ".join(dedup.get("fields", []))
+        norm = f", text normalised: {', '.join(dedup['normalize'])}" if dedup.get("normalize") else ""
+        print(f"dedup        on {on} ({dedup.get('hash')}{norm})")
+    for text in settings.get("filters", []):
+        print(f"filter       {text}")
+    if settings.get("drop_invalid"):
+        print(f"drop-invalid {', '.join(settings['drop_invalid'])}")
+    for line in CleanTally.from_json(cleaning.get("dropped", [])).lines(records):
+        print(line)
 
 
 def _verify(args) -> int:

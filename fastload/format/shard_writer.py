@@ -92,8 +92,9 @@ _NO_COPY_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, err
 class ShardWriter:
     """Append encoded blocks to a temporary file; ``close()`` writes the index and renames it."""
 
-    def __init__(self, path: str | os.PathLike, schema: Schema, settings: dict[str, Any]):
+    def __init__(self, path: str | os.PathLike, schema: Schema, settings: dict[str, Any], *, durable: bool = True):
         self.path = Path(path)
+        self.durable = durable  # False: a staging copy, to be uploaded (the store makes it durable)
         self.schema = schema
         self._tmp = temp_path_for(self.path)
         # unbuffered: blocks (~1 MB) go to the kernel in one call each, and add_copy's in-kernel
@@ -182,10 +183,12 @@ class ShardWriter:
         self._write(trailer.tobytes())
         # crash safety: the shard's bytes are on disk before its final name appears. It costs:
         # 71 ms of 187 ms packing 205 MB of tokens (5 shards, cProfile, docs/benchmarks.md)
-        os.fsync(self._file.fileno())
+        if self.durable:
+            os.fsync(self._file.fileno())
         self._file.close()
         os.replace(self._tmp, self.path)
-        fsync_dir(self.path.parent)
+        if self.durable:
+            fsync_dir(self.path.parent)
         return ShardInfo(self.path.name, self.n_records, self._pos, len(self._blocks),
                          f"{self._hasher.intdigest():016x}")
 

@@ -13,7 +13,8 @@ from ...errors import SourceError
 from .base import BadRow, Chunk, Source, SourceInfo
 from .compressed import without_compression
 from .csv import CsvSource
-from .hf_folder import hf_folder_source, is_hf_folder
+from .files import InputFiles, is_url
+from .hf_folder import DICT as HF_DICT, INFO as HF_INFO, STATE as HF_STATE, hf_folder_source, is_hf_folder
 
 #: every input a path can name, as the CLI help and errors list them
 PATH_KINDS = ("Parquet, Arrow IPC or Feather files; JSON Lines or JSON-array files; CSV/TSV; any of "
@@ -31,6 +32,10 @@ SUFFIX_KINDS = {
     ".idx": "megatron", ".bin": "megatron",
 }
 TEXT_KINDS = ("jsonl", "csv")  # the kinds also read compressed (data.csv.gz, part.jsonl.zst, ...)
+#: the inputs a URL can name (read through ranged requests, never copied whole first)
+REMOTE_KINDS = ("Parquet, Arrow IPC or Feather files; JSON Lines or JSON-array files; CSV/TSV; those "
+                "text files compressed; .npy/.npz; WebDataset tars; an image folder (class_name/*.jpg); "
+                "an MDS or LitData dataset; a Hugging Face save_to_disk folder; Megatron .bin + .idx pairs")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
@@ -71,13 +76,19 @@ def _file_source(kind: str, paths: list[str], delimiter: str | None) -> Source:
     return WebDatasetSource(paths)
 
 
-def open_source(src: Any, *, delimiter: str | None = None) -> Source:
-    """A :class:`Source` for ``src``: a Source, a path/dir/glob, a table, a data frame, a Hugging
-    Face dataset, a torch Dataset or an iterable. ``delimiter`` applies to CSV files only."""
+def open_source(src: Any, *, delimiter: str | None = None, files: InputFiles | None = None) -> Source:
+    """A :class:`Source` for ``src``: a Source, a path/dir/glob or URL, a table, a data frame, a
+    Hugging Face dataset, a torch Dataset or an iterable. ``delimiter`` applies to CSV files only;
+    ``files`` opens URLs (storage options, timeouts and retries)."""
     if isinstance(src, Source):
         source = src
+        if source._files is None and files is not None:  # a source made by hand reads URLs the pack's way
+            source.use_files(files)
     elif isinstance(src, (str, os.PathLike)):
-        source = _path_source(os.fspath(src), delimiter)
+        text = os.fspath(src)
+        files = files or InputFiles()
+        source = (_url_source(text, delimiter, files) if is_url(text) else _path_source(text, delimiter))
+        source.use_files(files)
     else:
         source = _object_source(src)
     if delimiter is not None and not isinstance(source, CsvSource):
@@ -164,6 +175,45 @@ def _path_source(text: str, delimiter: str | None) -> Source:
     )
 
 
+def _url_source(url: str, delimiter: str | None, files: InputFiles) -> Source:
+    """A remote file, glob or directory of files (``s3://bucket/raw/*.parquet``): the file kinds
+    that read through ranged requests; datasets of other tools and image folders are copied first."""
+    if any(ch in url.split("://", 1)[1] for ch in "*?["):
+        paths = files.glob(url)
+        if not paths:
+            raise SourceError(f"no files match {url!r}")
+    elif files.is_dir(url):
+        found = files.walk(url)
+        base = url.rstrip("/")
+        if f"{base}/{HF_DICT}" in found or (f"{base}/{HF_STATE}" in found and f"{base}/{HF_INFO}" in found):
+            return hf_folder_source(url, files)
+        index = f"{base}/index.json"
+        kind = _index_kind_of(files.read_all(index)) if index in found else None
+        if kind == "mds":
+            from .mds import MDSSource
+
+            return MDSSource(url, files=files)
+        if kind == "litdata":
+            from .litdata import LitDataSource
+
+            return LitDataSource(url, files=files)
+        paths = [p for p in found if suffix_kind(p)]
+        data = [p for p in paths if not without_compression(p.lower()).endswith(".json")]
+        paths = data or paths
+        if not paths and any(p[len(url.rstrip("/")) + 1:].count("/") >= 1 and p.lower().endswith(tuple(IMAGE_SUFFIXES))
+                             for p in found):
+            from .imagefolder import ImageFolderSource
+
+            return ImageFolderSource(url)
+        if not paths:
+            raise SourceError(f"{url}: found no input fastload reads from a URL ({REMOTE_KINDS})")
+    elif files.exists(url):
+        paths = [url]
+    else:
+        raise SourceError(f"{url} does not exist")
+    return _files_source(paths, url, delimiter)
+
+
 def _files_source(paths: list[str], what: str, delimiter: str | None) -> Source:
     kinds = {suffix_kind(p) for p in paths}
     if None in kinds:
@@ -177,8 +227,16 @@ def _files_source(paths: list[str], what: str, delimiter: str | None) -> Source:
 
 def _index_kind(index: Path) -> str | None:
     try:
-        body = json.loads(index.read_text())
-    except (OSError, ValueError):
+        return _index_kind_of(index.read_bytes())
+    except OSError:
+        return None
+
+
+def _index_kind_of(data: bytes) -> str | None:
+    """"mds" or "litdata" from an index.json's bytes; None for anything else."""
+    try:
+        body = json.loads(data)
+    except ValueError:
         return None
     if isinstance(body, dict) and isinstance(body.get("shards"), list):
         return "mds"

@@ -15,10 +15,11 @@ from typing import Iterator, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ...errors import SchemaError, SourceError
+from ...errors import SchemaError, SourceError, StorageError
 from ...format.arrow_types import schema_from_arrow
 from ...format.schema import Schema
 from .base import BadRow, Chunk, Source, SourceInfo, describe_files, sorted_paths
+from .files import InputFiles, is_url, local_path
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 IPC_SUFFIXES = (".arrow", ".ipc", ".feather")
@@ -62,7 +63,7 @@ class ArrowFileSource(Source):
 
     def _scan(self) -> dict[str, _FileScan]:
         if self._scans is None:
-            scans = {p: _scan_file(p) for p in self.paths}
+            scans = {p: _scan_file(p, self.files) for p in self.paths}
             _check_same_schema(scans)
             self._scans = scans
         return self._scans
@@ -74,14 +75,14 @@ class ArrowFileSource(Source):
     def info(self) -> SourceInfo:
         scans = self._scan()
         schema = _fastload_schema(self.paths[0], scans[self.paths[0]].schema)
-        return SourceInfo(schema=schema, bytes_hint=sum(os.path.getsize(p) for p in self.paths))
+        return SourceInfo(schema=schema, bytes_hint=sum(self.files.size(p) for p in self.paths))
 
     def segments(self) -> list[ArrowSegment]:
         out: list[ArrowSegment] = []
         for path, scan in self._scan().items():
             # A segment's bytes are its share of the file on disk (by its units' in-memory
             # sizes), so the progress bar counts up to exactly the input size it shows.
-            on_disk, whole = os.path.getsize(path), max(1, sum(scan.unit_bytes))
+            on_disk, whole = self.files.size(path), max(1, sum(scan.unit_bytes))
             start, row, nbytes, first_row, before, done = 0, 0, 0, 0, 0, 0
             for i, (rows, size) in enumerate(zip(scan.unit_rows, scan.unit_bytes)):
                 nbytes += size
@@ -99,7 +100,7 @@ class ArrowFileSource(Source):
 
     def read(self, segment: ArrowSegment) -> Iterator[Chunk | BadRow]:
         row = segment.first_row
-        for batch in _read_batches(segment):
+        for batch in _read_batches(segment, self.files):
             if batch.num_rows:
                 names = batch.schema.names
                 columns = {name: _plain(col) for name, col in zip(names, batch.columns)}
@@ -114,11 +115,22 @@ def file_kinds(paths: list[str]) -> str:
     return " and ".join(kinds)
 
 
-def _scan_file(path: str) -> _FileScan:
+def _open_arrow(path: str, files: InputFiles):
+    """A local file memory-mapped (no copy), a remote one as a buffered stream of ranged reads."""
+    if is_url(path):
+        return pa.PythonFile(files.open(path), mode="r")
+    return pa.memory_map(local_path(path))
+
+
+def _parquet(path: str, files: InputFiles) -> pq.ParquetFile:
+    return pq.ParquetFile(files.open(path) if is_url(path) else local_path(path))
+
+
+def _scan_file(path: str, files: InputFiles) -> _FileScan:
     """Schema and per-unit rows and bytes of one file, from its footer or batch headers."""
     try:
         if path.lower().endswith(PARQUET_SUFFIXES):
-            with pq.ParquetFile(path) as pf:
+            with _parquet(path, files) as pf:
                 groups = [pf.metadata.row_group(i) for i in range(pf.metadata.num_row_groups)]
                 return _FileScan(
                     "parquet", pf.schema_arrow,
@@ -126,7 +138,7 @@ def _scan_file(path: str) -> _FileScan:
                 )
         # Memory-mapped, so this reads batch headers without copying data; a compressed file
         # (Feather's default is LZ4) is decompressed once more here, at GB/s.
-        with pa.memory_map(path) as source:
+        with _open_arrow(path, files) as source:
             try:
                 reader = pa.ipc.open_file(source)
                 fmt, schema = "ipc-file", reader.schema
@@ -140,20 +152,22 @@ def _scan_file(path: str) -> _FileScan:
             return _FileScan(fmt, schema, tuple(r for r, _ in sizes), tuple(n for _, n in sizes))
     except FileNotFoundError:
         raise SourceError(f"{path}: no such file") from None
+    except StorageError:
+        raise  # the store failed after its retries: not a fault of the file's bytes
     except (pa.ArrowException, OSError) as exc:
         kind = "Parquet" if path.lower().endswith(PARQUET_SUFFIXES) else "Arrow IPC / Feather v2"
         raise SourceError(f"{path}: cannot read as {kind} file: {exc}") from None
 
 
-def _read_batches(seg: ArrowSegment) -> Iterator[pa.RecordBatch]:
+def _read_batches(seg: ArrowSegment, files: InputFiles) -> Iterator[pa.RecordBatch]:
     try:
         if seg.fmt == "parquet":
-            with pq.ParquetFile(seg.path) as pf:
+            with _parquet(seg.path, files) as pf:
                 yield from pf.iter_batches(
                     batch_size=_BATCH_ROWS, row_groups=range(seg.start, seg.stop)
                 )
             return
-        with pa.memory_map(seg.path) as source:
+        with _open_arrow(seg.path, files) as source:
             if seg.fmt == "ipc-file":
                 reader = pa.ipc.open_file(source)
                 for i in range(seg.start, seg.stop):
@@ -164,6 +178,8 @@ def _read_batches(seg: ArrowSegment) -> Iterator[pa.RecordBatch]:
                     return
                 if i >= seg.start:
                     yield batch
+    except StorageError:
+        raise
     except (pa.ArrowException, OSError) as exc:
         # The footer read fine at scan time, so the data pages themselves are damaged.
         what = "row groups" if seg.fmt == "parquet" else "record batches"

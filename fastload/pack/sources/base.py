@@ -16,6 +16,7 @@ from typing import Any, Iterator, Sequence
 
 from ...errors import SourceError
 from ...format.schema import Schema
+from .files import InputFiles
 
 
 def sorted_paths(paths: str | os.PathLike | Sequence[str | os.PathLike], what: str) -> list[str]:
@@ -105,3 +106,14 @@ class Source(ABC):
 
     #: False when segments can only be read in the calling process (e.g. a Python generator)
     parallel_safe: bool = True
+
+    _files: InputFiles | None = None
+
+    @property
+    def files(self) -> InputFiles:
+        """How this source opens its input files (local paths, or URLs with storage options)."""
+        return self._files if self._files is not None else InputFiles()
+
+    def use_files(self, files: InputFiles) -> "Source":
+        self._files = files
+        return self

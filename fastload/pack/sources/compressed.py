@@ -15,7 +15,8 @@ import os
 import zlib
 from typing import BinaryIO, Iterator
 
-from ...errors import SourceError
+from ...errors import SourceError, StorageError
+from .files import InputFiles, is_url
 
 # suffix -> codec name (pyarrow's, except "xz")
 COMPRESSION_SUFFIXES = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd", ".zstd": "zstd",
@@ -35,9 +36,19 @@ def without_compression(name: str) -> str:
     return stem if ext.lower() in COMPRESSION_SUFFIXES else name
 
 
-def open_input(path: str) -> BinaryIO:
-    """``path`` opened for reading its (decompressed) bytes; a missing file is a SourceError."""
+def open_input(path: str, files: InputFiles | None = None) -> BinaryIO:
+    """``path`` opened for reading its (decompressed) bytes; a missing file is a SourceError.
+    A URL is read through ``files`` (ranged reads, decompressed as they arrive)."""
     codec = compression_of(path)
+    if files is not None and is_url(path):
+        raw = files.open(path)
+        if codec is None:
+            return raw
+        if codec in _STDLIB_OPEN:
+            return _STDLIB_OPEN[codec](raw, "rb")
+        import pyarrow as pa
+
+        return pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), codec)
     try:
         if codec is None:
             return open(path, "rb")
@@ -52,8 +63,11 @@ def open_input(path: str) -> BinaryIO:
         raise SourceError(f"{path}: cannot read: {exc}") from None
 
 
-def read_error(path: str, exc: BaseException) -> SourceError:
-    """The SourceError for a read that failed part-way (a truncated or damaged compressed file)."""
+def read_error(path: str, exc: BaseException) -> SourceError | StorageError:
+    """The SourceError for a read that failed part-way (a truncated or damaged compressed file);
+    a StorageError (the store failed after its retries) is kept as it is."""
+    if isinstance(exc, StorageError):
+        return exc
     what = f"cannot decompress ({compression_of(path)})" if compression_of(path) else "cannot read"
     return SourceError(f"{path}: {what}: {exc}")
 

@@ -85,16 +85,11 @@ class CsvSource(Source):
         return list(self.paths)
 
     def segment_bytes(self, segment: str) -> int:
-        try:
-            return os.path.getsize(segment)
-        except FileNotFoundError:
-            raise SourceError(f"{segment}: no such file") from None
-        except OSError as exc:
-            raise SourceError(f"{segment}: cannot read: {exc}") from None
+        return self.files.size(segment)
 
     def _text(self, path: str, delimiter: str):
         """The file's (decompressed) bytes, whitespace-separated fields turned to tab-separated."""
-        stream = open_input(path)
+        stream = open_input(path, self.files)
         return WhitespaceToTabs(stream) if delimiter == WHITESPACE else stream
 
     def _delimiter_for(self, path: str) -> str:

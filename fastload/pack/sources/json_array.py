@@ -15,6 +15,7 @@ from typing import Any, Iterator
 from ...errors import SourceError
 from .base import BadRow, Chunk
 from .compressed import STREAM_ERRORS, open_input, read_error
+from .files import InputFiles
 
 CHUNK_ROWS = 4096
 _SNIFF_BYTES = 1 << 16
@@ -22,9 +23,9 @@ _BOM = "\ufeff"
 _WHITESPACE = " \t\n\r"
 
 
-def is_json_array(path: str) -> bool:
+def is_json_array(path: str, files: InputFiles | None = None) -> bool:
     """True when the file's first non-blank character (after a byte order mark) is ``[``."""
-    with open_input(path) as f:
+    with open_input(path, files) as f:
         try:
             while piece := f.read(_SNIFF_BYTES):
                 text = piece.lstrip(b"\xef\xbb\xbf" + _WHITESPACE.encode())
@@ -35,11 +36,11 @@ def is_json_array(path: str) -> bool:
     return False
 
 
-def read_json_array(path: str) -> Iterator[Chunk | BadRow]:
+def read_json_array(path: str, files: InputFiles | None = None) -> Iterator[Chunk | BadRow]:
     """Chunks of the array's object elements, numbered from 0; a BadRow per other element."""
     from .jsonl import columns_of  # the same rows-to-columns rule as JSON Lines
 
-    text = _read_text(path)
+    text = _read_text(path, files)
     decoder = json.JSONDecoder()
     pos = _skip(text, text.index("[") + 1)
     rows: list[dict[str, Any]] = []
@@ -77,8 +78,8 @@ def read_json_array(path: str) -> Iterator[Chunk | BadRow]:
         yield Chunk(columns_of(rows), origin=path, first_row=first, row_label="element")
 
 
-def _read_text(path: str) -> str:
-    with open_input(path) as f:
+def _read_text(path: str, files: InputFiles | None) -> str:
+    with open_input(path, files) as f:
         try:
             data = f.read()
         except STREAM_ERRORS as exc:

@@ -71,18 +71,18 @@ class JsonlSource(Source):
         self.description = describe_files(kind, self.paths)
 
     def info(self) -> SourceInfo:
-        return SourceInfo(bytes_hint=sum(_size(p) for p in self.paths))
+        return SourceInfo(bytes_hint=sum(self.files.size(p) for p in self.paths))
 
     def segments(self) -> list[JsonlSegment]:
         out: list[JsonlSegment] = []
         for path in self.paths:
-            size = _size(path)
-            if without_compression(path).lower().endswith(".json") and is_json_array(path):
+            size = self.files.size(path)
+            if without_compression(path).lower().endswith(".json") and is_json_array(path, self.files):
                 out.append(JsonlSegment(path, 0, size, 1, "array"))
             elif compression_of(path):
                 out.append(JsonlSegment(path, 0, size, 1, "stream"))
             else:
-                with open(path, "rb") as f:
+                with self.files.open(path) as f:
                     bounds = _cut_points(f, size, self.segment_size)
                     lines = _line_numbers(f, bounds[:-1])
                 out.extend(JsonlSegment(path, a, b, n) for a, b, n in zip(bounds, bounds[1:], lines))
@@ -93,15 +93,15 @@ class JsonlSource(Source):
 
     def read(self, segment: JsonlSegment) -> Iterator[Chunk | BadRow]:
         if segment.layout == "array":
-            yield from read_json_array(segment.path)
+            yield from read_json_array(segment.path, self.files)
             return
         if segment.layout == "stream":
-            with open_input(segment.path) as f:
+            with open_input(segment.path, self.files) as f:
                 for data, first_line in line_blocks(f, segment.path, self.segment_size):
                     yield from parse_block(data, segment.path, first_line)
             return
         try:
-            with open(segment.path, "rb") as f:
+            with self.files.open(segment.path) as f:
                 f.seek(segment.start)
                 data = f.read(segment.stop - segment.start)
         except OSError as exc:
@@ -126,15 +126,6 @@ def _depth_scan(buf: np.ndarray) -> int:
     from ..._kernels.text_scan import JSON_CLASSES, json_too_deep
 
     return json_too_deep(buf, JSON_CLASSES, MAX_DEPTH)
-
-
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except FileNotFoundError:
-        raise SourceError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise SourceError(f"{path}: cannot read: {exc}") from None
 
 
 def _cut_points(f: io.BufferedReader, size: int, target: int) -> list[int]:

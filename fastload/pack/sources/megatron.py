@@ -28,9 +28,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ...errors import SourceError
+from ...errors import SourceError, StorageError
 from ...format.schema import Field, Schema
 from .base import BadRow, Chunk, Source, SourceInfo, sorted_paths
+from .files import InputFiles, is_url, read_index
 
 MAGIC = b"MMIDIDX\x00\x00"
 HEADER = struct.Struct("<9sQBQQ")
@@ -65,12 +66,15 @@ class MegatronSegment:
     stop: int
 
 
-def read_pair(prefix: str) -> _Pair:
-    """Read and check the index of ``prefix.idx`` against ``prefix.bin``."""
+def read_pair(prefix: str, files: InputFiles | None = None) -> _Pair:
+    """Read and check the index of ``prefix.idx`` against ``prefix.bin`` (local or at a URL)."""
     idx_path, bin_path = prefix + ".idx", prefix + ".bin"
+    files = files or InputFiles()
     try:
-        raw = np.fromfile(idx_path, dtype=np.uint8)
-        bin_size = os.path.getsize(bin_path)
+        raw = np.frombuffer(read_index(idx_path, files), dtype=np.uint8)
+        bin_size = files.size(bin_path)
+    except StorageError:
+        raise
     except OSError as exc:
         raise SourceError(f"{prefix}: cannot read the .idx/.bin pair: {exc}") from None
     if raw.size < HEADER.size:
@@ -121,7 +125,7 @@ def _prefixes(paths: Sequence[str]) -> list[str]:
     """The pairs' prefixes: from .bin/.idx paths, prefixes, or directories holding pairs."""
     found = []
     for p in paths:
-        if os.path.isdir(p):
+        if not is_url(p) and os.path.isdir(p):
             found += [os.path.join(p, n) for n in os.listdir(p) if n.endswith((".idx", ".bin"))]
         else:
             found.append(p)
@@ -130,7 +134,7 @@ def _prefixes(paths: Sequence[str]) -> list[str]:
         raise SourceError(f"{', '.join(paths)}: holds no .bin/.idx pair")
     for prefix in prefixes:
         for suffix in (".idx", ".bin"):
-            if not os.path.isfile(prefix + suffix):
+            if not is_url(prefix) and not os.path.isfile(prefix + suffix):  # a URL's pair: read_pair checks
                 raise SourceError(f"{prefix}: an indexed dataset needs both {prefix}.idx and {prefix}.bin; "
                                   f"{prefix + suffix} is missing")
     return prefixes
@@ -151,7 +155,7 @@ class MegatronSource(Source):
 
     def _read(self) -> list[_Pair]:
         if self._pairs is None:
-            pairs = [read_pair(p) for p in self.prefixes]
+            pairs = [read_pair(p, self.files) for p in self.prefixes]
             if len({p.dtype for p in pairs}) > 1 or len({p.modes is None for p in pairs}) > 1:
                 raise SourceError(f"{self.description}: the pairs differ in dtype or multimodality; pack them apart")
             self._pairs = pairs
@@ -171,7 +175,7 @@ class MegatronSource(Source):
         meta = {"megatron": {"records": self.records, "dtype": dtype, "multimodal": multimodal,
                              "pairs": [os.path.basename(p.prefix) for p in pairs]}}
         return SourceInfo(schema=Schema(tuple(fields)), metadata=meta,
-                          bytes_hint=sum(os.path.getsize(p.prefix + ".bin") for p in pairs))
+                          bytes_hint=sum(self.files.size(p.prefix + ".bin") for p in pairs))
 
     def _units(self, pair: _Pair) -> np.ndarray:
         """Sequence bounds of each record: per sequence, or per document."""
@@ -206,7 +210,7 @@ class MegatronSource(Source):
         pair = pairs[segment.pair]
         bounds = self._units(pair)
         lo, hi = int(bounds[segment.start]), int(bounds[segment.stop])
-        tokens = _tokens(pair, lo, hi)
+        tokens = _tokens(pair, lo, hi, self.files)
         offsets = np.concatenate([[0], np.cumsum(pair.lengths[lo:hi])])
         if self.records == "sequence":
             docs_before = sum(len(p.doc_starts) - 1 for p in pairs[:segment.pair])
@@ -223,13 +227,21 @@ class MegatronSource(Source):
         yield Chunk(columns, origin=pair.prefix + ".bin", first_row=segment.start, row_label=self.records)
 
 
-def _tokens(pair: _Pair, lo: int, hi: int) -> np.ndarray:
-    """Tokens of sequences [lo, hi), a view of the mapped .bin where they are contiguous."""
-    data = np.memmap(pair.prefix + ".bin", dtype=np.uint8, mode="r")
+def _tokens(pair: _Pair, lo: int, hi: int, files: InputFiles) -> np.ndarray:
+    """Tokens of sequences [lo, hi), a view of the mapped .bin where they are contiguous (of one
+    ranged read of the bytes they span, for a remote .bin)."""
     isz = pair.dtype.itemsize
     ptr, n = pair.pointers[lo:hi], pair.lengths[lo:hi]
     if hi == lo:
         return np.zeros(0, dtype=pair.dtype)
+    if is_url(pair.prefix):
+        first, end = int(ptr.min()), int((ptr + n * isz).max())
+        with files.open(pair.prefix + ".bin") as f:
+            f.seek(first)
+            data = np.frombuffer(f.read(end - first), dtype=np.uint8)
+        ptr = ptr - first
+    else:
+        data = np.memmap(pair.prefix + ".bin", dtype=np.uint8, mode="r")
     if np.array_equal(ptr[1:], ptr[:-1] + n[:-1] * isz):  # written by a builder: back to back
         return data[ptr[0]:ptr[-1] + n[-1] * isz].view(pair.dtype)
     return np.concatenate([data[p:p + k * isz].view(pair.dtype) for p, k in zip(ptr.tolist(), n.tolist())])

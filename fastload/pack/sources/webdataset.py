@@ -29,9 +29,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ...errors import SourceError
+from ...errors import SourceError, StorageError
 from ...format.schema import Field, Schema
 from .base import BadRow, Chunk, Source, SourceInfo
+from .files import InputFiles, is_url
 
 ROWS_PER_CHUNK = 1024
 BYTES_PER_CHUNK = 64 << 20  # bounds the memory a chunk of large images holds
@@ -71,8 +72,8 @@ class WebDatasetSource(Source):
 
     def segment_bytes(self, segment: str) -> int | None:
         try:
-            return os.path.getsize(segment)
-        except OSError:
+            return self.files.size(segment)
+        except (OSError, SourceError):
             return None
 
     def info(self) -> SourceInfo:
@@ -85,7 +86,7 @@ class WebDatasetSource(Source):
         """``{field: kind}`` from the first readable sample; kind is an image format or int/str/json/npy/bytes."""
         if self._kinds is None:
             for path in self.paths:
-                for item in _samples(path, self.max_member_bytes):
+                for item in _samples(path, self.max_member_bytes, self.files):
                     if isinstance(item, _Sample) and item.problem is None:
                         self._kinds = _kinds_of(item, path)
                         break
@@ -100,7 +101,7 @@ class WebDatasetSource(Source):
         cols: dict[str, list] = {name: [] for name in kinds}
         first = nbytes = 0
         row = -1
-        for row, item in enumerate(_samples(segment, self.max_member_bytes)):
+        for row, item in enumerate(_samples(segment, self.max_member_bytes, self.files)):
             if isinstance(item, BadRow):
                 item.row = row
                 yield from _flush(cols, segment, first, row)
@@ -129,7 +130,9 @@ def resolve_tars(paths: str | os.PathLike | list[str | os.PathLike]) -> list[str
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     found: set[str] = set()
     for p in map(os.fspath, items):
-        if any(ch in p for ch in "*?["):
+        if is_url(p):  # remote tars come listed already (sources.remote_paths)
+            found.add(p)
+        elif any(ch in p for ch in "*?["):
             matches = glob.glob(p, recursive=True)
             if not matches:
                 raise SourceError(f"no files match {p!r}")
@@ -156,13 +159,13 @@ def split_key(name: str) -> tuple[str, str] | None:
 
 
 # -- reading a tar ---------------------------------------------------------------------------
-def _samples(path: str, limit: int) -> Iterator[_Sample | BadRow]:
+def _samples(path: str, limit: int, files: InputFiles) -> Iterator[_Sample | BadRow]:
     """The samples of one tar in order; a BadRow (then nothing more) where the tar is unreadable.
     A member over ``limit`` bytes, stored or gunzipped, makes its sample unusable (not the tar)."""
     current: _Sample | None = None
     where = "its first header at byte 0"
     try:
-        with tarfile.open(path, "r:*") as tar:
+        with files.open(path) as raw, tarfile.open(path, "r:*", fileobj=raw) as tar:
             while True:
                 member = tar.next()
                 if member is None:
@@ -197,6 +200,8 @@ def _samples(path: str, limit: int) -> Iterator[_Sample | BadRow]:
             end = _end_problem(tar)
             if end is not None:
                 raise tarfile.ReadError(end)
+    except StorageError:
+        raise  # the store failed after its retries: the tar itself may be fine
     except _READ_ERRORS as exc:
         lost = f"; sample {current.key!r} and everything after it are lost" if current else ""
         yield BadRow(path, f"corrupt or truncated tar near {where}: {exc}{lost}", row_label="sample")
