@@ -34,14 +34,13 @@ from ..plan.epoch import EpochPlan
 from ..plan.orders import make_order
 from ..plan.state import LoaderState, state_from_dict
 from ..plan.world import World, detect_world
-from ..storage.epochs import AUTO
 from ..storage.prefetch import start_prefetch
 from ..image.pipeline import loader_pipelines
 from .collate import FastloadCollate, normalise_pad, to_torch
 from . import datasets as lm
 from .device import to_device_stream
 from .iterable import IterableOrder
-from .reading import DatasetReading, LoaderSettings
+from .reading import LoaderSettings, loader_reading
 from .resume import InjectedOrder
 from .samplers import PlanBatchSampler, PlanSampler, log_offset, uses_plan
 from .slots import SlotLayout
@@ -62,13 +61,10 @@ class DataLoader(TorchDataLoader):
     Extra keyword-only arguments:
     ``seed`` (int; the shuffle seed shared by all ranks, default 0 or the generator's seed),
     ``shuffle`` also takes ``"block"`` (shards and blocks shuffled, samples shuffled within a
-    window of blocks: sequential reads) or ``"full"`` (uniform permutation at any size); ``True``
-    is the uniform permutation, except for a remote dataset whose node share exceeds its cache
-    limit: then shards in a random order with samples shuffled within windows of as many shards as
-    the cache allows (each shard downloaded once per epoch; see docs/storage.md),
-    ``partitions`` (fastload datasets: split each epoch's shards in this many canonical partitions
-    read in turn, so each node reads only its own; default one per node; a resumed state keeps its
-    own, and resumes onto any node count are exact),
+    window of blocks: sequential reads) or ``"full"`` (uniform at any size); ``True`` is uniform
+    unless a remote dataset's node share exceeds its cache: then shard windows (docs/storage.md),
+    ``partitions`` (each epoch's shards in this many canonical partitions, so each node reads only
+    its own; default one per node; resumes onto any node count are exact),
     ``device`` (e.g. ``"cuda"``: the next batch is copied there on a side stream while the current
     step runs), ``worker_type`` (``"thread"``, the default, or ``"process"``; the native gather
     releases the GIL, and with a 300 us step per batch 2 threads stalled 6% of the time against 8%
@@ -139,16 +135,10 @@ class DataLoader(TorchDataLoader):
         self._batch_size_for_plan = batch_size or 1
         self._drop_last_for_plan = drop_last
         self._dataset_for_plan = dataset
-        # a fastload Dataset's order: shuffle=True resolves against the cache (uniform, or shard
-        # windows for a remote dataset larger than the cache), partitions default to the node count
-        self._reading = None
-        if isinstance(dataset, Dataset) and not iterable:
-            request = AUTO if shuffle is True else mode
-            self._reading = DatasetReading(dataset, request, partitions, LoaderSettings(
-                seed=self._seed, batch_size=batch_size or 1, drop_last=drop_last, even=even,
-                num_workers=num_workers, prefetch_factor=prefetch_factor or 2))
-        elif partitions is not None:
-            raise ValueError("partitions= splits a fastload Dataset's shards among nodes; this dataset has none")
+        # a fastload Dataset's order: shuffle=True resolves against the cache, partitions per node
+        self._reading = loader_reading(dataset if not iterable else None, shuffle, mode, partitions, LoaderSettings(
+            seed=self._seed, batch_size=batch_size or 1, drop_last=drop_last, even=even,
+            num_workers=num_workers, prefetch_factor=prefetch_factor or 2))
         self._rebase = None  # (epoch, (position, drawn)): a mixture resumed with new weights
         self._sources = lm.SourceCounter(dataset)
         self._injected: InjectedOrder | None = None
@@ -432,12 +422,9 @@ class DataLoader(TorchDataLoader):
         return {**self._stats.snapshot(), **storage, **shuffle, **self._sources.snapshot()}
 
     def io_plan(self, epoch: int | None = None, *, all_nodes: bool = False):
-        """What an epoch (default: the next or current one) will download from a remote dataset
-        under its cache limit, computed before its first byte by replaying the plan against the
-        cache's eviction rules: bytes per node (``.bytes_per_node``, ``.multiple`` of the dataset),
-        shard hit rate, peak residency and the smallest workable ``cache_limit``
-        (:class:`~fastload.storage.forecast.IOForecast`; ``.to_dict()`` for plain values). This
-        node's figures, or every node's with ``all_nodes``."""
+        """What an epoch (default: the current one) will download under the cache limit, before its
+        first byte: an :class:`~fastload.storage.forecast.IOForecast` (bytes per node, multiple of
+        the dataset, hit rate, peak, smallest workable limit) for this node, or every node's."""
         if self._reading is None:
             raise TypeError("io_plan() forecasts a fastload Dataset's reads; this loader reads another dataset")
         return self._reading.io_plan(self._cursor.epoch if epoch is None else epoch, all_nodes=all_nodes)

@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 from itertools import islice
 
+from ..format.dataset import Dataset
 from ..plan.epoch import EpochPlan
 from ..plan.quality import sampled_quality
 from ..plan.state import LoaderState
@@ -36,6 +37,15 @@ class LoaderSettings:
     even: str
     num_workers: int
     prefetch_factor: int
+
+
+def loader_reading(ds, shuffle, mode: str, partitions: int | None, settings: LoaderSettings):
+    """The reading of a fastload Dataset (``shuffle=True`` resolves against its cache), else None."""
+    if isinstance(ds, Dataset):
+        return DatasetReading(ds, AUTO if shuffle is True else mode, partitions, settings)
+    if partitions is not None:
+        raise ValueError("partitions= splits a fastload Dataset's shards among nodes; this dataset has none")
+    return None
 
 
 class DatasetReading:
