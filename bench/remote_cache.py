@@ -19,7 +19,7 @@ limit, 1 worker), one epoch: bytes each node downloaded (its cache directory), f
 partitions: one per node) against Streaming (its default canonical nodes).
 
     .venv-bench/bin/python -m bench.remote_cache --quick
-    flock /work/bench.lock .venv-bench/bin/python -m bench.remote_cache --repeats 3 --json remote-cache.json
+    .venv-bench/bin/python -m bench.remote_cache --repeats 3 --max-seconds 60 --json remote-cache.json  # alone on the machine
 """
 
 from __future__ import annotations
