@@ -8,7 +8,6 @@ few nanoseconds of index arithmetic and the copy itself.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from typing import Any, Iterator, Sequence
@@ -19,11 +18,14 @@ from .. import _native
 from .._sizes import parse_size
 from ..errors import FormatError
 from .block_cache import BlockCache
-from .columns import VarColumn
+from .decode import batch_entries, decode_var, record_values
 from .local_shards import LocalShards
 from .schema import Field, Schema
 from .shard_reader import VERIFY_MODES, ShardReader
 from .spec import CODEC_NONE, VAR_OFFSET_DTYPE
+from .varcolumn import NullableColumn, VarColumn
+
+__all__ = ["Dataset", "decode_var"]
 
 
 class Dataset:
@@ -129,9 +131,13 @@ class Dataset:
         if reader.n_records != int(self.manifest.shard_records[s]):
             raise FormatError(f"shard {path} holds {reader.n_records} records, the manifest says "
                               f"{int(self.manifest.shard_records[s])}")
-        if reader.schema != self.schema:
+        if reader.schema != self.schema.without_nullable():
             raise FormatError(f"shard {path} has schema ({reader.schema.describe()}), the manifest "
                               f"({self.schema.describe()})")
+        undeclared = [name for name in reader.null_fields if not self.schema[name].nullable]
+        if undeclared:
+            raise FormatError(f"shard {path} holds nulls in fields {undeclared}, which the manifest "
+                              "does not mark nullable")
         return reader
 
     # -- reading ---------------------------------------------------------------------------
@@ -139,28 +145,32 @@ class Dataset:
         if not isinstance(i, (int, np.integer)):
             raise TypeError(f"dataset indices must be integers, not {type(i).__name__}; use get_batch for many")
         cols = self.gather(np.array([i], dtype=np.int64))
-        return {f.name: _decode_one(f, cols[f.name]) for f in self.schema}
+        return {f.name: record_values(f, cols[f.name])[0] for f in self.schema}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         step = 1024
         for start in range(0, len(self), step):
-            batch = self.get_batch(np.arange(start, min(start + step, len(self))))
-            for k in range(len(next(iter(batch.values())))):
-                yield {name: _pick(value, k) for name, value in batch.items()}
+            stop = min(start + step, len(self))
+            cols = self.gather(np.arange(start, stop))
+            values = [record_values(f, cols[f.name]) for f in self.schema]
+            for k in range(stop - start):
+                yield {f.name: v[k] for f, v in zip(self.schema, values)}
 
     def get_batch(self, indices: Sequence[int] | np.ndarray, fields: Sequence[str] | None = None,
                   *, pad: bool = False) -> dict[str, Any]:
         """Read many records at once.
 
-        Fixed-size fields come back stacked, ``(n, *shape)``. Variable fields come back as lists
-        (str, bytes, parsed JSON, NumPy arrays); with ``pad=True`` 1-D variable arrays come back as
-        ``(padded (n, max_len) array, lengths)`` instead.
+        Fixed-size numeric fields come back stacked, ``(n, *shape)`` (dates, times and timestamps
+        as the integers of their unit). Variable fields, decimals and nested values come back as
+        lists (str, bytes, parsed JSON, NumPy arrays, Decimal, Python values); with ``pad=True``
+        1-D variable arrays come back as ``(padded (n, max_len) array, lengths)`` instead. A field
+        with nulls (``schema[name].nullable``) gives ``None`` in lists; where it is an array, nulls
+        are zero and ``name + ".valid"`` holds a bool array, True where a record has a value.
         """
         cols = self.gather(indices, fields)
         out: dict[str, Any] = {}
         for name, col in cols.items():
-            f = self.schema[name]
-            out[name] = col if f.is_fixed else decode_var(f, col, pad)
+            out.update(batch_entries(self.schema[name], col, pad))
         return out
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
@@ -174,7 +184,9 @@ class Dataset:
         """Fixed fields as stacked arrays and variable ones as :class:`VarColumn` (offsets + bytes).
 
         ``out`` maps fixed field names to preallocated C-contiguous ``(n, *shape)`` arrays of the
-        field's dtype (for example views of a shared-memory batch slot), filled in place.
+        field's dtype (for example views of a shared-memory batch slot), filled in place. A field
+        with nulls comes back as a :class:`NullableColumn` (its values, nulls zeroed, and a bool
+        mask); ``out`` cannot take one.
         """
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if self._max_open is None:
@@ -193,7 +205,8 @@ class Dataset:
         out = out or {}
         for name, arr in out.items():
             f = self.schema[name]
-            if (not f.is_fixed or arr.shape != (len(idx), *f.shape) or arr.dtype != f.np_dtype
+            if (not f.is_fixed or f.nullable or f.kind == "null" or arr.shape != (len(idx), *f.shape)
+                    or arr.dtype != f.np_dtype
                     or not arr.flags.c_contiguous or not arr.flags.writeable):
                 raise ValueError(f"out[{name!r}] must be a writable C-contiguous {f.np_dtype} array of "
                                  f"shape {(len(idx), *f.shape)}")
@@ -212,8 +225,13 @@ class Dataset:
             raise IndexError(f"index {bad} is out of range for a dataset of {n_total} records")
         idx = np.where(idx < 0, idx + n_total, idx)
         plan = self._plan(idx, [lay.column for lay in wanted])
-        return {lay.name: self._gather_field(lay, plan.col_base[:, k], plan, len(idx), out.get(lay.name))
-                for k, lay in enumerate(wanted)}
+        cols = {}
+        for k, lay in enumerate(wanted):
+            col = self._gather_field(lay, plan.col_base[:, k], plan, len(idx), out.get(lay.name))
+            if lay.nullable:
+                col = NullableColumn.of(col, _gather_bits(plan.bitmap_base[:, k], plan.within))
+            cols[lay.name] = col
+        return cols
 
     # -- the gather ------------------------------------------------------------------------
     def _gather_fixed_fast(self, idx: np.ndarray, wanted: list["_FieldLayout"],
@@ -225,7 +243,7 @@ class Dataset:
         yet verified are checked after the copy, before the batch is returned (so a first
         epoch never hashes more than the blocks it reads, and a corrupt block still raises).
         """
-        if self.verify == "always" or any(not lay.fixed for lay in wanted):
+        if self.verify == "always" or any(not lay.fast for lay in wanted):
             return None
         tables = self._fast_tables
         if not tables.complete:
@@ -277,12 +295,13 @@ class Dataset:
         order = np.argsort(shard_of, kind="stable")
         bounds = np.flatnonzero(np.diff(shard_of[order])) + 1
         for group in np.split(order, bounds):  # one step per distinct shard in the batch
-            col_base, within, block_n, block_end = self._plan_shard(
+            col_base, within, block_n, block_end, bitmap_base = self._plan_shard(
                 int(shard_of[group[0]]), idx[group], keep_alive, columns)
             plan.col_base[group] = col_base
             plan.within[group] = within
             plan.block_n[group] = block_n
             plan.block_end[group] = block_end
+            plan.bitmap_base[group] = bitmap_base
         return plan
 
     def _plan_shard(self, s: int, idx: np.ndarray, keep_alive: list, columns: list[int]):
@@ -294,7 +313,9 @@ class Dataset:
         else:
             base = self._block_bases(s, reader, blocks, keep_alive)
         col_base = base[:, None] + reader.col_offsets64[blocks][:, columns]
-        return col_base, within, reader.block_records[blocks], base + reader.block_raw_size[blocks]
+        bitmap = reader.bitmap_offsets64[blocks][:, columns]
+        bitmap_base = np.where(bitmap >= 0, base[:, None] + bitmap, -1)  # -1: no null in that block
+        return col_base, within, reader.block_records[blocks], base + reader.block_raw_size[blocks], bitmap_base
 
     def _block_bases(self, s: int, reader: ShardReader, blocks: np.ndarray, keep_alive: list) -> np.ndarray:
         uniq, inverse = np.unique(blocks, return_inverse=True)
@@ -311,6 +332,8 @@ class Dataset:
 
     def _gather_field(self, layout: "_FieldLayout", col_base: np.ndarray, plan: "_BatchPlan", n: int,
                       out: np.ndarray | None = None):
+        if layout.itemsize == 0 and layout.fixed:  # a null field stores nothing
+            return _empty_column(layout, n)
         if layout.fixed:
             if out is None:
                 out = np.empty((n, *layout.shape), dtype=layout.dtype)
@@ -352,15 +375,17 @@ class Dataset:
 class _FieldLayout:
     """Per-field constants the gather needs, computed once per dataset."""
 
-    __slots__ = ("name", "column", "fixed", "shape", "dtype", "itemsize")
+    __slots__ = ("name", "column", "fixed", "shape", "dtype", "itemsize", "nullable", "fast")
 
     @classmethod
     def of(cls, column: int, f: Field) -> "_FieldLayout":
         lay = cls()
-        lay.name, lay.column, lay.fixed = f.name, column, f.is_fixed
-        lay.shape = f.shape
-        lay.dtype = f.np_dtype if f.dtype else None
+        lay.name, lay.column, lay.fixed, lay.nullable = f.name, column, f.is_fixed, f.nullable
+        lay.shape = f.shape if f.kind != "null" else (0,)
+        lay.dtype = f.np_dtype if f.dtype else (np.dtype(np.uint8) if f.kind == "null" else None)
         lay.itemsize = f.itemsize if f.is_fixed else 0
+        # on the one-C-call-per-field path: stored bytes, no bitmap to read
+        lay.fast = lay.fixed and lay.itemsize > 0 and not lay.nullable
         return lay
 
 
@@ -375,7 +400,7 @@ class _FastTables:
         np.cumsum(shard_blocks, out=self.shard_block[1:])
         total = int(self.shard_block[-1])
         self.block_first = np.zeros(total, dtype=np.int64)
-        self.column_addr = {lay.column: np.zeros(total, dtype=np.int64) for lay in layouts if lay.fixed}
+        self.column_addr = {lay.column: np.zeros(total, dtype=np.int64) for lay in layouts if lay.fast}
         self.registered = np.zeros(len(shard_blocks), dtype=bool)
         self.verified = np.zeros(total, dtype=bool)
         self.all_verified = total == 0
@@ -407,72 +432,37 @@ class _FastTables:
 class _BatchPlan:
     """Where each requested record's columns start, its position in its block, and the block size."""
 
-    __slots__ = ("col_base", "within", "block_n", "block_end", "keep_alive")
+    __slots__ = ("col_base", "within", "block_n", "block_end", "bitmap_base", "keep_alive")
 
     @classmethod
-    def from_single(cls, col_base, within, block_n, block_end, keep_alive) -> "_BatchPlan":
+    def from_single(cls, col_base, within, block_n, block_end, bitmap_base, keep_alive) -> "_BatchPlan":
         plan = cls()
         plan.col_base, plan.within, plan.block_n = col_base, within, block_n
-        plan.block_end, plan.keep_alive = block_end, keep_alive
+        plan.block_end, plan.bitmap_base, plan.keep_alive = block_end, bitmap_base, keep_alive
         return plan
 
     @classmethod
     def empty(cls, n: int, n_columns: int, keep_alive) -> "_BatchPlan":
         return cls.from_single(np.empty((n, n_columns), np.int64), np.empty(n, np.int64),
-                               np.empty(n, np.int64), np.empty(n, np.int64), keep_alive)
+                               np.empty(n, np.int64), np.empty(n, np.int64),
+                               np.empty((n, n_columns), np.int64), keep_alive)
 
 
-def _empty_column(lay: "_FieldLayout"):
+def _empty_column(lay: "_FieldLayout", n: int = 0):
     if lay.fixed:
-        return np.empty((0, *lay.shape), dtype=lay.dtype)
-    return VarColumn(np.zeros(1, np.int64), np.zeros(0, np.uint8))
+        col = np.zeros((n, *lay.shape), dtype=lay.dtype)
+    else:
+        col = VarColumn(np.zeros(n + 1, np.int64), np.zeros(0, np.uint8))
+    return NullableColumn.of(col, np.zeros(n, bool)) if lay.nullable else col
 
 
-# -- turning gathered bytes into Python values --------------------------------------------------
-def _payloads(col: VarColumn) -> list[bytes]:
-    data = col.data.tobytes()
-    o = col.offsets.tolist()
-    return [data[o[k] : o[k + 1]] for k in range(len(o) - 1)]
-
-
-def decode_var(f: Field, col: VarColumn, pad: bool = False) -> Any:
-    """Python values of a gathered variable column: str, bytes, parsed JSON or NumPy arrays."""
-    if f.kind == "str":
-        return [p.decode("utf-8") for p in _payloads(col)]
-    if f.kind in ("bytes", "image"):
-        return _payloads(col)
-    if f.kind == "json":
-        return [json.loads(p) for p in _payloads(col)]
-    dtype = f.np_dtype
-    if len(f.shape) == 1:
-        values = col.data.view(dtype) if col.data.size % dtype.itemsize == 0 else None
-        if values is None:
-            raise FormatError(f"field {f.name!r}: payload size is not a multiple of {dtype.itemsize}")
-        lengths = np.diff(col.offsets) // dtype.itemsize
-        if pad:
-            width = int(lengths.max()) if len(lengths) else 0
-            out = np.empty((len(lengths), width), dtype=dtype)
-            _native.gather_padded(col.data.ctypes.data + col.offsets[:-1], np.diff(col.offsets),
-                                  width * dtype.itemsize, out)
-            return out, lengths
-        return np.split(values, np.cumsum(lengths)[:-1]) if len(lengths) else []
-    arrays = []
-    ndim = len(f.shape)
-    for p in _payloads(col):
-        shape = tuple(np.frombuffer(p[: 8 * ndim], dtype="<i8"))
-        arrays.append(np.frombuffer(p[8 * ndim :], dtype=dtype).reshape(shape))
-    return arrays
-
-
-def _decode_one(f: Field, col) -> Any:
-    if f.is_fixed:
-        return col[0].item() if f.kind == "scalar" else col[0]
-    return decode_var(f, col, False)[0]
-
-
-def _pick(value: Any, k: int) -> Any:
-    if isinstance(value, np.ndarray):
-        v = value[k]
-        return v.item() if v.ndim == 0 else v
-    return value[k]
-
+def _gather_bits(bitmap_base: np.ndarray, within: np.ndarray) -> np.ndarray:
+    """Each record's validity bit (LSB first): True where its block stores no bitmap (no null)."""
+    valid = np.ones(len(within), dtype=bool)
+    has = bitmap_base >= 0
+    if has.any():
+        pos = within[has]
+        octets = np.empty(len(pos), dtype=np.uint8)
+        _native.gather_fixed(bitmap_base[has] + pos // 8, 1, octets)
+        valid[has] = (octets >> (pos % 8).astype(np.uint8)) & 1 == 1
+    return valid

@@ -11,8 +11,8 @@ from ..errors import FormatError
 from .codec import CHECKSUM_NAME, checksum, decompress
 from .schema import Schema
 from .spec import (
-    BLOCK_DTYPE, CODEC_NONE, CODEC_ZSTD, HEADER_PREFIX, VAR_OFFSET_DTYPE, READABLE_VERSIONS, SHARD_MAGIC, TRAILER_DTYPE,
-    TRAILER_MAGIC, align_up,
+    BLOCK_DTYPE, CODEC_NONE, CODEC_ZSTD, HEADER_PREFIX, NO_BITMAP, VAR_OFFSET_DTYPE, READABLE_VERSIONS, SHARD_MAGIC,
+    TRAILER_DTYPE, TRAILER_MAGIC, align_up, offsets_per_field,
 )
 
 VERIFY_MODES = ("first", "always", "never")
@@ -94,7 +94,8 @@ class ShardReader:
         if n_fields != len(self.schema):
             raise self._fail("index and header disagree on the number of fields")
         start, length = int(trailer["index_offset"]), int(trailer["index_size"])
-        expected = self.n_blocks * (BLOCK_DTYPE.itemsize + 4 * n_fields)
+        per_field = offsets_per_field(int(trailer["version"]))
+        expected = self.n_blocks * (BLOCK_DTYPE.itemsize + 4 * per_field * n_fields)
         if length != expected or start + length > size - TRAILER_DTYPE.itemsize:
             raise self._fail("index is truncated or misplaced")
         index = buf[start : start + length]
@@ -102,7 +103,13 @@ class ShardReader:
             raise self._fail("index is corrupt (checksum mismatch)")
         table_bytes = self.n_blocks * BLOCK_DTYPE.itemsize
         self.blocks = np.frombuffer(index[:table_bytes], dtype=BLOCK_DTYPE)
-        self.col_offsets = np.frombuffer(index[table_bytes:], dtype="<u4").reshape(self.n_blocks, n_fields)
+        starts = np.frombuffer(index[table_bytes:], dtype="<u4").reshape(self.n_blocks, per_field * n_fields)
+        self.col_offsets = starts[:, :n_fields]
+        # where each field's validity bitmap starts in each block (NO_BITMAP: no null there)
+        self.bitmap_offsets = starts[:, n_fields:] if per_field == 2 else np.full((self.n_blocks, n_fields),
+                                                                                   NO_BITMAP, np.uint32)
+        has_bitmap = (self.bitmap_offsets != NO_BITMAP).any(axis=0)
+        self.null_fields = tuple(f.name for f, nulls in zip(self.schema, has_bitmap) if nulls)
         self.first_record = self.blocks["first_record"].astype(np.int64)
         self.block_records = self.blocks["n_records"].astype(np.int64)
         self._check_index(header_end, start)
@@ -110,6 +117,7 @@ class ShardReader:
         self.block_offset = self.blocks["offset"].astype(np.int64)
         self.block_codec = self.blocks["codec"].astype(np.int64)
         self.col_offsets64 = self.col_offsets.astype(np.int64)
+        self.bitmap_offsets64 = np.where(self.bitmap_offsets == NO_BITMAP, -1, self.bitmap_offsets.astype(np.int64))
         self.block_raw_size = self.blocks["raw_size"].astype(np.int64)
 
     def _check_index(self, data_start: int, data_end: int) -> None:
@@ -142,6 +150,12 @@ class ShardReader:
             need = n * f.itemsize if f.is_fixed else (n + 1) * VAR_OFFSET_DTYPE.itemsize
             if np.any(col + need > raw):
                 problems.append(f"column {f.name!r} running past its block")
+            bitmap = self.bitmap_offsets[:, j].astype(np.int64)
+            has = bitmap != NO_BITMAP
+            if np.any(has & (bitmap + (n + 7) // 8 > raw)):
+                problems.append(f"validity bitmap of {f.name!r} running past its block")
+            if f.kind == "null" and has.any():
+                problems.append(f"a validity bitmap for the null field {f.name!r}")
         if problems:
             raise self._fail("index is inconsistent: " + ", ".join(problems))
 

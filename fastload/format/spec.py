@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-FORMAT_VERSION = 1
-READABLE_VERSIONS = (1,)
+FORMAT_VERSION = 2  # 2: validity bitmaps (nulls), logical types, null and nested fields
+READABLE_VERSIONS = (1, 2)
 
 SHARD_MAGIC = b"FLSHARD\x00"
 TRAILER_MAGIC = b"FLTRAIL\x00"
@@ -58,6 +58,15 @@ assert TRAILER_DTYPE.itemsize == 64
 # variable-size columns store n+1 little-endian uint32 offsets, relative to the column's data
 VAR_OFFSET_DTYPE = np.dtype("<u4")
 MAX_BLOCK_RAW = 2**32 - 1
+
+# the index holds, per block and field, a uint32 column start; from version 2 also a bitmap start
+NO_BITMAP = 0xFFFFFFFF  # the bitmap start of a field without nulls in the block
+
+
+def offsets_per_field(version: int) -> int:
+    """uint32 start offsets the index holds per block and field: the column's, and from version 2
+    its validity bitmap's."""
+    return 1 if version == 1 else 2
 
 
 def align_up(n: int, a: int = ALIGN) -> int:

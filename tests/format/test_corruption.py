@@ -175,7 +175,7 @@ def test_missing_shard(root):
     "where, new, message",
     [
         ("trailer_magic", b"XX", "no trailer at its end"),
-        ("trailer_version", np.uint32(2).tobytes(), "format version 2 is newer than this fastload reads"),
+        ("trailer_version", np.uint32(3).tobytes(), "format version 3 is newer than this fastload reads"),
         ("trailer_n_records", np.uint64(999).tobytes(), "wrong record count"),
         ("trailer_n_blocks", np.uint64(7).tobytes(), "index is truncated or misplaced"),
         ("trailer_n_fields", np.uint32(2).tobytes(), "disagree on the number of fields"),
@@ -220,7 +220,7 @@ def rewrite_index(path, edit) -> None:
     n_blocks, n_fields = int(trailer["n_blocks"]), int(trailer["n_fields"])
     table = np.frombuffer(bytes(data[start : start + n_blocks * BLOCK_DTYPE.itemsize]), BLOCK_DTYPE).copy()
     cols = np.frombuffer(bytes(data[start + table.nbytes : start + length]), "<u4")
-    cols = cols.reshape(n_blocks, n_fields).copy()
+    cols = cols.reshape(n_blocks, -1).copy()  # column starts, then (version 2) bitmap starts
     edit(table, cols)
     index = table.tobytes() + cols.tobytes()
     data[start : start + length] = index
@@ -255,7 +255,7 @@ def test_header_and_trailer_versions_must_agree(root):
     data = bytearray(path.read_bytes())
     json_len = int(np.frombuffer(bytes(data[:16]), HEADER_PREFIX)["json_len"][0])
     header_end = -(-(HEADER_PREFIX.itemsize + json_len) // 64) * 64
-    data[8:12] = np.uint32(2).tobytes()  # the header prefix claims version 2, the trailer 1
+    data[8:12] = np.uint32(1).tobytes()  # the header prefix claims version 1, the trailer 2
     at = len(data) + trailer_field_offset("header_checksum")
     data[at : at + 8] = np.uint64(checksum(bytes(data[:header_end]))).tobytes()
     path.write_bytes(bytes(data))
@@ -351,7 +351,7 @@ def test_missing_manifest(root):
         fastload.open(root)
 
 
-@pytest.mark.parametrize("version", [2, 99, None, "1"])
+@pytest.mark.parametrize("version", [3, 99, None, "1"])
 def test_manifest_of_another_format_version(root, version):
     edit_manifest(root, lambda b: b.__setitem__("version", version))
     with pytest.raises(FormatError) as info:
