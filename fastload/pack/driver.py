@@ -145,7 +145,7 @@ def _resolve_schema(src: Source, known: Schema | None, segments: list, given: An
             if overrides:
                 return Schema.parse(",".join(f"{k}:{v}" for k, v in overrides.items()))
             raise SchemaError(f"{src.description} holds no readable rows: pass a full schema to pack it")
-        base = infer_schema(chunk.columns)
+        base = infer_schema(chunk.columns, overrides)  # an overridden column is not inferred
     return base.with_overrides(overrides) if overrides else base
 
 

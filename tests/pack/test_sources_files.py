@@ -129,9 +129,7 @@ def test_unusable_arrow_files_name_the_path(tmp_path):
     with pytest.raises(SourceError, match="gone.feather: no such file"):
         ArrowFileSource(tmp_path / "gone.feather").segments()
     pq.write_table(pa.table({"x": pa.nulls(3)}), tmp_path / "nulls.parquet")
-    with pytest.raises(SourceError, match="'x'") as info:
-        ArrowFileSource(tmp_path / "nulls.parquet").info()
-    assert "nulls.parquet" in "".join(info.value.__notes__)
+    assert ArrowFileSource(tmp_path / "nulls.parquet").info().schema["x"].kind == "null"
 
 
 # -- JSON Lines ----------------------------------------------------------------------------------

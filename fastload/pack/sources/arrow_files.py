@@ -9,6 +9,7 @@ are read the same way; reaching their batch ``k`` costs reading the batch header
 from __future__ import annotations
 
 import os
+from contextlib import closing, nullcontext
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -73,7 +74,10 @@ class ArrowFileSource(Source):
 
     def info(self) -> SourceInfo:
         scans = self._scan()
-        schema = _fastload_schema(self.paths[0], scans[self.paths[0]].schema)
+        segments = [s for s in self.segments() if s.path == self.paths[0]][:1]
+        with closing(_read_batches(segments[0])) if segments else nullcontext(iter(())) as batches:
+            sample = next(batches, None)  # a numeric list column with null elements stays nested
+        schema = _fastload_schema(self.paths[0], scans[self.paths[0]].schema, sample)
         return SourceInfo(schema=schema, bytes_hint=sum(os.path.getsize(p) for p in self.paths))
 
     def segments(self) -> list[ArrowSegment]:
@@ -164,9 +168,9 @@ def _plain(col: pa.Array) -> pa.Array:
     return col.dictionary_decode() if pa.types.is_dictionary(col.type) else col
 
 
-def _fastload_schema(path: str, schema: pa.Schema) -> Schema:
+def _fastload_schema(path: str, schema: pa.Schema, sample: pa.RecordBatch | None = None) -> Schema:
     try:
-        return schema_from_arrow(schema)
+        return schema_from_arrow(schema, sample)
     except SourceError as exc:
         exc.add_note(f"while reading the schema of {path}")
         raise
