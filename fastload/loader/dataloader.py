@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader as TorchDataLoader
 
-from ..format.dataset import Dataset, decode_var
+from ..format.dataset import Dataset
 from ..opening import open_dataset
 from ..plan.epoch import EpochPlan
 from ..plan.orders import make_order
@@ -31,6 +31,7 @@ from ..plan.state import LoaderState
 from ..plan.world import World, detect_world
 from ..storage.prefetch import start_prefetch
 from ..image.pipeline import loader_pipelines
+from .batch_form import in_field_order, torch_entries
 from .device import to_device_stream
 from .samplers import PlanSampler, uses_plan
 from .slots import SlotLayout
@@ -250,12 +251,8 @@ class DataLoader(TorchDataLoader):
                                                  self._seed, self._epoch, self.device or "cuda", field=name,
                                                  locate=self.dataset.locate)
         for name, col in produced.var.items():
-            values = decode_var(self.dataset.schema[name], col, False)
-            if values and isinstance(values[0], np.ndarray):
-                values = [torch.from_numpy(v) for v in values]
-            batch[name] = values
-        names = self.fields or self.dataset.schema.names
-        return {name: batch[name] for name in names}
+            batch.update(torch_entries(self.dataset.schema[name], col))
+        return in_field_order(batch, self.fields or self.dataset.schema.names)
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -51,7 +51,7 @@ class ProducedBatch:
     @property
     def nbytes(self) -> int:
         return (sum(a.nbytes for a in self.fixed.values())
-                + sum(c.data.nbytes for c in self.var.values()))
+                + sum(c.nbytes for c in self.var.values()))
 
 
 class _State:

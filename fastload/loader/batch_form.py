@@ -1,0 +1,35 @@
+"""The loader's batch form of the fields it does not gather into shared-memory slots.
+
+Arrays become torch tensors, everything else stays a list, as :mod:`fastload.format.decode`
+describes: variable numeric arrays as lists of tensors, str/bytes/JSON/Decimal/nested values as
+lists of Python values (None for a null). A field with nulls that is an array (numbers, dates and
+times as the integers of their unit) comes as its values, nulls zero, plus a bool tensor
+``name + ".valid"``, True where a record holds a value.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..format.decode import batch_entries
+from ..format.schema import VALID_SUFFIX, Field
+
+
+def torch_entries(f: Field, col: Any) -> dict[str, Any]:
+    """The batch entries of one gathered field (``name`` and maybe ``name + ".valid"``)."""
+    out: dict[str, Any] = {}
+    for key, value in batch_entries(f, col).items():
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(value)
+        elif isinstance(value, list) and any(isinstance(v, np.ndarray) for v in value):
+            value = [torch.from_numpy(v) if isinstance(v, np.ndarray) else v for v in value]
+        out[key] = value
+    return out
+
+
+def in_field_order(batch: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """The batch's entries in field order, each validity mask right after its field."""
+    return {key: batch[key] for name in names for key in (name, name + VALID_SUFFIX) if key in batch}
