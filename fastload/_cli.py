@@ -53,7 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     pk = sub.add_parser("pack", help="convert a source (Parquet, JSONL, CSV, npy, images, tar, MDS, LitData) to shards")
     pk.add_argument("source", help="file, directory or glob")
     pk.add_argument("out", help="output directory")
-    pk.add_argument("--schema", help="type overrides, e.g. 'tokens:uint16[2049],label:int32'")
+    pk.add_argument("--schema", help="type overrides, e.g. 'tokens:uint16[2049],label:int32'; quote names "
+                    """with spaces or punctuation: '"Body Mass (g)":float32'""")
+    pk.add_argument("--rename", action="append", metavar="OLD=NEW",
+                    help="store column OLD as NEW (repeatable; quote names holding '=': '\"a=b\"=ab')")
     pk.add_argument("--shard-size", default="256MB", help="target shard size (default 256MB)")
     pk.add_argument("--block-size", default="1MB", help="target raw block size (default 1MB)")
     pk.add_argument("--compression", choices=["none", "zstd"], default="none")
@@ -113,7 +116,7 @@ def _pack(args) -> int:
                   block_size=args.block_size, compression=args.compression, level=args.level,
                   workers=args.workers, overwrite=args.overwrite, on_error=args.on_error,
                   progress=not args.no_progress, max_side=args.max_side, jpeg_quality=args.jpeg_quality,
-                  image_format=args.image_format)
+                  image_format=args.image_format, rename=args.rename)
     print(report)
     return 0
 
@@ -145,7 +148,7 @@ def _info(args) -> int:
     print("schema")
     width = max(len(f.name) for f in ds.schema)
     for f in ds.schema:
-        print(f"  {f.name:<{width}}  {f.spec}")
+        print(f"  {f.name:<{width}}  {f.spec}{'  (has nulls)' if f.nullable else ''}")
     if m.metadata:
         print("metadata     " + ", ".join(sorted(m.metadata)))
     return 0
@@ -164,7 +167,7 @@ def _head(args) -> int:
     batch = ds.get_batch(np.arange(n))
     for k in range(n):
         record = {name: _readable(values[k]) for name, values in batch.items()}
-        print(json.dumps(record, ensure_ascii=False))
+        print(json.dumps(record, ensure_ascii=False, default=str))  # Decimal, nested dates: their text
     return 0
 
 

@@ -398,24 +398,54 @@ def _split_entries(text: str) -> list[str]:
 
 
 def _split_entry(part: str) -> tuple[str, str]:
-    body = part.strip()
+    name, spec = _take_name(part, (":", "="), "--schema entry")
+    if not part.strip().startswith('"') and any(ch in _NAME_SPECIALS for ch in name):
+        raise SchemaError(f"--schema entry {part!r}: a name holding any of {_NAME_SPECIALS} "
+                          f'must be quoted, e.g. "{name}":TYPE')
+    return name, spec.strip()
+
+
+def parse_renames(items: str | list[str] | dict[str, str] | None) -> dict[str, str]:
+    """``["OLD=NEW", '"a=b (cm)"=tidy']`` -> ``{"OLD": "NEW", "a=b (cm)": "tidy"}``; a name that
+    holds ``=`` (or starts with a quote) is written as a JSON string."""
+    if items is None:
+        return {}
+    if isinstance(items, dict):
+        return dict(items)
+    out: dict[str, str] = {}
+    for item in [items] if isinstance(items, str) else items:
+        old, rest = _take_name(item, ("=",), "--rename")
+        new, tail = _take_name(rest, (), "--rename")
+        if not old or not new or tail.strip():
+            raise SchemaError(f"--rename {item!r} must be OLD=NEW")
+        if old in out:
+            raise SchemaError(f"--rename renames {old!r} twice")
+        out[old] = new
+    return out
+
+
+_FORMS = {":": "name:type", "=": "OLD=NEW"}
+
+
+def _take_name(text: str, seps: tuple[str, ...], what: str) -> tuple[str, str]:
+    """A leading name, bare up to the first of ``seps`` or a JSON string, and the text after
+    that separator (with no ``seps``, the name runs to the end)."""
+    body = text.strip()
     if body.startswith('"'):
         try:
             name, end = json.JSONDecoder().raw_decode(body)
         except ValueError as exc:
-            raise SchemaError(f"--schema entry {part!r}: bad quoted name ({exc})") from None
+            raise SchemaError(f"{what} {text!r}: bad quoted name ({exc})") from None
         rest = body[end:].lstrip()
-        if rest[:1] not in (":", "="):
-            raise SchemaError(f"--schema entry {part!r} must be name:type")
-        return name, rest[1:].strip()
-    cut = min((i for i in (body.find(":"), body.find("=")) if i >= 0), default=-1)
+        if seps and rest[:1] not in seps:
+            raise SchemaError(f"{what} {text!r} must be {_FORMS[seps[0]]}")
+        return name, rest[1:] if seps else rest
+    if not seps:
+        return body, ""
+    cut = min((i for i in (body.find(sep) for sep in seps) if i >= 0), default=-1)
     if cut < 0:
-        raise SchemaError(f"--schema entry {part!r} must be name:type")
-    name = body[:cut].strip()
-    if any(ch in _NAME_SPECIALS for ch in name):
-        raise SchemaError(f"--schema entry {part!r}: a name holding any of {_NAME_SPECIALS} "
-                          f'must be quoted, e.g. "{name}":TYPE')
-    return name, body[cut + 1:].strip()
+        raise SchemaError(f"{what} {text!r} must be {_FORMS[seps[0]]}")
+    return body[:cut].strip(), body[cut + 1:]
 
 
 # -- nested (arrow) fields ----------------------------------------------------------------------

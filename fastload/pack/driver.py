@@ -25,7 +25,7 @@ from .._sizes import parse_size
 from ..errors import OutputExistsError, SchemaError, WorkerError
 from ..format.infer import infer_schema
 from ..format.manifest import Manifest
-from ..format.schema import Schema, parse_overrides
+from ..format.schema import Schema, parse_overrides, parse_renames
 from ..format.shard_reader import ShardReader
 from ..format.shard_writer import temp_path_for
 from ..format.spec import CODEC_NAMES, MANIFEST_NAME, PACK_JOURNAL
@@ -36,13 +36,15 @@ from .journal import Journal, fingerprint
 from .report import PackReport
 from .sources import open_source
 from .sources.base import Source
+from .sources.renamed import RenamedSource
 
 
 def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | None = None,
          shard_size: int | str = "256MB", block_size: int | str = "1MB", compression: str = "none",
          level: int = 3, workers: int = 1, overwrite: bool = False, on_error: str = "raise",
          progress: bool = True, metadata: dict[str, Any] | None = None, max_side: int | None = None,
-         jpeg_quality: int = 90, image_format: str = "keep") -> PackReport:
+         jpeg_quality: int = 90, image_format: str = "keep",
+         rename: dict[str, str] | list[str] | None = None) -> PackReport:
     """Convert ``source`` into a fastload dataset in directory ``out``.
 
     ``source`` is a path, directory or glob (Parquet/Arrow/Feather, JSONL, CSV, .npy/.npz, an
@@ -50,7 +52,9 @@ def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | N
     a pandas DataFrame, a map-style torch Dataset, or any iterable of dicts. ``schema`` is a full
     :class:`Schema` or overrides of inferred types (``"tokens:uint16[2049]"``). ``max_side``,
     ``jpeg_quality`` and ``image_format`` (``"keep"``, ``"jpeg"``, ``"raw"``) re-encode image
-    fields (see :mod:`fastload.pack.image_options`).
+    fields (see :mod:`fastload.pack.image_options`). ``rename`` maps source column names to the
+    names stored (``{"sepal length (cm)": "sepal_length"}`` or ``["OLD=NEW", ...]``); ``schema``
+    names the new ones.
     """
     images = ImageOptions(max_side=max_side, jpeg_quality=jpeg_quality, image_format=image_format)
     if on_error not in ON_ERROR:
@@ -59,6 +63,8 @@ def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | N
         raise ValueError(f"workers must be a positive integer, not {workers!r}")
     started = time.perf_counter()
     src = open_source(source)
+    if rename:
+        src = RenamedSource(src, parse_renames(rename))
     settings = codec_settings(block_size, compression, level)
     shard_bytes = parse_size(shard_size, what="shard_size")
     info = src.info()

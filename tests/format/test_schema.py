@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 
 from fastload import FastloadError, Field, Schema, SchemaError
-from fastload.format.schema import IMAGE_FORMATS, KINDS, NUMERIC_DTYPES, format_name, parse_overrides
+from fastload.format.schema import (IMAGE_FORMATS, KINDS, NUMERIC_DTYPES, format_name, parse_overrides,
+                                   parse_renames)
 
 from .strategies import fields
 
@@ -212,6 +213,15 @@ def test_renamed():
         schema.renamed({"nope": "x"})
     with pytest.raises(SchemaError, match="duplicate field names"):
         schema.renamed({"species": "sepal length (cm)"})
+
+
+def test_parse_renames():
+    assert parse_renames(["a=b", ' "x=y (cm)" = tidy ', 'c:d="e f"', "g=h=i"]) == {
+        "a": "b", "x=y (cm)": "tidy", "c:d": "e f", "g": "h=i"}
+    assert parse_renames({"a": "b"}) == {"a": "b"} and parse_renames(None) == {}
+    for bad in ("a", "=b", "a=", '"a"b'):
+        with pytest.raises(SchemaError, match="--rename"):
+            parse_renames([bad])
 
 
 def test_nullable_is_a_dataset_fact_outside_the_header_form():
