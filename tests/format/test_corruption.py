@@ -396,3 +396,47 @@ def test_verify_all_catches_a_flipped_byte_anywhere(root):
         assert str(path) in str(info.value), pos
         flip_byte(path, pos)  # undo
     fastload.open(root).verify_all()
+
+
+# -- validity bitmaps (format version 2) ----------------------------------------------------------
+@pytest.fixture
+def nullable_root(tmp_path):
+    """Like ``root``, with a null text in every fifth record: every block has a bitmap for it."""
+    root = tmp_path / "nulls"
+    with Writer(root, "id:int64,text:str,vec:float32[4]", block_size=300, shard_size=1600) as w:
+        for i in range(N):
+            w.write({"id": i, "text": None if i % 5 == 0 else f"record {i}", "vec": np.ones(4, np.float32) * i})
+    return root
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t, c: c.__setitem__((0, 3 + 1), t["raw_size"][0]), "validity bitmap of 'text' running past its block"),
+    (lambda t, c: c.__setitem__((0, 3 + 1), 2**32 - 2), "validity bitmap of 'text' running past its block"),
+])
+def test_bitmap_outside_its_block(nullable_root, edit, message):
+    path = shards(nullable_root)[1]
+    rewrite_index(path, edit)
+    with pytest.raises(FormatError, match="index is inconsistent") as info:
+        fastload.open(nullable_root, verify="never")[shard_records(nullable_root, 1)[0]]
+    assert message in str(info.value) and str(path) in str(info.value)
+
+
+def test_bitmap_for_a_field_the_manifest_does_not_mark_nullable(nullable_root):
+    path = shards(nullable_root)[1]
+    rewrite_index(path, lambda t, c: c.__setitem__((0, 3 + 0), c[0, 3 + 1]))  # id points at text's bitmap
+    with pytest.raises(FormatError, match=r"holds nulls in fields \['id'\], which the manifest does not"):
+        fastload.open(nullable_root, verify="never")[shard_records(nullable_root, 1)[0]]
+
+
+def test_a_flipped_validity_bit_is_a_checksum_error(nullable_root):
+    path = shards(nullable_root)[1]
+    reader = ShardReader.open(path)
+    at = int(reader.blocks["offset"][0]) + int(reader.bitmap_offsets[0, 1])
+    want = [fastload.open(nullable_root)[i]["text"] for i in shard_records(nullable_root, 1)]
+    del reader
+    flip_byte(path, at)
+    with pytest.raises(FormatError, match="block 0 .* is corrupt: checksum mismatch"):
+        fastload.open(nullable_root)[shard_records(nullable_root, 1)[0]]
+    # without checksums the flip changes which records read as null, and nothing worse
+    got = [fastload.open(nullable_root, verify="never")[i]["text"] for i in shard_records(nullable_root, 1)]
+    assert got != want and all(g is None or g.startswith("record ") or g == "" for g in got)
