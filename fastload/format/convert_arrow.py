@@ -18,7 +18,6 @@ import pyarrow.compute as pc
 import pyarrow.types as pt
 
 from ..errors import SchemaError
-from .logical import parse_logical
 from .numeric import cast_numbers
 from .schema import Field
 from .varcolumn import VarColumn
@@ -32,7 +31,7 @@ def arrow_storage_type(f: Field) -> pa.DataType:
     if f.kind == "null":
         return pa.null()
     if f.logical is not None:
-        return parse_logical(f.logical).arrow_type()
+        return f.logical_type.arrow_type()
     if f.kind == "scalar":
         return pa.from_numpy_dtype(f.np_dtype.newbyteorder("="))
     if f.kind == "str":
@@ -148,7 +147,7 @@ def _scalar(f: Field, arr: pa.Array, n: int, valid) -> Result:
 
 
 def _logical(f: Field, arr: pa.Array, n: int, valid) -> Result:
-    lt = parse_logical(f.logical)
+    lt = f.logical_type
     arr, bad = _cast_rows(f, arr, lt.arrow_type())
     if bad:
         valid = arr.is_valid().to_numpy(zero_copy_only=False)
@@ -173,7 +172,7 @@ def _str(f: Field, arr: pa.Array, n: int, valid) -> Result | None:
         col, valid2, more = _str(f, arr, n, arr.is_valid().to_numpy(zero_copy_only=False)
                                  if arr.null_count else None)
         return col, valid2, {**more, **bad}
-    if valid is not None:
+    if valid is not None and not _nulls_are_empty(arr, valid):
         arr = pc.fill_null(arr, "")
     bad = _invalid_utf8(arr)
     return _offsets_column(arr), valid, bad
@@ -204,20 +203,33 @@ def _bytes(f: Field, arr: pa.Array, n: int, valid) -> Result | None:
                 or (hasattr(pt, "is_string_view") and pt.is_string_view(t))):
             return None  # each value is checked on its own (and refused)
         arr = arr.cast(pa.large_binary())
-    if valid is not None:
+    if valid is not None and not _nulls_are_empty(arr, valid):
         arr = pc.fill_null(arr, pa.scalar(b"" if pt.is_binary(arr.type) or pt.is_large_binary(arr.type)
                                           else "", arr.type))
     return _offsets_column(arr), valid, {}
 
 
+def _nulls_are_empty(arr: pa.Array, valid: np.ndarray) -> bool:
+    """True when every null of an offsets-based array (string, binary, list) spans no values, as
+    Arrow's writers leave them: then its buffers are read as they are. (``fill_null`` would copy
+    the array: 15 ms for 200,000 int32 lists with 10% nulls, against 0.5 ms without nulls.)"""
+    lengths = np.diff(_offsets(arr))
+    return not lengths[~valid].any()
+
+
+def _offsets(arr: pa.Array) -> np.ndarray:
+    """The ``len(arr) + 1`` value offsets of a string, binary or list array (a view)."""
+    t = arr.type
+    large = pt.is_large_string(t) or pt.is_large_binary(t) or pt.is_large_list(t)
+    raw = np.frombuffer(arr.buffers()[1], dtype=np.int64 if large else np.int32)
+    return raw[arr.offset : arr.offset + len(arr) + 1]
+
+
 def _offsets_column(arr: pa.Array) -> VarColumn:
     """A (large) string or binary array's values as a VarColumn, sharing its data buffer."""
-    t = arr.type
-    off_type = np.int64 if (pt.is_large_string(t) or pt.is_large_binary(t)) else np.int32
-    bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=off_type)[arr.offset : arr.offset + len(arr) + 1]
-    offsets = offsets.astype(np.int64)
-    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    offsets = _offsets(arr).astype(np.int64)
+    data = arr.buffers()[2]
+    data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
     data = data[offsets[0] : offsets[-1]]
     return VarColumn(offsets - offsets[0], data)
 
@@ -239,7 +251,8 @@ def _nested(f: Field, arr: pa.Array, n: int, valid) -> Result:
 # -- numeric arrays ---------------------------------------------------------------------------------
 def _array(f: Field, arr: pa.Array, n: int, valid) -> Result | None:
     """Numeric lists through their offsets and flat values; anything else value by value."""
-    if valid is not None:
+    if valid is not None and not (pt.is_list(arr.type) or pt.is_large_list(arr.type)) or \
+            (valid is not None and not _nulls_are_empty(arr, valid)):
         empty = _empty_row(f, arr.type)
         if empty is None:
             return None

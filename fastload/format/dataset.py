@@ -225,11 +225,13 @@ class Dataset:
             raise IndexError(f"index {bad} is out of range for a dataset of {n_total} records")
         idx = np.where(idx < 0, idx + n_total, idx)
         plan = self._plan(idx, [lay.column for lay in wanted])
+        nullable = [k for k, lay in enumerate(wanted) if lay.nullable]
+        valid = _gather_bits(plan.bitmap_base[:, nullable], plan.within) if nullable else None
         cols = {}
         for k, lay in enumerate(wanted):
             col = self._gather_field(lay, plan.col_base[:, k], plan, len(idx), out.get(lay.name))
             if lay.nullable:
-                col = NullableColumn.of(col, _gather_bits(plan.bitmap_base[:, k], plan.within))
+                col = NullableColumn.of(col, valid[:, nullable.index(k)])
             cols[lay.name] = col
         return cols
 
@@ -457,11 +459,13 @@ def _empty_column(lay: "_FieldLayout", n: int = 0):
 
 
 def _gather_bits(bitmap_base: np.ndarray, within: np.ndarray) -> np.ndarray:
-    """Each record's validity bit (LSB first): True where its block stores no bitmap (no null)."""
-    valid = np.ones(len(within), dtype=bool)
+    """Each record's validity bit (LSB first) in each of several fields, ``(n, fields)`` bool:
+    True where the record's block stores no bitmap for the field (no null there). One native
+    call for all the fields."""
+    valid = np.ones(bitmap_base.shape, dtype=bool)
     has = bitmap_base >= 0
     if has.any():
-        pos = within[has]
+        pos = np.broadcast_to(within[:, None], bitmap_base.shape)[has]
         octets = np.empty(len(pos), dtype=np.uint8)
         _native.gather_fixed(bitmap_base[has] + pos // 8, 1, octets)
         valid[has] = (octets >> (pos % 8).astype(np.uint8)) & 1 == 1

@@ -20,7 +20,6 @@ import numpy as np
 
 from .. import _native
 from ..errors import FormatError, RecordDecodeError
-from .logical import parse_logical
 from .schema import VALID_SUFFIX, Field
 from .varcolumn import NullableColumn, VarColumn
 
@@ -32,7 +31,7 @@ def batch_entries(f: Field, col: Any, pad: bool = False) -> dict[str, Any]:
     n = len(values)
     if f.kind == "null":
         return {f.name: [None] * n}
-    logical = parse_logical(f.logical) if f.logical is not None else None
+    logical = f.logical_type
     if f.is_fixed and (logical is None or logical.is_temporal):
         return {f.name: values} if valid is None else {f.name: values, f.name + VALID_SUFFIX: valid}
     if logical is not None:  # a decimal
@@ -67,7 +66,7 @@ def record_values(f: Field, col: Any) -> list[Any]:
 def _logical_values(f: Field, values: np.ndarray, valid: np.ndarray | None) -> list[Any]:
     import pyarrow as pa
 
-    lt = parse_logical(f.logical)
+    lt = f.logical_type
     mask = None if valid is None else pa.array(valid).buffers()[1]
     data = pa.py_buffer(np.ascontiguousarray(values).tobytes())
     try:

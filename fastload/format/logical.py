@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from ..errors import SchemaError
 
@@ -41,6 +42,10 @@ class Logical:
 
     def arrow_type(self):
         """The pyarrow DataType (pyarrow is imported here, not at module load)."""
+        return self._arrow
+
+    @cached_property
+    def _arrow(self):
         import pyarrow as pa
 
         return _arrow_type(pa, self.text)

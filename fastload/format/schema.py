@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import SchemaError
-from .logical import parse_logical
+from .logical import Logical, parse_logical
 
 NUMERIC_DTYPES = (
     "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
@@ -51,6 +51,7 @@ class Field:
     arrow_type: str | None = None  # for kind="arrow": base64 of the Arrow IPC schema of one field
     nullable: bool = False
     _arrow: Any = field(default=None, init=False, repr=False, compare=False)
+    _logical: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_name(self.name)
@@ -100,6 +101,7 @@ class Field:
         if (self.kind, self.dtype, self.shape) != (want_kind, lt.dtype, lt.shape):
             raise SchemaError(f"field {self.name!r}: {lt.text} is stored as "
                               f"{lt.dtype}{list(lt.shape) if lt.shape else ''}, not {self._physical_spec}")
+        object.__setattr__(self, "_logical", lt)
 
     def _check_arrow_type(self) -> None:
         if self.kind != "arrow":
@@ -122,7 +124,7 @@ class Field:
         numeric field without nulls (temporal values as their stored integers, not decimals)."""
         if self.kind not in ("scalar", "array") or self.nullable or not self.is_fixed:
             return False
-        return self.logical is None or parse_logical(self.logical).is_temporal
+        return self._logical is None or self._logical.is_temporal
 
     @property
     def np_dtype(self) -> np.dtype:
@@ -138,6 +140,11 @@ class Field:
         if self.kind == "null":
             return 0
         return self.np_dtype.itemsize * int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def logical_type(self) -> Logical | None:
+        """The parsed logical type (None without one)."""
+        return self._logical
 
     @property
     def pa_type(self) -> Any:
