@@ -116,3 +116,16 @@ def _value(f, batch, name, k):
         return None
     v = batch[name][k]
     return v.tolist() if isinstance(v, torch.Tensor) else v
+
+
+def test_image_transforms_refuse_an_image_field_with_nulls():
+    from pathlib import Path
+
+    from fastload.image import Resize
+
+    golden = fastload.open(Path(__file__).resolve().parent.parent / "data" / "golden" / "v2")
+    assert golden.schema["maybe_img"].nullable
+    with pytest.raises(ValueError, match="'maybe_img' has nulls"):
+        DataLoader(golden, batch_size=4, transforms={"maybe_img": [Resize((8, 8))]})
+    batch = next(iter(DataLoader(golden, batch_size=24, fields=["maybe_img"])))  # without transforms: bytes or None
+    assert [b is None for b in batch["maybe_img"]] == [k == 20 for k in range(24)]
