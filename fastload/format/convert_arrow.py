@@ -119,12 +119,19 @@ def _cast_rows(f: Field, arr: pa.Array, target: pa.DataType) -> tuple[pa.Array, 
             bad[i] = f"value {_short(arr[i])} does not fit {f.spec} ({exc})"
     keep = np.ones(len(arr), dtype=bool)
     keep[list(bad)] = False
-    kept = pc.if_else(pa.array(keep), arr, pa.scalar(None, arr.type))
-    return pc.cast(kept, target, safe=True), bad
+    try:
+        kept = pc.if_else(pa.array(keep), arr, pa.scalar(None, arr.type))
+        return pc.cast(kept, target, safe=True), bad
+    except _CAST_ERRORS as exc:  # no row fails alone: the column as a whole does not convert
+        raise SchemaError(f"field {f.name!r}: an Arrow {arr.type} column cannot be stored as {f.spec} "
+                          f"({exc})") from None
 
 
 def _short(scalar: pa.Scalar) -> str:
-    text = repr(scalar.as_py())
+    try:
+        text = repr(scalar.as_py())
+    except (ValueError, OverflowError, pa.ArrowException):  # e.g. a date past year 9999
+        text = str(scalar)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -112,3 +112,12 @@ def test_a_column_without_nulls_stores_no_bitmap(tmp_path):
     has = reader.bitmap_offsets != 0xFFFFFFFF
     assert not has[:, 0].any()  # x: never
     assert has[:, 1].sum() == 1  # y: only the block holding the null
+
+
+def test_an_arrow_column_of_another_kind_is_a_schema_error(tmp_path):
+    with pytest.raises(SchemaError, match=r"field 'x': an Arrow struct<a: int64> column cannot be stored as int64"):
+        with Writer(tmp_path / "w", "x:int64") as w:
+            w.write_batch(pa.table({"x": pa.array([{"a": 1}])}))
+    schema = Schema.parse("d:date32")  # a day past Python's dates is named without failing itself
+    _, bad = convert_columns(schema, {"d": pa.array(["2024-01-01", "not a date"])}, 2)
+    assert list(bad) == [1] and "'not a date'" in bad[1]
