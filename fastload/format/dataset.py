@@ -224,9 +224,9 @@ class Dataset:
             bad = int(idx[(idx < -n_total) | (idx >= n_total)][0])
             raise IndexError(f"index {bad} is out of range for a dataset of {n_total} records")
         idx = np.where(idx < 0, idx + n_total, idx)
-        plan = self._plan(idx, [lay.column for lay in wanted])
         nullable = [k for k, lay in enumerate(wanted) if lay.nullable]
-        valid = _gather_bits(plan.bitmap_base[:, nullable], plan.within) if nullable else None
+        plan = self._plan(idx, [lay.column for lay in wanted], [wanted[k].column for k in nullable])
+        valid = _gather_bits(plan.bitmap_base, plan.within) if nullable else None
         cols = {}
         for k, lay in enumerate(wanted):
             col = self._gather_field(lay, plan.col_base[:, k], plan, len(idx), out.get(lay.name))
@@ -284,29 +284,32 @@ class Dataset:
         if todo.size and tables.verified.all():
             tables.all_verified = True
 
-    def _plan(self, idx: np.ndarray, columns: list[int]) -> "_BatchPlan":
+    def _plan(self, idx: np.ndarray, columns: list[int], bitmaps: list[int]) -> "_BatchPlan":
         """For every requested record: its column addresses, position in its block, block size."""
         n = len(idx)
         shard_of = np.searchsorted(self._starts, idx, side="right") - 1
         keep_alive: list[np.ndarray] = []
         first = int(shard_of[0])
         if (shard_of == first).all():  # the common case with block shuffling: one shard
-            parts = [self._plan_shard(first, idx, keep_alive, columns)]
+            parts = [self._plan_shard(first, idx, keep_alive, columns, bitmaps)]
             return _BatchPlan.from_single(*parts[0], keep_alive)
-        plan = _BatchPlan.empty(n, len(columns), keep_alive)
+        plan = _BatchPlan.empty(n, len(columns), len(bitmaps), keep_alive)
         order = np.argsort(shard_of, kind="stable")
         bounds = np.flatnonzero(np.diff(shard_of[order])) + 1
         for group in np.split(order, bounds):  # one step per distinct shard in the batch
             col_base, within, block_n, block_end, bitmap_base = self._plan_shard(
-                int(shard_of[group[0]]), idx[group], keep_alive, columns)
+                int(shard_of[group[0]]), idx[group], keep_alive, columns, bitmaps)
             plan.col_base[group] = col_base
             plan.within[group] = within
             plan.block_n[group] = block_n
             plan.block_end[group] = block_end
-            plan.bitmap_base[group] = bitmap_base
+            if bitmaps:
+                plan.bitmap_base[group] = bitmap_base
         return plan
 
-    def _plan_shard(self, s: int, idx: np.ndarray, keep_alive: list, columns: list[int]):
+    def _plan_shard(self, s: int, idx: np.ndarray, keep_alive: list, columns: list[int], bitmaps: list[int]):
+        """Per record: column starts (``columns``), bitmap starts of the nullable ``bitmaps``
+        (-1 where the block has none), position in the block, block records and block end."""
         reader = self.shard(s)
         blocks, within = reader.locate(idx - self._starts[s])
         reader.check_blocks(blocks)
@@ -315,8 +318,10 @@ class Dataset:
         else:
             base = self._block_bases(s, reader, blocks, keep_alive)
         col_base = base[:, None] + reader.col_offsets64[blocks][:, columns]
-        bitmap = reader.bitmap_offsets64[blocks][:, columns]
-        bitmap_base = np.where(bitmap >= 0, base[:, None] + bitmap, -1)  # -1: no null in that block
+        bitmap_base = None
+        if bitmaps:  # fields without nulls pay nothing here
+            bitmap = reader.bitmap_offsets64[blocks][:, bitmaps]
+            bitmap_base = np.where(bitmap >= 0, base[:, None] + bitmap, -1)
         return col_base, within, reader.block_records[blocks], base + reader.block_raw_size[blocks], bitmap_base
 
     def _block_bases(self, s: int, reader: ShardReader, blocks: np.ndarray, keep_alive: list) -> np.ndarray:
@@ -444,10 +449,10 @@ class _BatchPlan:
         return plan
 
     @classmethod
-    def empty(cls, n: int, n_columns: int, keep_alive) -> "_BatchPlan":
+    def empty(cls, n: int, n_columns: int, n_bitmaps: int, keep_alive) -> "_BatchPlan":
         return cls.from_single(np.empty((n, n_columns), np.int64), np.empty(n, np.int64),
                                np.empty(n, np.int64), np.empty(n, np.int64),
-                               np.empty((n, n_columns), np.int64), keep_alive)
+                               np.empty((n, n_bitmaps), np.int64) if n_bitmaps else None, keep_alive)
 
 
 def _empty_column(lay: "_FieldLayout", n: int = 0):
