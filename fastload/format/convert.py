@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import SchemaError
 from .convert_arrow import arrow_storage_type, convert_arrow, python_reason
+from .lossless import may_truncate, truncation
 from .numeric import cast_numbers
 from .schema import Field
 from .varcolumn import VarColumn
@@ -66,21 +67,33 @@ def _via_arrow(f: Field, values: list, n: int) -> Result:
     import pyarrow as pa
 
     typ = arrow_storage_type(f)
+    bad = {}
+    if may_truncate(typ):  # values pyarrow would silently change are bad rows, not stored changed
+        for i, v in enumerate(values):
+            why = truncation(v, typ)
+            if why is not None:
+                bad[i] = f"{why}: it does not fit {f.spec}"
     try:
-        arr = pa.array(values, type=typ)
+        arr = pa.array(values if not bad else _without(values, bad), type=typ)
     except (pa.ArrowException, OverflowError, TypeError, ValueError):
-        bad = {}
         for i, v in enumerate(values):
             try:
-                pa.array([v], type=typ)
+                if i not in bad:
+                    pa.array([v], type=typ)
             except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
                 bad[i] = python_reason(f, v, exc)
-        if not bad:
-            raise SchemaError(f"field {f.name!r}: its values do not convert to {f.spec} together") from None
-        arr = pa.array([None if i in bad else v for i, v in enumerate(values)], type=typ)
-        values_out, valid, more = _arrow_column(f, arr, n)
-        return values_out, valid, {**more, **bad}
-    return _arrow_column(f, arr, n)
+        try:
+            arr = pa.array(_without(values, bad), type=typ)
+        except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
+            raise SchemaError(f"field {f.name!r}: its values do not convert to {f.spec} together "
+                              f"({exc})") from None
+    values_out, valid, more = _arrow_column(f, arr, n)
+    return values_out, valid, {**more, **bad}
+
+
+def _without(values: list, bad: dict[int, str]) -> list:
+    """The values with the bad rows as None (they are dropped before the rows are stored)."""
+    return [None if i in bad else v for i, v in enumerate(values)]
 
 
 def _arrow_column(f: Field, col: Any, n: int) -> Result:

@@ -121,3 +121,26 @@ def test_an_arrow_column_of_another_kind_is_a_schema_error(tmp_path):
     schema = Schema.parse("d:date32")  # a day past Python's dates is named without failing itself
     _, bad = convert_columns(schema, {"d": pa.array(["2024-01-01", "not a date"])}, 2)
     assert list(bad) == [1] and "'not a date'" in bad[1]
+
+
+@pytest.mark.parametrize("spec_or_type, value, reason", [
+    (pa.struct([("a", pa.int64())]), {"a": 1.5}, "1.5 is not an integer"),
+    (pa.struct([("a", pa.int64())]), {"a": 1, "b": 2}, "keys ['b'] are not fields"),
+    (pa.list_(pa.int16()), [1, 2.5], "2.5 is not an integer"),
+    (pa.map_(pa.string(), pa.int8()), {"k": 0.5}, "0.5 is not an integer"),
+    ("timestamp[s]", datetime.datetime(2024, 1, 1, 0, 0, 0, 500), "finer than timestamp[s]"),
+    ("timestamp[ms]", 1.5, "1.5 is not a whole number"),
+    ("time32[ms]", datetime.time(1, 2, 3, 4), "finer than time32[ms]"),
+    ("duration[s]", datetime.timedelta(milliseconds=1), "finer than duration[s]"),
+    ("date32", datetime.datetime(2024, 1, 1, 12), "has a time of day"),
+])
+def test_python_values_pyarrow_would_truncate_are_bad_rows(spec_or_type, value, reason):
+    """pa.array(values, type) silently truncates these; storing them would be a silent wrong answer."""
+    from fastload.format.schema import Field, encode_arrow_type
+
+    if isinstance(spec_or_type, str):
+        field = Field.parse("x", spec_or_type)
+    else:
+        field = Field("x", "arrow", arrow_type=encode_arrow_type(spec_or_type))
+    _, bad = convert_columns(Schema((field,)), {"x": [None, value]}, 2)
+    assert list(bad) == [1] and reason in bad[1], bad
