@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.types as pt
 
 from ..errors import SchemaError
+from .lossless import drops_fields, truncation
 from .numeric import cast_numbers
 from .schema import Field
 from .varcolumn import VarColumn
@@ -102,29 +103,40 @@ def _plain(arr: pa.Array) -> pa.Array:
 
 
 def _cast_rows(f: Field, arr: pa.Array, target: pa.DataType) -> tuple[pa.Array, dict[int, str]]:
-    """``arr`` cast to ``target``; rows that do not cast are reported and become null."""
+    """``arr`` cast to ``target``; rows that do not cast (or would lose something) are reported
+    and become null."""
     if arr.type == target:
         return arr, {}
+    bad: dict[int, str] = {}
+    if drops_fields(arr.type, target):  # Arrow's cast would drop these struct fields silently
+        bad = {i: f"{why}: it does not fit {f.spec}" for i, why in
+               ((i, truncation(v, target)) for i, v in enumerate(arr.to_pylist())) if why is not None}
+        arr = _null_rows(arr, bad)
     try:
-        return pc.cast(arr, target, safe=True), {}
+        return pc.cast(arr, target, safe=True), bad
     except pa.ArrowNotImplementedError:
         raise SchemaError(f"field {f.name!r}: an Arrow {arr.type} column cannot be stored as {f.spec}") from None
     except _CAST_ERRORS:
         pass
-    bad = {}
     for i in np.flatnonzero(arr.is_valid().to_numpy(zero_copy_only=False)).tolist():
         try:
             pc.cast(arr.slice(i, 1), target, safe=True)
         except _CAST_ERRORS as exc:
             bad[i] = f"value {_short(arr[i])} does not fit {f.spec} ({exc})"
-    keep = np.ones(len(arr), dtype=bool)
-    keep[list(bad)] = False
     try:
-        kept = pc.if_else(pa.array(keep), arr, pa.scalar(None, arr.type))
-        return pc.cast(kept, target, safe=True), bad
+        return pc.cast(_null_rows(arr, bad), target, safe=True), bad
     except _CAST_ERRORS as exc:  # no row fails alone: the column as a whole does not convert
         raise SchemaError(f"field {f.name!r}: an Arrow {arr.type} column cannot be stored as {f.spec} "
                           f"({exc})") from None
+
+
+def _null_rows(arr: pa.Array, rows: dict[int, str]) -> pa.Array:
+    """``arr`` with the given rows null (bad rows, dropped before anything is stored)."""
+    if not rows:
+        return arr
+    keep = np.ones(len(arr), dtype=bool)
+    keep[list(rows)] = False
+    return pc.if_else(pa.array(keep), arr, pa.scalar(None, arr.type))
 
 
 def _short(scalar: pa.Scalar) -> str:

@@ -40,8 +40,8 @@ def truncation(v: Any, typ: pa.DataType) -> str | None:
         return _temporal(v, typ)
     if t.is_struct(typ):
         if isinstance(v, dict):
-            extra = [k for k in v if typ.get_field_index(k) < 0] if isinstance(v, dict) else []
-            if extra:  # pyarrow would drop them
+            extra = [k for k, x in v.items() if x is not None and typ.get_field_index(k) < 0]
+            if extra:  # pyarrow would drop them (a key holding None loses nothing)
                 return f"keys {extra} are not fields of {typ}"
             return _first(truncation(v.get(f.name), f.type) for f in typ)
         return None
@@ -88,3 +88,16 @@ def _pairs(items: Any):
 
 def _first(reasons) -> str | None:
     return next((r for r in reasons if r is not None), None)
+
+
+def drops_fields(src: pa.DataType, dst: pa.DataType) -> bool:
+    """True when casting ``src`` to ``dst`` would drop struct fields (Arrow's cast drops, silently,
+    the fields the target struct lacks), at any depth."""
+    t = pa.types
+    if t.is_struct(src) and t.is_struct(dst):
+        if any(dst.get_field_index(f.name) < 0 for f in src):
+            return True
+        return any(drops_fields(f.type, dst.field(dst.get_field_index(f.name)).type) for f in src)
+    if src.num_fields == dst.num_fields and src.num_fields:
+        return any(drops_fields(src.field(i).type, dst.field(i).type) for i in range(src.num_fields))
+    return False

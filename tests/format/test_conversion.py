@@ -144,3 +144,13 @@ def test_python_values_pyarrow_would_truncate_are_bad_rows(spec_or_type, value, 
         field = Field("x", "arrow", arrow_type=encode_arrow_type(spec_or_type))
     _, bad = convert_columns(Schema((field,)), {"x": [None, value]}, 2)
     assert list(bad) == [1] and reason in bad[1], bad
+
+
+def test_an_arrow_struct_with_a_key_the_field_lacks_is_a_bad_row():
+    """Arrow's struct cast drops the fields the target lacks; the rows that hold one are bad."""
+    from fastload.format.schema import Field, encode_arrow_type
+
+    field = Field("x", "arrow", arrow_type=encode_arrow_type(pa.struct([("a", pa.int64())])))
+    col = pa.array([{"a": 1, "b": None}, {"a": 2, "b": 5}, None])  # struct<a, b>
+    conv, bad = convert_columns(Schema((field,)), {"x": col}, 3)
+    assert list(bad) == [1] and "keys ['b'] are not fields" in bad[1]
