@@ -259,11 +259,19 @@ def _nested(f: Field, arr: pa.Array, n: int, valid) -> Result:
     arr, bad = _cast_rows(f, arr, f.pa_type)
     if bad:
         valid = arr.is_valid().to_numpy(zero_copy_only=False)
-    batch = pa.RecordBatch.from_arrays([arr], schema=pa.schema([pa.field("item", f.pa_type)]))
+    schema = pa.schema([pa.field("item", f.pa_type)])
+    batch = pa.RecordBatch.from_arrays([arr], schema=schema)
+    # pyarrow 26 writes a slice's whole child buffers for some rows (an empty list inside): 393 KB
+    # for a row of ~400 B in a 65,536-row chunk. Such a row is copied alone (take) and written again.
+    bloated = pa.RecordBatch.from_arrays([pa.array([], f.pa_type)], schema=schema).serialize().size + 1024
     rows = range(n) if valid is None else np.flatnonzero(valid).tolist()
     payloads = [b""] * n
     for i in rows:
-        payloads[i] = batch.slice(i, 1).serialize().to_pybytes()
+        one = batch.slice(i, 1)
+        payload = one.serialize()
+        if payload.size > bloated + 2 * one.nbytes:
+            payload = batch.take([i]).serialize()
+        payloads[i] = payload.to_pybytes()
     return VarColumn.from_payloads(payloads), valid, bad
 
 
