@@ -152,7 +152,8 @@ def _filled(arr: pa.Array) -> np.ndarray:
     if arr.null_count:
         zero = pa.scalar(False) if pt.is_boolean(arr.type) else pa.array(np.zeros(1, arr.type.to_pandas_dtype()))[0]
         arr = pc.fill_null(arr, zero)
-    return arr.to_numpy(zero_copy_only=False)
+    # numbers without nulls are a view of the Arrow buffer; bools are bit-packed and need a copy
+    return arr.to_numpy(zero_copy_only=not pt.is_boolean(arr.type))
 
 
 # -- numbers, dates, times, decimals ------------------------------------------------------------------

@@ -21,11 +21,12 @@ from ..format.schema import VALID_SUFFIX, Field
 def torch_entries(f: Field, col: Any) -> dict[str, Any]:
     """The batch entries of one gathered field (``name`` and maybe ``name + ".valid"``)."""
     out: dict[str, Any] = {}
+    arrays = f.kind == "array" and f.logical is None  # a list of them for variable shapes
     for key, value in batch_entries(f, col).items():
         if isinstance(value, np.ndarray):
             value = torch.from_numpy(value)
-        elif isinstance(value, list) and any(isinstance(v, np.ndarray) for v in value):
-            value = [torch.from_numpy(v) if isinstance(v, np.ndarray) else v for v in value]
+        elif arrays and isinstance(value, list):
+            value = [None if v is None else torch.from_numpy(v) for v in value]
         out[key] = value
     return out
 
