@@ -89,6 +89,16 @@ def table_from_pandas(df: Any) -> pa.Table:
                       f"(e.g. df[{name!r}].astype(str)) or drop it") from None
 
 
+def needs_sample(pa_schema: pa.Schema) -> bool:
+    """True when :func:`schema_from_arrow` would look at sample values: a numeric list column
+    (nulls inside it make it nested). Other schemas need no data read."""
+    for f in pa_schema:
+        dims, leaf = _list_dims(_unwrap(f.type))
+        if dims and _numeric_dtype(leaf) is not None:
+            return True
+    return False
+
+
 def plain_type(typ: pa.DataType) -> pa.DataType:
     """``typ`` as a nested field stores it: dictionaries decoded, extension types as their storage,
     view types as plain ones, standard child names and no field metadata, so the same values

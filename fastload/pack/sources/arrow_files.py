@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ...errors import SourceError
-from ...format.arrow_types import schema_from_arrow
+from ...format.arrow_types import needs_sample, schema_from_arrow
 from ...format.schema import Schema
 from .base import BadRow, Chunk, Source, SourceInfo, sorted_paths
 
@@ -74,10 +74,13 @@ class ArrowFileSource(Source):
 
     def info(self) -> SourceInfo:
         scans = self._scan()
-        segments = [s for s in self.segments() if s.path == self.paths[0]][:1]
-        with closing(_read_batches(segments[0])) if segments else nullcontext(iter(())) as batches:
-            sample = next(batches, None)  # a numeric list column with null elements stays nested
-        schema = _fastload_schema(self.paths[0], scans[self.paths[0]].schema, sample)
+        first = scans[self.paths[0]].schema
+        sample = None
+        if needs_sample(first):  # a numeric list column with null elements stays nested
+            segments = [s for s in self.segments() if s.path == self.paths[0]][:1]
+            with closing(_read_batches(segments[0])) if segments else nullcontext(iter(())) as batches:
+                sample = next(batches, None)
+        schema = _fastload_schema(self.paths[0], first, sample)
         return SourceInfo(schema=schema, bytes_hint=sum(os.path.getsize(p) for p in self.paths))
 
     def segments(self) -> list[ArrowSegment]:
