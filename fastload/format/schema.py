@@ -331,6 +331,8 @@ class Schema:
     def with_nullable(self, names: Iterable[str]) -> "Schema":
         """The schema with exactly the fields ``names`` marked nullable."""
         marked = set(names)
+        if all(f.nullable == (f.name in marked) for f in self.fields):
+            return self  # Schema and Field are frozen: nothing to copy
         return Schema(tuple(replace(f, nullable=f.name in marked) for f in self.fields))
 
     def without_nullable(self) -> "Schema":
