@@ -11,7 +11,9 @@ interleaved (A, B, A, B, ...), with the inputs read once before each run (warm p
 * ``pack``: ``fastload.pack(parquet)`` (64 MB shards, no compression), wall seconds;
 * ``get_batch``: one shuffled epoch of ``get_batch`` with 256 indices per call (all fields);
 * ``loader``: one shuffled epoch of ``fastload.DataLoader(batch_size=256, num_workers=0)``;
-* ``ds[i]``: ``--items`` random ``ds[i]`` calls.
+* ``ds[i]``: ``--items`` random ``ds[i]`` calls;
+* and once, a nested field (``--nested-rows``, a struct column): pack and ``get_batch`` time per
+  record and stored bytes per record, without and with zstd.
 
 Each run also reports the CPU seconds of the process (``time.process_time``; pack runs with one
 worker, in this process), which move less than wall seconds when other programs share the cores.
@@ -61,17 +63,47 @@ def make_tables(rows: int, seed: int = 7):
     return clean, pa.table(holes)
 
 
+def nested_column(root: Path, rows: int) -> dict:
+    """One run each: pack and read a struct column (a nested field, one IPC batch per record)."""
+    import pyarrow as pa
+
+    import fastload
+
+    table = pa.table({"meta": pa.array([{"a": i, "tags": ["x"] * (i % 4), "score": i / 3} for i in range(rows)])})
+    perm = np.random.default_rng(5).permutation(rows)
+    out = {}
+    for compression in ("none", "zstd"):
+        path = root / f"nested-{compression}"
+        flush_and_remove(path)
+        t0 = time.perf_counter()
+        fastload.pack(table, str(path), compression=compression, progress=False)
+        pack_s = time.perf_counter() - t0
+        ds = fastload.open(str(path))
+        t0 = time.perf_counter()
+        for i in range(0, rows, BATCH):
+            ds.get_batch(perm[i:i + BATCH])
+        read_s = time.perf_counter() - t0
+        out[compression] = {"pack_us": pack_s / rows * 1e6, "stored_bytes": tree_bytes(path) / rows,
+                            "get_batch_us": read_s / rows * 1e6}
+    print(f"\n## a nested field: {rows:,} records of struct<a: int64, tags: list<string>, score: double>")
+    print_table(["compression", "pack µs/record", "stored B/record", "get_batch µs/record"],
+                [[c, f"{r['pack_us']:.1f}", f"{r['stored_bytes']:.0f}", f"{r['get_batch_us']:.1f}"]
+                 for c, r in out.items()])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--items", type=int, default=20_000, help="ds[i] calls per run")
+    ap.add_argument("--nested-rows", type=int, default=200_000, help="rows of the nested-column measurement (0: skip)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 50,000 rows, 1 repeat")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
     if a.quick:
-        a.rows, a.repeats, a.items = 50_000, 1, 2_000
+        a.rows, a.repeats, a.items, a.nested_rows = 50_000, 1, 2_000, 20_000
     import pyarrow.parquet as pq
 
     import fastload
@@ -152,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"{med([r['records_s'] for r in rs]) / base:.2f}", fmt_range([r["cpu_s"] for r in rs]),
                          f"{med([r['cpu_s'] for r in rs]) / base_cpu:.2f}"])
     print_table(["workload", "table", "k records/s", "× no nulls", "CPU s", "CPU × no nulls"], rows)
-    write_json(a.json, {"machine": info, "results": res, "dataset_bytes": sizes})
+    nested = nested_column(root, a.nested_rows) if a.nested_rows else {}
+    write_json(a.json, {"machine": info, "results": res, "dataset_bytes": sizes, "nested": nested})
     return 0
 
 
