@@ -150,3 +150,23 @@ def test_mixed_types_name_the_field(tmp_path, make):
     rows = [{"ok": 1, "mixed up": 1}, {"ok": 2, "mixed up": "two"}]
     with pytest.raises(SchemaError, match="'mixed up'"):
         packed(make(rows), tmp_path / "m")
+
+
+def test_tables_that_were_refused_now_pack(tmp_path):
+    """The issue's cases: a ragged list of lists, a null list element, a map (back as pairs),
+    uint64's maximum, an all-null column, dates and decimals, from a Table."""
+    import datetime
+    import decimal
+
+    table = pa.table({
+        "ragged": pa.array([[[1, 2], [3]], [], [[4, 5, 6]]]),
+        "holes": pa.array([[1, None, 3], None, [4]]),
+        "pairs": pa.array([[("a", 1), ("b", 2)], [], None], pa.map_(pa.string(), pa.int64())),
+        "big": pa.array([2**64 - 1, 0, 1], pa.uint64()),
+        "nothing": pa.nulls(3),
+        "day": pa.array([datetime.date(2024, 2, 29), None, datetime.date(1, 1, 1)]),
+        "price": pa.array([decimal.Decimal("0.10"), decimal.Decimal("-99.99"), None], pa.decimal128(4, 2)),
+    })
+    ds = packed(table, tmp_path / "t")
+    assert_rows(ds, table.to_pylist(), "table")
+    assert ds[0]["pairs"] == [("a", 1), ("b", 2)] and ds[1]["holes"] is None and ds[0]["holes"] == [1, None, 3]
