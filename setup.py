@@ -1,13 +1,17 @@
-"""Build the C extension (csrc/) with the package; nothing beyond a C compiler is needed."""
+"""Build the C extensions (csrc/) with the package; nothing beyond a C compiler is needed."""
+
+import sys
 
 from setuptools import Extension, setup
 
+FLAGS = ["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+
 setup(
     ext_modules=[
-        Extension(
-            "fastload._native",
-            sources=["csrc/fastload_native.c"],
-            extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-        )
+        Extension("fastload._native", sources=["csrc/fastload_native.c"], extra_compile_args=FLAGS),
+        # no JPEG headers or library at build time: libjpeg-turbo is opened at run time (dlopen)
+        Extension("fastload._jpeg", sources=["csrc/jpeg_window.c"], depends=["csrc/libjpeg62_abi.h"],
+                  extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+                  libraries=["dl"] if sys.platform.startswith("linux") else []),
     ]
 )

@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-DEFAULT_DATA_DIR = Path(os.environ.get("FASTLOAD_BENCH_DATA", "/work/scratch/bench-data"))
+# the benchmarks' scratch space: generated inputs (cached between runs) and outputs
+BENCH_HOME = Path(os.environ.get("FASTLOAD_BENCH_HOME", Path.home() / ".cache" / "fastload" / "bench"))
+DEFAULT_DATA_DIR = Path(os.environ.get("FASTLOAD_BENCH_DATA", BENCH_HOME / "data"))
 PACKAGES = ("fastload", "numpy", "pyarrow", "numba", "mosaicml-streaming", "litdata", "webdataset",
             "torch", "pillow", "scikit-learn")
 

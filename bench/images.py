@@ -2,7 +2,8 @@
 
 Input: ``bench/datasets.py``'s JPEGs (20,000 real-photo crops of scikit-learn's two sample
 photographs, 256–500 px per side, quality 90, 10 classes; ``--quick``: 2,000), each system's
-dataset written once by its own writer (cached under ``<data-dir>/images/jpegs-<n>/<system>``).
+dataset written once by its own writer (cached under ``<data-dir>/images/jpegs-<n>/<system>``;
+``--data-dir`` defaults to ``$FASTLOAD_BENCH_DATA`` or ``~/.cache/fastload/bench``).
 Two transforms, uint8 output, batches of 64, shuffled, 2 workers everywhere:
 
 * ``train``: RandomResizedCrop(224) + RandomHorizontalFlip, NHWC uint8;
@@ -19,8 +20,10 @@ one epoch, capped at ``--cap`` seconds; the rate is images after the first batch
 first batch (the first batch's time, where FFCV compiles for 14–19 s, is its own column).
 
 The practical limit is measured in the same run, in this process: the single-core decode rate of
-Pillow (``Image.open(...).convert("RGB")``) and of simplejpeg over the same files, times the cores.
-Systems run interleaved (A, B, C, A, B, C, ...), ``--repeats`` times; medians (min–max).
+Pillow (``Image.open(...).convert("RGB")``) and of simplejpeg over the same files, and of
+fastload's window decode of the train transform's windows (``fastload.image.window``), times the cores.
+Systems run interleaved (A, B, C, A, B, C, ...), ``--repeats`` times; medians (min–max). The
+"×" columns are medians of the ratios within each repeat (paired runs, minutes apart).
 
     .venv-bench/bin/python -m bench.images [--quick] [--repeats 3] [--cap 30] [--json out.json]
 """
@@ -73,8 +76,10 @@ def _rrc_box(w: int, h: int, rnd: random.Random) -> tuple[int, int, int, int]:
         if 0 < cw <= w and 0 < ch <= h:
             top, left = rnd.randint(0, h - ch), rnd.randint(0, w - cw)
             return left, top, left + cw, top + ch
-    side = min(w, h)
-    return (w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2
+    in_ratio = w / h  # the fallback: the whole image, cut to the nearest allowed ratio
+    cw, ch = (w, int(round(w * 3 / 4))) if in_ratio < 3 / 4 else ((int(round(h * 4 / 3)), h) if in_ratio > 4 / 3 else (w, h))
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return left, top, left + cw, top + ch
 
 
 def pil_transform(data: bytes, transform: str, rnd: random.Random) -> np.ndarray:
@@ -87,10 +92,10 @@ def pil_transform(data: bytes, transform: str, rnd: random.Random) -> np.ndarray
         img = img.resize((SIZE, SIZE), Image.BILINEAR, box=_rrc_box(w, h, rnd))
         if rnd.random() < 0.5:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
-    else:
-        s = RESIZE / min(w, h)
-        img = img.resize((max(RESIZE, round(w * s)), max(RESIZE, round(h * s))), Image.BILINEAR)
-        left, top = (img.size[0] - SIZE) // 2, (img.size[1] - SIZE) // 2
+    else:  # torchvision's Resize(RESIZE) + CenterCrop(SIZE): whole-pixel sizes and offsets
+        long = int(RESIZE * max(w, h) / min(w, h))
+        img = img.resize((RESIZE, long) if w <= h else (long, RESIZE), Image.BILINEAR)
+        left, top = int(round((img.size[0] - SIZE) / 2.0)), int(round((img.size[1] - SIZE) / 2.0))
         img = img.crop((left, top, left + SIZE, top + SIZE))
     return np.asarray(img)
 
@@ -242,18 +247,40 @@ def child(system: str, transform: str, path: Path, cap: float) -> dict:
 
 
 # -- the practical limit, in this process --------------------------------------------------------
+def _train_windows(blobs: list[bytes]) -> list[tuple[int, int, int, int]]:
+    """The window fastload decodes of each JPEG for the train transform (its planner's boxes)."""
+    import simplejpeg
+
+    from fastload.image import RandomResizedCrop, window
+    from fastload.image.pipeline import ImagePipeline
+
+    sizes = np.array([simplejpeg.decode_jpeg_header(b)[:2] for b in blobs])
+    boxes, _ = ImagePipeline.of([RandomResizedCrop(SIZE)]).plan(sizes[:, 0], sizes[:, 1], SEED, 0,
+                                                                np.arange(len(blobs)))
+    return [window.window_of(tuple(box), SIZE, SIZE, int(h), int(w)) for box, (h, w) in zip(boxes.tolist(), sizes)]
+
+
 def decode_limit(files: list[str], seconds: float = 3.0) -> dict[str, float]:
-    """Single-core decode rates (images/s) over ``files``: Pillow and simplejpeg, each for ~``seconds``."""
+    """Single-core decode rates (images/s) over ``files``, each for ~``seconds``: Pillow and
+    simplejpeg decoding whole images, and fastload's window decode (fast IDCT) of the train
+    transform's windows, where Pillow ships a libjpeg-turbo it can open."""
     import simplejpeg
     from PIL import Image
 
+    from fastload.image import window
+
     blobs = [Path(p).read_bytes() for p in files]
+    decoders = [("pillow", lambda k: Image.open(io.BytesIO(blobs[k])).convert("RGB").load()),
+                ("simplejpeg", lambda k: simplejpeg.decode_jpeg(blobs[k], "RGB"))]
+    lib = window.library()
+    if lib.handle is not None:
+        windows, buf = _train_windows(blobs), np.empty(4096 * 4096 * 3, np.uint8)
+        decoders.append(("window", lambda k: window.decode_window(lib, blobs[k], 1, windows[k], buf, True)))
     out = {}
-    for name, fn in (("pillow", lambda b: Image.open(io.BytesIO(b)).convert("RGB").load()),
-                     ("simplejpeg", lambda b: simplejpeg.decode_jpeg(b, "RGB"))):
+    for name, fn in decoders:
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
-            fn(blobs[n % len(blobs)])
+            fn(n % len(blobs))
             n += 1
         out[name] = n / (time.perf_counter() - t0)
     return out
@@ -269,13 +296,49 @@ def ffcv_status() -> str | None:
     return None
 
 
+def table(results: dict, systems: list[str], transforms: list[str], skipped: dict[str, str],
+          cores: int) -> tuple[list[str], list[list[str]]]:
+    """The table of a run: rates, first batches, the paired ratios and the decode limits."""
+    lim = results["limit"]
+    pillow = [r["pillow"] for r in lim]
+    limit_ref = med(pillow) * cores
+
+    def paired(system: str, ref: str, t: str) -> str:
+        """The median over repeats of the rate ratio within each repeat (the two ran minutes
+        apart, where the shared machine's speed drifts 1.2-2x within an hour), with its range."""
+        if f"{ref}|{t}" not in results:
+            return "–"
+        ratios = [a["images_s"] / b["images_s"] for a, b in zip(results[f"{system}|{t}"], results[f"{ref}|{t}"])
+                  if b["images_s"] > 0]
+        return f"{med(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})" if ratios else "–"
+
+    headers = ["system", "transform", "images/s", "first batch s", "× torch+Pillow", "× FFCV", "% of Pillow limit"]
+    rows = []
+    for t in transforms:
+        for s in systems:
+            rs = results[f"{s}|{t}"]
+            rate = [r["images_s"] for r in rs]
+            rows.append([s, t, fmt_rate(rate), fmt_range([r["first_batch_s"] for r in rs]), paired(s, "torch", t),
+                         paired(s, "ffcv", t), f"{100 * med(rate) / limit_ref:.0f}%"])
+    limits = [("Pillow", pillow), ("simplejpeg", [r["simplejpeg"] for r in lim]),
+              ("fastload train-window", [r["window"] for r in lim if "window" in r])]
+    for name, rates in limits:
+        if rates:
+            rows.append([f"limit: {name} decode × cores", "decode only", fmt_rate([r * cores for r in rates]), "–",
+                         "–", "–", f"{100 * med(rates) / med(pillow):.0f}%"])
+    for s, why in skipped.items():
+        rows.append([s, "–", f"skipped: {why}", "–", "–", "–", "–"])
+    return headers, rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="2,000 images, 1 repeat, 2 s cap (< 90 s)")
     ap.add_argument("--scale", type=float, default=None, help="fraction of the 20,000 images")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--cap", type=float, default=None, help="seconds per epoch run (default 60; quick 2)")
-    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                    help="inputs and the peers' datasets (default: $FASTLOAD_BENCH_DATA or ~/.cache/fastload/bench)")
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--transforms", default=",".join(TRANSFORMS))
     ap.add_argument("--json", type=Path, default=None)
@@ -325,28 +388,7 @@ def main(argv=None) -> int:
     jobs["limit"] = lambda: decode_limit(files[:500], 1.0 if a.quick else 4.0)
     results = interleaved(jobs, repeats)
 
-    cores = os.cpu_count() or 1
-    lim = results["limit"]
-    pillow = [r["pillow"] for r in lim]
-    sj = [r["simplejpeg"] for r in lim]
-    limit_ref = med(pillow) * cores
-    torch_ref = {t: med([r["images_s"] for r in results[f"torch|{t}"]]) for t in transforms
-                 if f"torch|{t}" in results}
-    headers = ["system", "transform", "images/s", "first batch s", "× torch+Pillow", "% of Pillow limit"]
-    rows = []
-    for t in transforms:
-        for s in systems:
-            rs = results[f"{s}|{t}"]
-            rate = [r["images_s"] for r in rs]
-            ref = torch_ref.get(t)
-            rows.append([s, t, fmt_rate(rate), fmt_range([r["first_batch_s"] for r in rs]),
-                         f"{med(rate) / ref:.2f}" if ref else "–", f"{100 * med(rate) / limit_ref:.0f}%"])
-    rows.append(["limit: Pillow decode × cores", "decode only", fmt_rate([p * cores for p in pillow]), "–",
-                 "–", "100%"])
-    rows.append(["limit: simplejpeg decode × cores", "decode only", fmt_rate([s * cores for s in sj]), "–",
-                 "–", f"{100 * med(sj) / med(pillow):.0f}%"])
-    for s, why in skipped.items():
-        rows.append([s, "–", f"skipped: {why}", "–", "–", "–"])
+    headers, rows = table(results, systems, transforms, skipped, os.cpu_count() or 1)
     print()
     text = print_table(headers, rows)
     write_json(a.json, {"benchmark": "images", "headers": headers, "rows": rows, "table": text,

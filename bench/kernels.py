@@ -50,6 +50,8 @@ def main() -> None:
         reader = ds.shard(0)
         itemsize = tokens.shape[1] * 2
         col_addr = reader.column_address(0)
+        block_lo = reader.base_address + reader.block_offset  # the bytes each block's reads must stay in
+        block_hi = block_lo + reader.block_raw_size
         col_offset = reader.block_offset + reader.col_offsets64[:, 0]
         buf = reader.buf
         batches = np.array_split(rng.permutation(args.rows), args.rows // args.batch)
@@ -57,7 +59,8 @@ def main() -> None:
 
         def c_kernel():
             for b in batches:
-                _native.gather_rows(b, reader.first_record, col_addr, reader.n_records, itemsize, out[: len(b)])
+                _native.gather_rows(b, reader.first_record, col_addr, block_lo, block_hi, reader.n_records, itemsize,
+                                    out[: len(b)])
 
         def numba_kernel():
             for b in batches:

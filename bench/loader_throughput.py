@@ -45,12 +45,12 @@ from pathlib import Path
 import numpy as np
 
 from . import datasets, peers
-from .common import (DEFAULT_DATA_DIR, fmt_range, interleaved, machine_info, med, print_machine,
+from .common import (BENCH_HOME, DEFAULT_DATA_DIR, fmt_range, interleaved, machine_info, med, print_machine,
                      print_table, tree_bytes, warm, write_json)
 from .loader_systems import BATCH, SEED, SHUFFLE_BUFFER, child  # noqa: F401  (names kept for importers)
 
 MANIFEST_SHARDS = 100_000
-SCRATCH = Path(os.environ.get("FASTLOAD_BENCH_SCRATCH", "/work/scratch/loader-bench"))
+SCRATCH = Path(os.environ.get("FASTLOAD_BENCH_SCRATCH", BENCH_HOME / "loader"))
 
 
 # -- the systems' datasets ---------------------------------------------------------------------
@@ -214,7 +214,7 @@ def manifest_open(repeats: int, data_dir: Path = DEFAULT_DATA_DIR) -> dict:
         loader = fastload.DataLoader(ds, batch_size=64, shuffle="full", seed=SEED)
         res["dataloader_s"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        loader._plan()  # the epoch order a first batch needs (no shard is opened)
+        loader.sampler.plan()  # the epoch order a first batch needs (no shard is opened)
         res["first_plan_s"].append(time.perf_counter() - t0)
         del ds, loader
     return {"shards": MANIFEST_SHARDS, "records": MANIFEST_SHARDS * 15_616, "manifest_mb": size / 1e6, **res}

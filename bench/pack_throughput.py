@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from . import datasets, peers
-from .common import (DEFAULT_DATA_DIR, fmt_range, flush_and_remove, interleaved, machine_info, med,
+from .common import (BENCH_HOME, DEFAULT_DATA_DIR, fmt_range, flush_and_remove, interleaved, machine_info, med,
                      print_machine, print_table, tree_bytes, warm, write_json)
 
 DATASETS = ("tokens", "records", "jpegs")
@@ -27,7 +27,7 @@ DATASETS = ("tokens", "records", "jpegs")
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    ap.add_argument("--out-dir", type=Path, default=Path("/work/scratch/bench-out"),
+    ap.add_argument("--out-dir", type=Path, default=BENCH_HOME / "pack-out",
                     help="where the systems write (deleted after each run)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the full inputs (1.0 = 200k token rows, 1M records, 20k JPEGs)")

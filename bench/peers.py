@@ -5,8 +5,8 @@ Everyone targets 64 MB shards (64,000,000 bytes): fastload ``shard_size="64MB"``
 JPEGs are stored as the encoded bytes on disk, unchanged, by every system.
 
 Streaming (MosaicML) imports torchvision, whose only wheel here cannot load against the CPU torch;
-:func:`import_streaming` defines the two operator schemas torchvision looks up first (see
-/work/shared/PEERS.md). This lives here, in the benchmarks, never in fastload.
+:func:`import_streaming` defines the two operator schemas torchvision looks up first (defining
+them is enough: no torchvision operator is called). This lives here, in the benchmarks, never in fastload.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .common import DEFAULT_DATA_DIR, machine_info
+from .common import BENCH_HOME, DEFAULT_DATA_DIR, machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN = "<!-- bench.run: generated section, begin (python -m bench.run rewrites it) -->"
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, help="override every step's repeats")
     ap.add_argument("--systems", default="", help="restrict pack/loader steps to these systems (e.g. fastload,copy)")
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    ap.add_argument("--work-dir", type=Path, default=Path("/work/scratch/bench-run"),
+    ap.add_argument("--work-dir", type=Path, default=BENCH_HOME / "run",
                     help="each step's JSON and the pack outputs")
     ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
     ap.add_argument("--dry-run", action="store_true", help="print the steps' commands and budgets, run nothing")

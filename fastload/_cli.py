@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import argparse
 import base64
+import datetime
+import decimal
 import json
+import math
+import os
 import sys
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -17,6 +22,7 @@ from . import errors
 from ._sizes import format_size
 
 EXIT_CODES = (  # most specific first
+    (errors.SkippedRowsError, 9),
     (errors.OutputExistsError, 5),
     (errors.SourceError, 4),
     (errors.FormatError, 3),
@@ -34,7 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.run(args) or 0
+        status = args.run(args) or 0
+        sys.stdout.flush()  # here, so that a closed pipe is met inside this try
+        return status
+    except BrokenPipeError:
+        return _reader_went_away()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -46,13 +56,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def _reader_went_away() -> int:
+    """stdout's reader has gone (``fastload head ds | head -1``): end quietly, as Unix tools do."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not complain
+    os.close(devnull)
+    return 141  # 128 + SIGPIPE, the status of a tool killed by the closed pipe
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastload", description="Pack, inspect and verify fastload datasets.")
     sub = p.add_subparsers(dest="command")
 
-    pk = sub.add_parser("pack", help="convert a source (Parquet, JSONL, CSV, npy, images, tar, MDS, LitData) to shards")
-    pk.add_argument("source", help="file, directory or glob")
-    pk.add_argument("out", help="output directory")
+    from .pack.sources import PATH_KINDS
+
+    pk = sub.add_parser("pack", help="convert a source (Parquet, Arrow, Feather, JSON Lines, JSON, CSV, "
+                        ".npy/.npz, images, WebDataset, MDS, LitData, Hugging Face, Megatron .bin/.idx) to shards",
+                        description=f"Convert a source to a fastload dataset. Sources: {PATH_KINDS}.")
+    pk.add_argument("source", help="input file, directory or glob (quote globs: 'data/*.parquet'), or a URL: "
+                    "s3://bucket/raw/*.parquet, gs://..., https://... (any fsspec URL)")
+    pk.add_argument("out", help="output directory or URL (s3://bucket/ds; must be empty unless --overwrite)")
     pk.add_argument("--schema", help="type overrides, e.g. 'tokens:uint16[2049],label:int32'; quote names "
                     """with spaces or punctuation: '"Body Mass (g)":float32'""")
     pk.add_argument("--rename", action="append", metavar="OLD=NEW",
@@ -65,24 +88,37 @@ def _parser() -> argparse.ArgumentParser:
     pk.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT")
     pk.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                     help="stop at the first bad row (default) or skip and count bad rows")
+    pk.add_argument("--max-skipped", type=float, metavar="FRACTION",
+                    help="with --on-error skip, fail (exit 9) when more than this share of rows is "
+                         "skipped, e.g. 0.01 (default: warn past 1%%, fail only when every row is)")
+    pk.add_argument("--delimiter", help="CSV field separator: one character, an escape or name "
+                    "('\\t', tab, semicolon, pipe, space) or 'whitespace' for runs of spaces and tabs "
+                    "(default: comma; tab for .tsv)")
     pk.add_argument("--no-progress", action="store_true")
     pk.add_argument("--max-side", type=int, help="resize images whose longer side exceeds N pixels")
     pk.add_argument("--jpeg-quality", type=int, default=90, help="quality of re-encoded JPEGs (default 90)")
     pk.add_argument("--image-format", choices=["keep", "jpeg", "raw"], default="keep",
                     help="store images as given (default), re-encoded as JPEG, or as raw RGB pixels")
+    pk.add_argument("--timeout", type=float, default=60.0, help="seconds per remote request (default 60)")
+    pk.add_argument("--retries", type=int, default=5, help="attempts per remote request (default 5)")
+    pk.add_argument("--uploads", type=int, default=4, help="shards uploaded at once to a remote output (default 4)")
+    pk.add_argument("--staging-dir", help="where a remote output's shards wait for upload (default: the "
+                    "temporary directory)")
+    pk.add_argument("--staging-limit", default="2GB", help="at most this many bytes of finished shards wait "
+                    "there (default 2GB)")
     pk.set_defaults(run=_pack)
 
     inf = sub.add_parser("info", help="schema, records, shards, bytes, compression, version")
-    inf.add_argument("url")
+    inf.add_argument("url", help="a fastload dataset: local directory or s3://, gs://, http(s):// URL")
     inf.add_argument("--json", action="store_true", help="print machine-readable JSON")
     inf.set_defaults(run=_info)
 
     ver = sub.add_parser("verify", help="check every checksum; non-zero exit naming what is corrupt")
-    ver.add_argument("url")
+    ver.add_argument("url", help="a fastload dataset: local directory or s3://, gs://, http(s):// URL")
     ver.set_defaults(run=_verify)
 
-    hd = sub.add_parser("head", help="print the first records as readable text")
-    hd.add_argument("url")
+    hd = sub.add_parser("head", help="print the first records as JSON lines (NaN and infinities as strings)")
+    hd.add_argument("url", help="a fastload dataset: local directory or s3://, gs://, http(s):// URL")
     hd.add_argument("-n", type=int, default=5, help="number of records (default 5)")
     hd.set_defaults(run=_head)
 
@@ -98,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     from .storage import cli as storage_cli  # cheap: fsspec loads only when a remote dataset opens
 
     storage_cli.add_parser(sub)
-    for name in ("info", "verify", "head"):
+    for name in ("pack", "info", "verify", "head"):
         storage_cli.add_storage_options(sub.choices[name])
     return p
 
@@ -112,11 +148,17 @@ def _demo(args) -> int:
 def _pack(args) -> int:
     from .pack.driver import pack
 
-    report = pack(args.source, args.out, schema=args.schema, shard_size=args.shard_size,
-                  block_size=args.block_size, compression=args.compression, level=args.level,
-                  workers=args.workers, overwrite=args.overwrite, on_error=args.on_error,
-                  progress=not args.no_progress, max_side=args.max_side, jpeg_quality=args.jpeg_quality,
-                  image_format=args.image_format, rename=args.rename)
+    with warnings.catch_warnings():  # the report itself shows the warning, in its place
+        warnings.simplefilter("ignore", errors.SkippedRowsWarning)
+        report = pack(args.source, args.out, schema=args.schema, shard_size=args.shard_size,
+                      block_size=args.block_size, compression=args.compression, level=args.level,
+                      workers=args.workers, overwrite=args.overwrite, on_error=args.on_error,
+                      progress=not args.no_progress, max_side=args.max_side,
+                      jpeg_quality=args.jpeg_quality, image_format=args.image_format,
+                      delimiter=args.delimiter, max_skipped=args.max_skipped,
+                      storage_options=args.storage_options, timeout=args.timeout, retries=args.retries,
+                      uploads=args.uploads, staging_dir=args.staging_dir, staging_limit=args.staging_limit,
+                      rename=args.rename)
     print(report)
     return 0
 
@@ -167,21 +209,40 @@ def _head(args) -> int:
     batch = ds.get_batch(np.arange(n))
     for k in range(n):
         record = {name: _readable(values[k]) for name, values in batch.items()}
-        print(json.dumps(record, ensure_ascii=False, default=str))  # Decimal, nested dates: their text
+        print(json.dumps(record, ensure_ascii=False, allow_nan=False, default=_json_default))
     return 0
 
 
 def _readable(v: Any) -> Any:
+    """A value as JSON can hold it: floats in their shortest form, NaN and infinities as strings."""
     if isinstance(v, np.ndarray):
         if v.size > 16:
-            return f"array(shape={list(v.shape)}, dtype={v.dtype}, first={v.reshape(-1)[:8].tolist()})"
-        return v.tolist()
+            first = [_readable(x) for x in v.reshape(-1)[:8]]
+            return f"array(shape={list(v.shape)}, dtype={v.dtype}, first={json.dumps(first)})"
+        return [_readable(x) for x in v] if v.ndim else _readable(v[()])
+    if isinstance(v, (np.floating, float)):
+        # repr of the value's own precision: float32 0.1 is 0.1, not 0.10000000149011612
+        x = float(str(v)) if isinstance(v, np.floating) else v
+        return x if math.isfinite(x) else str(x).replace("inf", "Infinity").replace("nan", "NaN")
     if isinstance(v, np.generic):
         return v.item()
     if isinstance(v, bytes):
         head = base64.b64encode(v[:24]).decode()
         return f"<{len(v)} bytes, base64 {head}{'...' if len(v) > 24 else ''}>"
+    if isinstance(v, (list, tuple)):
+        return [_readable(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _readable(x) for k, x in v.items()}
     return v
+
+
+def _json_default(v: Any) -> Any:
+    """Values JSON has no type for: dates and times in ISO form, decimals and the rest as text."""
+    if isinstance(v, (datetime.date, datetime.time)):
+        return v.isoformat()
+    if isinstance(v, (decimal.Decimal, datetime.timedelta)):
+        return str(v)
+    return repr(v)
 
 
 if __name__ == "__main__":

@@ -33,3 +33,11 @@ class OutputExistsError(FastloadError, FileExistsError):
 
 class WorkerError(FastloadError, RuntimeError):
     """A loader or pack worker died or raised."""
+
+
+class SkippedRowsError(FastloadError, ValueError):
+    """A pack skipped every row, or more of them than ``max_skipped`` allows."""
+
+
+class SkippedRowsWarning(UserWarning):
+    """A pack skipped more than 1% of its rows (without a ``max_skipped`` limit of its own)."""

@@ -7,6 +7,8 @@ remote one), so neither imports the other upward.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from .format.dataset import Dataset
 from .storage.locator import RemoteShards
@@ -43,3 +45,26 @@ def open_dataset(url: str | os.PathLike, *, verify: str = "first", block_cache: 
                            timeout=timeout, retries=retries, stats_group=stats_group,
                            manifest_checksum=manifest_checksum, prefetch_window=prefetch_window)
     return Dataset(text, verify=verify, block_cache=block_cache, locator=locator)
+
+
+@dataclass(frozen=True)
+class Reopen:
+    """How another process opens its own copy of a dataset: a module-level factory and its
+    keyword arguments, all picklable (a worker calls :meth:`open`)."""
+
+    factory: Callable[..., Any]
+    kwargs: dict
+
+    def open(self) -> Any:
+        return self.factory(**self.kwargs)
+
+
+def reopen_spec(ds: Any) -> Reopen:
+    """The :class:`Reopen` of an open dataset: a fastload Dataset (its URL and open options), or
+    any dataset that provides ``reopen_spec()`` (packed sequences, mixtures)."""
+    if isinstance(ds, Dataset):
+        return Reopen(open_dataset, {"url": str(ds.root), **ds.open_options()})
+    spec = getattr(ds, "reopen_spec", None)
+    if spec is None:
+        raise TypeError(f"cannot reopen a {type(ds).__name__} in another process: it is not a fastload dataset")
+    return spec()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -173,3 +174,72 @@ def test_info_on_a_directory_that_is_no_dataset(tmp_path):
     proc = fastload_cli("info", tmp_path)
     assert proc.returncode == 3
     _assert_one_line_error(proc, "info", "not a fastload dataset")
+
+
+# -- what a new user meets first -------------------------------------------------------------------
+def test_report_names_the_input_as_users_know_it(source, tmp_path):
+    proc = fastload_cli("pack", source, tmp_path / "plain", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert f"packed   Parquet: {source}" in proc.stdout
+    assert "compression ratio" not in proc.stdout and "arrow files" not in proc.stdout
+    proc = fastload_cli("pack", source, tmp_path / "zstd", "--compression", "zstd", "--no-progress")
+    assert "zstd compression ratio" in proc.stdout
+
+
+def test_head_prints_valid_json_with_shortest_floats(tmp_path):
+    path = tmp_path / "f.parquet"
+    pq.write_table(pa.table({"x": pa.array([0.1, float("nan"), float("inf")], pa.float32()),
+                             "y": [0.1, float("-inf"), 2.5]}), path)
+    assert fastload_cli("pack", path, tmp_path / "ds", "--no-progress").returncode == 0
+    proc = fastload_cli("head", tmp_path / "ds")
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c} in head output"))
+               for line in proc.stdout.splitlines()]
+    assert records == [{"x": 0.1, "y": 0.1}, {"x": "NaN", "y": "-Infinity"}, {"x": "Infinity", "y": 2.5}]
+
+
+def test_output_piped_into_head_ends_quietly(packed):
+    cmd = f"{sys.executable} -m fastload._cli head {packed} -n 3000 | head -n 1"
+    proc = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd}"], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.count("\n") == 1
+    assert proc.stderr == ""  # no "Broken pipe", no traceback
+    assert proc.returncode == 141  # 128 + SIGPIPE, as Unix tools end
+
+
+def test_every_positional_has_help_and_pack_help_lists_every_source_kind():
+    from fastload._cli import _parser
+
+    def walk(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from walk(sub)
+
+    for parser in walk(_parser()):
+        for action in parser._actions:
+            if not action.option_strings and not isinstance(action, argparse._SubParsersAction):
+                assert action.help, f"{parser.prog} {action.dest} has no help"
+    text = fastload_cli("pack", "--help").stdout.replace("\n", " ")
+    text = " ".join(text.split())
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().replace("`", "").split())
+    for kind in ("Parquet", "Arrow", "Feather", "JSON Lines", "JSON-array", "CSV", ".npy/.npz", "WebDataset",
+                 "MDS", "LitData", "Hugging Face", "image folder", ".gz"):
+        assert kind in text, kind
+        assert kind in readme, kind
+
+
+def test_exit_statuses_for_schema_and_skip_problems(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"name": f"n{i}"}) + "\n" for i in range(5)))
+    proc = fastload_cli("pack", path, tmp_path / "a", "--schema", "name:int64", "--no-progress")
+    assert proc.returncode == 6
+    _assert_one_line_error(proc, "pack", str(path), "'name'")
+    path.write_text("oops\n" * 3)
+    proc = fastload_cli("pack", path, tmp_path / "b", "--on-error", "skip", "--no-progress")
+    assert proc.returncode == 9
+    _assert_one_line_error(proc, "pack", "every row (3) was skipped", "line 1")
+    path.write_text("".join(json.dumps({"v": i}) + "\n" if i % 10 else "oops\n" for i in range(100)))
+    proc = fastload_cli("pack", path, tmp_path / "c", "--on-error", "skip", "--no-progress")
+    assert proc.returncode == 0 and "WARNING  10 of 100 rows (10.0%) were skipped" in proc.stdout
+    assert "SkippedRowsWarning" not in proc.stderr  # said once, in the report

@@ -31,9 +31,19 @@ def compress(raw, codec: int, level: int) -> tuple[int, bytes | memoryview]:
 
 
 def decompress(stored, codec: int, raw_size: int):
-    """Return the raw bytes of a stored block."""
+    """Return the raw bytes of a stored block; never more than ``raw_size`` bytes are produced.
+
+    python-zstandard allocates the size a frame header declares and ignores ``max_output_size``
+    then, so a declared size other than ``raw_size`` is refused before decompressing (a 16 KB frame
+    can declare 4 GiB).
+    """
     if codec == CODEC_NONE:
         return stored
     if codec == CODEC_ZSTD:
+        if raw_size < 1:
+            raise ValueError("a zstd block must declare a positive raw size")
+        declared = zstandard.frame_content_size(stored)  # -1: not in the header
+        if declared not in (-1, raw_size):
+            raise ValueError(f"its zstd frame declares {declared} bytes, the index {raw_size}")
         return zstandard.ZstdDecompressor().decompress(stored, max_output_size=raw_size)
     raise ValueError(f"unknown codec {codec}")

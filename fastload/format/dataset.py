@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -19,13 +20,14 @@ from .._sizes import parse_size
 from ..errors import FormatError
 from .block_cache import BlockCache
 from .decode import batch_entries, decode_var, record_values
+from .gather_tables import GatherTables
 from .local_shards import LocalShards
 from .schema import Field, Schema
 from .shard_reader import VERIFY_MODES, ShardReader
 from .spec import CODEC_NONE, VAR_OFFSET_DTYPE
 from .varcolumn import NullableColumn, VarColumn
 
-__all__ = ["Dataset", "decode_var"]
+__all__ = ["BatchRows", "Dataset", "decode_var"]
 
 
 class Dataset:
@@ -54,7 +56,7 @@ class Dataset:
         self._open_lock = threading.Lock()
         self._cache = BlockCache(parse_size(block_cache, what="block_cache"))
         self._layouts = [_FieldLayout.of(j, f) for j, f in enumerate(self.schema)]
-        self._fast_tables = _FastTables(self.manifest.shard_blocks, self._layouts)
+        self._fast_tables = GatherTables(self.manifest.n_shards, [lay.column for lay in self._layouts if lay.fast])
 
     # -- basics ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -85,9 +87,22 @@ class Dataset:
         return np.searchsorted(self._starts, indices, side="right") - 1
 
     def locate(self, index: int) -> str:
-        """``<shard path or URL> record <k>``: where dataset record ``index`` is stored (for errors)."""
+        """``<shard path or URL> [block <b>] record <k>``: where dataset record ``index`` is stored
+        (for errors; the block is named when the shard is open)."""
+        index = int(index)
         s = int(self.shard_of(np.asarray(index)))
-        return f"{self.locator.where(self.manifest.shard_names[s])} record {index - int(self._starts[s])}"
+        local = index - int(self._starts[s])
+        reader = self._readers.get(s)
+        block = f" block {int(reader.locate(np.asarray(local))[0])}" if reader is not None else ""
+        return f"{self.locator.where(self.manifest.shard_names[s])}{block} record {local}"
+
+    def _where(self, indices: Sequence[int] | np.ndarray) -> Callable[[int], str]:
+        """For errors: the place of the ``k``-th record of a batch of dataset indices (converted
+        only when an error asks, so a batch that decodes pays nothing)."""
+        def where(k: int) -> str:
+            i = int(np.asarray(indices, dtype=np.int64).reshape(-1)[k])
+            return self.locate(i + len(self) if i < 0 else i)
+        return where
 
     def release(self, s: int) -> None:
         """Forget shard ``s``'s reader so its map can go (and a cache may evict it); reopened on use."""
@@ -103,6 +118,7 @@ class Dataset:
         does not need, before it is planned (addresses of a batch in flight stay valid)."""
         self._n_gathers += 1
         shards = np.unique(self.shard_of(idx[(idx >= 0) & (idx < len(self))]))
+        self.locator.check_batch(shards)
         for s in shards.tolist():
             self._last_needed[s] = self._n_gathers
         keep = set(shards.tolist())
@@ -144,16 +160,17 @@ class Dataset:
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not isinstance(i, (int, np.integer)):
             raise TypeError(f"dataset indices must be integers, not {type(i).__name__}; use get_batch for many")
-        cols = self.gather(np.array([i], dtype=np.int64))
-        return {f.name: record_values(f, cols[f.name])[0] for f in self.schema}
+        idx = np.array([i], dtype=np.int64)
+        cols = self.gather(idx)
+        return {f.name: record_values(f, cols[f.name], self._where(idx))[0] for f in self.schema}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         step = 1024
         for start in range(0, len(self), step):
-            stop = min(start + step, len(self))
-            cols = self.gather(np.arange(start, stop))
-            values = [record_values(f, cols[f.name]) for f in self.schema]
-            for k in range(stop - start):
+            idx = np.arange(start, min(start + step, len(self)))
+            cols = self.gather(idx)
+            values = [record_values(f, cols[f.name], self._where(idx)) for f in self.schema]
+            for k in range(len(idx)):
                 yield {f.name: v[k] for f, v in zip(self.schema, values)}
 
     def get_batch(self, indices: Sequence[int] | np.ndarray, fields: Sequence[str] | None = None,
@@ -169,15 +186,25 @@ class Dataset:
         """
         cols = self.gather(indices, fields)
         out: dict[str, Any] = {}
+        where = self._where(indices)
         for name, col in cols.items():
-            out.update(batch_entries(self.schema[name], col, pad))
+            out.update(batch_entries(self.schema[name], col, pad, where))
         return out
 
-    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
-        """Batched fetch for torch's DataLoader: one native gather, then one dict per record."""
-        batch = self.get_batch(indices)
+    def __getitems__(self, indices: Sequence[int]) -> "BatchRows":
+        """Batched fetch for torch's DataLoader: one native gather, then one dict per record.
+
+        The list also carries the gathered columns (``.gathered``), so fastload's collate makes
+        the batch from them without going through the rows."""
+        gathered = self.gather(indices)
+        batch: dict[str, Any] = {}
+        where = self._where(indices)
+        for name, col in gathered.items():  # the batch form: name.valid beside a nullable array
+            batch.update(batch_entries(self.schema[name], col, False, where))
         # NumPy scalars, not Python ones, so torch's default_collate keeps each field's dtype
-        return [{name: value[k] for name, value in batch.items()} for k in range(len(indices))]
+        rows = BatchRows({name: value[k] for name, value in batch.items()} for k in range(len(indices)))
+        rows.gathered = gathered
+        return rows
 
     def gather(self, indices: Sequence[int] | np.ndarray, fields: Sequence[str] | None = None,
                out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray | VarColumn]:
@@ -193,7 +220,11 @@ class Dataset:
             return self._gather(idx, fields, out)
         with self._open_lock:
             self._active += 1
-            self._release_unneeded(idx)
+            try:
+                self._release_unneeded(idx)
+            except BaseException:
+                self._active -= 1
+                raise
         try:
             return self._gather(idx, fields, out)
         finally:
@@ -216,6 +247,8 @@ class Dataset:
             wanted = [self._layouts[self.schema.index(name)] for name in fields]
         if not idx.size:
             return {lay.name: out.get(lay.name, _empty_column(lay)) for lay in wanted}
+        if not len(self):  # no shard to look in: the fast path's C check would see bad tables
+            raise IndexError(f"index {int(idx[0])} is out of range for an empty dataset")
         fast = self._gather_fixed_fast(idx, wanted, out)  # checks bounds itself; None: not applicable
         if fast is not None:
             return fast
@@ -226,10 +259,10 @@ class Dataset:
         idx = np.where(idx < 0, idx + n_total, idx)
         nullable = [k for k, lay in enumerate(wanted) if lay.nullable]
         plan = self._plan(idx, [lay.column for lay in wanted], [wanted[k].column for k in nullable])
-        valid = _gather_bits(plan.bitmap_base, plan.within) if nullable else None
+        valid = _gather_bits(plan) if nullable else None
         cols = {}
         for k, lay in enumerate(wanted):
-            col = self._gather_field(lay, plan.col_base[:, k], plan, len(idx), out.get(lay.name))
+            col = self._gather_field(lay, plan.col_base[:, k], plan, idx, out.get(lay.name))
             if lay.nullable:
                 col = NullableColumn.of(col, valid[:, nullable.index(k)])
             cols[lay.name] = col
@@ -257,7 +290,7 @@ class Dataset:
                 reader = self.shard(int(s))
                 if not reader.all_raw:
                     return None
-                tables.register(int(s), reader, self._layouts)
+                tables.register(int(s), reader)
         touched = None if tables.all_verified else np.empty(len(idx), dtype=np.int64)
         out = {}
         for k, lay in enumerate(wanted):
@@ -265,27 +298,30 @@ class Dataset:
             if arr is None:
                 arr = np.empty((len(idx), *lay.shape), dtype=lay.dtype)
             try:  # the first field's call also reports each record's block; the others share them
-                _native.gather_multi(idx, self._starts, tables.shard_block, tables.block_first,
-                                     tables.column_addr[lay.column], lay.itemsize, arr,
-                                     touched if k == 0 else None)
+                _native.gather_multi(idx, self._starts, tables.shard_lo, tables.shard_hi, tables.block_first,
+                                     tables.column_addr[lay.column], tables.block_lo, tables.block_hi,
+                                     lay.itemsize, arr, touched if k == 0 else None)
             except IndexError:
                 return None
+            except ValueError as exc:  # the C bounds check: the tables disagree with a shard's index
+                raise FormatError(f"dataset {self.root}: field {lay.name!r}: {exc}; refusing to read "
+                                  "outside a block") from exc
             out[lay.name] = arr
         if touched is not None and wanted:
             self._verify_global_blocks(tables, touched)
         return out
 
-    def _verify_global_blocks(self, tables: "_FastTables", blocks: np.ndarray) -> None:
-        todo = np.unique(blocks[~tables.verified[blocks]])
-        for gb in todo.tolist():
-            s = int(np.searchsorted(tables.shard_block, gb, side="right")) - 1
-            self.shard(s).check_block(gb - int(tables.shard_block[s]))  # raises FormatError if corrupt
-            tables.verified[gb] = True
-        if todo.size and tables.verified.all():
-            tables.all_verified = True
+    def _verify_global_blocks(self, tables: GatherTables, rows: np.ndarray) -> None:
+        todo = np.unique(rows[~tables.verified[rows]])
+        for row in todo.tolist():
+            s, b = tables.shard_block(row)
+            self.shard(s).check_block(b)  # raises FormatError if corrupt
+        if todo.size:
+            tables.mark_verified(todo)
 
-    def _plan(self, idx: np.ndarray, columns: list[int], bitmaps: list[int]) -> "_BatchPlan":
-        """For every requested record: its column addresses, position in its block, block size."""
+    def _plan(self, idx: np.ndarray, columns: list[int], bitmaps: list[int] = ()) -> "_BatchPlan":
+        """For every requested record: its column addresses, position in its block, block size,
+        and the bitmap addresses of the nullable fields ``bitmaps`` (-1: none in that block)."""
         n = len(idx)
         shard_of = np.searchsorted(self._starts, idx, side="right") - 1
         keep_alive: list[np.ndarray] = []
@@ -297,19 +333,18 @@ class Dataset:
         order = np.argsort(shard_of, kind="stable")
         bounds = np.flatnonzero(np.diff(shard_of[order])) + 1
         for group in np.split(order, bounds):  # one step per distinct shard in the batch
-            col_base, within, block_n, block_end, bitmap_base = self._plan_shard(
+            col_base, within, block_n, block_start, block_end, bitmap_base = self._plan_shard(
                 int(shard_of[group[0]]), idx[group], keep_alive, columns, bitmaps)
             plan.col_base[group] = col_base
             plan.within[group] = within
             plan.block_n[group] = block_n
+            plan.block_start[group] = block_start
             plan.block_end[group] = block_end
             if bitmaps:
                 plan.bitmap_base[group] = bitmap_base
         return plan
 
     def _plan_shard(self, s: int, idx: np.ndarray, keep_alive: list, columns: list[int], bitmaps: list[int]):
-        """Per record: column starts (``columns``), bitmap starts of the nullable ``bitmaps``
-        (-1 where the block has none), position in the block, block records and block end."""
         reader = self.shard(s)
         blocks, within = reader.locate(idx - self._starts[s])
         reader.check_blocks(blocks)
@@ -322,7 +357,7 @@ class Dataset:
         if bitmaps:  # fields without nulls pay nothing here
             bitmap = reader.bitmap_offsets64[blocks][:, bitmaps]
             bitmap_base = np.where(bitmap >= 0, base[:, None] + bitmap, -1)
-        return col_base, within, reader.block_records[blocks], base + reader.block_raw_size[blocks], bitmap_base
+        return col_base, within, reader.block_records[blocks], base, base + reader.block_raw_size[blocks], bitmap_base
 
     def _block_bases(self, s: int, reader: ShardReader, blocks: np.ndarray, keep_alive: list) -> np.ndarray:
         uniq, inverse = np.unique(blocks, return_inverse=True)
@@ -337,29 +372,71 @@ class Dataset:
                 addrs[k] = raw.ctypes.data
         return addrs[inverse]
 
-    def _gather_field(self, layout: "_FieldLayout", col_base: np.ndarray, plan: "_BatchPlan", n: int,
+    def _gather_field(self, layout: "_FieldLayout", col_base: np.ndarray, plan: "_BatchPlan", idx: np.ndarray,
                       out: np.ndarray | None = None):
-        if layout.itemsize == 0 and layout.fixed:  # a null field stores nothing
+        # every address below lies inside its block: the shard index was checked when the shard
+        # was opened (ShardReader._check_columns); the C gathers check it again before each copy
+        lo, hi, n = plan.block_start, plan.block_end, len(idx)
+        if layout.fixed and layout.itemsize == 0:  # a null field stores nothing
             return _empty_column(layout, n)
         if layout.fixed:
             if out is None:
                 out = np.empty((n, *layout.shape), dtype=layout.dtype)
-            _native.gather_fixed(col_base + plan.within * layout.itemsize, layout.itemsize, out)
+            _native.gather_fixed(col_base + plan.within * layout.itemsize, layout.itemsize, out, lo, hi)
             return out
-        pairs = np.empty((n, 2), dtype=VAR_OFFSET_DTYPE)
-        _native.gather_fixed(col_base + plan.within * VAR_OFFSET_DTYPE.itemsize, 8, pairs)
-        start = pairs[:, 0].astype(np.int64)
-        lengths = pairs[:, 1].astype(np.int64) - start
-        if (lengths < 0).any():
-            raise FormatError(f"field {layout.name!r}: a variable-size column holds decreasing offsets (corrupt block)")
-        data_addr = col_base + (plan.block_n + 1) * VAR_OFFSET_DTYPE.itemsize + start
-        if (data_addr + lengths > plan.block_end).any():
-            raise FormatError(f"field {layout.name!r}: a record's offsets point past its block (corrupt block)")
+        data_addr, lengths = self._var_addresses(layout, col_base, plan, idx)
         offsets = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         data = np.empty(int(offsets[-1]), dtype=np.uint8)
-        _native.gather_var(data_addr, lengths, data)
+        _native.gather_var(data_addr, lengths, data, lo, hi)
         return VarColumn(offsets, data)
+
+    def _var_addresses(self, layout: "_FieldLayout", col_base: np.ndarray, plan: "_BatchPlan",
+                       idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Address and byte length of each record's payload of a variable field, checked to lie
+        inside its block (``plan.block_start``/``block_end``)."""
+        lo, hi, n = plan.block_start, plan.block_end, len(idx)
+        pairs = np.empty((n, 2), dtype=VAR_OFFSET_DTYPE)
+        _native.gather_fixed(col_base + plan.within * VAR_OFFSET_DTYPE.itemsize, 8, pairs, lo, hi)
+        start = pairs[:, 0].astype(np.int64)
+        lengths = pairs[:, 1].astype(np.int64) - start
+        data_addr = col_base + (plan.block_n + 1) * VAR_OFFSET_DTYPE.itemsize + start
+        bad = (lengths < 0) | (data_addr + lengths > hi)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            what = "decreasing offsets" if lengths[k] < 0 else "offsets pointing past its block"
+            raise FormatError(f"{self.locate(int(idx[k]))}: field {layout.name!r}: a variable-size column holds "
+                              f"{what} (corrupt block)")
+        return data_addr, lengths
+
+    @contextmanager
+    def var_payloads(self, indices: Sequence[int] | np.ndarray, field: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``with ds.var_payloads(idx, "tokens") as (addresses, nbytes):`` where each record's
+        payload of a variable field lies, for native copies of parts of records (sequence
+        packing). The addresses stay valid (shards mapped, decompressed blocks held) until the
+        ``with`` block ends; blocks are checksummed as for :meth:`gather`."""
+        lay = self._layouts[self.schema.index(field)]
+        if lay.fixed:
+            raise ValueError(f"field {field!r} is fixed-size: var_payloads is for variable fields")
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n_total = len(self)
+        if idx.size and (idx.min() < 0 or idx.max() >= n_total):
+            bad = int(idx[(idx < 0) | (idx >= n_total)][0])
+            raise IndexError(f"index {bad} is out of range for a dataset of {n_total} records")
+        with self._open_lock:
+            self._active += 1
+            if self._max_open is not None:
+                self._release_unneeded(idx)
+        try:
+            if not idx.size:
+                yield np.zeros(0, np.int64), np.zeros(0, np.int64)
+                return
+            plan = self._plan(idx, [lay.column])
+            yield self._var_addresses(lay, plan.col_base[:, 0], plan, idx)
+            del plan  # holds the decompressed blocks the addresses point into
+        finally:
+            with self._open_lock:
+                self._active -= 1
 
     # -- integrity -------------------------------------------------------------------------
     def verify_all(self, progress=None) -> None:
@@ -379,6 +456,12 @@ class Dataset:
                 progress(s, name)
 
 
+class BatchRows(list):
+    """The rows of ``Dataset.__getitems__``: a list of dicts, with the gathered columns kept."""
+
+    gathered: dict
+
+
 class _FieldLayout:
     """Per-field constants the gather needs, computed once per dataset."""
 
@@ -396,62 +479,24 @@ class _FieldLayout:
         return lay
 
 
-class _FastTables:
-    """Global block tables of the shards that are raw and verified, for :func:`_native.gather_multi`.
-
-    Sized from the manifest's per-shard block counts; a shard's rows are filled when it joins.
-    """
-
-    def __init__(self, shard_blocks: np.ndarray, layouts: list[_FieldLayout]):
-        self.shard_block = np.zeros(len(shard_blocks) + 1, dtype=np.int64)
-        np.cumsum(shard_blocks, out=self.shard_block[1:])
-        total = int(self.shard_block[-1])
-        self.block_first = np.zeros(total, dtype=np.int64)
-        self.column_addr = {lay.column: np.zeros(total, dtype=np.int64) for lay in layouts if lay.fast}
-        self.registered = np.zeros(len(shard_blocks), dtype=bool)
-        self.verified = np.zeros(total, dtype=bool)
-        self.all_verified = total == 0
-        self.complete = len(shard_blocks) == 0
-        self._lock = threading.Lock()
-
-    def register(self, s: int, reader: ShardReader, layouts: list[_FieldLayout]) -> None:
-        lo, hi = int(self.shard_block[s]), int(self.shard_block[s + 1])
-        if hi - lo != reader.n_blocks:
-            raise FormatError(f"shard {reader.name} has {reader.n_blocks} blocks, the manifest says {hi - lo}")
-        with self._lock:
-            self.block_first[lo:hi] = reader.first_record
-            for column, addr in self.column_addr.items():
-                addr[lo:hi] = reader.column_address(column)
-            self.verified[lo:hi] = reader.verified_blocks()
-            self.registered[s] = True  # set last: readers of the tables check this flag first
-            self.complete = bool(self.registered.all())
-
-    def unregister(self, s: int) -> None:
-        """Shard ``s``'s map is going away: its rows must be filled again before use."""
-        lo, hi = int(self.shard_block[s]), int(self.shard_block[s + 1])
-        with self._lock:
-            self.registered[s] = False
-            self.complete = False
-            self.verified[lo:hi] = False  # a new reader checks its blocks again
-            self.all_verified = hi == lo and self.all_verified
-
-
 class _BatchPlan:
-    """Where each requested record's columns start, its position in its block, and the block size."""
+    """Where each requested record's columns start, its position in its block, its block's record
+    count, and the address range of the block's raw bytes."""
 
-    __slots__ = ("col_base", "within", "block_n", "block_end", "bitmap_base", "keep_alive")
+    __slots__ = ("col_base", "within", "block_n", "block_start", "block_end", "bitmap_base", "keep_alive")
 
     @classmethod
-    def from_single(cls, col_base, within, block_n, block_end, bitmap_base, keep_alive) -> "_BatchPlan":
+    def from_single(cls, col_base, within, block_n, block_start, block_end, bitmap_base, keep_alive) -> "_BatchPlan":
         plan = cls()
         plan.col_base, plan.within, plan.block_n = col_base, within, block_n
-        plan.block_end, plan.bitmap_base, plan.keep_alive = block_end, bitmap_base, keep_alive
+        plan.block_start, plan.block_end, plan.keep_alive = block_start, block_end, keep_alive
+        plan.bitmap_base = bitmap_base
         return plan
 
     @classmethod
     def empty(cls, n: int, n_columns: int, n_bitmaps: int, keep_alive) -> "_BatchPlan":
         return cls.from_single(np.empty((n, n_columns), np.int64), np.empty(n, np.int64),
-                               np.empty(n, np.int64), np.empty(n, np.int64),
+                               np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64),
                                np.empty((n, n_bitmaps), np.int64) if n_bitmaps else None, keep_alive)
 
 
@@ -463,16 +508,21 @@ def _empty_column(lay: "_FieldLayout", n: int = 0):
     return NullableColumn.of(col, np.zeros(n, bool)) if lay.nullable else col
 
 
-def _gather_bits(bitmap_base: np.ndarray, within: np.ndarray) -> np.ndarray:
-    """Each record's validity bit (LSB first) in each of several fields, ``(n, fields)`` bool:
-    True where the record's block stores no bitmap for the field (no null there). One native call
-    for all the fields; a record without a bitmap reads a constant all-ones byte instead, so no
-    boolean compaction is needed (half the cost on 256 records x 6 fields)."""
+def _gather_bits(plan: "_BatchPlan") -> np.ndarray:
+    """Each record's validity bit (LSB first) in each nullable field of ``plan``, ``(n, fields)``
+    bool: True where the record's block stores no bitmap for the field (no null there). One native
+    call for all the fields; a record without a bitmap reads a constant all-ones byte instead, so no
+    boolean compaction is needed (half the cost on 256 records x 6 fields). Each read is checked
+    to lie in its block (or in that constant)."""
+    bitmap_base, within = plan.bitmap_base, plan.within
     has = bitmap_base >= 0
     shift = (within % 8).astype(np.uint8)[:, None] * has
-    addrs = np.where(has, bitmap_base + (within // 8)[:, None], _ALL_VALID.ctypes.data)
+    one = _ALL_VALID.ctypes.data
+    addrs = np.where(has, bitmap_base + (within // 8)[:, None], one)
+    lo = np.where(has, plan.block_start[:, None], one)
+    hi = np.where(has, plan.block_end[:, None], one + 1)
     octets = np.empty(addrs.shape, dtype=np.uint8)
-    _native.gather_fixed(addrs.reshape(-1), 1, octets)
+    _native.gather_fixed(addrs.reshape(-1), 1, octets, lo.reshape(-1), hi.reshape(-1))
     return ((octets >> shift) & 1).astype(bool)
 
 

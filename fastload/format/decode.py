@@ -14,7 +14,8 @@ pyarrow itself, from the stored integers, bytes or IPC batches, so they are exac
 from __future__ import annotations
 
 import json
-from typing import Any
+import math
+from typing import Any, Callable
 
 import numpy as np
 
@@ -23,8 +24,10 @@ from ..errors import FormatError, RecordDecodeError
 from .schema import VALID_SUFFIX, Field
 from .varcolumn import NullableColumn, VarColumn
 
+Where = Callable[[int], str]  # the place of the k-th record of a batch, for error messages
 
-def batch_entries(f: Field, col: Any, pad: bool = False) -> dict[str, Any]:
+
+def batch_entries(f: Field, col: Any, pad: bool = False, where: Where | None = None) -> dict[str, Any]:
     """The batch-form entries of one gathered field: ``{name: values}``, plus ``name + ".valid"``
     when the values are an array and the field has nulls."""
     values, valid = (col.values, col.valid) if isinstance(col, NullableColumn) else (col, None)
@@ -35,8 +38,8 @@ def batch_entries(f: Field, col: Any, pad: bool = False) -> dict[str, Any]:
     if f.is_fixed and (logical is None or logical.is_temporal):
         return {f.name: values} if valid is None else {f.name: values, f.name + VALID_SUFFIX: valid}
     if logical is not None:  # a decimal
-        return {f.name: record_values(f, col)}
-    decoded = decode_var(f, values, pad)
+        return {f.name: record_values(f, col, where)}
+    decoded = decode_var(f, values, pad, where)
     if valid is None:
         return {f.name: decoded}
     if isinstance(decoded, tuple):  # padded arrays: nulls are empty rows
@@ -44,7 +47,7 @@ def batch_entries(f: Field, col: Any, pad: bool = False) -> dict[str, Any]:
     return {f.name: [v if ok else None for v, ok in zip(decoded, valid.tolist())]}
 
 
-def record_values(f: Field, col: Any) -> list[Any]:
+def record_values(f: Field, col: Any, where: Where | None = None) -> list[Any]:
     """Python values of a gathered field, one per record: what ``ds[i]`` returns."""
     values, valid = (col.values, col.valid) if isinstance(col, NullableColumn) else (col, None)
     n = len(values)
@@ -57,7 +60,7 @@ def record_values(f: Field, col: Any) -> list[Any]:
     elif f.is_fixed:
         out = list(values)
     else:
-        out = decode_var(f, values)
+        out = decode_var(f, values, False, where)
     if valid is None:
         return out
     return [v if ok else None for v, ok in zip(out, valid.tolist())]
@@ -83,59 +86,95 @@ def _payloads(col: VarColumn) -> list[bytes]:
     return [data[o[k] : o[k + 1]] for k in range(len(o) - 1)]
 
 
-def decode_var(f: Field, col: VarColumn, pad: bool = False) -> Any:
+def decode_var(f: Field, col: VarColumn, pad: bool = False, where: Where | None = None) -> Any:
     """Python values of a gathered variable column: str, bytes, parsed JSON, NumPy arrays or
-    nested values (an empty nested payload, a null, reads as None)."""
-    if f.kind == "str":
-        return [p.decode("utf-8") for p in _payloads(col)]
+    nested values (an empty nested payload, a null, reads as None).
+
+    A payload that is not a value of its field (invalid UTF-8 or JSON, an array payload that does
+    not hold whole elements or its shape, a nested value that is not an Arrow batch of its type)
+    is a RecordDecodeError naming ``where(k)``, the record's place (its shard, block and record in
+    a Dataset), or its position in the batch.
+    """
+    where = where or _in_batch
+    if f.kind in ("str", "json"):
+        values = []
+        for k, p in enumerate(_payloads(col)):
+            try:
+                values.append(p.decode("utf-8") if f.kind == "str" else json.loads(p))
+            except UnicodeDecodeError as exc:
+                raise RecordDecodeError(f"{where(k)}: field {f.name!r} is not valid UTF-8 (byte {exc.start})") from None
+            except (ValueError, RecursionError) as exc:
+                raise RecordDecodeError(f"{where(k)}: field {f.name!r} is not valid JSON ({str(exc)[:80]})") from None
+        return values
     if f.kind in ("bytes", "image"):
         return _payloads(col)
-    if f.kind == "json":
-        return [json.loads(p) for p in _payloads(col)]
     if f.kind == "arrow":
-        return _nested_values(f, _payloads(col))
+        return _nested_values(f, _payloads(col), where)
     dtype = f.np_dtype
     if len(f.shape) == 1:
-        values = col.data.view(dtype) if col.data.size % dtype.itemsize == 0 else None
-        if values is None:
-            raise FormatError(f"field {f.name!r}: payload size is not a multiple of {dtype.itemsize}")
+        partial = np.flatnonzero(np.diff(col.offsets) % dtype.itemsize)  # each record, not only the total
+        if partial.size:
+            k = int(partial[0])
+            raise RecordDecodeError(f"{where(k)}: field {f.name!r}: a payload of {int(col.offsets[k + 1] - col.offsets[k])} "
+                                    f"bytes is not a whole number of {dtype} elements")
+        values = col.data.view(dtype)
         lengths = np.diff(col.offsets) // dtype.itemsize
         if pad:
             width = int(lengths.max()) if len(lengths) else 0
             out = np.empty((len(lengths), width), dtype=dtype)
-            _native.gather_padded(col.data.ctypes.data + col.offsets[:-1], np.diff(col.offsets),
-                                  width * dtype.itemsize, out)
+            _native.gather_padded(col.data, col.offsets, width * dtype.itemsize, out)
             return out, lengths
         return np.split(values, np.cumsum(lengths)[:-1]) if len(lengths) else []
-    arrays = []
-    ndim = len(f.shape)
-    for p in _payloads(col):
-        if not p:  # a null record
-            arrays.append(np.zeros((0,) * ndim, dtype))
-            continue
-        shape = tuple(np.frombuffer(p[: 8 * ndim], dtype="<i8"))
-        arrays.append(np.frombuffer(p[8 * ndim :], dtype=dtype).reshape(shape))
-    return arrays
+    return [_nd_array(f, p, lambda: where(k)) for k, p in enumerate(_payloads(col))]
 
 
-def _nested_values(f: Field, payloads: list[bytes]) -> list[Any]:
+def _nd_array(f: Field, payload: bytes, where: Callable[[], str]) -> np.ndarray:
+    """An N-D variable array from its payload: N int64 sizes (the record's shape), then elements.
+
+    The stored shape is checked against the field's fixed sizes and the payload's length with
+    Python integers, so a crafted shape is an error, never a wrapped product or a NumPy exception.
+    An empty payload is a null record's.
+    """
+    ndim, itemsize = len(f.shape), f.np_dtype.itemsize
+    if not payload:
+        return np.zeros((0,) * ndim, f.np_dtype)
+    shape = tuple(int(d) for d in np.frombuffer(payload[: 8 * ndim], dtype="<i8")) if len(payload) >= 8 * ndim else None
+    ok = (shape is not None and all(d >= 0 for d in shape)
+          and all(want in (-1, d) for want, d in zip(f.shape, shape))
+          and math.prod(shape) * itemsize == len(payload) - 8 * ndim)
+    if not ok:
+        raise RecordDecodeError(f"{where()}: field {f.name!r}: a payload of {len(payload)} bytes does not hold "
+                                f"an array of shape {list(shape) if shape else '?'} matching {list(f.shape)}")
+    return np.frombuffer(payload[8 * ndim :], dtype=f.np_dtype).reshape(shape)
+
+
+def _in_batch(k: int) -> str:
+    return f"record {k} of the batch"
+
+
+def _nested_values(f: Field, payloads: list[bytes], where: Where) -> list[Any]:
     """Each payload is a one-row Arrow IPC record batch of one column ``item`` of the field's type."""
     import pyarrow as pa
 
     schema = pa.schema([pa.field("item", f.pa_type)])
     batches, rows = [], []
+    for k, p in enumerate(payloads):
+        if not p:
+            continue
+        try:
+            batch = pa.ipc.read_record_batch(pa.py_buffer(p), schema)
+            batch.validate(full=True)  # a crafted batch must not send to_pylist out of bounds
+            if batch.num_rows != 1:
+                raise ValueError(f"{batch.num_rows} rows where one is stored")
+        except (ValueError, OverflowError, pa.ArrowException) as exc:
+            raise RecordDecodeError(f"{where(k)}: field {f.name!r}: a stored nested value cannot be read "
+                                    f"({str(exc)[:120]})") from None
+        batches.append(batch)
+        rows.append(k)
     try:
-        for k, p in enumerate(payloads):
-            if p:
-                batch = pa.ipc.read_record_batch(pa.py_buffer(p), schema)
-                batch.validate(full=True)  # a crafted batch must not send to_pylist out of bounds
-                if batch.num_rows != 1:
-                    raise ValueError(f"{batch.num_rows} rows where one is stored")
-                batches.append(batch)
-                rows.append(k)
         values = pa.Table.from_batches(batches, schema).column(0).to_pylist() if batches else []
     except (ValueError, OverflowError, pa.ArrowException) as exc:
-        raise RecordDecodeError(f"field {f.name!r}: a stored nested value cannot be read ({exc})") from None
+        raise RecordDecodeError(f"field {f.name!r}: a stored nested value has no Python form ({exc})") from None
     out: list[Any] = [None] * len(payloads)
     for k, v in zip(rows, values):
         out[k] = v

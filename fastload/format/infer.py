@@ -42,7 +42,7 @@ def infer_field(name: str, col: Any) -> Field:
     arrays = [v for v in values if isinstance(v, np.ndarray) and v.ndim > 0]
     if arrays:
         return _array_field(name, values, arrays)
-    arr = python_to_arrow(name, values)
+    arr = python_to_arrow(name, _without_unrepresentable_ints(values))
     return field_from_arrow(name, arr.type, arr)
 
 
@@ -66,6 +66,18 @@ def python_to_arrow(name: str, values: list, typ: Any = None) -> Any:
             f"field {name!r}: its values have no common type (Python types {kinds}: {exc}); "
             f"give one with --schema (for example {name}:json to store them as JSON)"
         ) from None
+
+
+def _without_unrepresentable_ints(values: list) -> list:
+    """An integer column's values with those no integer type holds (below int64's minimum or above
+    uint64's maximum) as None: the type is inferred from the others, and such a row is a bad row at
+    encoding, named by its place and skippable, rather than a schema that cannot be found."""
+    ints = [v for v in values if v is not None]
+    if not ints or not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in ints):
+        return values
+    kept = [v if v is not None and -_INT64_MAX - 1 <= v <= _UINT64_MAX else None for v in values]
+    # none in range: nothing to infer from, and python_to_arrow's error says why
+    return kept if any(v is not None for v in kept) else values
 
 
 def _fits_uint64(values: list) -> bool:

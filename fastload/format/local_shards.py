@@ -10,8 +10,8 @@ import numpy as np
 
 from ..errors import FormatError
 from .manifest import Manifest
-from .shard_reader import map_file
-from .spec import MANIFEST_NAME
+from .files import map_fd, open_regular, read_regular
+from .spec import MANIFEST_NAME, MAX_MANIFEST_BYTES
 
 
 class LocalShards:
@@ -19,8 +19,9 @@ class LocalShards:
 
     A locator answers "where is shard s" for :class:`Dataset`: ``open()`` gives the manifest,
     ``map(s)`` the shard's bytes as a uint8 array (kept open while the array lives), ``where(name)``
-    a name for messages. ``max_open`` bounds how many shards a dataset keeps mapped (None: all);
-    the storage layer provides the remote locator, so this module imports nothing above it.
+    a name for messages, ``check_batch(shards)`` refuses a batch that cannot map those shards at
+    once. ``max_open`` bounds how many shards a dataset keeps mapped (None: all); the storage
+    layer provides the remote locator, so this module imports nothing above it.
     """
 
     max_open: int | None = None
@@ -31,9 +32,11 @@ class LocalShards:
     def open(self) -> Manifest:
         path = self.root / MANIFEST_NAME
         try:
-            data = path.read_bytes()
+            data = read_regular(path, MAX_MANIFEST_BYTES)
         except FileNotFoundError:
             raise FormatError(f"{self.root} is not a fastload dataset (no {MANIFEST_NAME})") from None
+        except OSError as exc:
+            raise FormatError(f"manifest {path} cannot be read: {exc.strerror or exc}") from None
         self.manifest = Manifest.loads(data, str(path))
         return self.manifest
 
@@ -41,19 +44,29 @@ class LocalShards:
         return str(self.root / name)
 
     def map(self, s: int) -> np.ndarray:
-        name = self.manifest.shard_names[s]
-        path = self.root / name
+        """Shard ``s`` mapped read-only: a regular file directly inside the dataset directory (the
+        manifest's names are plain file names, and a symlink, FIFO or device is refused unopened)."""
+        path = self.root / self.manifest.shard_names[s]
         expected = int(self.manifest.shard_bytes[s])
         try:
-            size = path.stat().st_size
+            fd = open_regular(path)
         except FileNotFoundError:
             raise FormatError(f"shard {path} is missing (listed in the manifest)") from None
-        if size != expected:
-            raise FormatError(f"shard {path} is {size} bytes but the manifest says {expected}: truncated or replaced")
-        try:
-            return map_file(path)
         except OSError as exc:
-            raise FormatError(f"shard {path}: cannot be opened ({exc.strerror or exc})") from exc
+            raise FormatError(f"shard {path} cannot be opened: {exc.strerror or exc}") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size != expected:
+                raise FormatError(f"shard {path} is {size} bytes but the manifest says {expected}: "
+                                  "truncated or replaced")
+            return map_fd(fd)
+        except OSError as exc:
+            raise FormatError(f"shard {path} cannot be mapped: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
+
+    def check_batch(self, shards: np.ndarray) -> None:
+        """Whether one batch may map these shards at once (always, read in place)."""
 
     def open_options(self) -> dict[str, Any]:
         return {}

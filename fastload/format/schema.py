@@ -8,6 +8,7 @@ with a variable dimension), stored as offsets plus data.
 from __future__ import annotations
 
 import base64
+import math
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
@@ -17,6 +18,7 @@ import numpy as np
 from ..errors import SchemaError
 from .logical import Logical, parse_logical
 from .schema_text import format_name, parse_overrides, parse_renames
+from .spec import MAX_BLOCK_RAW, MAX_FIELDS, MAX_NDIM
 
 __all__ = ["Field", "Schema", "format_name", "parse_overrides", "parse_renames", "encode_arrow_type",
            "decode_arrow_type", "NUMERIC_DTYPES", "KINDS", "IMAGE_FORMATS", "VALID_SUFFIX"]
@@ -68,15 +70,21 @@ class Field:
             raise SchemaError(f"field {self.name!r}: kind {self.kind!r} takes no dtype")
         if not isinstance(self.shape, (tuple, list)) or not all(
                 isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in self.shape):
-            raise SchemaError(f"field {self.name!r}: shape {self.shape!r} must be a list of integers")
+            raise SchemaError(f"field {self.name!r}: shape {self.shape!r} must hold integers (a list of sizes)")
         object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
         if self.kind == "array":
-            if not self.shape:
-                raise SchemaError(f"field {self.name!r}: an array needs a shape, e.g. [2049] or [-1]")
+            if not 1 <= len(self.shape) <= MAX_NDIM:
+                raise SchemaError(f"field {self.name!r}: an array needs a shape of 1 to {MAX_NDIM} sizes, "
+                                  "e.g. [2049] or [-1]")
             if any(d < -1 or d == 0 for d in self.shape):
                 raise SchemaError(
                     f"field {self.name!r}: shape {list(self.shape)} must hold positive sizes or -1"
                 )
+            # Python integers: a product that wraps in int64 must not pass as a small itemsize
+            fixed_bytes = np.dtype(self.dtype).itemsize * math.prod(d for d in self.shape if d != -1)
+            if fixed_bytes > MAX_BLOCK_RAW:
+                raise SchemaError(f"field {self.name!r}: shape {list(self.shape)} gives records of "
+                                  f"{fixed_bytes} bytes; a block holds at most {MAX_BLOCK_RAW}")
         elif self.shape:
             raise SchemaError(f"field {self.name!r}: only arrays have a shape")
         if self.kind == "image":
@@ -141,7 +149,7 @@ class Field:
             raise SchemaError(f"field {self.name!r} is variable-size")
         if self.kind == "null":
             return 0
-        return self.np_dtype.itemsize * int(np.prod(self.shape, dtype=np.int64))
+        return self.np_dtype.itemsize * math.prod(self.shape)  # at most MAX_BLOCK_RAW (checked above)
 
     @property
     def logical_type(self) -> Logical | None:
@@ -194,8 +202,8 @@ class Field:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "Field":
-        if not isinstance(obj, dict):
-            raise SchemaError(f"malformed field description {obj!r}: not an object")
+        if not isinstance(obj, dict) or not isinstance(obj.get("shape", []), list):
+            raise SchemaError(f"malformed field description {_short(obj)}: expected an object with a list shape")
         try:
             return cls(
                 name=obj["name"],
@@ -208,7 +216,7 @@ class Field:
                 nullable=obj.get("nullable", False),
             )
         except (KeyError, TypeError) as exc:
-            raise SchemaError(f"malformed field description {obj!r}: {exc}") from None
+            raise SchemaError(f"malformed field description {_short(obj)}: {exc}") from None
 
     @classmethod
     def parse(cls, name: str, spec: str) -> "Field":
@@ -303,8 +311,8 @@ class Schema:
 
     @classmethod
     def from_json(cls, obj: Iterable[dict[str, Any]]) -> "Schema":
-        if not isinstance(obj, list):
-            raise SchemaError(f"a schema is a list of fields, not {type(obj).__name__}")
+        if not isinstance(obj, list) or len(obj) > MAX_FIELDS:
+            raise SchemaError(f"a schema is a list of at most {MAX_FIELDS} field descriptions, not {_short(obj)}")
         return cls(tuple(Field.from_json(o) for o in obj))
 
     @classmethod
@@ -341,6 +349,12 @@ class Schema:
 
     def describe(self) -> str:
         return ", ".join(f"{format_name(f.name)}: {f.spec}" for f in self.fields)
+
+
+def _short(obj: Any) -> str:
+    """A repr for messages, cut short (a crafted description may be megabytes long)."""
+    text = repr(obj)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 # -- names ------------------------------------------------------------------------------------------

@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import json
-import mmap
 import os
+
 import numpy as np
 
-from ..errors import FormatError
+from ..errors import FormatError, SchemaError
 from .codec import CHECKSUM_NAME, checksum, decompress
+from .files import map_file
 from .schema import Schema
 from .spec import (
-    BLOCK_DTYPE, CODEC_NONE, CODEC_ZSTD, HEADER_PREFIX, NO_BITMAP, VAR_OFFSET_DTYPE, READABLE_VERSIONS, SHARD_MAGIC,
-    TRAILER_DTYPE, TRAILER_MAGIC, align_up, offsets_per_field,
+    BLOCK_DTYPE, CODEC_NONE, CODEC_ZSTD, HEADER_PREFIX, MAX_BLOCK_RAW, MAX_BLOCKS, MAX_FIELDS, MAX_RECORDS,
+    NO_BITMAP, READABLE_VERSIONS, SHARD_MAGIC, TRAILER_DTYPE, TRAILER_MAGIC, VAR_OFFSET_DTYPE, align_up,
+    offsets_per_field,
 )
+from .untrusted import load_json
 
 VERIFY_MODES = ("first", "always", "never")
-
-
-def map_file(path: str | os.PathLike) -> np.ndarray:
-    """Memory-map a file read-only as a uint8 array (empty files give an empty array)."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            return np.zeros(0, np.uint8)
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    return np.frombuffer(mm, dtype=np.uint8)
 
 
 class ShardReader:
@@ -59,60 +51,36 @@ class ShardReader:
         return FormatError(f"shard {self.name}: {what}")
 
     def _parse(self) -> None:
-        buf = self.buf
-        size = len(buf)
+        """Trailer, header, index: each checked before anything it declares is used.
+
+        Values from the file are read as Python integers or bounded before any NumPy arithmetic,
+        so no sum or product of them can wrap (docs/format.md, "Validation rules").
+        """
+        size = len(self.buf)
         if size < HEADER_PREFIX.itemsize + TRAILER_DTYPE.itemsize:
             raise self._fail(f"truncated ({size} bytes is too short for a shard)")
-        trailer = np.frombuffer(buf[size - TRAILER_DTYPE.itemsize :], dtype=TRAILER_DTYPE)[0]
-        if bytes(trailer["magic"]) != TRAILER_MAGIC.rstrip(b"\x00"):
-            raise self._fail("truncated or not a fastload shard (no trailer at its end)")
-        if int(trailer["version"]) not in READABLE_VERSIONS:
-            raise self._fail(
-                f"format version {int(trailer['version'])} is newer than this fastload reads "
-                f"({READABLE_VERSIONS}); upgrade fastload"
-            )
-        prefix = np.frombuffer(buf[: HEADER_PREFIX.itemsize], dtype=HEADER_PREFIX)[0]
-        if bytes(prefix["magic"]) != SHARD_MAGIC.rstrip(b"\x00"):
-            raise self._fail("not a fastload shard (bad magic bytes at its start)")
-        json_len = int(prefix["json_len"])
-        header_end = align_up(HEADER_PREFIX.itemsize + json_len)
-        if header_end > size or checksum(buf[:header_end]) != int(trailer["header_checksum"]):
-            raise self._fail("header is corrupt (checksum mismatch)")
-        try:
-            self.header = json.loads(bytes(buf[HEADER_PREFIX.itemsize : HEADER_PREFIX.itemsize + json_len]))
-            self.schema = Schema.from_json(self.header["schema"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise self._fail(f"header is malformed ({exc})") from None
-        versions = {int(prefix["version"]), self.header.get("format_version"), int(trailer["version"])}
-        if len(versions) != 1:
-            raise self._fail(f"header and trailer disagree on the format version ({sorted(map(str, versions))})")
-        if self.header.get("checksum") != CHECKSUM_NAME:
-            raise self._fail(f"unknown checksum {self.header.get('checksum')!r}")
-        self.n_blocks = int(trailer["n_blocks"])
-        self.n_records = int(trailer["n_records"])
-        n_fields = int(trailer["n_fields"])
-        if n_fields != len(self.schema):
-            raise self._fail("index and header disagree on the number of fields")
-        start, length = int(trailer["index_offset"]), int(trailer["index_size"])
-        per_field = offsets_per_field(int(trailer["version"]))
-        expected = self.n_blocks * (BLOCK_DTYPE.itemsize + 4 * per_field * n_fields)
-        if length != expected or start + length > size - TRAILER_DTYPE.itemsize:
+        trailer = self._check_trailer(size)
+        header_end = self._check_header(trailer, size)
+        start, length = trailer["index_offset"], trailer["index_size"]
+        k = len(self.schema)
+        per_field = offsets_per_field(trailer["version"])
+        expected = self.n_blocks * (BLOCK_DTYPE.itemsize + 4 * per_field * k)
+        if length != expected or not header_end <= start <= size - TRAILER_DTYPE.itemsize - length:
             raise self._fail("index is truncated or misplaced")
-        index = buf[start : start + length]
-        if checksum(index) != int(trailer["index_checksum"]):
+        index = self.buf[start : start + length]
+        if checksum(index) != trailer["index_checksum"]:
             raise self._fail("index is corrupt (checksum mismatch)")
         table_bytes = self.n_blocks * BLOCK_DTYPE.itemsize
         self.blocks = np.frombuffer(index[:table_bytes], dtype=BLOCK_DTYPE)
-        starts = np.frombuffer(index[table_bytes:], dtype="<u4").reshape(self.n_blocks, per_field * n_fields)
-        self.col_offsets = starts[:, :n_fields]
+        starts = np.frombuffer(index[table_bytes:], dtype="<u4").reshape(self.n_blocks, per_field * k)
+        self.col_offsets = starts[:, :k]
         # where each field's validity bitmap starts in each block (NO_BITMAP: no null there)
-        self.bitmap_offsets = starts[:, n_fields:] if per_field == 2 else np.full((self.n_blocks, n_fields),
-                                                                                   NO_BITMAP, np.uint32)
+        self.bitmap_offsets = starts[:, k:] if per_field == 2 else np.full((self.n_blocks, k), NO_BITMAP, np.uint32)
         has_bitmap = (self.bitmap_offsets != NO_BITMAP).any(axis=0)
         self.null_fields = tuple(f.name for f, nulls in zip(self.schema, has_bitmap) if nulls)
+        self._check_index(header_end, start)
         self.first_record = self.blocks["first_record"].astype(np.int64)
         self.block_records = self.blocks["n_records"].astype(np.int64)
-        self._check_index(header_end, start)
         self.all_raw = bool(np.all(self.blocks["codec"] == CODEC_NONE))
         self.block_offset = self.blocks["offset"].astype(np.int64)
         self.block_codec = self.blocks["codec"].astype(np.int64)
@@ -120,44 +88,124 @@ class ShardReader:
         self.bitmap_offsets64 = np.where(self.bitmap_offsets == NO_BITMAP, -1, self.bitmap_offsets.astype(np.int64))
         self.block_raw_size = self.blocks["raw_size"].astype(np.int64)
 
+    def _check_trailer(self, size: int) -> dict[str, int]:
+        """The trailer's fields as Python integers, each counts within its maximum."""
+        raw = np.frombuffer(self.buf[size - TRAILER_DTYPE.itemsize :], dtype=TRAILER_DTYPE)[0]
+        if bytes(raw["magic"]) != TRAILER_MAGIC.rstrip(b"\x00"):
+            raise self._fail("truncated or not a fastload shard (no trailer at its end)")
+        t = {name: int(raw[name]) for name in TRAILER_DTYPE.names if name != "magic"}
+        if t["version"] not in READABLE_VERSIONS:
+            raise self._fail(f"format version {t['version']} is newer than this fastload reads "
+                             f"({READABLE_VERSIONS}); upgrade fastload")
+        for name, top in (("n_fields", MAX_FIELDS), ("n_blocks", MAX_BLOCKS), ("n_records", MAX_RECORDS)):
+            if t[name] > top:
+                raise self._fail(f"trailer declares {t[name]} {name[2:]}, more than the {top} allowed")
+        self.n_blocks, self.n_records = t["n_blocks"], t["n_records"]
+        return t
+
+    def _check_header(self, trailer: dict[str, int], size: int) -> int:
+        """Parse and check the header (prefix, checksum, JSON, schema); returns where it ends."""
+        buf = self.buf
+        prefix = np.frombuffer(buf[: HEADER_PREFIX.itemsize], dtype=HEADER_PREFIX)[0]
+        if bytes(prefix["magic"]) != SHARD_MAGIC.rstrip(b"\x00"):
+            raise self._fail("not a fastload shard (bad magic bytes at its start)")
+        json_len = int(prefix["json_len"])
+        header_end = align_up(HEADER_PREFIX.itemsize + json_len)
+        if header_end > size - TRAILER_DTYPE.itemsize or checksum(buf[:header_end]) != trailer["header_checksum"]:
+            raise self._fail("header is corrupt (checksum mismatch)")
+        self.header = load_json(bytes(buf[HEADER_PREFIX.itemsize : HEADER_PREFIX.itemsize + json_len]),
+                                f"shard {self.name} header")
+        if not isinstance(self.header, dict):
+            raise self._fail("header is malformed (not a JSON object)")
+        try:
+            self.schema = Schema.from_json(self.header.get("schema"))
+        except SchemaError as exc:
+            raise self._fail(f"header is malformed ({exc})") from None
+        versions = {int(prefix["version"]), self.header.get("format_version"), trailer["version"]}
+        if len(versions) != 1:
+            raise self._fail(f"header and trailer disagree on the format version ({sorted(map(str, versions))})")
+        if self.header.get("checksum") != CHECKSUM_NAME:
+            raise self._fail(f"unknown checksum {str(self.header.get('checksum'))[:40]!r}")
+        if trailer["n_fields"] != len(self.schema):
+            raise self._fail("index and header disagree on the number of fields")
+        return header_end
+
     def _check_index(self, data_start: int, data_end: int) -> None:
-        """Reject an index whose blocks or columns would make reads leave the block or the file.
+        """Reject a block table that would make a read leave its block or the file.
 
         Checksums catch accidents; these bounds make a damaged or crafted index an error rather
-        than a read out of bounds (verify="never" skips checksums, never these checks).
+        than a read out of bounds (verify="never" skips checksums, never these checks). Each
+        unsigned value is first compared, unsigned, with a bound below 2^62; only then is it
+        converted to int64 for sums, which therefore cannot wrap.
         """
         if not self.n_blocks:
             if self.n_records:
                 raise self._fail("index lists no blocks but a non-zero record count")
             return
         b = self.blocks
-        offset = b["offset"].astype(np.int64)
-        stored = b["stored_size"].astype(np.int64)
-        raw = b["raw_size"].astype(np.int64)
-        n = self.block_records
-        expected_first = np.concatenate([[0], np.cumsum(n)[:-1]])
+        for problem, ok in (("blocks outside the data area",
+                             (b["offset"] <= data_end).all() and (b["stored_size"] <= data_end).all()),
+                            (f"a raw size over the maximum of {MAX_BLOCK_RAW} bytes", (b["raw_size"] <= MAX_BLOCK_RAW).all()),
+                            ("a wrong record count (a record number over the maximum)",
+                             (b["first_record"] <= MAX_RECORDS).all())):
+            if not ok:
+                raise self._fail(f"index is inconsistent: {problem}")
+        offset, stored, raw = (b[k].astype(np.int64) for k in ("offset", "stored_size", "raw_size"))
+        n = b["n_records"].astype(np.int64)  # at most MAX_BLOCKS * (2^32 - 1) < 2^63 in all
         problems = []
         if offset.min() < data_start or (offset + stored).max() > data_end:
             problems.append("blocks outside the data area")
-        if not np.array_equal(self.first_record, expected_first) or int(n.sum()) != self.n_records:
+        expected_first = np.concatenate([[0], np.cumsum(n)[:-1]])
+        if (n.min() < 1 or not np.array_equal(b["first_record"].astype(np.int64), expected_first)
+                or int(n.sum()) != self.n_records):
             problems.append("a wrong record count (block record numbers do not add up)")
         if not np.all(np.isin(b["codec"], (CODEC_NONE, CODEC_ZSTD))):
             problems.append("an unknown codec")
         if np.any((b["codec"] == CODEC_NONE) & (stored != raw)):
             problems.append("a raw block whose stored and raw sizes differ")
-        for j, f in enumerate(self.schema):
-            col = self.col_offsets[:, j].astype(np.int64)
-            need = n * f.itemsize if f.is_fixed else (n + 1) * VAR_OFFSET_DTYPE.itemsize
-            if np.any(col + need > raw):
-                problems.append(f"column {f.name!r} running past its block")
-            bitmap = self.bitmap_offsets[:, j].astype(np.int64)
-            has = bitmap != NO_BITMAP
-            if np.any(has & (bitmap + (n + 7) // 8 > raw)):
-                problems.append(f"validity bitmap of {f.name!r} running past its block")
-            if f.kind == "null" and has.any():
-                problems.append(f"a validity bitmap for the null field {f.name!r}")
+        problems += self._check_columns(n, raw)
         if problems:
             raise self._fail("index is inconsistent: " + ", ".join(problems))
+
+    def _check_columns(self, n: np.ndarray, raw: np.ndarray) -> list[str]:
+        """Column offsets: in schema order from 0, each column (and its validity bitmap, where the
+        block has one) fitting before the next, the last ending inside the block, and a block
+        ending with a fixed column or a bitmap ending exactly with it; so a block's raw size is no
+        larger than its records imply (docs/format.md).
+
+        ``n`` and ``raw`` are int64 and at most 2^32 - 1, so every quantity here stays below 2^62;
+        a column's record count is compared with the room divided by the item size, never
+        multiplied, because ``n * itemsize`` may reach 2^64.
+        """
+        problems = []
+        col = self.col_offsets.astype(np.int64)
+        end = np.zeros(len(n), dtype=np.int64)  # where the previous column ends, per block
+        bitmaps = self.bitmap_offsets.astype(np.int64)
+        bitmap_len = (n + 7) // 8
+        for j, f in enumerate(self.schema):
+            start = col[:, j]
+            room = raw - start
+            width = f.itemsize if f.is_fixed else VAR_OFFSET_DTYPE.itemsize  # per record; 0: a null field
+            slots = n if f.is_fixed else n + 1
+            if np.any(room < 0) or (width and np.any(slots > room // width)):
+                return problems + [f"column {f.name!r} running past its block"]
+            if np.any(start < end):
+                return problems + [f"column {f.name!r} overlapping the column before it"]
+            end = start + slots * width  # at most raw: checked just above
+            has = bitmaps[:, j] != NO_BITMAP
+            if has.any():
+                if f.kind == "null":
+                    return problems + [f"a validity bitmap for the null field {f.name!r}"]
+                if np.any(has & ((bitmaps[:, j] < end) | (bitmaps[:, j] + bitmap_len > raw))):
+                    return problems + [f"validity bitmap of {f.name!r} running past its block or into its column"]
+                end = np.where(has, bitmaps[:, j] + bitmap_len, end)
+        last = self.schema.fields[-1]
+        ends_exactly = last.is_fixed | (self.bitmap_offsets[:, -1] != NO_BITMAP)  # no payload after it
+        if np.any(ends_exactly & (end != raw)):
+            problems.append(f"a raw size beyond its last column {last.name!r}")
+        if np.any(col[:, 0] != 0):
+            problems.append("a first column not at the block's start")
+        return problems
 
     # -- access ----------------------------------------------------------------------------
     def locate(self, local: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -57,7 +57,18 @@ assert TRAILER_DTYPE.itemsize == 64
 
 # variable-size columns store n+1 little-endian uint32 offsets, relative to the column's data
 VAR_OFFSET_DTYPE = np.dtype("<u4")
-MAX_BLOCK_RAW = 2**32 - 1
+
+# Maxima a reader enforces before any arithmetic on values read from a file or a server, so that
+# int64 sums and products of them cannot wrap (docs/format.md, "Validation rules"):
+MAX_BLOCK_RAW = 2**32 - 1  # raw bytes of one block: in-block offsets are u4
+MAX_BLOCK_RECORDS = 2**32 - 1  # records of one block: n_records is u4
+MAX_RECORDS = 2**48  # records of a dataset (and so of a shard): 2^48 + 2^32 * 2^32 stays < 2^63
+MAX_BLOCKS = 2**31  # blocks of one shard: 2^31 blocks of < 2^32 records each stay < 2^63
+MAX_FIELDS = 2**16  # fields of a schema
+MAX_NDIM = 32  # dimensions of an array field
+MAX_JSON_DEPTH = 64  # nesting of the manifest's and a header's JSON (metadata included)
+MAX_MANIFEST_BYTES = 2**30  # a manifest of 100,000 shards is ~8 MB
+MAX_NAME_LENGTH = 200  # characters of a shard name: the cache adds ~45 to it, and NAME_MAX is 255
 
 # the index holds, per block and field, a uint32 column start; from version 2 also a bitmap start
 NO_BITMAP = 0xFFFFFFFF  # the bitmap start of a field without nulls in the block

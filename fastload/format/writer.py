@@ -56,8 +56,9 @@ class ShardSink:
     """Appends encoded blocks to numbered shards, starting a new shard once ``shard_size`` is reached."""
 
     def __init__(self, root: Path, schema: Schema, settings: dict[str, Any], shard_size: int,
-                 first_index: int = 0):
+                 first_index: int = 0, *, durable: bool = True):
         self.root = root
+        self.durable = durable  # fsync each shard (False: staging copies that are uploaded)
         self.schema = schema
         self.settings = settings
         self.shard_size = shard_size
@@ -76,7 +77,8 @@ class ShardSink:
         if cur is not None and cur.n_blocks and cur.n_bytes + block.stored_size > self.shard_size:
             closed = self._close()
         if self._current is None:
-            self._current = ShardWriter(self.root / shard_name(self.next_index), self.schema, self.settings)
+            self._current = ShardWriter(self.root / shard_name(self.next_index), self.schema, self.settings,
+                                        durable=self.durable)
             self.next_index += 1
         if isinstance(block, SpilledBlock):
             if self._spill is None or str(self._spill.path) != block.spill:

@@ -1,7 +1,8 @@
 """Run an image pipeline over one batch of stored images, writing straight into the batch's output.
 
 Per batch: probe every image's header, plan all boxes and flips at once (vectorised), then per
-image decode (DCT-reduced when the box allows) into a reused buffer and call the resample kernel
+image decode (DCT-reduced when the box allows; for a JPEG, only the window the box's resample
+reads, see :mod:`fastload.image.window`) into a reused buffer and call the resample kernel
 on its output row. Nothing per image is allocated beyond the decoder's output (and that only for
 Pillow-decoded formats). A record that cannot be decoded raises :class:`RecordDecodeError` with
 the record's place (``locate``) in a note.
@@ -16,12 +17,13 @@ import numpy as np
 
 from .._kernels.resample import MODE_FLOAT, MODE_HALF, MODE_UINT8, resample_into, resample_rows_u8
 from ..errors import RecordDecodeError
+from . import window
 from .decode import Probe, dct_factor, decode_error, decode_rgb, probe
 from .pipeline import ImagePipeline
 
 # Boxes of at most this many times the output's rows take the horizontal-first kernel (uint8
-# NHWC only): the two kernels break even near 1.25 (see resample_rows_u8).
-ROWS_FIRST_MAX = 1.2
+# NHWC only): the two kernels break even near 1.05 (see resample_rows_u8).
+ROWS_FIRST_MAX = 1.05
 # The JPEG output buffer a decoder keeps between batches: 2048 x 2048 RGB covers the decoded size
 # of any photo the DCT reduction leaves at most that big; a larger image gets a buffer of its own,
 # dropped after it, so one outlier does not pin its size in every worker for the loader's life.
@@ -87,29 +89,45 @@ class BatchImageDecoder:
             flat = out.reshape(len(out), oh, ow * 3)
         if self.pipeline.layout == "NCHW":
             rows = rows.transpose(0, 2, 3, 1)  # each row seen as (H, W, 3): the kernel writes any strides
+        lib = window.library()
         decode_s = resample_s = 0.0
         for k, (data, p) in enumerate(zip(payloads, probes)):
             y0, x0, y1, x1 = boxes[k].tolist()
             f = dct_factor(p.height, p.width, y1 - y0, x1 - x0, oh, ow) if p.kind == "jpeg" else 1
+            # libjpeg's scaled output pixel i covers source pixels [i*f, (i+1)*f) (the last one
+            # partly, when f does not divide the side), so source coordinates scale by exactly 1/f
+            y0, x0, y1, x1 = y0 / f, x0 / f, y1 / f, x1 / f
             t = perf_counter()
             try:
-                pixels = decode_rgb(data, p, f, self._buf(-(-p.height // f) * -(-p.width // f) * 3), fast=True)
+                pixels, (y0, x0, y1, x1) = self._decode(data, p, f, (y0, x0, y1, x1), lib)
             except Exception as exc:
                 raise self._error(int(indices[k]), exc, locate) from exc
             t1 = perf_counter()
-            # libjpeg's scaled output pixel i covers source pixels [i*f, (i+1)*f) (the last one
-            # partly, when f does not divide the side), so source coordinates scale by exactly 1/f
-            sy = sx = 1.0 / f
-            if flat is not None and (y1 - y0) * sy <= ROWS_FIRST_MAX * oh:
-                resample_rows_u8(pixels, y0 * sy, x0 * sx, y1 * sy, x1 * sx, bool(flips[k]), flat[k])
+            if flat is not None and y1 - y0 <= ROWS_FIRST_MAX * oh:
+                resample_rows_u8(pixels, y0, x0, y1, x1, bool(flips[k]), flat[k])
             else:
-                resample_into(pixels, y0 * sy, x0 * sx, y1 * sy, x1 * sx, bool(flips[k]), self.a, self.b,
-                              self.mode, rows[k])
+                resample_into(pixels, y0, x0, y1, x1, bool(flips[k]), self.a, self.b, self.mode, rows[k])
             decode_s += t1 - t
             resample_s += perf_counter() - t1
         if timings is not None:
             timings["decode"] = timings.get("decode", 0.0) + decode_s
             timings["resize"] = timings.get("resize", 0.0) + resample_s  # probing and planning: "read"
+
+    def _decode(self, data, p: Probe, f: int, box: tuple, lib: window.WindowLibrary) -> tuple[np.ndarray, tuple]:
+        """The pixels the resample of ``box`` (in the image scaled by 1/``f``) reads, and the box in
+        them: a JPEG's window where the window decoder can, else the whole (scaled) image."""
+        h, w = -(-p.height // f), -(-p.width // f)
+        if p.kind == "jpeg" and lib.handle is not None and window.complete(data):
+            win = window.window_of(box, *self.pipeline.size, h, w)
+            try:
+                pixels, top, left = window.decode_window(lib, data, f, win, self._buf((win[2] - win[0]) * w * 3),
+                                                         fast=True)
+            except ValueError:
+                pass  # corrupt, or a JPEG the window decoder cannot read (e.g. lossless): the whole decode decides
+            else:
+                y0, x0, y1, x1 = box
+                return pixels, (y0 - top, x0 - left, y1 - top, x1 - left)
+        return decode_rgb(data, p, f, self._buf(h * w * 3), fast=True), box
 
     def _error(self, index: int, exc: BaseException, locate: Callable[[int], str]) -> RecordDecodeError:
         return decode_error(self.field, index, exc, locate)

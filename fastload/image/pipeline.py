@@ -143,18 +143,28 @@ class ImagePipeline:
         return boxes, flips
 
     def _center_boxes(self, h: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """torchvision's Resize then CenterCrop as one box of the source image. As torchvision,
+        the resized image has whole sides (the longer one truncated: ``int(size * long / short)``)
+        and the crop starts at a whole pixel (``int(round((side - crop) / 2))``, halves to even);
+        a resize to a fractional size or a crop at a fractional offset lands up to a pixel off
+        and measured 25-33 dB PSNR against torchvision on lightly reduced photos."""
         if self.resize is None:
-            sy = sx = np.ones_like(h)
+            rh, rw = h, w
         elif self.resize.shorter_side:
-            sy = sx = self.resize.size[0] / np.minimum(h, w)
+            size = float(self.resize.size[0])
+            short, long = np.minimum(h, w), np.maximum(h, w)
+            new_long = np.floor(size * long / short)  # Python's int() of a positive float
+            rh = np.where(h <= w, size, new_long)
+            rw = np.where(h <= w, new_long, size)
         else:
-            sy, sx = self.resize.size[0] / h, self.resize.size[1] / w
-        rh, rw = h * sy, w * sx  # the resized image, in output pixels
+            rh = np.full_like(h, float(self.resize.size[0]))
+            rw = np.full_like(w, float(self.resize.size[1]))
         ch, cw = (self.center.size if self.center is not None else self.resize.size)
         ch = np.minimum(float(ch), rh)  # CenterCrop alone on a smaller image: the whole side
         cw = np.minimum(float(cw), rw)
-        top, left = (rh - ch) / 2, (rw - cw) / 2
-        return np.stack([top / sy, left / sx, (top + ch) / sy, (left + cw) / sx], axis=1)
+        top, left = np.rint((rh - ch) / 2), np.rint((rw - cw) / 2)  # rint: halves to even, as round()
+        sy, sx = h / rh, w / rw  # source pixels per resized pixel, per axis (Pillow's resize scale)
+        return np.stack([top * sy, left * sx, (top + ch) * sy, (left + cw) * sx], axis=1)
 
 
 def _random_boxes(op: RandomResizedCrop, h: np.ndarray, w: np.ndarray, seed: int, epoch: int,

@@ -1,5 +1,6 @@
 """The loader: ``fastload.DataLoader`` and the machinery that feeds it."""
 
+from .collate import Pad
 from .dataloader import DataLoader, copy_batch
 
-__all__ = ["DataLoader", "copy_batch"]
+__all__ = ["DataLoader", "Pad", "copy_batch"]

@@ -9,13 +9,13 @@ times as the integers of their unit) comes as its values, nulls zero, plus a boo
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..format.decode import batch_entries
-from ..format.schema import VALID_SUFFIX, Field
+from ..format.schema import Field
 
 
 def torch_entries(f: Field, col: Any) -> dict[str, Any]:
@@ -30,7 +30,3 @@ def torch_entries(f: Field, col: Any) -> dict[str, Any]:
         out[key] = value
     return out
 
-
-def in_field_order(batch: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
-    """The batch's entries in field order, each validity mask right after its field."""
-    return {key: batch[key] for name in names for key in (name, name + VALID_SUFFIX) if key in batch}

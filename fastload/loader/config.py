@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from ..image.pipeline import ImagePipeline
 from .slots import SlotLayout
@@ -24,6 +24,11 @@ class WorkerConfig:
     on_error: str = "raise"  # "skip": unreadable records are replaced (see worker_loop.readable_indices)
     # image field -> pipeline: the worker decodes and transforms it into its slot field
     transforms: dict[str, ImagePipeline] = field(default_factory=dict)
+    # a user's collate_fn, run in the worker on the batch's rows (see loader/collate.py): the
+    # worker sends its result instead of the gathered columns
+    collate_fn: Callable | None = None
+    pad: dict = field(default_factory=dict)  # field -> collate.Pad: padded in the worker
+    dataset_spec: Any = None  # an opening.Reopen for datasets not opened by URL (packed sequences, mixtures)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dataset_root", os.fspath(self.dataset_root))
@@ -36,7 +41,7 @@ class WorkerConfig:
         if self.fields is not None:
             object.__setattr__(self, "fields", tuple(self.fields))
             missing = [n for n in self.layout.names if n not in self.fields]
-            if missing:
+            if missing and self.collate_fn is None:  # with a collate_fn the slot holds its result
                 raise ValueError(f"the slot layout has fields {missing} that are not among fields={self.fields}")
         if self.worker_init_fn is not None and not callable(self.worker_init_fn):
             raise TypeError(f"worker_init_fn must be callable or None, not {self.worker_init_fn!r}")

@@ -1,11 +1,13 @@
 """``fastload.DataLoader``: torch's DataLoader, with a native fast path for fastload datasets.
 
 It is a subclass of ``torch.utils.data.DataLoader`` with the same arguments, defaults and
-attributes, so frameworks that inspect or re-create loaders keep working. For a fastload dataset
-with the default collate, batches of indices (from fastload's epoch plan, or from any sampler or
-batch sampler given by the user or injected by a framework) are gathered by workers straight into
-shared-memory slots and handed over as tensors without a copy. Anything else (another dataset, a
-custom ``collate_fn``) runs through torch's own iterator unchanged.
+attributes, so frameworks that inspect or re-create loaders keep working. For a fastload dataset,
+batches of indices (from fastload's epoch plan, or from any sampler or batch sampler given by the
+user or injected by a framework) are gathered by workers straight into shared-memory slots and
+handed over as tensors without a copy; a custom ``collate_fn`` runs in the workers on the
+gathered rows. Other datasets run through torch's own iterator, in fastload's order when no
+sampler is given. Every path has the same epochs (``set_epoch`` on the loader, its sampler or
+its batch sampler) and an exact ``state_dict``.
 
 Batch lifetime: tensors of a batch from the fast path are views of a shared-memory slot that is
 reused once the next batch is requested. Keep a batch beyond that with :func:`copy_batch` (or any
@@ -14,6 +16,7 @@ reused once the next batch is requested. Keep a batch beyond that with :func:`co
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections import deque
@@ -22,21 +25,29 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from torch.utils.data import DataLoader as TorchDataLoader
+from torch.utils.data import IterableDataset
 
 from ..format.dataset import Dataset
 from ..opening import open_dataset
+from ..plan.cursor import EpochCursor
 from ..plan.epoch import EpochPlan
 from ..plan.orders import make_order
-from ..plan.state import LoaderState
+from ..plan.state import LoaderState, state_from_dict
 from ..plan.world import World, detect_world
 from ..storage.prefetch import start_prefetch
 from ..image.pipeline import loader_pipelines
-from .batch_form import in_field_order, torch_entries
+from .collate import FastloadCollate, normalise_pad, to_torch
+from . import datasets as lm
 from .device import to_device_stream
-from .samplers import PlanSampler, uses_plan
+from .iterable import IterableOrder
+from .resume import InjectedOrder
+from .samplers import PlanBatchSampler, PlanSampler, log_offset, uses_plan
 from .slots import SlotLayout
 from .stats import LoaderStats
+from .transport import ARENA_BYTES, ARENA_FIELD, Packed, unpack
 from .workers import BatchProducer, ProducedBatch, WorkerConfig
+
+log = logging.getLogger("fastload.loader")
 
 SHUFFLE_MODES = ("none", "block", "full")
 WORKER_TYPES = ("process", "thread")
@@ -53,9 +64,13 @@ class DataLoader(TorchDataLoader):
     ``device`` (e.g. ``"cuda"``: the next batch is copied there on a side stream while the current
     step runs), ``worker_type`` (``"thread"``, the default, or ``"process"``; the native gather
     releases the GIL, and with a 300 us step per batch 2 threads stalled 6% of the time against 8%
-    for 2 processes on this project's 2-core machine), ``even`` (``"pad"`` or ``"drop"``:
+    for 2 processes on this project's 2-core machine; a padding ``collate_fn`` made of torch ops
+    also ran faster on 2 threads than on 2 processes here (bench/collate.py), but one that spends
+    its time in Python code holds the GIL and wants processes), ``even`` (``"pad"`` or ``"drop"``:
     how ranks get equal shares, as DistributedSampler's drop_last False/True), ``fields`` (the
-    fields to load), ``on_error`` (``"raise"``, or ``"skip"``: a record that cannot be read is
+    fields to load), ``pad`` (``{"tokens": 0}`` or ``{"tokens": fastload.Pad(length=512,
+    multiple=64, mask="attention_mask")}``: variable-length numeric fields padded in the workers,
+    with a mask; see :class:`~fastload.loader.collate.Pad`), ``on_error`` (``"raise"``, or ``"skip"``: a record that cannot be read is
     replaced by the next readable one in dataset order, the same on every run and resume, counted
     in ``stats()["skipped"]``, so batches stay full), ``log_every`` (seconds: log a one-line summary
     of throughput and data stall at most this often, to the ``fastload.loader`` logger at INFO),
@@ -76,55 +91,74 @@ class DataLoader(TorchDataLoader):
                  prefetch_factor: int | None = None, persistent_workers: bool = False,
                  pin_memory_device: str = "", in_order: bool = True, seed: int | None = None,
                  device: str | torch.device | None = None, worker_type: str = "thread",
-                 even: str = "pad", fields: list[str] | None = None, on_error: str = "raise",
-                 log_every: float | None = None, transforms: dict | None = None):
+                 even: str = "pad", fields: list[str] | None = None, pad: dict | None = None,
+                 on_error: str = "raise", log_every: float | None = None, transforms: dict | None = None):
         if isinstance(dataset, (str, os.PathLike)):
             dataset = open_dataset(dataset)
-        self._pipelines = loader_pipelines(transforms, dataset.schema if isinstance(dataset, Dataset) else None)
+        fastload_ds = lm.is_native(dataset)  # fastload datasets, packed sequences, mixtures
+        iterable = isinstance(dataset, IterableDataset)
+        schema = dataset.schema if fastload_ds else None
+        self._pipelines = loader_pipelines(transforms, schema)
+        custom_collate = collate_fn is not None and not isinstance(collate_fn, FastloadCollate)
         if worker_type not in WORKER_TYPES:
             raise ValueError(f"worker_type must be one of {WORKER_TYPES}, not {worker_type!r}")
         if even not in EVEN_MODES:
             raise ValueError(f"even must be one of {EVEN_MODES}, not {even!r}")
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
-        fastload_ds = isinstance(dataset, Dataset)
-        mode = _shuffle_mode(shuffle) if fastload_ds else None
-        own_order = fastload_ds and sampler is None and batch_sampler is None and batch_size is not None
+        if pad and custom_collate:
+            raise ValueError("pad= makes the default batch; with a collate_fn, pad inside it")
+        if custom_collate and device is not None:
+            raise ValueError("device= moves the default batch; with a collate_fn, move the batch in your step")
+        self._pads = normalise_pad(pad, schema, fields)
+        mode = None if iterable else _shuffle_mode(shuffle)
+        own_order = not iterable and sampler is None and batch_sampler is None
+        self._cursor = EpochCursor()
         torch_shuffle = shuffle
         if own_order:
-            sampler = PlanSampler(self._plan, mode)
+            sampler = PlanSampler(self._make_plan, mode, self._cursor, self.state_dict, self.load_state_dict,
+                                  notice=self._note_rebuilt)
             torch_shuffle = None  # the order lives in the plan sampler
         elif isinstance(shuffle, str):
             torch_shuffle = mode != "none"
+        if fastload_ds and not custom_collate:  # what a framework that rebuilds the loader collates with
+            collate_fn = FastloadCollate(schema, fields, self._pads)
         # the plan's inputs exist before torch's __init__, which may call len(sampler)
         self._seed = _seed_from(seed, generator)
-        self._epoch = 0
-        self._epoch_set = False
-        self._resume_samples = 0
-        self._delivered = 0
-        self._started = False
-        self._epoch_done = False
         self._even = even
         self._mode = mode
-        self._batch_size_for_plan = batch_size
+        self._batch_size_for_plan = batch_size or 1
         self._drop_last_for_plan = drop_last
         self._dataset_for_plan = dataset
         self._block_starts = None
         self._shard_starts = None
+        self._rebase = None  # (epoch, (position, drawn)): a mixture resumed with new weights
+        self._sources = lm.SourceCounter(dataset)
+        self._injected: InjectedOrder | None = None
+        self._rebuilt_noted = False
         super().__init__(dataset, batch_size, torch_shuffle, sampler, batch_sampler, num_workers, collate_fn,
                          pin_memory, drop_last, timeout, worker_init_fn, multiprocessing_context, generator,
                          prefetch_factor=prefetch_factor, persistent_workers=persistent_workers,
                          pin_memory_device=pin_memory_device, in_order=in_order)
+        if own_order and self.batch_sampler is not None:
+            # torch built BatchSampler(sampler, batch_size, drop_last); ours is the same with set_epoch
+            # and state_dict. Passed to torch's __init__ it would set batch_size to None (frameworks
+            # read it), and torch's __setattr__ refuses batch_sampler afterwards.
+            object.__setattr__(self, "batch_sampler", PlanBatchSampler(self.sampler, batch_size, drop_last))
+        if not own_order and not iterable:
+            self._injected = InjectedOrder(self.batch_sampler if self.batch_sampler is not None else self.sampler)
+        self._iterable = IterableOrder() if iterable else None
         self.shuffle = shuffle
         self.seed = self._seed
         self.device = device
         self.worker_type = worker_type
         self.even = even
         self.fields = fields
+        self.pad = pad
         self.on_error = on_error
         self.transforms = transforms
-        self._custom_collate = collate_fn is not None
-        if self._pipelines and not self._fast_path():
+        self._custom_collate = custom_collate
+        if self._pipelines and (not self._native() or custom_collate):
             raise ValueError("transforms run in fastload's own batching: they need batch_size (or a batch_sampler) "
                              "and no collate_fn")
         self.log_every = log_every
@@ -132,75 +166,128 @@ class DataLoader(TorchDataLoader):
         self._producer: BatchProducer | None = None
 
     # -- the plan --------------------------------------------------------------------------
-    def _plan(self, start_sample: int | None = None) -> EpochPlan:
+    def _make_plan(self, epoch: int, start_sample: int = 0) -> EpochPlan:
         ds = self._dataset_for_plan
+        rebase = self._rebase[1] if self._rebase is not None and self._rebase[0] == epoch else None
+        own = lm.epoch_order(ds, self._mode, self._seed, epoch, rebase)  # a mixture's, or None
+        if own is not None:
+            return EpochPlan(n=own.n, batch_size=self._batch_size_for_plan, world=_world(), order=own,
+                             drop_last=self._drop_last_for_plan, even=self._even, start_sample=start_sample)
         n = len(ds)
-        if self._mode == "block" and self._block_starts is None:
+        block = self._mode == "block" and isinstance(ds, Dataset)
+        if block and self._block_starts is None:
             self._block_starts = _block_starts(ds)  # ~1 s for 100,000 shards: once per loader
             self._shard_starts = _shard_starts(ds)
-        block = self._mode == "block"
         # "block" walks shard by shard: a remote first batch waits for one shard, and a cache
         # smaller than the dataset holds each shard once per epoch
-        order = make_order(self._mode, n, self._seed, self._epoch,
+        order = make_order(self._mode, n, self._seed, epoch,
                            block_starts=self._block_starts if block else None,
                            group_starts=self._shard_starts if block else None)
         return EpochPlan(n=n, batch_size=self._batch_size_for_plan, world=_world(), order=order,
-                         drop_last=self._drop_last_for_plan, even=self._even,
-                         start_sample=self._resume_samples if start_sample is None else start_sample)
+                         drop_last=self._drop_last_for_plan, even=self._even, start_sample=start_sample)
 
     def set_epoch(self, epoch: int) -> None:
-        """Use ``epoch`` for the next iteration (like DistributedSampler.set_epoch)."""
-        self._epoch = int(epoch)
-        self._epoch_set = True
-        self._resume_samples = 0
+        """Use ``epoch`` for the next iteration (like DistributedSampler.set_epoch); after
+        ``load_state_dict``, the loaded position is kept (see :mod:`fastload.plan.cursor`)."""
+        if self._injected is not None:
+            self._injected.set_epoch(epoch)
+        elif self._iterable is not None:
+            self._iterable.set_epoch(epoch)
+        else:
+            self._cursor.set_epoch(epoch)
 
     @property
     def epoch(self) -> int:
-        return self._epoch
+        if self._injected is not None:
+            return self._injected.epoch
+        if self._iterable is not None:
+            return self._iterable.epoch
+        return self._cursor.epoch
+
+    @property
+    def _index_sampler(self):
+        # torch's iterator draws indices from here: through the injected order's record when the
+        # loader follows a sampler it was given (state and fast-forward), else as torch does
+        base = self.batch_sampler if self._auto_collation else self.sampler
+        injected = self.__dict__.get("_injected")
+        return base if injected is None else _Drawn(injected, base)
+
+    def _note_rebuilt(self) -> None:
+        if not self._rebuilt_noted and lm.is_native(self.dataset):
+            self._rebuilt_noted = True
+            log.warning("fastload: this loader's batches are drawn by another DataLoader (accelerate.prepare or "
+                        "a rebuilt loader): the data is right, but fastload's shared-memory workers are bypassed. "
+                        "To keep them, pass the fastload.DataLoader to the training loop as it is (for the HF "
+                        "Trainer, return it from get_train_dataloader); prepare only the model and optimizer.")
 
     # -- iteration -------------------------------------------------------------------------
-    def _fast_path(self) -> bool:
-        return isinstance(self.dataset, Dataset) and not self._custom_collate and self.batch_sampler is not None
+    def _native(self) -> bool:
+        return lm.is_native(self.dataset) and self.batch_sampler is not None
 
     def __iter__(self):
-        if not self._fast_path():
-            return super().__iter__()
-        if self._started and not self._epoch_set:
-            self._epoch += 1  # re-iteration starts the next epoch, unless set_epoch chose one
-            self._resume_samples = 0
-        self._started = True
-        self._epoch_set = False
-        return self._iterate()
+        log_offset(self._cursor)
+        if self._native():
+            return self._iterate()
+        if self._iterable is not None:
+            return self._iterable.iterate(self, super().__iter__)
+        if self._injected is not None:
+            return self._counted(super().__iter__())
+        return self._iterate_torch()
+
+    def _iterate_torch(self) -> Iterator[Any]:
+        """A map-style dataset in fastload's order, batched by torch's iterator; the position
+        follows the batches delivered, not those the workers prefetched."""
+        epoch, start = self._cursor.begin(claim=True)
+        plan = self._make_plan(epoch, start)
+        total = plan.num_batches()
+        for k, batch in enumerate(super().__iter__(), 1):
+            self._cursor.advance(plan.samples_after(k)) if k < total else self._cursor.finish()
+            yield batch
+
+    def _counted(self, it) -> Iterator[Any]:
+        for batch in it:
+            self._injected.delivered()
+            yield batch
+        self._injected.ended()
 
     def _iterate(self) -> Iterator[dict[str, Any]]:
-        plan = self._plan() if uses_plan(self.batch_sampler) else None
-        self._delivered = 0
-        self._epoch_done = False
-        if plan is not None:
+        own = uses_plan(self.batch_sampler)
+        if own:
+            epoch, start = self._cursor.begin()
+            plan = self._make_plan(epoch, start)
+            total = plan.num_batches()
             batches = plan.batches()
         else:
-            batches = (np.asarray(b, dtype=np.int64) for b in self.batch_sampler)
+            plan = None
+            batches = (np.asarray(b, dtype=np.int64) for b in self._injected.batches())
+            epoch = self._injected.epoch
         # remote datasets: shards are downloaded ahead in the plan's order (a no-op for local ones);
         # a cache_limit too small is an error here, before workers start
-        prefetch = start_prefetch(self.dataset, plan, num_workers=self.num_workers,
-                                  prefetch_factor=self.prefetch_factor or 2)
+        prefetch = start_prefetch(self.dataset, plan if isinstance(self.dataset, Dataset) else None,
+                                  num_workers=self.num_workers, prefetch_factor=self.prefetch_factor or 2)
+        batches = self._sources.counted(batches)  # per-source counts of a mixture (else a no-op)
         producer = self._get_producer()
         sent: deque = deque()  # index arrays in order, for fields decoded here on the GPU
         if any(p.decode.device == "cuda" for p in self._pipelines.values()):
             batches = _recorded(batches, sent)
-        batches_out = (self._to_torch(p, sent) for p in producer.run(prefetch.track(batches), epoch=self._epoch))
+        produced = producer.run(prefetch.track(batches), epoch=epoch)
+        if self._custom_collate:
+            batches_out = (_collated(p) for p in produced)
+        else:
+            batches_out = (self._to_torch(p, sent, epoch) for p in produced)
         if self.device is not None:
             batches_out = to_device_stream(batches_out, self.device)
         elif self.pin_memory:
             batches_out = _pinned(batches_out)
         try:
-            for batch in batches_out:
-                self._delivered += 1
-                if plan is not None:
-                    self._resume_samples = plan.samples_after(self._delivered)
+            for k, batch in enumerate(batches_out, 1):
+                if own:
+                    self._cursor.advance(plan.samples_after(k)) if k < total else self._cursor.finish()
+                else:
+                    self._injected.delivered()
                 yield batch
-            self._resume_samples = 0
-            self._epoch_done = True
+            if not own:
+                self._injected.ended()
         finally:
             prefetch.close()
             if not self.persistent_workers:
@@ -212,19 +299,26 @@ class DataLoader(TorchDataLoader):
         ds = self.dataset
         fields = tuple(self.fields) if self.fields is not None else None
         cpu = {n: p for n, p in self._pipelines.items() if p.decode.device == "cpu"}  # the workers' part
-        layout = SlotLayout.for_dataset(ds.schema, self.batch_sampler.batch_size or 1, fields,
-                                        {n: (p.dtype, p.shape) for n, p in cpu.items()})
-        config = WorkerConfig(dataset_root=str(ds.root), dataset_options=ds.open_options(),
+        batch_size = self.batch_sampler.batch_size or 1
+        if self._custom_collate:  # the slot holds the result's bytes, for process workers
+            room = ARENA_BYTES if self.num_workers and self.worker_type == "process" else 1
+            layout = SlotLayout(batch_size, ((ARENA_FIELD, "|u1", (-(-room // batch_size),)),))
+        else:
+            layout = SlotLayout.for_dataset(ds.schema, batch_size, fields,
+                                            {n: (p.dtype, p.shape) for n, p in cpu.items()})
+        root, options, spec = lm.worker_spec(ds)
+        config = WorkerConfig(dataset_root=root, dataset_options=options, dataset_spec=spec,
                               fields=fields, layout=layout, ring_name="",
                               worker_init_fn=self.worker_init_fn, seed=self._seed, on_error=self.on_error,
-                              transforms=cpu)
+                              transforms=cpu, collate_fn=self.collate_fn if self._custom_collate else None,
+                              pad=self._pads)
         self._producer = BatchProducer(config, num_workers=self.num_workers, worker_type=self.worker_type,
                                        prefetch_factor=self.prefetch_factor or 2, timeout=self.timeout,
                                        mp_context=self.multiprocessing_context, on_error=self.on_error,
                                        stats=self._stats,
                                        # with no workers, read through the loader's own dataset, whose
                                        # verified blocks carry over: later epochs hash nothing again
-                                       dataset=ds if self.num_workers == 0 else None)
+                                       dataset=lm.worker_dataset(ds) if self.num_workers == 0 else None)
         return self._producer
 
     def _close_producer(self) -> None:
@@ -237,47 +331,92 @@ class DataLoader(TorchDataLoader):
         ``persistent_workers``)."""
         self._close_producer()
 
-    def _to_torch(self, produced: ProducedBatch, sent: deque | None = None) -> dict[str, Any]:
-        batch: dict[str, Any] = {name: torch.from_numpy(arr) for name, arr in produced.fixed.items()}
+    def _to_torch(self, produced: ProducedBatch, sent: deque | None = None, epoch: int = 0) -> dict[str, Any]:
+        names = self.fields or self.dataset.schema.names
         gpu = {n: p for n, p in self._pipelines.items() if p.decode.device == "cuda"}
-        if gpu:  # the whole batch on the GPU (nvJPEG); the workers sent the stored bytes
-            from ..image.batch import payload_views
-            from ..image.gpu import decode_batch_torch
+        if not gpu:
+            return lm.finish_torch(self.dataset, to_torch(self.dataset.schema, produced.fixed, produced.var, names,
+                                                          self._pads))
+        # the whole batch on the GPU (nvJPEG); the workers sent the stored bytes
+        from ..image.batch import payload_views
+        from ..image.gpu import decode_batch_torch
 
-            indices = sent.popleft()
-            for name, pipeline in gpu.items():
-                col = produced.var.pop(name)
-                batch[name] = decode_batch_torch(pipeline, payload_views(col.data, col.offsets), indices,
-                                                 self._seed, self._epoch, self.device or "cuda", field=name,
-                                                 locate=self.dataset.locate)
-        for name, col in produced.var.items():
-            batch.update(torch_entries(self.dataset.schema[name], col))
-        return in_field_order(batch, self.fields or self.dataset.schema.names)
+        indices = sent.popleft()
+        decoded = {}
+        for name, pipeline in gpu.items():
+            col = produced.var.pop(name)
+            decoded[name] = decode_batch_torch(pipeline, payload_views(col.data, col.offsets), indices,
+                                               self._seed, epoch, self.device or "cuda", field=name,
+                                               locate=self.dataset.locate)
+        batch = to_torch(self.dataset.schema, produced.fixed, produced.var,
+                         [n for n in names if n not in decoded], self._pads)
+        batch.update(decoded)
+        return lm.finish_torch(self.dataset, {name: batch[name] for name in names})
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """A small resumable state: restoring it yields exactly the batches not yet delivered."""
-        if not isinstance(self.sampler, PlanSampler):
-            raise ValueError("state_dict needs fastload's own order (no custom sampler or batch_sampler)")
-        done = self._epoch_done and not self._epoch_set  # a finished epoch resumes at the next one
-        return LoaderState(seed=self._seed, epoch=self._epoch + done, samples_done=self._resume_samples,
-                           batch_size=self._batch_size_for_plan, world_size=_world().world_size,
-                           shuffle=self._mode).to_dict()
+        """A small resumable state: restoring it yields exactly the batches not yet delivered.
+
+        Plain ints and strings for fastload's own order; for a sampler the loader was given, the
+        sampler's own state (or what replays its order); for an iterable dataset, its state per
+        worker (or the counts to skip). It survives pickle and ``torch.load(weights_only=True)``.
+        """
+        if self._iterable is not None:
+            return self._iterable.state().to_dict()
+        if self._injected is not None:
+            return self._injected.state().to_dict()
+        epoch, done = self._cursor.position()
+        ds = self._dataset_for_plan
+        order = self._make_plan(epoch).order if lm.is_mixture(ds) else None  # the epoch's, rebased or not
+        state = LoaderState(seed=self._seed, epoch=epoch, samples_done=done,
+                            batch_size=self._batch_size_for_plan, world_size=_world().world_size,
+                            shuffle=self._mode, n=len(ds) if order is None else order.n).to_dict()
+        return {**state, **lm.dataset_state(ds, order, done)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        st = LoaderState.from_dict(state)
+        if isinstance(state, dict) and lm.MIXTURE_KEY in state:  # a mixture's counters, beside the loader's state
+            state = dict(state)
+            mixture = state.pop(lm.MIXTURE_KEY)
+        else:
+            mixture = None
+        st = state_from_dict(state)
+        if self._iterable is not None:
+            return self._iterable.load(st)
+        if self._injected is not None:
+            if not hasattr(st, "kind"):
+                raise ValueError("the state was saved by a loader in fastload's own order; this one follows "
+                                 f"the sampler {type(self._injected.index_sampler).__name__}")
+            return self._injected.load(st)
+        if not isinstance(st, LoaderState):
+            raise ValueError(f"the state was saved by a loader following a {st.kind}; this one uses fastload's "
+                             "own order (no sampler given)")
         if st.shuffle != self._mode or st.seed != self._seed:
             raise ValueError(f"state was saved with shuffle={st.shuffle!r}, seed={st.seed}; this loader "
                              f"has shuffle={self._mode!r}, seed={self._seed}")
-        self._epoch = st.epoch
-        self._epoch_set = True
-        self._resume_samples = st.samples_done
+        rebase = lm.resume_rebase(self._dataset_for_plan, mixture, st.samples_done)
+        # a mixture checks its own sources; new weights change the epoch's length
+        mixed = lm.is_mixture(self._dataset_for_plan)
+        st.check_resumable(n=st.n if mixed else len(self._dataset_for_plan), shuffle=self._mode)
+        self._rebase = None if rebase is None else (st.epoch, rebase)
+        self._cursor.load(st.epoch, st.samples_done)
 
     def stats(self) -> dict[str, Any]:
         """Data stall (time waiting for batches), throughput and per-stage times so far."""
         storage = self.dataset.storage_stats() if isinstance(self.dataset, Dataset) else {}
-        return {**self._stats.snapshot(), **storage}
+        return {**self._stats.snapshot(), **storage, **self._sources.snapshot()}
 
+
+class _Drawn:
+    """A sampler seen through an :class:`InjectedOrder`: iterating it records (and resumes) the position."""
+
+    def __init__(self, order: InjectedOrder, base):
+        self._order, self._base = order, base
+
+    def __iter__(self):
+        return self._order.batches()
+
+    def __len__(self) -> int:
+        return len(self._base)
 
 def copy_batch(batch: Any) -> Any:
     """A copy of a batch that stays valid after the loader moves on (slots are reused)."""
@@ -288,6 +427,13 @@ def copy_batch(batch: Any) -> Any:
     if isinstance(batch, list):
         return [copy_batch(v) for v in batch]
     return batch
+
+
+def _collated(produced: ProducedBatch) -> Any:
+    """A collate_fn's result: as the worker thread made it, or unpacked from its slot."""
+    if isinstance(produced.collated, Packed):
+        return unpack(produced.collated, produced.fixed[ARENA_FIELD].reshape(-1))
+    return produced.collated
 
 
 def _recorded(batches: Iterator[np.ndarray], sent: deque) -> Iterator[np.ndarray]:

@@ -9,26 +9,27 @@ that unlinks it; worker processes attach to it by name, worker threads use the o
 
 Views handed out by :meth:`SlotRing.arrays` keep the mapping alive: closing the ring unlinks the
 block at once (nothing is left in ``/dev/shm``), and the memory is unmapped when the last view of
-it is gone, so a batch the consumer still holds never points at unmapped memory.
+it is gone, so a batch the consumer still holds never points at unmapped memory. A ring's name
+names its owner, and a new ring first sweeps the blocks of owners that were killed before they
+could unlink theirs (segments.py).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import uuid
 import weakref
 from dataclasses import dataclass
 from multiprocessing import shared_memory
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from ..errors import SchemaError
 from ..format.schema import Schema
+from .segments import NAME_PREFIX, new_name, our_segments, sweep_dead  # noqa: F401 - re-exported
 
 ALIGN = 64  # every field array starts on a cache line, so kernels write whole lines
-NAME_PREFIX = "fastload-"
 
 
 def _align(n: int) -> int:
@@ -161,7 +162,8 @@ class SlotRing:
         self._epoch_start = self._index_start + n_slots * self._index_bytes
         size = self._epoch_start + _align(8 * n_slots)
         if create:
-            name = name or f"{NAME_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
+            sweep_dead()  # a loader killed with its process group left its slots behind
+            name = name or new_name()
             shm = shared_memory.SharedMemory(name=name, create=True, size=size)
         else:
             shm = shared_memory.SharedMemory(name=name)
@@ -239,9 +241,3 @@ class SlotRing:
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("owner" if self.owner else "attached")
         return f"SlotRing({self.name!r}, slots={self.n_slots}, slot_bytes={self._slot_bytes}, {state})"
-
-
-def our_segments(names: Iterable[str], pid: int | None = None) -> list[str]:
-    """The names among ``names`` (e.g. ``os.listdir('/dev/shm')``) of rings created by ``pid``."""
-    prefix = f"{NAME_PREFIX}{os.getpid() if pid is None else pid}-"
-    return sorted(n for n in names if n.startswith(prefix))

@@ -25,9 +25,11 @@ import numpy as np
 from ..errors import FormatError, RecordDecodeError
 from ..format.dataset import Dataset
 from ..opening import open_dataset
+from .collate import pad_columns, rows_of
 from .config import WorkerConfig
 from .failures import pack_failure
 from .slots import SlotLayout, SlotRing
+from .transport import ARENA_FIELD, pack
 
 INIT = -1  # the seq of a setup failure (worker_init_fn, opening the dataset, attaching the ring)
 POLL_S = 0.2  # how often an idle worker checks the stop event and whether its parent is alive
@@ -49,6 +51,8 @@ def split_fields(ds: Dataset, fields: tuple[str, ...] | None, layout: SlotLayout
     """
     transforms = transforms or {}
     names = ds.schema.names if fields is None else list(fields)
+    if ARENA_FIELD in layout.names:  # a collate_fn's loader: every field is gathered fresh, none into the slot
+        return [], names
     images = {n: (p.dtype, p.shape) for n, p in transforms.items()}
     expected = SlotLayout.for_dataset(ds.schema, layout.batch_size, names, images)
     if set(expected.fields) != set(layout.fields):
@@ -118,6 +122,31 @@ def gather_into_slot(ds: Dataset, ring: SlotRing, slot: int, indices: np.ndarray
     return n, cols, timings, skipped
 
 
+def produce_batch(ds: Dataset, ring: SlotRing, slot: int, indices: np.ndarray, fixed: list[str],
+                  var: list[str], config: WorkerConfig, *, images: ImageStage | None = None,
+                  epoch: int = 0) -> tuple[int, dict, dict[str, float], int, object]:
+    """One batch task: :func:`gather_into_slot` and the padding, or, with a ``collate_fn``, the
+    rows gathered into fresh arrays (a result never aliases a slot that is reused) and collated.
+    Returns rows, variable columns, stage timings, records skipped and the collated result."""
+    if config.collate_fn is None:
+        n, cols, timings, skipped = gather_into_slot(ds, ring, slot, indices, fixed, var, config.on_error,
+                                                     images=images, epoch=epoch)
+        return n, pad_columns(cols, ds.schema, config.pad) if config.pad else cols, timings, skipped, None
+    t0 = perf_counter()
+    names = var  # split_fields puts every field there for a collate_fn
+    skipped = 0
+    try:
+        cols = ds.gather(indices, names)
+    except (FormatError, RecordDecodeError):
+        if config.on_error != "skip":
+            raise
+        indices, skipped = readable_indices(ds, indices, names)
+        cols = ds.gather(indices, names)
+    t1 = perf_counter()
+    collated = config.collate_fn(rows_of(ds.schema, cols, names))
+    return len(indices), {}, {"read": t1 - t0, "collate": perf_counter() - t1}, skipped, collated
+
+
 def _gather(ds: Dataset, ring: SlotRing, slot: int, indices: np.ndarray, fixed: list[str], var: list[str],
             images: ImageStage | None = None, epoch: int = 0, timings: dict | None = None):
     if fixed or images is not None:
@@ -160,6 +189,13 @@ def readable_indices(ds: Dataset, indices: np.ndarray, fields: list[str],
     return out, skipped
 
 
+def open_worker_dataset(config: WorkerConfig):
+    """The worker's own copy of the dataset: reopened from its spec, or by URL."""
+    if config.dataset_spec is not None:
+        return config.dataset_spec.open()
+    return open_dataset(config.dataset_root, **config.dataset_options)
+
+
 def _describe_fn(fn: Callable) -> str:
     return getattr(fn, "__qualname__", None) or repr(fn)
 
@@ -182,7 +218,7 @@ def _setup(config: WorkerConfig, worker_id: int, ring: SlotRing | None, n_slots:
             where = f"worker_init_fn {_describe_fn(config.worker_init_fn)}({worker_id})"
             config.worker_init_fn(worker_id)
         where = f"opening the dataset {config.dataset_root}"
-        ds = open_dataset(config.dataset_root, **config.dataset_options)
+        ds = open_worker_dataset(config)
         fixed, var = split_fields(ds, config.fields, config.layout, config.transforms)
         images = ImageStage(ds, config.transforms, config.seed) if config.transforms else None
         if ring is None:
@@ -195,7 +231,7 @@ def _setup(config: WorkerConfig, worker_id: int, ring: SlotRing | None, n_slots:
 
 def _serve(ds: Dataset, ring: SlotRing, worker_id: int, fixed: list[str], var: list[str],
            next_task: Callable[[float], tuple | None], send: Callable[[Envelope], None], stop,
-           pickled: bool, on_error: str = "raise", images: ImageStage | None = None) -> None:
+           pickled: bool, config: WorkerConfig, images: ImageStage | None = None) -> None:
     """Gather tasks until ``next_task`` gives ``None`` or the stop event is set.
 
     ``next_task(timeout)`` returns ``(seq, slot, indices)``, ``None`` to stop, or raises
@@ -213,9 +249,11 @@ def _serve(ds: Dataset, ring: SlotRing, worker_id: int, fixed: list[str], var: l
         t0 = perf_counter()
         try:
             epoch = int(ring.task_epochs()[slot]) if images is not None else 0
-            n, cols, timings, skipped = gather_into_slot(ds, ring, slot, indices, fixed, var, on_error,
-                                                         images=images, epoch=epoch)
-            msg = (seq, worker_id, (slot, n, cols, timings, perf_counter() - t0, skipped), None)
+            n, cols, timings, skipped, collated = produce_batch(ds, ring, slot, indices, fixed, var, config,
+                                                                images=images, epoch=epoch)
+            if pickled and config.collate_fn is not None:
+                collated = pack(collated, ring.arrays(slot)[ARENA_FIELD].reshape(-1))
+            msg = (seq, worker_id, (slot, n, cols, timings, perf_counter() - t0, skipped, collated), None)
         except Exception as exc:
             msg = (seq, worker_id, None, pack_failure(exc, "", pickled=pickled))
         send(msg)
@@ -252,6 +290,9 @@ def _seed(seed: int) -> None:
     torch = sys.modules.get("torch")
     if torch is not None:  # only when already imported: importing torch costs seconds
         torch.manual_seed(seed)
+        # one intra-op thread, as in torch's own workers: a collate_fn's tensor ops in a forked
+        # worker with the parent's thread count ran 10x slower (2.8 s against 0.28 s an epoch here)
+        torch.set_num_threads(1)
 
 
 def process_worker(config: WorkerConfig, worker_id: int, n_slots: int, tasks, results, stop) -> None:
@@ -262,7 +303,7 @@ def process_worker(config: WorkerConfig, worker_id: int, n_slots: int, tasks, re
     parent = os.getppid()
     ring = None
 
-    def send(msg: Envelope) -> None:  # plain pickle: see TASK
+    def send(msg: Envelope) -> None:  # plain pickle: see TASK (a collate result is already packed)
         results.send_bytes(pickle.dumps(msg, pickle.HIGHEST_PROTOCOL))
 
     try:
@@ -272,7 +313,7 @@ def process_worker(config: WorkerConfig, worker_id: int, n_slots: int, tasks, re
             send((INIT, worker_id, None, pack_failure(failed.exc, failed.where, pickled=True)))
             return
         _serve(ds, ring, worker_id, fixed, var, _pipe_tasks(tasks, ring, parent), send, stop, True,
-               config.on_error, images)
+               config, images)
     except (BrokenPipeError, EOFError, ConnectionError):
         pass  # the main process closed our pipe: it is shutting down
     finally:
@@ -292,6 +333,6 @@ def thread_worker(config: WorkerConfig, worker_id: int, ring: SlotRing, tasks: q
         return
     try:
         _serve(ds, ring, worker_id, fixed, var, lambda timeout: tasks.get(timeout=timeout), results.put,
-               stop, False, config.on_error, images)
+               stop, False, config, images)
     except BaseException as exc:  # a bug in the loop itself: report it rather than vanish
         results.put((INIT, worker_id, None, pack_failure(exc, "serving tasks", pickled=False)))

@@ -21,13 +21,12 @@ import numpy as np
 from ..errors import WorkerError
 from ..format.columns import VarColumn
 from ..format.dataset import Dataset
-from ..opening import open_dataset
 from .config import WorkerConfig
 from .failures import failure_exception
 from .pools import FATAL_STOP_S, STOP_S, ProcessPool, ThreadPool, get_context
 from .slots import SlotRing
 from .stats import LoaderStats
-from .worker_loop import INIT, POLL_S, ImageStage, gather_into_slot, split_fields
+from .worker_loop import INIT, POLL_S, ImageStage, open_worker_dataset, produce_batch, split_fields
 
 __all__ = ["BatchProducer", "ProducedBatch", "WorkerConfig"]
 
@@ -47,11 +46,20 @@ class ProducedBatch:
     var: dict[str, VarColumn]
     timings: dict[str, float] = field(default_factory=dict)  # per-stage seconds in the worker
     worker: int = -1  # the worker that produced it; -1: the consumer's own thread
+    collated: Any = None  # the user's collate_fn result, when the loader has one
 
     @property
     def nbytes(self) -> int:
         return (sum(a.nbytes for a in self.fixed.values())
-                + sum(c.nbytes for c in self.var.values()))
+                + sum(_nbytes(c) for c in self.var.values()))
+
+
+def _nbytes(col: Any) -> int:
+    """Payload bytes of a column sent beside the slot: a VarColumn's data, an array, a padded or
+    nullable column's values."""
+    if isinstance(col, VarColumn):
+        return col.data.nbytes
+    return col.nbytes if isinstance(col, np.ndarray) else _nbytes(col.values)
 
 
 class _State:
@@ -144,8 +152,7 @@ class BatchProducer:
         try:
             if num_workers == 0:
                 # the caller's open dataset when given: its verified blocks carry over between runs
-                st.dataset = dataset if dataset is not None else open_dataset(
-                    config.dataset_root, **config.dataset_options)
+                st.dataset = dataset if dataset is not None else open_worker_dataset(config)
                 st.fixed, st.var = split_fields(st.dataset, config.fields, config.layout, config.transforms)
                 if config.transforms:
                     st.images = ImageStage(st.dataset, config.transforms, config.seed)
@@ -229,8 +236,8 @@ class BatchProducer:
                 if failure is not None:
                     st.free.append(slot)
                     raise failure_exception(failure, pool.describe(wid), f"reading batch {k}")
-                _, n, cols, timings, busy, skipped = payload
-                yield self._hand_out(k, slot, n, cols, timings, wid, t_request, busy, skipped)
+                _, n, cols, timings, busy, skipped, collated = payload
+                yield self._hand_out(k, slot, n, cols, timings, wid, t_request, busy, skipped, collated)
                 k += 1
         finally:
             if st.run_token is token:
@@ -248,20 +255,21 @@ class BatchProducer:
                     return
                 idx = self._indices(indices, k)
                 slot = k % st.ring.n_slots
-                n, cols, timings, skipped = gather_into_slot(st.dataset, st.ring, slot, idx, st.fixed, st.var,
-                                                             self.config.on_error, images=st.images,
-                                                             epoch=st.epoch)
-                yield self._hand_out(k, slot, n, cols, timings, -1, t_request, None, skipped)
+                n, cols, timings, skipped, collated = produce_batch(st.dataset, st.ring, slot, idx, st.fixed,
+                                                                    st.var, self.config, images=st.images,
+                                                                    epoch=st.epoch)
+                yield self._hand_out(k, slot, n, cols, timings, -1, t_request, None, skipped, collated)
                 k += 1
         finally:
             if st.run_token is token:
                 st.end_run()
 
     def _hand_out(self, k: int, slot: int, n: int, cols: dict, timings: dict, worker: int,
-                  t_request: float, busy: float | None, skipped: int) -> ProducedBatch:
+                  t_request: float, busy: float | None, skipped: int, collated: Any = None) -> ProducedBatch:
         """Mark the slot as held by the consumer, record the batch in the stats, and wrap it."""
         self._state.held = slot
-        batch = ProducedBatch(k, slot, n, self._state.ring.arrays(slot, n), cols, timings, worker)
+        fixed = self._state.ring.arrays(slot, n if collated is None else None)
+        batch = ProducedBatch(k, slot, n, fixed, cols, timings, worker, collated)
         if self._stats is not None:
             self._stats.record_batch(perf_counter() - t_request, n, batch.nbytes, timings, busy)
             if skipped:

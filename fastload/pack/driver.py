@@ -9,11 +9,14 @@ a journal records where the next one starts, so an interrupted pack resumes wher
 
 from __future__ import annotations
 
+import errno
 import multiprocessing as mp
 import os
 import sys
 import time
+import warnings
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import replace
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -22,20 +25,24 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .._sizes import parse_size
-from ..errors import OutputExistsError, SchemaError, WorkerError
-from ..format.infer import infer_schema
+from ..errors import SkippedRowsError, SkippedRowsWarning, StorageError, WorkerError
 from ..format.manifest import Manifest
-from ..format.schema import Schema, parse_overrides, parse_renames
-from ..format.shard_reader import ShardReader
+from ..format.schema import Schema, parse_renames
 from ..format.shard_writer import temp_path_for
-from ..format.spec import CODEC_NAMES, MANIFEST_NAME, PACK_JOURNAL
-from ..format.writer import ON_ERROR, ShardSink, codec_settings, is_fastload_file, prepare_output
-from .encode import EncodeJob, SegmentResult, encode_segment, first_chunk, stream_segment
+from ..format.spec import CODEC_NAMES
+from ..format.writer import ON_ERROR, ShardSink, codec_settings
+from ..storage.remote import RetryPolicy
+from .encode import EncodeJob, SegmentResult, encode_segment, stream_segment
 from .image_options import ImageOptions
+from .inference import resolve_schema
+from .engines import distributed_pack
 from .journal import Journal, fingerprint
-from .report import PackReport
+from .lifeline import die_with_parent
+from .output import open_output
+from .report import SKIPPED_WARNING_SHARE, PackReport
 from .sources import open_source
 from .sources.base import Source
+from .sources.files import InputFiles
 from .sources.renamed import RenamedSource
 
 
@@ -43,94 +50,132 @@ def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | N
          shard_size: int | str = "256MB", block_size: int | str = "1MB", compression: str = "none",
          level: int = 3, workers: int = 1, overwrite: bool = False, on_error: str = "raise",
          progress: bool = True, metadata: dict[str, Any] | None = None, max_side: int | None = None,
-         jpeg_quality: int = 90, image_format: str = "keep",
-         rename: dict[str, str] | list[str] | None = None) -> PackReport:
+         jpeg_quality: int = 90, image_format: str = "keep", delimiter: str | None = None,
+         max_skipped: float | None = None, storage_options: dict | None = None, timeout: float = 60.0,
+         retries: int = 5, staging_dir: str | os.PathLike | None = None, staging_limit: int | str = "2GB",
+         uploads: int = 4, rename: dict[str, str] | list[str] | None = None) -> PackReport:
     """Convert ``source`` into a fastload dataset in directory ``out``.
 
-    ``source`` is a path, directory or glob (Parquet/Arrow/Feather, JSONL, CSV, .npy/.npz, an
-    image folder, WebDataset tars, an MDS or LitData dataset), a pyarrow Table/RecordBatchReader,
-    a pandas DataFrame, a map-style torch Dataset, or any iterable of dicts. ``schema`` is a full
-    :class:`Schema` or overrides of inferred types (``"tokens:uint16[2049]"``). ``max_side``,
-    ``jpeg_quality`` and ``image_format`` (``"keep"``, ``"jpeg"``, ``"raw"``) re-encode image
-    fields (see :mod:`fastload.pack.image_options`). ``rename`` maps source column names to the
-    names stored (``{"sepal length (cm)": "sepal_length"}`` or ``["OLD=NEW", ...]``); ``schema``
-    names the new ones.
+    ``source`` is a path, directory or glob (Parquet/Arrow/Feather, JSON Lines or JSON-array
+    files, CSV, those text files compressed, .npy/.npz, an image folder, WebDataset tars, an MDS
+    or LitData dataset, a Hugging Face ``save_to_disk`` folder), a pyarrow Table/RecordBatchReader,
+    a pandas or polars DataFrame, a Hugging Face Dataset, a map-style torch Dataset, or any
+    iterable of dicts. ``schema`` is a full :class:`Schema` or overrides of inferred types
+    (``"tokens:uint16[2049]"``). ``delimiter`` is a CSV field separator (one character or
+    ``"whitespace"``). ``max_skipped`` is the fraction of rows ``on_error="skip"`` may skip before
+    the pack fails with :class:`SkippedRowsError` (default: a warning past 1%, an error when every
+    row is skipped). ``max_side``, ``jpeg_quality`` and ``image_format`` (``"keep"``, ``"jpeg"``,
+    ``"raw"``) re-encode image fields (see :mod:`fastload.pack.image_options`). ``rename`` maps
+    source column names to the names stored (``{"sepal length (cm)": "sepal_length"}`` or
+    ``["OLD=NEW", ...]``); ``schema`` names the new ones.
+
+    ``source`` and ``out`` may be URLs of any fsspec filesystem (``s3://bucket/raw/*.parquet``,
+    ``gs://``, ``https://`` inputs): inputs are read with ranged requests, never copied whole
+    first; shards are staged in ``staging_dir`` (default: the temporary directory), at most
+    ``staging_limit`` bytes of finished shards waiting there, and uploaded by ``uploads`` threads
+    as they finish; the manifest is uploaded last. ``storage_options`` go to fsspec for both;
+    every request gets ``timeout`` seconds and ``retries`` attempts. A Ray Dataset or a Dask
+    DataFrame or Bag is packed by that engine's own workers (:mod:`fastload.ray`, :mod:`fastload.dask`).
     """
+    engine = distributed_pack(source, workers=workers, max_side=max_side, image_format=image_format,
+                              delimiter=delimiter, max_skipped=max_skipped)
+    if engine is not None:
+        return engine(source, out, schema=schema, shard_size=shard_size, block_size=block_size,
+                      compression=compression, level=level, overwrite=overwrite, on_error=on_error,
+                      metadata=metadata, storage_options=storage_options, timeout=timeout, retries=retries,
+                      staging_dir=staging_dir, staging_limit=staging_limit, uploads=uploads)
     images = ImageOptions(max_side=max_side, jpeg_quality=jpeg_quality, image_format=image_format)
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, not {workers!r}")
+    if max_skipped is not None and not (isinstance(max_skipped, (int, float)) and 0 <= max_skipped <= 1):
+        raise ValueError(f"max_skipped must be a fraction between 0 and 1, not {max_skipped!r}")
     started = time.perf_counter()
-    src = open_source(source)
+    policy = RetryPolicy(attempts=retries, timeout_s=timeout)
+    src = open_source(source, delimiter=delimiter, files=InputFiles(storage_options, policy))
     if rename:
         src = RenamedSource(src, parse_renames(rename))
     settings = codec_settings(block_size, compression, level)
     shard_bytes = parse_size(shard_size, what="shard_size")
     info = src.info()
     segments = list(src.segments())
-    schema = images.schema_for(_resolve_schema(src, info.schema, segments, schema))
+    schema = images.schema_for(resolve_schema(src, info.schema, segments, schema, on_error))
     resumable = getattr(src, "resumable", True)
     fp = fingerprint(src.description, _input_stamp(src), [repr(s) for s in segments], schema.to_json(),
                      settings, shard_bytes, on_error, *([images.to_json()] if images.active else [])
                      ) if resumable else ""
-    root, journal = _prepare_output(Path(out), overwrite, fp if resumable else None)
-    report = PackReport(out=str(root), source=src.description, workers=workers,
-                        resumed_shards=len(journal.shards))
+    output = open_output(out, storage_options=storage_options, policy=policy, staging_dir=staging_dir,
+                         staging_limit=parse_size(staging_limit, what="staging_limit"), uploads=uploads)
+    try:
+        journal = output.resume(fp if resumable else None, overwrite)
+    except BaseException:
+        output.abort()
+        raise
+    root = output.staging
+    report = PackReport(out=output.url, source=src.description, workers=workers,
+                        resumed_shards=len(journal.shards), compression=settings["compression"],
+                        records=sum(s.n_records for s in journal.shards), skipped=journal.skipped)
     # the kept shards' record bytes, so the compression ratio covers the whole dataset
-    report.raw_bytes = sum(int(ShardReader.open(root / s.name, verify="never").blocks["raw_size"].sum())
-                           for s in journal.shards)
+    report.raw_bytes = output.kept_raw_bytes(journal)
 
-    sink = ShardSink(root, schema, settings, shard_bytes, first_index=len(journal.shards))
+    sink = ShardSink(root, schema, settings, shard_bytes, first_index=len(journal.shards),
+                     durable=output.durable_staging)
     shards = list(journal.shards)
     codec = CODEC_NAMES[settings["compression"]]
     jobs = (EncodeJob(src, segments[i], i, schema, settings["block_size"], codec, level, on_error,
                       image_options=images if images.active else None)
             for i in range(journal.next_segment, len(segments)))
-    bar = _progress_bar(progress, info.bytes_hint)
+    sizes = [src.segment_bytes(s) for s in segments]
+    sized = all(n is not None for n in sizes)  # else the bar counts record bytes, with no total
+    bar = _progress_bar(progress, sum(sizes) if sized else None, sum(sizes[:journal.next_segment]) if sized else 0)
     known_in = True
     # no more processes than segments: a one-segment input (the 250k-row Parquet bench file) took
     # 0.42 s with a pool of 2 vs 0.18 s in this process, for no parallelism at all
     pool_size = max(1, min(workers, len(segments) - journal.next_segment))
-    results = _encode_all(jobs, pool_size, src, root)
-    try:
-        for res in results:
-            skip = journal.next_block if res.index == journal.next_segment else 0
-            seg_raw = 0
-            for k, block in enumerate(res.blocks):
-                if k < skip:
-                    continue
-                closed = sink.add(block)
-                if closed is not None:
-                    shards.append(closed)
-                    if resumable:
-                        Journal(fp, shards, res.index, k).write(root)
-                report.raw_bytes += block.raw_size
-                report.records += block.n_records
-                seg_raw += block.raw_size
-            sink.release_spill()  # a worker's spill file goes once its blocks are in the shards
-            report.skipped += res.skipped
-            report.skip_examples.extend(res.skip_examples[: 20 - len(report.skip_examples)])
-            known_in = known_in and res.in_bytes is not None
-            report.bytes_in += res.in_bytes or 0
+    with _disk_full_is_a_storage_error(root):
+        results = _encode_all(jobs, pool_size, src, root)
+        try:
+            for res in results:
+                skip = journal.next_block if res.index == journal.next_segment else 0
+                seg_raw = 0
+                for k, block in enumerate(res.blocks):
+                    if k < skip:
+                        continue
+                    closed = sink.add(block)
+                    if closed is not None:
+                        shards.append(closed)
+                        # the rows skipped before this segment, for a resumed count
+                        output.shard_closed(closed, Journal(fp, shards, res.index, k, report.skipped,
+                                                            report.raw_bytes) if resumable else None)
+                    report.raw_bytes += block.raw_size
+                    report.records += block.n_records
+                    seg_raw += block.raw_size
+                sink.release_spill()  # a worker's spill file goes once its blocks are in the shards
+                report.skipped += res.skipped
+                report.skip_examples.extend(res.skip_examples[: 20 - len(report.skip_examples)])
+                known_in = known_in and res.in_bytes is not None
+                report.bytes_in += res.in_bytes or 0
+                if bar is not None:
+                    bar.update(res.in_bytes if sized else seg_raw)
+                    bar.set_postfix(records=f"{report.records:,}", refresh=False)
+            _check_skipped(report, max_skipped)
+            last = sink.finish()
+            if last is not None:
+                shards.append(last)
+                output.shard_closed(last, None)
+        except BaseException:
+            sink.abort()  # the unfinished shard's temporary file goes; finished shards and journal stay
+            output.abort()
+            raise
+        finally:
+            results.close()  # stops the worker pool now, also when the error was raised on this side
             if bar is not None:
-                bar.update(res.in_bytes if info.bytes_hint else seg_raw)
-                bar.set_postfix(records=f"{report.records:,}", refresh=False)
-        last = sink.finish()
-        if last is not None:
-            shards.append(last)
-    except BaseException:
-        sink.abort()  # the unfinished shard's temporary file goes; finished shards and journal stay
-        raise
-    finally:
-        results.close()  # stops the worker pool now, also when the error was raised on this side
-        if bar is not None:
-            bar.close()
+                bar.close()
 
-    image_meta = {"image_options": images.to_json()} if images.active else {}
-    manifest = Manifest.from_shards(schema, settings, shards, {**info.metadata, **image_meta, **(metadata or {})})
-    manifest.write(root)
-    (root / PACK_JOURNAL).unlink(missing_ok=True)
+        image_meta = {"image_options": images.to_json()} if images.active else {}
+        manifest = Manifest.from_shards(schema, settings, shards, {**info.metadata, **image_meta, **(metadata or {})})
+        output.commit(manifest)
     report.shards = manifest.n_shards
     report.bytes_out = manifest.n_bytes
     if not known_in or report.resumed_shards:
@@ -140,56 +185,45 @@ def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | N
     return report
 
 
-def _resolve_schema(src: Source, known: Schema | None, segments: list, given: Any) -> Schema:
-    if isinstance(given, Schema):
-        return given
-    overrides = parse_overrides(given)
-    base = known
-    if base is None:
-        chunk = first_chunk(src, segments)
-        if chunk is None:
-            if overrides:
-                return Schema.parse(",".join(f"{k}:{v}" for k, v in overrides.items()))
-            raise SchemaError(f"{src.description} holds no readable rows: pass a full schema to pack it")
-        base = infer_schema(chunk.columns, overrides)  # an overridden column is not inferred
-    return base.with_overrides(overrides) if overrides else base
-
-
-def _prepare_output(root: Path, overwrite: bool, fp: str | None) -> tuple[Path, Journal]:
-    """Create or check the output; resume from a journal left by the same pack when there is one."""
-    fresh = Journal(fp or "", [])
-    if overwrite or not root.exists():
-        return prepare_output(root, overwrite), fresh
-    names = [p.name for p in root.iterdir()]
-    if MANIFEST_NAME in names:
-        raise OutputExistsError(f"{root} already holds a finished dataset; pass overwrite=True (--overwrite) to replace it")
-    if any(not is_fastload_file(n) for n in names):
-        return prepare_output(root, overwrite), fresh  # raises: not empty
-    journal = Journal.read(root)  # a journal is never ours when this source cannot resume (fp None)
-    if journal is not None and journal.fingerprint != fp:
-        raise OutputExistsError(
-            f"{root} holds an interrupted pack made with other inputs or options; re-run it with the "
-            "same arguments to resume, or pass overwrite=True (--overwrite) to start again"
+def _check_skipped(report: PackReport, max_skipped: float | None) -> None:
+    """Fail when every row, or more than ``max_skipped`` of them, was skipped; warn past 1% by default."""
+    if not report.skipped:
+        return
+    seen = report.records + report.skipped
+    share = report.skipped / seen
+    reasons = "; ".join(report.skip_examples[:3])
+    if report.records == 0 or (max_skipped is not None and share > max_skipped):
+        what = (f"every row ({seen:,}) was skipped" if report.records == 0 else
+                f"{report.skipped:,} of {seen:,} rows ({share:.1%}) were skipped, more than "
+                f"max_skipped={max_skipped:g} allows")
+        raise SkippedRowsError(
+            f"{report.source}: {what}. First reasons: {reasons}. Fix the input, or raise the limit "
+            "(--max-skipped / max_skipped=); shards already finished are kept and reused by a re-run"
         )
-    if journal is None or not journal.shards_intact(root):
-        journal = fresh
-    keep = {s.name for s in journal.shards} | ({PACK_JOURNAL} if journal.shards else set())
-    for name in names:  # stale temporaries and shards past the journal's end
-        if name not in keep:
-            (root / name).unlink()
-    return root, journal
+    if max_skipped is None and share > SKIPPED_WARNING_SHARE:
+        report.warning = (f"{report.skipped:,} of {seen:,} rows ({share:.1%}) were skipped; check the "
+                          "reasons below, or set --max-skipped to make this an error")
+        warnings.warn(f"{report.source}: {report.warning}", SkippedRowsWarning, stacklevel=3)
+
+
+@contextmanager
+def _disk_full_is_a_storage_error(root: Path):
+    """A full disk (in this process or a worker) is a StorageError saying so, not a raw OSError."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or isinstance(exc, StorageError):
+            raise
+        raise StorageError(
+            f"{root}: no space left to write the dataset ({exc.strerror or exc}); free some space or "
+            "choose another output directory, then re-run the same command to resume"
+        ) from exc
 
 
 def _input_stamp(src: Source) -> list:
-    """Size and mtime of each input file, so that a resume refuses inputs changed since the interruption."""
-    stamp = []
-    for path in getattr(src, "paths", None) or ():
-        try:
-            st = os.stat(path)
-            stamp.append((os.fspath(path), st.st_size, st.st_mtime_ns))
-        except OSError:
-            stamp.append((os.fspath(path), None, None))
-    return stamp
+    """Size and mtime (or ETag) of each input file, so that a resume refuses inputs changed since
+    the interruption."""
+    return [src.files.stamp(os.fspath(path)) for path in getattr(src, "paths", None) or ()]
 
 
 def _encode_all(jobs: Iterable[EncodeJob], workers: int, src: Source, root: Path) -> Iterator[SegmentResult]:
@@ -207,7 +241,8 @@ def _encode_all(jobs: Iterable[EncodeJob], workers: int, src: Source, root: Path
     # __main__ in every worker, which breaks scripts without a main guard.
     default = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(getattr(src, "mp_context", None) or default)
-    pool = ProcessPoolExecutor(workers, mp_context=ctx)
+    # workers end with this process, even when it is killed (kill -9 of pack left them running)
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),))
     it = iter(jobs)
     window: deque = deque()
     spills: list[Path] = []
@@ -230,10 +265,11 @@ def _encode_all(jobs: Iterable[EncodeJob], workers: int, src: Source, root: Path
             path.unlink(missing_ok=True)
 
 
-def _progress_bar(enabled: bool, total_bytes: int | None):
+def _progress_bar(enabled: bool, total_bytes: int | None, done_bytes: int):
+    """A bar over the input bytes (its total is the sum of what it will count), on stderr."""
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1000, desc="pack",
-                file=sys.stderr, dynamic_ncols=True, disable=None)
+    return tqdm(total=total_bytes, initial=done_bytes, unit="B", unit_scale=True, unit_divisor=1000,
+                desc="pack", file=sys.stderr, dynamic_ncols=True, disable=None)

@@ -106,12 +106,12 @@ def _encode_blocks(job: EncodeJob, result: SegmentResult) -> Iterator[EncodedBlo
             _skip_or_raise(job, result, item.where(), item.reason)
             continue
         n = len(item)
-        columns = _align_to_schema(job.schema, item)
+        columns, unexpected = _align_to_schema(job.schema, item)
         bad_images: dict[int, str] = {}
         if job.image_options is not None:
             columns, bad_images = job.image_options.apply(job.schema, columns, n)
         conv, bad = convert_columns(job.schema, columns, n)
-        bad = {**bad, **bad_images}
+        bad = {**bad, **bad_images, **unexpected}
         if bad:
             for row in sorted(bad):
                 _skip_or_raise(job, result, item.where(row), bad[row])
@@ -125,18 +125,31 @@ def _encode_blocks(job: EncodeJob, result: SegmentResult) -> Iterator[EncodedBlo
     yield from builder.flush()
 
 
-def _align_to_schema(schema: Schema, chunk: Chunk) -> dict[str, Any]:
-    """A field absent from a chunk (a JSONL key no row of it has) reads as nulls: bad rows, not a crash."""
-    extra = [name for name in chunk.columns if name not in schema]
-    if extra:
-        raise SourceError(
-            f"{chunk.where(0)}: fields {extra} are not in the schema ({schema.describe()}), which was "
-            "inferred from the first rows; pack with a full schema (fastload.pack(schema=Schema(...)))"
-        )
-    missing = [f.name for f in schema if f.name not in chunk.columns]
-    if not missing:
-        return chunk.columns
-    return {**chunk.columns, **{name: [None] * len(chunk) for name in missing}}
+def _align_to_schema(schema: Schema, chunk: Chunk) -> tuple[dict[str, Any], dict[int, str]]:
+    """The chunk's columns for the schema's fields, and ``{row: reason}`` for rows holding a value
+    in a field the schema lacks (a JSON key first seen after the rows the schema was inferred
+    from): those rows are bad, the others are not. A field absent from the chunk reads as nulls."""
+    unexpected: dict[int, str] = {}
+    for name in chunk.columns:
+        if name not in schema:
+            reason = (f"unexpected field {name!r}: the schema ({schema.describe()}) has no such field; "
+                      "pass a full schema that has it to keep such rows")
+            for row in _rows_with_values(chunk.columns[name]):
+                unexpected.setdefault(int(row), reason)
+    columns = {name: col for name, col in chunk.columns.items() if name in schema}
+    missing = [f.name for f in schema if f.name not in columns]
+    if missing:
+        columns.update({name: [None] * len(chunk) for name in missing})
+    return columns, unexpected
+
+
+def _rows_with_values(col: Any) -> Any:
+    """Rows of a column that hold a value (not null)."""
+    if isinstance(col, np.ndarray):
+        return range(len(col))
+    if isinstance(col, list):
+        return [i for i, v in enumerate(col) if v is not None]
+    return np.flatnonzero(col.is_valid().to_numpy(zero_copy_only=False))
 
 
 def _skip_or_raise(job: EncodeJob, result: SegmentResult, where: str, reason: str) -> None:
@@ -145,12 +158,3 @@ def _skip_or_raise(job: EncodeJob, result: SegmentResult, where: str, reason: st
     result.skipped += 1
     if len(result.skip_examples) < MAX_SKIP_EXAMPLES:
         result.skip_examples.append(f"{where}: {reason}")
-
-
-def first_chunk(source: Source, segments: list) -> Chunk | None:
-    """The first readable chunk of the source (for schema inference)."""
-    for seg in segments:
-        for item in source.read(seg):
-            if isinstance(item, Chunk) and len(item):
-                return item
-    return None

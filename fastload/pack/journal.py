@@ -24,25 +24,48 @@ class Journal:
     shards: list[ShardInfo]
     next_segment: int = 0  # the segment holding the first block of the next shard
     next_block: int = 0  # that block's number within its segment
+    skipped: int = 0  # rows skipped in the segments before next_segment
+    raw_bytes: int | None = None  # record bytes of the finished shards (the report's ratio on resume)
+    tails: list[str] | None = None  # xxh3 of each shard's last 64 bytes (remote outputs' resume check)
+
+    def dumps(self) -> bytes:
+        # Rewritten after every shard, so kept cheap: plain field dicts and compact JSON, which the
+        # C encoder writes (asdict + indent made a 500-shard pack spend 10 s here).
+        body = {"fingerprint": self.fingerprint, "shards": [dict(vars(s)) for s in self.shards],
+                "next_segment": self.next_segment, "next_block": self.next_block, "skipped": self.skipped}
+        if self.raw_bytes is not None:
+            body["raw_bytes"] = self.raw_bytes
+        if self.tails is not None:
+            body["tails"] = self.tails
+        return json.dumps(body).encode()
+
+    @classmethod
+    def loads(cls, data: bytes) -> "Journal | None":
+        """The journal in ``data``; None when it is not a readable journal."""
+        try:
+            body = json.loads(data)
+            j = cls(body["fingerprint"], [ShardInfo(**s) for s in body["shards"]],
+                    int(body["next_segment"]), int(body["next_block"]), int(body.get("skipped", 0)),
+                    body.get("raw_bytes"), body.get("tails"))
+        except (ValueError, KeyError, TypeError):
+            return None
+        if j.tails is not None and len(j.tails) != len(j.shards):
+            return None
+        return j
 
     def write(self, root: Path) -> None:
         final = root / PACK_JOURNAL
         tmp = temp_path_for(final)
-        # Rewritten after every shard, so kept cheap: plain field dicts and compact JSON, which the
-        # C encoder writes (asdict + indent made a 500-shard pack spend 10 s here).
-        body = {"fingerprint": self.fingerprint, "shards": [dict(vars(s)) for s in self.shards],
-                "next_segment": self.next_segment, "next_block": self.next_block}
-        tmp.write_text(json.dumps(body))
+        tmp.write_bytes(self.dumps())
         os.replace(tmp, final)
 
     @classmethod
     def read(cls, root: Path) -> "Journal | None":
         try:
-            body = json.loads((root / PACK_JOURNAL).read_text())
-            return cls(body["fingerprint"], [ShardInfo(**s) for s in body["shards"]],
-                       int(body["next_segment"]), int(body["next_block"]))
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            data = (root / PACK_JOURNAL).read_bytes()
+        except FileNotFoundError:
             return None
+        return cls.loads(data)
 
     def shards_intact(self, root: Path) -> bool:
         """True when every finished shard is on disk with its recorded size and checksum."""

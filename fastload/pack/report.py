@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from .._sizes import format_size
 
+SKIPPED_WARNING_SHARE = 0.01  # past this share of skipped rows, a pack warns (without max_skipped)
+
 
 @dataclass
 class PackReport:
@@ -21,6 +23,10 @@ class PackReport:
     skipped: int = 0
     skip_examples: list[str] = field(default_factory=list)
     resumed_shards: int = 0
+    compression: str = "none"  # the codec of the blocks: the ratio is shown only when compressing
+    warning: str = ""  # set when more than SKIPPED_WARNING_SHARE of the rows were skipped
+    # distributed packs: seconds summed over tasks, per stage (read_s, encode_s, upload_s, wait_s)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def compression_ratio(self) -> float:
@@ -41,12 +47,15 @@ class PackReport:
             f"records  {self.records:,}" + (f"  ({self.skipped:,} skipped)" if self.skipped else ""),
             f"shards   {self.shards}" + (f"  ({self.resumed_shards} kept from an interrupted run)"
                                          if self.resumed_shards else ""),
-            f"bytes    {format_size(self.bytes_in)} in -> {format_size(self.bytes_out)} out "
-            f"(compression ratio {self.compression_ratio:.2f})",
+            f"bytes    {format_size(self.bytes_in)} in -> {format_size(self.bytes_out)} out"
+            + (f" ({self.compression} compression ratio {self.compression_ratio:.2f})"
+               if self.compression != "none" else ""),
             f"time     {self.seconds:.2f} s with {self.workers} worker(s): "
             f"{self.mb_per_s_in:.1f} MB/s in, {self.mb_per_s_out:.1f} MB/s out, "
             f"{self.records / self.seconds if self.seconds else 0:,.0f} records/s",
         ]
+        if self.warning:
+            lines.append(f"WARNING  {self.warning}")
         if self.skip_examples:
             lines.append("skipped rows (first ones):")
             lines += [f"  {e}" for e in self.skip_examples]

@@ -121,12 +121,15 @@ class EpochPlan:
         """Global samples consumed once every rank delivered k batches: LoaderState.samples_done.
 
         After the last batch this is ``end``, even when drop_last dropped the tail, so a state
-        taken at the end of an epoch resumes to nothing under any world size.
+        taken at the end of an epoch resumes to nothing under any world size. Before the first
+        batch it is ``start_sample``, also when this world has no batch at all (n=11 cut in global
+        batches of 12 with drop_last): nothing was delivered, so another world size that can
+        make batches must deliver them.
         """
         total = self.num_batches()
         if not 0 <= k <= total:
             raise IndexError(f"k={k} is outside [0, {total}] batches")
-        if k == total:
+        if k == total and k > 0:
             return self.end
         return self.start_sample + k * self.global_batch
 

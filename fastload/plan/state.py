@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 from .orders import SHUFFLE_MODES
 
@@ -78,3 +79,60 @@ class LoaderState:
         if wrong:
             raise ValueError("the loader state was taken with another setup (" +
                              "; ".join(wrong) + "): resuming would not continue its sequence")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplerState:
+    """Where a loader stands in an order it does not own (a user's or a framework's sampler, or
+    an iterable dataset): batches delivered in the epoch, and what restores the rest.
+
+    ``order_state`` is the sampler's own ``state_dict`` after the last delivered batch (None when
+    it has none: the loader then replays ``batches_done`` index batches); ``rng`` the torch
+    generator state (``rng_kind`` ``"generator"``) or torch's global RNG state (``"global"``) when
+    the epoch began, so a sampler drawing from either draws the same order again. For an iterable
+    dataset, ``workers`` holds per worker ``[batches delivered, state after them, state one batch
+    earlier]`` and ``next_worker`` whose batch comes next.
+    """
+
+    kind: str  # "sampler" or "iterable"
+    epoch: int
+    batches_done: int
+    order_state: Any = None
+    rng: Any = None
+    rng_kind: str | None = None
+    workers: list | None = None
+    next_worker: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("sampler", "iterable"):
+            raise ValueError(f"SamplerState.kind must be 'sampler' or 'iterable', not {self.kind!r}")
+        for name in ("epoch", "batches_done", "next_worker"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                raise ValueError(f"SamplerState.{name} must be an int >= 0, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        if self.rng_kind not in (None, "generator", "global"):
+            raise ValueError(f"SamplerState.rng_kind must be None, 'generator' or 'global', not {self.rng_kind!r}")
+
+    def to_dict(self) -> dict:
+        """Plain values, the sampler's own state and tensors: safe for torch.save(weights_only)."""
+        return {"version": STATE_VERSION, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SamplerState":
+        if d.get("version") != STATE_VERSION:
+            raise ValueError(f"loader state version {d.get('version')!r} is not supported "
+                             f"(this fastload reads version {STATE_VERSION})")
+        names = {f.name for f in fields(cls)}
+        if unknown := sorted(set(d) - names - {"version"}):
+            raise ValueError(f"loader state has unknown keys {', '.join(unknown)}")
+        return cls(**{k: v for k, v in d.items() if k != "version"})
+
+
+def state_from_dict(d: dict) -> LoaderState | SamplerState:
+    """The state a loader saved: its own order's (no ``kind``) or another order's."""
+    if not isinstance(d, dict):
+        raise TypeError(f"a loader state is a dict, got {type(d).__name__}")
+    if "kind" in d:
+        return SamplerState.from_dict(d)
+    return LoaderState.from_dict(d)

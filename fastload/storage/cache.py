@@ -38,14 +38,16 @@ import time
 import weakref
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
-from urllib.parse import quote
 
 import numpy as np
 
 from ..errors import StorageError
 from ..format.codec import checksum
+from ..format.files import NotRegularFileError, open_regular
+from ..format.untrusted import is_hex16, is_plain_name
+from .claims import Claim
 from .counters import Counters, fold_dead
-from .locks import open_or_none, same_file, try_lock, unlink_quiet
+from .locks import lock_within, same_file, unlink_quiet
 from .node import CLAIM, PART, POLL_S, USERS, NodeCache, dataset_key
 from .remote import Remote
 
@@ -64,7 +66,7 @@ class DatasetCache:
         self.manifest = manifest
         self.dir = node.root / dataset_key(remote.url)
         self.shards_dir = self.dir / "shards"
-        with node.locked():  # `fastload cache clear` removes directories under this lock
+        with node.locked(wait_timeout):  # `fastload cache clear` removes directories under this lock
             self.shards_dir.mkdir(parents=True, exist_ok=True)
             url_file = self.dir / "url"
             if not url_file.exists():
@@ -72,11 +74,14 @@ class DatasetCache:
                 tmp.write_text(remote.url)
                 os.replace(tmp, url_file)
             # held while this object lives (and by forked children): the directory is in use
-            users = os.open(self.dir / USERS, os.O_RDONLY | os.O_CREAT, 0o644)
+            users = os.open(self.dir / USERS, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
             fcntl.flock(users, fcntl.LOCK_SH)
         weakref.finalize(self, os.close, users)
         self.counters = Counters(self.dir / "counters", group)
         self.wait_timeout = wait_timeout
+        # a downloader shows progress at least this often, or it has failed: its retries of one
+        # range take at most worst_case_s (docs/storage.md, "Waiting")
+        self.stall_s = remote.policy.worst_case_s() + 2.0
         # 16 MiB ranged reads, up to 4 at once per shard: at 100 MB/s with 20 ms per request one
         # stream spends ~89% of its time transferring, so a few in parallel fill the link, and a
         # shard arrives whole as early as possible (the first batch waits for its whole shard)
@@ -128,8 +133,7 @@ class DatasetCache:
 
     # -- names -----------------------------------------------------------------------------
     def path(self, s: int) -> Path:
-        name = quote(self.manifest.shard_names[s], safe="")
-        return self.shards_dir / f"{name}.{self.manifest.shard_checksums[s]}"
+        return self.shards_dir / cache_file_name(self.manifest.shard_names[s], self.manifest.shard_checksums[s])
 
     def is_cached(self, s: int) -> bool:
         return self.path(s).exists()
@@ -154,33 +158,47 @@ class DatasetCache:
     def ensure(self, s: int, *, blocking: bool = True, cancel: threading.Event | None = None) -> bool:
         """Make shard ``s`` present in the cache: download it, or wait for whoever is downloading it.
 
+        Waiting on another downloader ends when it publishes the shard, when it fails while we
+        wait (its error is raised here, naming it), when it stops showing progress for ``stall_s``
+        (longer than its own retries can take), or when it lets go (then we download).
         Non-blocking (the prefetcher): returns False instead of waiting on another downloader or
-        for room under the limit. ``cancel`` set: a download stops between ranges and returns False
-        (the claim is released, so another process takes the shard over).
+        for room under the limit, and skips a shard whose download failed within ``stall_s``.
+        ``cancel`` set: a download stops between ranges and returns False (the claim is released,
+        so another process takes the shard over).
         """
         final = self.path(s)
-        claim = final.with_name(final.name + CLAIM)
-        deadline = time.monotonic() + self.wait_timeout
+        claim_path = final.with_name(final.name + CLAIM)
+        since = time.time()  # failures reported after this happened while we waited
         t0, waited = time.perf_counter(), False
         try:
             while not final.exists():
                 self.shards_dir.mkdir(parents=True, exist_ok=True)  # removed by a clear while nobody had it open
-                fd = os.open(claim, os.O_RDWR | os.O_CREAT, 0o644)
+                claim = Claim(claim_path)
                 try:
-                    if try_lock(fd, fcntl.LOCK_EX) and same_file(fd, claim):
+                    if claim.take():
                         if final.exists():
                             return True
-                        if not self._download(s, final, blocking, deadline, cancel):
+                        failed = self._failure(claim.status(), since if blocking else time.time() - self.stall_s)
+                        if failed is not None:
+                            if not blocking:
+                                return False  # a reader asking for it will report it
+                            raise StorageError(f"{self._shard_text(s)}: {failed}")
+                        claim.announce()
+                        if not self._download(s, final, blocking, claim, cancel):
                             return False
                         continue
+                    if not blocking:
+                        return False
+                    quiet = claim.quiet_for()
+                    if quiet > self.stall_s:
+                        holder = claim.status().get("pid", "?")
+                        raise StorageError(
+                            f"waited {time.perf_counter() - t0:.1f} s for process {holder} downloading "
+                            f"{self._shard_text(s)} into {self.node.root}: nothing arrived for {quiet:.1f} s, longer "
+                            f"than its {self.remote.policy.attempts} attempts of {self.remote.policy.timeout_s:g} s "
+                            "can take (timeout=, retries=); the server may have stopped answering")
                 finally:
-                    os.close(fd)
-                if not blocking:
-                    return False
-                if time.monotonic() > deadline:
-                    raise StorageError(f"waited {self.wait_timeout:g} s for another process to download "
-                                       f"{self.remote.url_of(self.manifest.shard_names[s])} (shard {s}) into "
-                                       f"{self.node.root}")
+                    claim.close()
                 waited = True
                 time.sleep(POLL_S)
             return True
@@ -188,15 +206,35 @@ class DatasetCache:
             if waited:
                 self.counters.add(wait_s=time.perf_counter() - t0)
 
-    def _download(self, s: int, final: Path, blocking: bool, deadline: float,
+    def _shard_text(self, s: int) -> str:
+        return f"shard {s} of {self.remote.url} ({self.remote.url_of(self.manifest.shard_names[s])})"
+
+    @staticmethod
+    def _failure(status: dict, since: float) -> str | None:
+        """The error a claim's last holder reported, if it failed after ``since``."""
+        at = status.get("at")
+        if status.get("state") != "failed" or not isinstance(at, (int, float)) or at < since:
+            return None
+        return f"process {status.get('pid', '?')} failed to download it while this one waited: {status.get('error')}"
+
+    def _download(self, s: int, final: Path, blocking: bool, claim: Claim,
                   cancel: threading.Event | None) -> bool:
-        """Download shard ``s`` to a preallocated temporary, verify it, publish it by rename (claim held)."""
+        """Download shard ``s`` to a preallocated temporary, verify it, publish it by rename
+        (``claim`` held; a failure is written into it for the processes waiting on it)."""
+        try:
+            return self._fetch_shard(s, final, blocking, claim, cancel)
+        except BaseException as exc:
+            claim.fail(f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _fetch_shard(self, s: int, final: Path, blocking: bool, claim: Claim,
+                     cancel: threading.Event | None) -> bool:
         for name in os.listdir(self.shards_dir):  # we hold the claim: any temporary of it is stale
             if name.startswith(final.name + PART):
                 unlink_quiet(self.shards_dir / name)
         size = int(self.manifest.shard_bytes[s])
         tmp = final.with_name(f"{final.name}{PART}{os.getpid()}-{secrets.token_hex(4)}")
-        fd = self._reserve(s, tmp, size, blocking, deadline)
+        fd = self._reserve(s, tmp, size, blocking, claim)
         if fd is None:
             return False
         name = self.manifest.shard_names[s]
@@ -209,6 +247,7 @@ class DatasetCache:
                 if cancel is not None and cancel.is_set():
                     raise _Cancelled
                 os.pwrite(fd, self.remote.read(name, *r, cancel=cancel), r[0])
+                claim.heartbeat()
 
             for attempt in range(self.remote.policy.attempts):
                 if len(ranges) <= 1:
@@ -235,10 +274,15 @@ class DatasetCache:
         self.counters.add(bytes_downloaded=size, download_s=time.perf_counter() - t0)
         return True
 
-    def _reserve(self, s: int, tmp: Path, size: int, blocking: bool, deadline: float) -> int | None:
-        """Create ``tmp`` with ``size`` bytes allocated, evicting as needed; None if no room (non-blocking)."""
+    def _reserve(self, s: int, tmp: Path, size: int, blocking: bool, claim: Claim) -> int | None:
+        """Create ``tmp`` with ``size`` bytes allocated, evicting as needed; None if no room (non-blocking).
+
+        Waits at most ``wait_timeout`` for room, with a heartbeat on ``claim`` meanwhile (the room
+        is held by other readers' mapped shards, not by a stalled server).
+        """
+        deadline = time.monotonic() + self.wait_timeout
         while True:
-            with self.node.locked():
+            with self.node.locked(self.wait_timeout):
                 room = True
                 if self.node.limit is not None:
                     # a crashed download's temporary would count against the limit and can never be
@@ -256,12 +300,12 @@ class DatasetCache:
                 return None
             if time.monotonic() > deadline:
                 raise StorageError(
-                    f"cache {self.node.root}: no room for shard {s} of {self.remote.url} "
-                    f"({self.remote.url_of(self.manifest.shard_names[s])}, {size} bytes) under cache_limit "
+                    f"cache {self.node.root}: no room for {self._shard_text(s)}, {size} bytes, under cache_limit "
                     f"{self.node.limit} for {self.wait_timeout:g} s: every cached shard is in use or about to "
                     "be. The limit is node-wide: it is shared by every rank, worker and job using this cache "
                     "directory, so it must cover what all of them keep mapped; raise cache_limit or use fewer "
                     "workers")
+            claim.heartbeat()
             time.sleep(0.05)
 
     # -- reading ---------------------------------------------------------------------------
@@ -272,17 +316,33 @@ class DatasetCache:
         descriptor, and flock locks belong to the open file description both share, so the lock
         lives exactly as long as the map and ends when the last view of it is garbage.
         """
+        try:
+            return self._pin(s)
+        except OSError as exc:
+            if exc.errno in NOT_WRITABLE and not isinstance(exc, StorageError):
+                raise not_writable(self.node.root, exc) from exc
+            raise
+
+    def _pin(self, s: int) -> np.ndarray:
         final = self.path(s)
         size = int(self.manifest.shard_bytes[s])
         for _ in range(8):
             hit = final.exists()
             if not hit:
                 self.ensure(s)
-            fd = open_or_none(final)
-            if fd is None:
-                continue  # evicted between download and open
             try:
-                fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while an evictor unlinks (microseconds)
+                fd = open_regular(final)  # never through a symlink, never a FIFO or device
+            except FileNotFoundError:
+                continue  # evicted between download and open
+            except NotRegularFileError as exc:
+                raise StorageError(f"cached shard {final}: {exc.strerror}; the cache directory was modified "
+                                   "by hand") from None
+            try:
+                # an evictor holds LOCK_EX for microseconds while it unlinks; a holder that keeps it
+                # is not one of ours, and is reported rather than waited for without end
+                if not lock_within(fd, fcntl.LOCK_SH, self.stall_s):
+                    raise StorageError(f"cached shard {final} stayed locked for {self.stall_s:g} s by another "
+                                       "process: it is not a fastload reader or evictor")
                 if not same_file(fd, final):
                     continue
                 if os.fstat(fd).st_size != size:
@@ -297,6 +357,26 @@ class DatasetCache:
         raise StorageError(f"shard {s} of {self.remote.url} ({self.remote.url_of(self.manifest.shard_names[s])}) "
                            f"was evicted 8 times before it could be opened: cache_limit {self.node.limit} is too "
                            "small for this many readers (the limit is shared by every job on the node)")
+
+
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def not_writable(cache_dir: Path, exc: OSError) -> StorageError:
+    """The error for a cache directory this process may not write (read-only, or another user's)."""
+    return StorageError(f"the cache directory {cache_dir} is not writable ({exc.strerror}: {exc.filename}); "
+                        "fastload downloads remote shards there: set cache_dir= (or FASTLOAD_CACHE_DIR) to a "
+                        "directory this process may write")
+
+
+def cache_file_name(name: str, digest: str) -> str:
+    """``<name>.<checksum>``: a cached shard's file name, built only from a plain shard name and a
+    16-hex-digit checksum (Manifest.loads checks both; checked again here, where a path is made,
+    so that nothing a server sends can name a file outside the cache directory)."""
+    if not is_plain_name(name) or not is_hex16(digest):
+        raise StorageError(f"refusing to cache shard {name!r} with checksum {digest!r}: not a plain file name "
+                           "and a 16-digit hex checksum")
+    return f"{name}.{digest}"
 
 
 class _Cancelled(Exception):

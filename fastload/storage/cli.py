@@ -27,13 +27,13 @@ def add_parser(subparsers) -> None:
     st.set_defaults(run=_stats)
 
     pf = common(sub.add_parser("prefetch", help="download a remote dataset's shards into the cache"))
-    pf.add_argument("url")
+    pf.add_argument("url", help="the remote dataset, e.g. s3://bucket/ds")
     pf.add_argument("--cache-limit", help="byte limit of the whole cache, e.g. 200GB")
     add_storage_options(pf)
     pf.set_defaults(run=_prefetch)
 
     cl = common(sub.add_parser("clear", help="delete cached shards (of URL only, when given) not in use"))
-    cl.add_argument("url", nargs="?")
+    cl.add_argument("url", nargs="?", help="only this dataset's shards (default: every dataset's)")
     cl.set_defaults(run=_clear)
 
 

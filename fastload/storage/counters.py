@@ -14,6 +14,7 @@ with the dataset's directory.
 from __future__ import annotations
 
 import fcntl
+import logging
 import mmap
 import os
 import secrets
@@ -32,6 +33,7 @@ TOTALS = ".totals"
 FOLD_LOCK = ".fold"
 # ``a[i] += x`` is three bytecodes, and two Counters of one process may share a file: one lock
 _LOCK = threading.Lock()
+log = logging.getLogger("fastload.storage")
 
 
 class Counters:
@@ -42,6 +44,7 @@ class Counters:
         self.group = group
         self._pid: int | None = None
         self._values: np.ndarray | None = None
+        self._disabled: int | None = None  # the pid in which the file could not be made
 
     def _array(self) -> np.ndarray:
         if self._values is None or self._pid != os.getpid():
@@ -64,7 +67,14 @@ class Counters:
 
     def add(self, **amounts: float) -> None:
         with _LOCK:
-            values = self._array()
+            if self._disabled == os.getpid():
+                return
+            try:
+                values = self._array()
+            except OSError as exc:  # a cache directory this process may not write: reads fail on their own
+                log.warning("storage counters disabled: cannot write %s (%s)", self.directory, exc.strerror)
+                self._disabled = os.getpid()
+                return
             for name, x in amounts.items():
                 values[FIELDS.index(name)] += x
 

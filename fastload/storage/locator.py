@@ -13,7 +13,7 @@ from ..errors import StorageError
 from ..format.codec import checksum
 from ..format.manifest import Manifest
 from ..format.spec import MANIFEST_NAME
-from .cache import DatasetCache
+from .cache import NOT_WRITABLE, DatasetCache, not_writable
 from .node import NodeCache
 from .config import CacheConfig, PrefetchWindow
 from .counters import read_totals
@@ -55,9 +55,24 @@ class RemoteShards:
         self.manifest = Manifest.loads(data, self.remote.url_of(MANIFEST_NAME))
         # the manifest is fetched from the source on every open: a rewritten dataset's shards have
         # new checksums and so new cache names, and a stale copy is never read
-        self.cache = DatasetCache(NodeCache(self.config), self.remote, self.manifest, group=self.group,
-                                  wait_timeout=max(10 * self.remote.policy.timeout_s, 60.0))
+        try:
+            self.cache = DatasetCache(NodeCache(self.config), self.remote, self.manifest, group=self.group,
+                                      wait_timeout=max(10 * self.remote.policy.timeout_s, 60.0))
+        except OSError as exc:
+            if exc.errno not in NOT_WRITABLE or isinstance(exc, StorageError):
+                raise
+            raise not_writable(self.config.cache_dir, exc) from exc
         return self.manifest
+
+    def check_batch(self, shards: np.ndarray) -> None:
+        """Refuse at once a batch that needs more bytes of shards mapped together than the cache
+        may hold: its own pins would leave no room for its last shards, and it would wait for them."""
+        limit = self.config.cache_limit
+        need = int(self.manifest.shard_bytes[shards].sum()) if len(shards) else 0
+        if limit is not None and need > limit:
+            raise StorageError(f"one batch reads {len(shards)} shards of {self.root} at once ({need} bytes), more "
+                               f"than cache_limit {limit}: raise cache_limit, use smaller batches, or read in "
+                               "an order that touches fewer shards per batch (shuffle='block')")
 
     def where(self, name: str) -> str:
         return self.remote.url_of(name)

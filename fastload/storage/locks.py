@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 
@@ -13,6 +14,16 @@ def try_lock(fd: int, kind: int) -> bool:
         return True
     except BlockingIOError:
         return False
+
+
+def lock_within(fd: int, kind: int, timeout: float, poll: float = 0.005) -> bool:
+    """Take ``kind`` on ``fd``, polling for at most ``timeout`` seconds; False if it stayed held."""
+    deadline = time.monotonic() + timeout
+    while not try_lock(fd, kind):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll)
+    return True
 
 
 def same_file(fd: int, path: Path) -> bool:

@@ -43,6 +43,11 @@ class RetryPolicy:
         if self.backoff_s < 0 or self.max_backoff_s < 0:
             raise ValueError("backoff times must not be negative")
 
+    def worst_case_s(self) -> float:
+        """The longest one request can take through all its attempts and pauses."""
+        pauses = sum(min(self.backoff_s * 2**k, self.max_backoff_s) for k in range(self.attempts - 1))
+        return self.attempts * self.timeout_s + pauses
+
     def pause(self, attempt: int) -> float:
         """Seconds to sleep after failed attempt number ``attempt`` (0-based)."""
         base = min(self.backoff_s * 2**attempt, self.max_backoff_s)
@@ -125,36 +130,44 @@ class Remote:
 
         return self.retry(attempt, url, cancel=cancel)
 
-    def retry(self, fn: Callable[[], bytes], url: str, *, cancel: threading.Event | None = None):
-        """Run ``fn`` until it succeeds, up to the policy's attempts; then a StorageError naming ``url``."""
+    def retry(self, fn: Callable[[], bytes], url: str, *, cancel: threading.Event | None = None,
+              verb: str = "read"):
+        """Run ``fn`` until it succeeds, up to the policy's attempts; then a StorageError naming ``url``
+        (``verb`` says what was tried: "read", "upload", "list", ...)."""
         last: BaseException | None = None
         for k in range(self.policy.attempts):
             if cancel is not None and cancel.is_set():
-                raise StorageError(f"reading {url} was cancelled")
+                raise StorageError(f"{verb} of {url} was cancelled")
             try:
                 return fn()
             except _PERMANENT as exc:
-                err = StorageError(f"cannot read {url}: {type(exc).__name__}: {exc}")
+                err = StorageError(f"cannot {verb} {url}: {type(exc).__name__}: {exc}")
                 raise err from exc
             except Exception as exc:  # noqa: BLE001 - transient by default: resets, 5xx, timeouts
                 last = exc
                 self._local.fs = None  # a broken connection pool is not reused
                 if k + 1 < self.policy.attempts:
                     time.sleep(self.policy.pause(k))
-        err = StorageError(f"cannot read {url} after {self.policy.attempts} attempts: "
+        err = StorageError(f"cannot {verb} {url} after {self.policy.attempts} attempts: "
                            f"{type(last).__name__}: {last}")
         err.add_note(f"each attempt had {self.policy.timeout_s:g} s; set timeout= and retries= in fastload.open")
         raise err from last
 
-    def _cat(self, url: str, start: int | None, end: int | None) -> bytes:
+    def call(self, method: str, *args, timeout: float | None = None, **kwargs):
+        """``fs.<method>(*args, **kwargs)`` once, within ``timeout`` (default: the policy's); wrap it
+        in :meth:`retry` to retry it. Async backends run their coroutine ``_<method>``."""
         fs = self.fs()
+        limit = self.policy.timeout_s if timeout is None else timeout
         if getattr(fs, "async_impl", False):
             from fsspec.asyn import sync
 
             # fsspec cancels the coroutine on timeout (asyncio.wait_for), so no request outlives it;
             # synchronous backends get the same bound from a watched thread
-            return sync(fs.loop, fs._cat_file, url, start=start, end=end, timeout=self.policy.timeout_s)
-        return _call_with_timeout(lambda: fs.cat_file(url, start=start, end=end), self.policy.timeout_s)
+            return sync(fs.loop, getattr(fs, "_" + method), *args, timeout=limit, **kwargs)
+        return _call_with_timeout(lambda: getattr(fs, method)(*args, **kwargs), limit)
+
+    def _cat(self, url: str, start: int | None, end: int | None) -> bytes:
+        return self.call("cat_file", url, start=start, end=end)
 
 
 def _call_with_timeout(fn: Callable[[], bytes], timeout: float) -> bytes:

@@ -65,6 +65,37 @@ def test_batches_are_one_tensor_from_the_slots(ds):
     assert stages["decode"] > 0 and stages["resize"] > 0
 
 
+@pytest.mark.parametrize("ops", [TRAIN, [Resize(40), CenterCrop(28)]], ids=["train", "eval"])
+def test_window_decoding_gives_the_whole_decodes_pixels(ds, monkeypatch, ops):
+    """The same batches with JPEGs decoded whole (simplejpeg) and by window (fastload._jpeg): the
+    window holds every pixel the resample reads, so at most a float rounding differs (1 level)."""
+    from fastload.image import window
+
+    assert window.library().handle is not None, window.library().reason
+    calls, decode_window = [], window.decode_window
+    monkeypatch.setattr(window, "decode_window", lambda *a, **k: calls.append(1) or decode_window(*a, **k))
+    windowed = torch.cat([b["image"] for b in epoch(DataLoader(ds, batch_size=8, transforms={"image": ops}))])
+    assert len(calls) == N
+    monkeypatch.setattr(window, "library", lambda: window.WindowLibrary(reason="off for this test"))
+    whole = torch.cat([b["image"] for b in epoch(DataLoader(ds, batch_size=8, transforms={"image": ops}))])
+    diff = (windowed.int() - whole.int()).abs()
+    assert diff.max() <= 1 and (diff > 0).float().mean() < 0.001
+
+
+def test_a_jpeg_the_window_decoder_refuses_is_decoded_whole(ds, monkeypatch):
+    """A ValueError from the window decoder (a lossless or 12-bit JPEG it cannot read, or corrupt
+    data) hands the image to the whole decode, which gives its pixels or raises as before."""
+    from fastload.image import window
+
+    def refuse(*args, **kwargs):
+        raise ValueError("JPEG window decode failed: Unsupported JPEG process")
+
+    monkeypatch.setattr(window, "decode_window", refuse)
+    refused = epoch(DataLoader(ds, batch_size=8, transforms={"image": TRAIN}))
+    monkeypatch.setattr(window, "library", lambda: window.WindowLibrary(reason="off for this test"))
+    assert same(refused, epoch(DataLoader(ds, batch_size=8, transforms={"image": TRAIN})))
+
+
 def test_without_transforms_an_image_field_is_its_stored_bytes(ds, crops):
     batch = next(iter(DataLoader(ds, batch_size=4)))
     assert batch["image"] == crops[:4]
@@ -77,6 +108,7 @@ def test_eval_transform_matches_pillow(ds, crops):
     resolution (no DCT reduction): PSNR >= 30 dB."""
     from fastload.image.decode import dct_factor
 
+    from tests.image import torchvision_reference as tv
     from tests.image.conftest import psnr
 
     loader = DataLoader(ds, batch_size=6, transforms={"image": [Resize(40), CenterCrop(28)]})
@@ -85,11 +117,12 @@ def test_eval_transform_matches_pillow(ds, crops):
     for k, data in enumerate(crops):
         img = Image.open(io.BytesIO(data))
         w, h = img.size
-        side = 28 * min(w, h) / 40
-        box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+        nh, nw = tv.resized_size(h, w, 40)  # torchvision's whole-pixel resize and crop, as one box
+        top, left = tv.center_crop_offsets(nh, nw, 28, 28)
+        box = (left * w / nw, top * h / nh, (left + 28) * w / nw, (top + 28) * h / nh)
         full = np.asarray(img.convert("RGB").resize((28, 28), Image.BILINEAR, box=box))
         assert psnr(got[k], full) >= 30, k
-        f = dct_factor(h, w, side, side, 28, 28)
+        f = dct_factor(h, w, box[3] - box[1], box[2] - box[0], 28, 28)
         img = Image.open(io.BytesIO(data))
         if f > 1:
             img.draft("RGB", (w // f, h // f))
@@ -184,11 +217,11 @@ def test_a_corrupt_image_names_shard_and_record(tmp_path, crops, workers):
     ds = _with_corrupt(tmp_path, crops, {13})
     loader = DataLoader(ds, batch_size=8, num_workers=workers, worker_type="process",
                         transforms={"image": TRAIN})
-    with pytest.raises(RecordDecodeError, match=r"shard-\d+\.\w+ record \d+: field 'image'") as info:
+    with pytest.raises(RecordDecodeError, match=r"shard-\d+\.\w+ block \d+ record \d+: field 'image'") as info:
         epoch(loader)
     s = np.searchsorted(np.cumsum(ds.manifest.shard_records), 13, side="right")
     local = 13 - int(np.concatenate([[0], np.cumsum(ds.manifest.shard_records)])[s])
-    assert f"{ds.manifest.shard_names[s]} record {local}:" in str(info.value)
+    assert f"{ds.manifest.shard_names[s]} block " in str(info.value) and f" record {local}:" in str(info.value)
     assert any("record 13 of the dataset" in n for n in info.value.__notes__)
 
 
@@ -290,7 +323,7 @@ def test_a_corrupt_image_of_a_remote_dataset_names_its_url(tmp_path, crops, work
     try:
         ds = fastload.open(f"{srv.url}/bad", cache_dir=tmp_path / "cache")
         loader = DataLoader(ds, batch_size=8, num_workers=workers, transforms={"image": TRAIN})
-        with pytest.raises(RecordDecodeError, match=rf"{srv.url}/bad/shard-\d+\.\w+ record \d+: field 'image'"):
+        with pytest.raises(RecordDecodeError, match=rf"{srv.url}/bad/shard-\d+\.\w+ block \d+ record \d+: field 'image'"):
             epoch(loader)
         loader = DataLoader(ds, batch_size=8, num_workers=workers, on_error="skip", transforms={"image": TRAIN})
         assert len(epoch(loader)) == 3 and loader.stats()["skipped"] == 1
@@ -299,19 +332,25 @@ def test_a_corrupt_image_of_a_remote_dataset_names_its_url(tmp_path, crops, work
 
 
 def test_skip_checks_a_record_the_way_the_batch_decodes_it(tmp_path, crops, monkeypatch):
-    """A record whose exact full-size decode works but whose batch decode (fast IDCT, DCT-reduced)
-    fails is skipped, not raised from the retried batch."""
-    from fastload.image import batch
+    """A record whose exact full-size decode works but whose batch decode (fast IDCT, DCT-reduced,
+    windowed) fails is skipped, not raised from the retried batch."""
+    from fastload.image import batch, window
 
     bad = crops[5]
-    real = batch.decode_rgb
+    real, real_window = batch.decode_rgb, window.decode_window
 
     def decode_rgb(data, p, factor=1, buffer=None, fast=False):
         if fast and bytes(data) == bad:
             raise ValueError("fails only in the fast decode")
         return real(data, p, factor, buffer, fast)
 
+    def decode_window(lib, data, factor, box, buffer, fast):
+        if fast and bytes(data) == bad:
+            raise ValueError("fails only in the fast window decode")
+        return real_window(lib, data, factor, box, buffer, fast)
+
     monkeypatch.setattr(batch, "decode_rgb", decode_rgb)
+    monkeypatch.setattr(window, "decode_window", decode_window)
     ds = write_image_dataset(tmp_path / "ds", crops, shard_size="64KB", block_size="16KB")
     loader = DataLoader(ds, batch_size=8, on_error="skip", transforms={"image": TRAIN})
     labels = torch.cat([b["label"] for b in epoch(loader)]).tolist()
@@ -334,7 +373,7 @@ def test_a_corrupt_image_on_the_gpu_path_names_shard_record_and_field(tmp_path, 
     ds = _with_corrupt(tmp_path, crops, {13})
     loader = DataLoader(ds, batch_size=8, device="cpu", transforms={"image": [DecodeImage("cuda")] + TRAIN})
     with (pytest.warns(UserWarning, match="not an available CUDA device"),
-          pytest.raises(RecordDecodeError, match=r"shard-\d+\.\w+ record \d+: field 'image'") as info):
+          pytest.raises(RecordDecodeError, match=r"shard-\d+\.\w+ block \d+ record \d+: field 'image'") as info):
         epoch(loader)
     assert ds.locate(13) in str(info.value)
     assert any("record 13 of the dataset" in n for n in info.value.__notes__)

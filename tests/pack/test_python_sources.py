@@ -190,11 +190,21 @@ def test_record_batch_reader_streams_once(tmp_path):
 
 
 def test_pandas_dataframe_round_trips(tmp_path):
-    df = pd.DataFrame({"x": np.linspace(0, 1, 257), "n": np.arange(257, dtype=np.int64),
-                       "word": [f"w{i % 13}" for i in range(257)]}, index=np.arange(257) * 3)
-    fastload.pack(df, tmp_path / "out", progress=False)
-    ds = assert_dataset_holds(tmp_path / "out", df.to_dict("records"))
-    assert list(ds.schema.names) == ["x", "n", "word"]  # no index column
+    columns = {"x": np.linspace(0, 1, 257), "n": np.arange(257, dtype=np.int64),
+               "word": [f"w{i % 13}" for i in range(257)]}
+    df = pd.DataFrame(columns)  # a RangeIndex: pandas' rule drops it
+    fastload.pack(df, tmp_path / "range", progress=False)
+    ds = assert_dataset_holds(tmp_path / "range", df.to_dict("records"))
+    assert list(ds.schema.names) == ["x", "n", "word"]
+
+    # any other index is a column, as pyarrow.Table.from_pandas(df) makes it (the reference)
+    named = pd.DataFrame(columns, index=pd.Index(np.arange(257) * 3, name="row_id"))
+    fastload.pack(named, tmp_path / "named", progress=False)
+    ds = assert_dataset_holds(tmp_path / "named", pa.Table.from_pandas(named).to_pylist())
+    assert list(ds.schema.names) == ["x", "n", "word", "row_id"]
+    unnamed = pd.DataFrame(columns, index=np.arange(257) * 3)
+    fastload.pack(unnamed, tmp_path / "unnamed", progress=False)
+    assert_dataset_holds(tmp_path / "unnamed", pa.Table.from_pandas(unnamed).to_pylist())
 
 
 # -- bad records ------------------------------------------------------------------------------

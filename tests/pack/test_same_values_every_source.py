@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastload
-from fastload import SchemaError
+from fastload import SchemaError, SourceError
 
 from .values import Rows, assert_rows
 
@@ -145,11 +145,22 @@ def test_python_inference(tmp_path, make):
         ("pairs", pa.list_(pa.list_(pa.int64())))])).to_pylist(), "python")
 
 
-@pytest.mark.parametrize("make", [list, Rows, pd.DataFrame], ids=["dicts", "torch", "dataframe"])
-def test_mixed_types_name_the_field(tmp_path, make):
+@pytest.mark.parametrize("make", [list, Rows], ids=["dicts", "torch"])
+def test_mixed_types_in_python_rows_are_bad_rows_naming_the_field(tmp_path, make):
+    """Python values: the column takes its most common kind (the first on a tie), and the odd row
+    is a bad row naming its record and field, skippable (fastload/pack/inference.py)."""
+    rows = [{"ok": 1, "mixed up": 1}, {"ok": 2, "mixed up": "two"}, {"ok": 3, "mixed up": 3}]
+    with pytest.raises(SourceError, match=r"(record|index) 1: field 'mixed up': expected a number, got str"):
+        packed(make(rows), tmp_path / "m")
+    fastload.pack(make(rows), tmp_path / "skip", progress=False, on_error="skip", max_skipped=0.5)
+    assert [dict(r) for r in fastload.open(tmp_path / "skip")] == [rows[0], rows[2]]
+
+
+def test_mixed_types_in_a_dataframe_name_the_field(tmp_path):
+    """pandas' object column has no Arrow type: a SchemaError naming the field, not pyarrow's own."""
     rows = [{"ok": 1, "mixed up": 1}, {"ok": 2, "mixed up": "two"}]
     with pytest.raises(SchemaError, match="'mixed up'"):
-        packed(make(rows), tmp_path / "m")
+        packed(pd.DataFrame(rows), tmp_path / "m")
 
 
 def test_tables_that_were_refused_now_pack(tmp_path):

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import fastload
-from fastload.errors import SourceError
+from fastload.errors import SchemaError, SourceError
 from fastload.pack.sources import csv as csv_module
 from fastload.pack.sources.arrow_files import ArrowFileSource
 from fastload.pack.sources.base import BadRow, Chunk
@@ -117,7 +117,7 @@ def test_arrow_files_must_agree_on_schema(tmp_path):
     assert len(ArrowFileSource(sorted(tmp_path.iterdir())).segments()) == 2
     pq.write_table(make_table(5).drop_columns(["tags"]).set_column(
         0, "line", pa.array(np.arange(5, dtype=np.int32))), tmp_path / "c.parquet")
-    with pytest.raises(SourceError, match=r"c\.parquet.*missing columns \['tags'\].*line: int64 -> int32"):
+    with pytest.raises(SchemaError, match=r"c\.parquet.*missing columns \['tags'\].*line: int64 -> int32"):
         ArrowFileSource(sorted(tmp_path.iterdir())).segments()
 
 
@@ -129,7 +129,7 @@ def test_unusable_arrow_files_name_the_path(tmp_path):
     with pytest.raises(SourceError, match="gone.feather: no such file"):
         ArrowFileSource(tmp_path / "gone.feather").segments()
     pq.write_table(pa.table({"x": pa.nulls(3)}), tmp_path / "nulls.parquet")
-    assert ArrowFileSource(tmp_path / "nulls.parquet").info().schema["x"].kind == "null"
+    assert ArrowFileSource(tmp_path / "nulls.parquet").info().schema["x"].kind == "null"  # a null field
 
 
 # -- JSON Lines ----------------------------------------------------------------------------------
@@ -218,7 +218,7 @@ def test_csv_bad_rows_carry_their_line(tmp_path):
     assert column(chunks, "line") == [2, 3, 6, 8, 11, 12]
     assert column(chunks, "name") == ["a", "two\nlines", "c", "three\n\nlines", "d", "e"]
     assert [b.where() for b in bad] == [f"{path} line 5", f"{path} line 7"]
-    assert "expected 2 fields, found 3" in bad[0].reason
+    assert "Expected 2 columns, got 3" in bad[0].reason  # pyarrow's own wording
     # Exact at each chunk start (the approximation is only within a chunk, after a multi-line value).
     assert all(values(c.columns["line"])[0] == c.first_row for c in chunks)
 
@@ -229,12 +229,13 @@ def test_tsv_and_conversion_errors(tmp_path, monkeypatch):
     chunks, bad = read_all(CsvSource(path))
     assert not bad and column(chunks, "name") == ["a b", "c,d"]
 
-    # Types are inferred from the first block; a later misfit stops the source, naming it.
+    # Types are inferred from the first block; a later misfit is a bad row naming line and field.
     monkeypatch.setattr(csv_module, "_BLOCK_BYTES", 64)
     path = tmp_path / "n.csv"
-    path.write_text("n\n" + "1\n" * 40 + "abc\n")
-    with pytest.raises(SourceError, match="n.csv"):
-        read_all(CsvSource(path))
+    path.write_text("n\n" + "1\n" * 40 + "abc\n" + "2\n")
+    chunks, bad = read_all(CsvSource(path))
+    assert column(chunks, "n") == [1] * 40 + [2]
+    assert [b.where() for b in bad] == [f"{path} line 42"] and "field 'n': 'abc'" in bad[0].reason
 
 
 # -- NumPy ---------------------------------------------------------------------------------------

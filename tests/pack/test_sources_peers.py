@@ -216,6 +216,31 @@ def test_wds_bad_samples_are_bad_rows_and_the_rest_reads(tmp_path, jpeg_bytes):
     assert rows[1]["txt"] == "four" and rows[1]["jpg"] is None
 
 
+def test_wds_gzip_bomb_and_oversized_members_are_bad_rows(tmp_path):
+    """A .gz member inflating past the cap (issue 10: 1 MB became 2.15 GB of memory) stops
+    inflating at the cap and is a bad row naming the member; so is a member stored over the cap,
+    unread; the samples around them are packed."""
+    limit = 1 << 20
+    bomb = gzip.compress(b"\0" * (limit * 8), compresslevel=9)
+    assert len(bomb) < limit // 64
+    write_tar(tmp_path / "a.tar", [
+        ("s0.cls", b"1"), ("s0.txt", b"zero"),
+        ("s1.cls", b"2"), ("s1.txt.gz", bomb),
+        ("s2.cls", b"3"), ("s2.txt", b"x" * (limit + 1)),
+        ("s3.cls", b"4"), ("s3.txt.gz", gzip.compress(b"three")),
+    ])
+    source = WebDatasetSource(str(tmp_path / "a.tar"), max_member_bytes=limit)
+    chunks, bad = read_all(source)
+    assert [r["__key__"] for r in rows_of(chunks)] == ["s0", "s3"] and rows_of(chunks)[1]["txt"] == "three"
+    assert [b.row for b in bad] == [1, 2]
+    assert f"member s1.txt.gz inflates to more than the {limit} bytes allowed" in bad[0].reason
+    assert f"member s2.txt is {limit + 1} bytes, more than the {limit} allowed" in bad[1].reason
+    report = fastload.pack(source, tmp_path / "out", on_error="skip", progress=False)
+    assert report.records == 2 and report.skipped == 2
+    with pytest.raises(SourceError, match="s1.txt.gz inflates to more than"):
+        fastload.pack(source, tmp_path / "out2", progress=False)
+
+
 def test_wds_unreadable_everywhere_is_a_source_error(tmp_path):
     (tmp_path / "x.tar").write_bytes(b"not a tar at all" * 10)
     with pytest.raises(SourceError, match="no readable sample"):

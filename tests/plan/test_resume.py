@@ -106,3 +106,10 @@ def test_resume_changes_batch_size_too():
     after = delivered(rank_plans(3, n=n, batch_size=5, order=order,
                                  start_sample=old[0].samples_after(3)))
     assert np.array_equal(np.concatenate([before, after])[:n], sequence(order, n, n))
+
+
+def test_resume_before_any_batch_of_a_world_with_none():
+    # 11 records in global batches of 12 with drop_last: 4 ranks deliver nothing; a state taken
+    # then must not claim the epoch was consumed, or 1 rank would resume past 8 unseen samples
+    for mode in ("none", "full"):
+        _check(11, 3, 4, 1, 0, mode, True, "drop")

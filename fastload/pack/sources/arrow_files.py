@@ -16,10 +16,11 @@ from typing import Iterator, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ...errors import SourceError
+from ...errors import SchemaError, SourceError, StorageError
 from ...format.arrow_types import needs_sample, schema_from_arrow
 from ...format.schema import Schema
-from .base import BadRow, Chunk, Source, SourceInfo, sorted_paths
+from .base import BadRow, Chunk, Source, SourceInfo, describe_files, sorted_paths
+from .files import InputFiles, is_url, local_path
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 IPC_SUFFIXES = (".arrow", ".ipc", ".feather")
@@ -36,7 +37,7 @@ class ArrowSegment:
     start: int
     stop: int
     first_row: int  # file row number of the first row of unit ``start``
-    nbytes: int
+    nbytes: int  # this segment's share of the file's size on disk
 
 
 @dataclass(frozen=True)
@@ -58,12 +59,12 @@ class ArrowFileSource(Source):
                  segment_size: int = SEGMENT_BYTES) -> None:
         self.paths = sorted_paths(paths, "Parquet or Arrow files")
         self.segment_size = segment_size
-        self.description = f"arrow files: {self.paths[0]} ({len(self.paths)} files)"
+        self.description = describe_files(file_kinds(self.paths), self.paths)
         self._scans: dict[str, _FileScan] | None = None
 
     def _scan(self) -> dict[str, _FileScan]:
         if self._scans is None:
-            scans = {p: _scan_file(p) for p in self.paths}
+            scans = {p: _scan_file(p, self.files) for p in self.paths}
             _check_same_schema(scans)
             self._scans = scans
         return self._scans
@@ -78,21 +79,27 @@ class ArrowFileSource(Source):
         sample = None
         if needs_sample(first):  # a numeric list column with null elements stays nested
             segments = [s for s in self.segments() if s.path == self.paths[0]][:1]
-            with closing(_read_batches(segments[0])) if segments else nullcontext(iter(())) as batches:
+            with closing(_read_batches(segments[0], self.files)) if segments else nullcontext(iter(())) as batches:
                 sample = next(batches, None)
         schema = _fastload_schema(self.paths[0], first, sample)
-        return SourceInfo(schema=schema, bytes_hint=sum(os.path.getsize(p) for p in self.paths))
+        return SourceInfo(schema=schema, bytes_hint=sum(self.files.size(p) for p in self.paths))
 
     def segments(self) -> list[ArrowSegment]:
         out: list[ArrowSegment] = []
         for path, scan in self._scan().items():
-            start, row, nbytes, first_row = 0, 0, 0, 0
+            # A segment's bytes are its share of the file on disk (by its units' in-memory
+            # sizes), so the progress bar counts up to exactly the input size it shows.
+            on_disk, whole = self.files.size(path), max(1, sum(scan.unit_bytes))
+            start, row, nbytes, first_row, before, done = 0, 0, 0, 0, 0, 0
             for i, (rows, size) in enumerate(zip(scan.unit_rows, scan.unit_bytes)):
                 nbytes += size
                 row += rows
-                if nbytes >= self.segment_size or i == len(scan.unit_rows) - 1:
-                    out.append(ArrowSegment(path, scan.fmt, start, i + 1, first_row, nbytes))
-                    start, nbytes, first_row = i + 1, 0, row
+                last = i == len(scan.unit_rows) - 1
+                if nbytes >= self.segment_size or last:
+                    done += nbytes
+                    share = on_disk if last else on_disk * done // whole
+                    out.append(ArrowSegment(path, scan.fmt, start, i + 1, first_row, share - before))
+                    start, nbytes, first_row, before = i + 1, 0, row, share
         return out
 
     def segment_bytes(self, segment: ArrowSegment) -> int:
@@ -100,7 +107,7 @@ class ArrowFileSource(Source):
 
     def read(self, segment: ArrowSegment) -> Iterator[Chunk | BadRow]:
         row = segment.first_row
-        for batch in _read_batches(segment):
+        for batch in _read_batches(segment, self.files):
             if batch.num_rows:
                 names = batch.schema.names
                 columns = {name: _plain(col) for name, col in zip(names, batch.columns)}
@@ -108,11 +115,29 @@ class ArrowFileSource(Source):
             row += batch.num_rows
 
 
-def _scan_file(path: str) -> _FileScan:
+def file_kinds(paths: list[str]) -> str:
+    """The file kinds as users name them: ``Parquet``, ``Feather``, ``Arrow IPC`` (joined when mixed)."""
+    names = {".parquet": "Parquet", ".pq": "Parquet", ".feather": "Feather"}
+    kinds = dict.fromkeys(names.get(os.path.splitext(p)[1].lower(), "Arrow IPC") for p in paths)
+    return " and ".join(kinds)
+
+
+def _open_arrow(path: str, files: InputFiles):
+    """A local file memory-mapped (no copy), a remote one as a buffered stream of ranged reads."""
+    if is_url(path):
+        return pa.PythonFile(files.open(path), mode="r")
+    return pa.memory_map(local_path(path))
+
+
+def _parquet(path: str, files: InputFiles) -> pq.ParquetFile:
+    return pq.ParquetFile(files.open(path) if is_url(path) else local_path(path))
+
+
+def _scan_file(path: str, files: InputFiles) -> _FileScan:
     """Schema and per-unit rows and bytes of one file, from its footer or batch headers."""
     try:
         if path.lower().endswith(PARQUET_SUFFIXES):
-            with pq.ParquetFile(path) as pf:
+            with _parquet(path, files) as pf:
                 groups = [pf.metadata.row_group(i) for i in range(pf.metadata.num_row_groups)]
                 return _FileScan(
                     "parquet", pf.schema_arrow,
@@ -120,7 +145,7 @@ def _scan_file(path: str) -> _FileScan:
                 )
         # Memory-mapped, so this reads batch headers without copying data; a compressed file
         # (Feather's default is LZ4) is decompressed once more here, at GB/s.
-        with pa.memory_map(path) as source:
+        with _open_arrow(path, files) as source:
             try:
                 reader = pa.ipc.open_file(source)
                 fmt, schema = "ipc-file", reader.schema
@@ -134,20 +159,22 @@ def _scan_file(path: str) -> _FileScan:
             return _FileScan(fmt, schema, tuple(r for r, _ in sizes), tuple(n for _, n in sizes))
     except FileNotFoundError:
         raise SourceError(f"{path}: no such file") from None
+    except StorageError:
+        raise  # the store failed after its retries: not a fault of the file's bytes
     except (pa.ArrowException, OSError) as exc:
         kind = "Parquet" if path.lower().endswith(PARQUET_SUFFIXES) else "Arrow IPC / Feather v2"
         raise SourceError(f"{path}: cannot read as {kind} file: {exc}") from None
 
 
-def _read_batches(seg: ArrowSegment) -> Iterator[pa.RecordBatch]:
+def _read_batches(seg: ArrowSegment, files: InputFiles) -> Iterator[pa.RecordBatch]:
     try:
         if seg.fmt == "parquet":
-            with pq.ParquetFile(seg.path) as pf:
+            with _parquet(seg.path, files) as pf:
                 yield from pf.iter_batches(
                     batch_size=_BATCH_ROWS, row_groups=range(seg.start, seg.stop)
                 )
             return
-        with pa.memory_map(seg.path) as source:
+        with _open_arrow(seg.path, files) as source:
             if seg.fmt == "ipc-file":
                 reader = pa.ipc.open_file(source)
                 for i in range(seg.start, seg.stop):
@@ -158,6 +185,8 @@ def _read_batches(seg: ArrowSegment) -> Iterator[pa.RecordBatch]:
                     return
                 if i >= seg.start:
                     yield batch
+    except StorageError:
+        raise
     except (pa.ArrowException, OSError) as exc:
         # The footer read fine at scan time, so the data pages themselves are damaged.
         what = "row groups" if seg.fmt == "parquet" else "record batches"
@@ -172,11 +201,11 @@ def _plain(col: pa.Array) -> pa.Array:
 
 
 def _fastload_schema(path: str, schema: pa.Schema, sample: pa.RecordBatch | None = None) -> Schema:
+    """The file's schema; a column no field can hold is a schema problem (SchemaError, exit 6)."""
     try:
         return schema_from_arrow(schema, sample)
-    except SourceError as exc:
-        exc.add_note(f"while reading the schema of {path}")
-        raise
+    except (SchemaError, SourceError) as exc:
+        raise SchemaError(f"{path}: {exc}") from None
 
 
 def _check_same_schema(scans: dict[str, _FileScan]) -> None:
@@ -199,4 +228,4 @@ def _check_same_schema(scans: dict[str, _FileScan]) -> None:
             missing and f"missing columns {missing}", extra and f"extra columns {extra}",
             changed and f"types differ ({', '.join(changed)})",
         ]))
-        raise SourceError(f"{path}: schema differs from {first_path}: {details}")
+        raise SchemaError(f"{path}: schema differs from {first_path}: {details}")

@@ -16,6 +16,7 @@ from typing import Any, Iterator, Sequence
 
 from ...errors import SourceError
 from ...format.schema import Schema
+from .files import InputFiles
 
 
 def sorted_paths(paths: str | os.PathLike | Sequence[str | os.PathLike], what: str) -> list[str]:
@@ -26,6 +27,13 @@ def sorted_paths(paths: str | os.PathLike | Sequence[str | os.PathLike], what: s
     if not out:
         raise SourceError(f"no {what} to read")
     return out
+
+
+def describe_files(kind: str, paths: Sequence[str], detail: str = "") -> str:
+    """A source's description as users name it: ``Parquet: data/a.parquet (+11 more files)``."""
+    more = f"+{len(paths) - 1} more files" if len(paths) > 1 else ""
+    notes = ", ".join(filter(None, [more, detail]))
+    return f"{kind}: {paths[0]}" + (f" ({notes})" if notes else "")
 
 
 @dataclass
@@ -71,13 +79,13 @@ class SourceInfo:
 
     schema: Schema | None = None  # None: inferred from the first chunk
     metadata: dict[str, Any] = field(default_factory=dict)  # e.g. {"label_map": {...}}
-    bytes_hint: int | None = None  # total input bytes, for progress and the report
+    bytes_hint: int | None = None  # total input bytes (the progress bar sums segment_bytes instead)
 
 
 class Source(ABC):
     """A readable input of ``fastload.pack``: subclasses read one kind of input."""
 
-    #: short description for progress and errors, e.g. "parquet: data/*.parquet (12 files)"
+    #: short description for the report and errors, e.g. "Parquet: data/a.parquet (+11 more files)"
     description: str = ""
 
     @abstractmethod
@@ -98,3 +106,14 @@ class Source(ABC):
 
     #: False when segments can only be read in the calling process (e.g. a Python generator)
     parallel_safe: bool = True
+
+    _files: InputFiles | None = None
+
+    @property
+    def files(self) -> InputFiles:
+        """How this source opens its input files (local paths, or URLs with storage options)."""
+        return self._files if self._files is not None else InputFiles()
+
+    def use_files(self, files: InputFiles) -> "Source":
+        self._files = files
+        return self

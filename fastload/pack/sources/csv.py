@@ -2,12 +2,16 @@
 
 A CSV file cannot be cut at arbitrary bytes (a quoted value may hold newlines), so files are the
 unit of parallelism. Rows with the wrong number of fields become :class:`BadRow` markers with
-their line number; blank lines are skipped.
+their line number and pyarrow's own reason; blank lines are skipped. The bytes pass through a
+quote scanner on their way to pyarrow: a quoted value still open at the end of the file (which
+pyarrow accepts, swallowing every later line into that one value) makes its record a bad row
+naming the line where the quote opened.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -17,10 +21,30 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ...errors import SourceError
-from .base import BadRow, Chunk, Source, SourceInfo
+from .base import BadRow, Chunk, Source, SourceInfo, describe_files, sorted_paths
+from .compressed import STREAM_ERRORS, open_input, read_error, without_compression
+from .csv_retype import failed_column, from_text
+from .text_streams import WhitespaceToTabs, unclosed_quote_line
 
 SUFFIXES = (".csv", ".tsv")
+WHITESPACE = "whitespace"  # the --delimiter value for fields separated by runs of spaces and tabs
+_DELIMITER_NAMES = {"\\t": "\t", "tab": "\t", "space": " ", "comma": ",", "semicolon": ";", "pipe": "|"}
 _BLOCK_BYTES = 4 << 20
+_ROW_IN_MESSAGE = re.compile(r"Row #(\d+)")
+
+
+def parse_delimiter(text: str | None) -> str | None:
+    """A --delimiter value: one character, an escape or name (``\\t``, ``tab``, ``semicolon``...),
+    or ``whitespace``; None keeps the default (tab for ``.tsv``, else comma)."""
+    if text is None or text == WHITESPACE:
+        return text
+    value = _DELIMITER_NAMES.get(text.lower() if len(text) > 1 else text, text)
+    if len(value) != 1 or value in "\"\r\n":
+        raise SourceError(
+            f"delimiter must be one character (not a quote or newline), an escape or name "
+            f"({', '.join(_DELIMITER_NAMES)}) or {WHITESPACE!r}; got {text!r}"
+        )
+    return value
 
 
 @dataclass
@@ -32,25 +56,27 @@ class _Invalid:
     def handler(self, row: pacsv.InvalidRow) -> str:
         if row.number is None:  # only multi-threaded reading leaves it unknown
             return "error"
-        reason = f"expected {row.expected_columns} fields, found {row.actual_columns}"
+        # pyarrow's own wording, as it reads without the handler
+        reason = f"Expected {row.expected_columns} columns, got {row.actual_columns}"
         self.rows[row.number] = (reason, row.text)
         return "skip"
 
 
 class CsvSource(Source):
-    """CSV files with a header line (``.tsv``: tab-separated), read in sorted path order.
+    """CSV files with a header line (``.tsv``: tab-separated), plain or compressed, in sorted path order.
 
-    Column types are inferred by Arrow from each file's first 4 MB; a later value that does not
-    fit (text in a numeric column) stops the pack with a SourceError naming the column.
+    ``delimiter`` is one character, or ``"whitespace"`` for fields separated by runs of spaces
+    and tabs (leading and trailing ones ignored; a quoted value may then not span lines). Column
+    types are inferred by Arrow from each file's first 4 MB; a later value that does not fit
+    (text in a numeric column) is a bad row naming its line and field (see :mod:`.csv_retype`).
     """
 
-    def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike]) -> None:
-        if isinstance(paths, (str, os.PathLike)):
-            paths = [paths]
-        self.paths = sorted(os.fspath(p) for p in paths)
-        if not self.paths:
-            raise SourceError("no CSV files to read")
-        self.description = f"csv: {self.paths[0]} ({len(self.paths)} files)"
+    def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], *,
+                 delimiter: str | None = None) -> None:
+        self.paths = sorted_paths(paths, "CSV files")
+        self.delimiter = parse_delimiter(delimiter)
+        given = "" if self.delimiter is None else f"delimiter {self.delimiter!r}"
+        self.description = describe_files("CSV", self.paths, given)
 
     def info(self) -> SourceInfo:
         return SourceInfo(bytes_hint=sum(self.segment_bytes(p) for p in self.paths))
@@ -59,30 +85,127 @@ class CsvSource(Source):
         return list(self.paths)
 
     def segment_bytes(self, segment: str) -> int:
-        try:
-            return os.path.getsize(segment)
-        except OSError as exc:
-            raise SourceError(f"{segment}: cannot read: {exc}") from None
+        return self.files.size(segment)
+
+    def _text(self, path: str, delimiter: str):
+        """The file's (decompressed) bytes, whitespace-separated fields turned to tab-separated."""
+        stream = open_input(path, self.files)
+        return WhitespaceToTabs(stream) if delimiter == WHITESPACE else stream
+
+    def _delimiter_for(self, path: str) -> str:
+        if self.delimiter is not None:
+            return self.delimiter
+        return "\t" if without_compression(path).lower().endswith(".tsv") else ","
 
     def read(self, segment: str) -> Iterator[Chunk | BadRow]:
+        """The file's rows; when a column meets a value its inferred type cannot hold, the file is
+        read again with that column as text (see :mod:`.csv_retype`), handing on only the rows
+        not yet handed on."""
+        retyped: dict[str, pa.DataType] = {}  # column -> the type inferred from the first block
+        types: dict[str, pa.DataType] | None = None  # the first reading's types, kept when re-reading
+        done = 2  # the first record (header = 1) not yet handed on
+        while True:
+            try:
+                for item, record in self._read_file(segment, types, retyped):
+                    count = len(item) if isinstance(item, Chunk) else 1
+                    if record + count <= done:
+                        continue
+                    if record < done:  # only a chunk spans several records
+                        skip = done - record
+                        item = Chunk({k: v.slice(skip) for k, v in item.columns.items()}, item.origin,
+                                     item.first_row + skip, item.row_label)
+                    yield item
+                    done = record + count
+                return
+            except _TypeChanged as change:
+                types = types or change.types
+                retyped[change.column] = types[change.column]
+
+    def _read_file(self, segment: str, types: dict | None,
+                   retyped: dict[str, pa.DataType]) -> Iterator[tuple[Chunk | BadRow, int]]:
+        """One reading of the file: (item, its first record number) pairs, in order."""
+        delimiter = self._delimiter_for(segment)
         invalid = _Invalid()
         parse = pacsv.ParseOptions(
-            delimiter="\t" if segment.lower().endswith(".tsv") else ",",
+            delimiter="\t" if delimiter == WHITESPACE else delimiter,
             newlines_in_values=True,
             invalid_row_handler=invalid.handler,
         )
         # Single-threaded: only then does Arrow give the record number of an invalid row.
         options = pacsv.ReadOptions(use_threads=False, block_size=_BLOCK_BYTES)
-        cursor = _Cursor(segment, invalid)
+        convert = pacsv.ConvertOptions(column_types={**types, **{c: pa.string() for c in retyped}}) if types else None
+        cursor = _Cursor(segment, invalid, retyped)
+        stream = self._text(segment, delimiter)
+        names: list[str] = []
+        held = None  # the last item waits: the file's end may make it bad
         try:
-            reader = pacsv.open_csv(segment, read_options=options, parse_options=parse)
+            reader = pacsv.open_csv(stream, read_options=options, parse_options=parse, convert_options=convert)
+            names = reader.schema.names
             for batch in reader:
-                yield from cursor.batch(batch)
-        except FileNotFoundError:
-            raise SourceError(f"{segment}: no such file") from None
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise SourceError(f"{segment}: {exc}") from None
-        yield from cursor.finish()
+                for item in cursor.batch(batch):
+                    if held is not None:
+                        yield held
+                    held = item
+        except pa.ArrowInvalid as exc:
+            failed = failed_column(str(exc), names)
+            if failed is not None and failed[0] not in retyped:
+                raise _TypeChanged(failed[0], dict(zip(names, reader.schema.types))) from None
+            raise _read_failure(segment, exc, cursor) from None
+        except STREAM_ERRORS as exc:
+            raise _read_failure(segment, exc, cursor) from None
+        finally:
+            stream.close()
+        for item in cursor.finish():
+            if held is not None:
+                yield held
+            held = item
+        if held is not None:
+            last, record = held
+            # A quote left open swallows every later line into the last record's value, so only
+            # when that record spans lines is the file scanned for it (a second read, then).
+            opened = None
+            if cursor.last_record_lines > 1:
+                with self._text(segment, delimiter) as text:
+                    opened = unclosed_quote_line(text, parse.delimiter)
+            for item in _check_last(last, opened, segment):
+                at_end = isinstance(item, BadRow) and isinstance(last, Chunk)
+                yield item, record + (len(last) - 1 if at_end else 0)
+
+
+class _TypeChanged(Exception):
+    """A column met a value its inferred type cannot hold: read the file again with it as text."""
+
+    def __init__(self, column: str, types: dict[str, pa.DataType]) -> None:
+        super().__init__(column)
+        self.column = column
+        self.types = types
+
+
+def _check_last(item: Chunk | BadRow, opened: int | None, path: str) -> Iterator[Chunk | BadRow]:
+    """``item`` holds the file's last record: a bad row when a quote ``opened`` on that line never closes."""
+    if opened is None:
+        yield item
+        return
+    reason = (f"the quoted value opened on line {opened} is never closed, so every "
+              "line after it was read into that one value; close the quote")
+    if isinstance(item, BadRow):
+        yield BadRow(item.origin, f"{reason} ({item.reason})", item.row, item.row_label)
+        return
+    n = len(item)
+    if n > 1:
+        yield Chunk({k: v.slice(0, n - 1) for k, v in item.columns.items()}, item.origin,
+                    item.first_row, item.row_label)
+    yield BadRow(path, reason, row=item.first_row + n - 1, row_label="line")
+
+
+def _read_failure(path: str, exc: BaseException, cursor: "_Cursor") -> SourceError:
+    if not isinstance(exc, pa.ArrowInvalid):
+        return read_error(path, exc)
+    match = _ROW_IN_MESSAGE.search(str(exc))
+    if match is None:
+        return SourceError(f"{path}: {exc}")
+    # Arrow numbers records (header = 1); lines are exact up to here, so count on from the cursor
+    return SourceError(f"{path} line {cursor.line + int(match.group(1)) - cursor.record} (about): {exc}")
 
 
 class _Cursor:
@@ -95,20 +218,23 @@ class _Cursor:
     whose quoted value spans lines.
     """
 
-    def __init__(self, path: str, invalid: _Invalid) -> None:
+    def __init__(self, path: str, invalid: _Invalid, retyped: dict[str, pa.DataType]) -> None:
         self.path = path
         self.invalid = invalid
+        self.retyped = retyped  # columns read as text, to cast back to these types
         self.record = 2  # record 1 is the header
         self.line = 2  # assumes a one-line header
+        self.last_record_lines = 0  # lines the last record read so far spans
 
-    def _set_aside(self) -> Iterator[BadRow]:
+    def _set_aside(self) -> Iterator[tuple[BadRow, int]]:
         while self.record in self.invalid.rows:
             reason, text = self.invalid.rows.pop(self.record)
-            yield BadRow(self.path, f"{reason}: {text[:80]!r}", row=self.line, row_label="line")
+            yield BadRow(self.path, f"{reason}: {text[:80]!r}", row=self.line, row_label="line"), self.record
             self.record += 1
-            self.line += 1 + text.count("\n")
+            self.last_record_lines = 1 + text.count("\n")
+            self.line += self.last_record_lines
 
-    def batch(self, batch: pa.RecordBatch) -> Iterator[Chunk | BadRow]:
+    def batch(self, batch: pa.RecordBatch) -> Iterator[tuple[Chunk | BadRow, int]]:
         extra = _embedded_newlines(batch)
         start = 0
         while start < batch.num_rows:
@@ -117,14 +243,34 @@ class _Cursor:
             later = [n for n in self.invalid.rows if n > self.record]
             run = min(later) - self.record if later else batch.num_rows
             stop = min(batch.num_rows, start + run)
-            columns = dict(zip(batch.schema.names, batch.slice(start, stop - start).columns))
-            yield Chunk(columns, origin=self.path, first_row=self.line, row_label="line")
-            self.record += stop - start
-            self.line += stop - start + int(extra[start:stop].sum())
+            yield from self._run(dict(zip(batch.schema.names, batch.slice(start, stop - start).columns)),
+                                 extra[start:stop])
             start = stop
         yield from self._set_aside()
 
-    def finish(self) -> Iterator[BadRow]:
+    def _run(self, columns: dict[str, pa.Array], extra: np.ndarray) -> Iterator[tuple[Chunk | BadRow, int]]:
+        """Consecutive parsed records; values a retyped column cannot hold make their rows bad."""
+        n = len(extra)
+        bad: dict[int, str] = {}
+        for name, target in self.retyped.items():
+            columns[name], reasons = from_text(columns[name], target)
+            for row, reason in reasons.items():
+                bad.setdefault(row, f"field {name!r}: {reason}")
+        lines = self.line + np.arange(n) + np.cumsum(extra) - extra  # each record's first line
+        start = 0
+        for row in [*sorted(bad), n]:
+            if row > start:
+                part = {k: v.slice(start, row - start) for k, v in columns.items()}
+                yield Chunk(part, self.path, int(lines[start]), "line"), self.record + start
+            if row < n:
+                yield BadRow(self.path, bad[row], row=int(lines[row]), row_label="line"), self.record + row
+            start = row + 1
+        self.record += n
+        self.line += n + int(extra.sum())
+        if n:
+            self.last_record_lines = 1 + int(extra[-1])
+
+    def finish(self) -> Iterator[tuple[BadRow, int]]:
         yield from self._set_aside()
         for number in sorted(self.invalid.rows):  # records past the last batch
             self.record = number
@@ -132,9 +278,9 @@ class _Cursor:
 
 
 def _embedded_newlines(batch: pa.RecordBatch) -> np.ndarray:
-    """Newlines inside each row's values (only text can hold them)."""
+    """Newlines inside each row's values (only text can hold them; invalid UTF-8 reads as binary)."""
     total = np.zeros(batch.num_rows, dtype=np.int64)
     for col in batch.columns:
-        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_binary(col.type):
             total += pc.count_substring(col, "\n").fill_null(0).to_numpy()
     return total

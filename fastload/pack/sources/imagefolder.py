@@ -14,9 +14,10 @@ from typing import Iterator
 
 import numpy as np
 
-from ...errors import SourceError
+from ...errors import SourceError, StorageError
 from ...format.schema import Field, Schema
 from .base import BadRow, Chunk, Source, SourceInfo
+from .files import InputFiles, is_url
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 FILES_PER_SEGMENT = 1000
@@ -51,16 +52,12 @@ class ImageFolderSource(Source):
     def _list(self) -> tuple[dict[str, int], list[tuple[str, int]], int]:
         """Label map, (path, label) of every image in order, and their total size."""
         if self._listing is None:
-            try:
-                classes = sorted(e.name for e in os.scandir(self.root)
-                                 if e.is_dir() and not e.name.startswith("."))
-            except OSError as exc:
-                raise SourceError(f"{self.root}: cannot list image folder: {exc}") from None
-            label_map = {name: i for i, name in enumerate(classes)}
+            by_class = _remote_images(self.root, self.files) if is_url(self.root) else _local_images(self.root)
+            label_map = {name: i for i, name in enumerate(sorted(by_class))}
             files: list[tuple[str, int]] = []
             total = 0
             for name, label in label_map.items():
-                for path, size in _images_under(os.path.join(self.root, name)):
+                for path, size in by_class[name]:
                     files.append((path, label))
                     total += size
             if not files:
@@ -93,9 +90,10 @@ class ImageFolderSource(Source):
         run_start = segment.first_index
         for i, (path, label) in enumerate(zip(segment.files, segment.labels)):
             try:
-                with open(path, "rb") as f:
-                    data = f.read()
+                data = self.files.read_all(path)
                 problem = image_problem(data)
+            except StorageError:
+                raise  # the store failed after its retries: not a fault of the image
             except OSError as exc:
                 problem = f"cannot read: {exc.strerror or exc}"
             if problem is None:
@@ -114,6 +112,27 @@ class ImageFolderSource(Source):
         # Rows are files, so a chunk can only name the folder and the file's place in order.
         columns = {"image": images, "label": np.asarray(labels, dtype=np.int64)}
         return Chunk(columns, origin=self.root, first_row=first, row_label="image")
+
+
+def _local_images(root: str) -> dict[str, list[tuple[str, int]]]:
+    """``{class: [(path, size), ...]}`` of a local folder (hidden class folders skipped)."""
+    try:
+        classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    except OSError as exc:
+        raise SourceError(f"{root}: cannot list image folder: {exc}") from None
+    return {name: list(_images_under(os.path.join(root, name))) for name in classes}
+
+
+def _remote_images(root: str, files: InputFiles) -> dict[str, list[tuple[str, int]]]:
+    """The same for a URL: one listing, the same rules and order as for a local folder."""
+    base = root.rstrip("/") + "/"
+    found: dict[str, list[tuple[tuple[str, ...], str, int]]] = {}
+    for url, size in files.walk(root).items():
+        parts = tuple(url[len(base):].split("/"))
+        if len(parts) < 2 or any(p.startswith(".") for p in parts) or not parts[-1].lower().endswith(IMAGE_SUFFIXES):
+            continue
+        found.setdefault(parts[0], []).append((parts[1:], url, size))
+    return {name: [(url, size) for _, url, size in sorted(items)] for name, items in found.items()}
 
 
 def _images_under(folder: str) -> Iterator[tuple[str, int]]:

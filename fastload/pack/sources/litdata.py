@@ -30,9 +30,10 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ...errors import SourceError
+from ...errors import SourceError, StorageError
 from ...format.schema import Field, Schema
 from .base import BadRow, Chunk, Source, SourceInfo
+from .files import InputFiles, is_url, read_index
 from .litdata_items import _base, _decode_item, _no_header_dtype, decode_nested  # noqa: F401 (decode_nested: public here)
 
 ROWS_PER_CHUNK = 4096
@@ -70,10 +71,13 @@ class LitDataSource(Source):
     does).
     """
 
-    def __init__(self, root: str | os.PathLike, *, block_size: int | None = None) -> None:
+    def __init__(self, root: str | os.PathLike, *, block_size: int | None = None,
+                 files: InputFiles | None = None) -> None:
         self.root = os.fspath(root)
+        if files is not None:
+            self.use_files(files)
         self.index_path = os.path.join(self.root, "index.json")
-        index = _load_index(self.index_path)
+        index = _load_index(self.index_path, self.files)
         config = index["config"]
         self.token_loader = config.get("item_loader") == "TokensLoader"
         if block_size is not None and (not self.token_loader or block_size < 1):
@@ -84,7 +88,7 @@ class LitDataSource(Source):
         self._names = [TOKENS_FIELD] if self.token_loader else _leaf_names(config.get("data_spec"), self.index_path)
         _check_formats(self._formats, self._names, self.token_loader, self.index_path)
         self._chunks = tuple(_chunk_of(i, c, self.root, self.index_path) for i, c in enumerate(index["chunks"]))
-        self.description = f"litdata: {self.root} ({len(self._chunks)} chunks)"
+        self.description = f"LitData: {self.root} ({len(self._chunks)} chunks)"
         self._schema: Schema | None = None
 
     def segments(self) -> list[LitChunk]:
@@ -92,8 +96,8 @@ class LitDataSource(Source):
 
     def segment_bytes(self, segment: LitChunk) -> int | None:
         try:
-            return os.path.getsize(segment.path)
-        except OSError:
+            return self.files.size(segment.path)
+        except (OSError, SourceError):
             return None
 
     def info(self) -> SourceInfo:
@@ -121,9 +125,10 @@ class LitDataSource(Source):
 
     def read(self, segment: LitChunk) -> Iterator[Chunk | BadRow]:
         try:
-            with open(segment.path, "rb") as f:
-                data = f.read()
+            data = self.files.read_all(segment.path)
             items = self._items(segment, data)
+        except StorageError:
+            raise  # the store failed after its retries: not a fault of the chunk
         except (OSError, ValueError) as exc:
             yield BadRow(segment.path, f"cannot read chunk {segment.number} ({segment.items} items): {exc}")
             return
@@ -229,15 +234,17 @@ class LitDataSource(Source):
 
 
 # -- index and config ---------------------------------------------------------------------------
-def _load_index(path: str) -> dict[str, Any]:
+def _load_index(path: str, files: InputFiles) -> dict[str, Any]:
     try:
-        with open(path, "rb") as f:
-            body = json.loads(f.read())
+        body = json.loads(read_index(path, files))
     except FileNotFoundError:
         root = os.path.dirname(path)
-        partial = sorted(n for n in os.listdir(root) if n.endswith("index.json")) if os.path.isdir(root) else []
+        partial = (sorted(n for n in os.listdir(root) if n.endswith("index.json"))
+                   if not is_url(root) and os.path.isdir(root) else [])
         hint = f" (found {partial}: an optimize run that was not merged)" if partial else ""
         raise SourceError(f"{path} does not exist: a LitData dataset needs its index.json{hint}") from None
+    except StorageError:
+        raise
     except (OSError, ValueError) as exc:
         raise SourceError(f"{path}: cannot read the LitData index: {exc}") from None
     if not isinstance(body, dict) or not isinstance(body.get("chunks"), list) or not isinstance(body.get("config"), dict):

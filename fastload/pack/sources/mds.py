@@ -24,9 +24,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ...errors import SourceError
+from ...errors import SourceError, StorageError
 from ...format.schema import Field, Schema
 from .base import BadRow, Chunk, Source, SourceInfo
+from .files import InputFiles, is_url, read_index
 
 ROWS_PER_CHUNK = 4096
 # MDS scalar encodings -> the NumPy dtype of their fixed-size little-endian bytes
@@ -99,13 +100,15 @@ class MDSSource(Source):
     ``pil`` a uint8 ``(h, w, c)`` array. Pickle and image-list columns raise :class:`SourceError`.
     """
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike, *, files: InputFiles | None = None) -> None:
         self.root = os.fspath(root)
+        if files is not None:
+            self.use_files(files)
         self.index_path = os.path.join(self.root, "index.json")
-        entries = _load_index(self.index_path)
+        entries = _load_index(self.index_path, self.files)
         self._columns = _columns_of(entries, self.index_path)
         self._shards = tuple(_shard_of(i, e, self.root, self.index_path) for i, e in enumerate(entries))
-        self.description = f"mds: {self.root} ({len(self._shards)} shards)"
+        self.description = f"MosaicML MDS: {self.root} ({len(self._shards)} shards)"
         self._schema: Schema | None = None
 
     def segments(self) -> list[MDSShard]:
@@ -113,8 +116,8 @@ class MDSSource(Source):
 
     def segment_bytes(self, segment: MDSShard) -> int | None:
         try:
-            return os.path.getsize(_existing_file(segment))
-        except OSError:
+            return self.files.size(_existing_file(segment))
+        except (OSError, SourceError):
             return None
 
     def info(self) -> SourceInfo:
@@ -142,7 +145,9 @@ class MDSSource(Source):
     def read(self, segment: MDSShard) -> Iterator[Chunk | BadRow]:
         path = _existing_file(segment)
         try:
-            data = _shard_bytes(segment, path)
+            data = _shard_bytes(segment, path, self.files)
+        except StorageError:
+            raise  # the store failed after its retries: not a fault of the shard
         except (OSError, ValueError) as exc:
             yield BadRow(path, f"cannot read shard {segment.number} ({segment.samples} samples): {exc}")
             return
@@ -187,12 +192,13 @@ class MDSSource(Source):
 
 
 # -- index --------------------------------------------------------------------------------------
-def _load_index(path: str) -> list[dict[str, Any]]:
+def _load_index(path: str, files: InputFiles) -> list[dict[str, Any]]:
     try:
-        with open(path, "rb") as f:
-            body = json.loads(f.read())
+        body = json.loads(read_index(path, files))
     except FileNotFoundError:
         raise SourceError(f"{path} does not exist: an MDS dataset needs its index.json") from None
+    except StorageError:
+        raise
     except (OSError, ValueError) as exc:
         raise SourceError(f"{path}: cannot read the MDS index: {exc}") from None
     shards = body.get("shards") if isinstance(body, dict) else None
@@ -251,15 +257,14 @@ def _shard_of(number: int, e: dict[str, Any], root: str, index_path: str) -> MDS
 # -- shards -------------------------------------------------------------------------------------
 def _existing_file(shard: MDSShard) -> str:
     """The file to read: a Streaming cache keeps the decompressed shard next to (or instead of) the zstd one."""
-    if shard.compression and os.path.exists(shard.raw_path) and \
+    if shard.compression and not is_url(shard.raw_path) and os.path.exists(shard.raw_path) and \
             os.path.getsize(shard.raw_path) == shard.raw_bytes:
         return shard.raw_path
     return shard.path
 
 
-def _shard_bytes(shard: MDSShard, path: str) -> memoryview:
-    with open(path, "rb") as f:
-        data = f.read()
+def _shard_bytes(shard: MDSShard, path: str, files: InputFiles) -> memoryview:
+    data = files.read_all(path)
     if path != shard.raw_path:
         import zstandard
 

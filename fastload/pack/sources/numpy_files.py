@@ -17,9 +17,10 @@ from typing import Any, BinaryIO, Iterator, Sequence
 
 import numpy as np
 
-from ...errors import SourceError
+from ...errors import SourceError, StorageError
 from ...format.schema import NUMERIC_DTYPES, Field, Schema
-from .base import BadRow, Chunk, Source, SourceInfo, sorted_paths
+from .base import BadRow, Chunk, Source, SourceInfo, describe_files, sorted_paths
+from .files import InputFiles, is_url
 
 SUFFIXES = (".npy", ".npz")
 SEGMENT_BYTES = 64 << 20
@@ -59,13 +60,13 @@ class NumpySource(Source):
                  segment_size: int = SEGMENT_BYTES) -> None:
         self.paths = sorted_paths(paths, ".npy or .npz files")
         self.segment_size = segment_size
-        self.description = f"numpy: {self.paths[0]} ({len(self.paths)} files)"
+        self.description = describe_files("NumPy", self.paths)
         self.origin = " + ".join(self.paths)
         self._arrays: list[_Array] | None = None
 
     def _scan(self) -> list[_Array]:
         if self._arrays is None:
-            arrays = [a for p in self.paths for a in _scan_file(p)]
+            arrays = [a for p in self.paths for a in _scan_file(p, self.files)]
             _check_arrays(arrays)
             self._arrays = arrays
         return self._arrays
@@ -73,7 +74,7 @@ class NumpySource(Source):
     def info(self) -> SourceInfo:
         fields = tuple(_field(a) for a in self._scan())
         return SourceInfo(schema=Schema(fields),
-                          bytes_hint=sum(os.path.getsize(p) for p in self.paths))
+                          bytes_hint=sum(self.files.size(p) for p in self.paths))
 
     def segments(self) -> list[NumpySegment]:
         arrays = self._scan()
@@ -88,7 +89,7 @@ class NumpySource(Source):
         columns: dict[str, Any] = {}
         for a in self._scan():
             try:
-                rows = _read_rows(a, segment.start, segment.stop)
+                rows = _read_rows(a, segment.start, segment.stop, self.files)
             except (OSError, ValueError, zipfile.BadZipFile) as exc:
                 raise SourceError(
                     f"{_name(a)}: cannot read rows {segment.start}..{segment.stop - 1}: {exc}"
@@ -109,15 +110,15 @@ def _read_header(fp: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
     return np.lib.format.read_array_header_2_0(fp)
 
 
-def _scan_file(path: str) -> list[_Array]:
+def _scan_file(path: str, files: InputFiles) -> list[_Array]:
     try:
         if not path.lower().endswith(".npz"):
-            with open(path, "rb") as f:
+            with files.open(path) as f:
                 shape, fortran, dtype = _read_header(f)
                 return [_Array(os.path.splitext(os.path.basename(path))[0], path, None,
                                f.tell(), False, dtype, shape, fortran)]
         out = []
-        with zipfile.ZipFile(path) as zf, open(path, "rb") as raw:
+        with files.open(path) as raw_zip, zipfile.ZipFile(raw_zip) as zf, files.open(path) as raw:
             for info in sorted(zf.infolist(), key=lambda i: i.filename):
                 if not info.filename.endswith(".npy"):
                     continue
@@ -137,6 +138,8 @@ def _scan_file(path: str) -> list[_Array]:
         return out
     except FileNotFoundError:
         raise SourceError(f"{path}: no such file") from None
+    except (SourceError, StorageError):
+        raise
     except (OSError, ValueError, zipfile.BadZipFile, struct.error) as exc:
         raise SourceError(f"{path}: not a readable NumPy file: {exc}") from None
 
@@ -179,20 +182,34 @@ def _field(a: _Array) -> Field:
         raise SourceError(f"{_name(a)}: {exc}") from None
 
 
-def _read_rows(a: _Array, start: int, stop: int) -> np.ndarray:
-    """Rows ``[start, stop)`` of one array, a view of the file where it is not compressed."""
+def _read_rows(a: _Array, start: int, stop: int, files: InputFiles) -> np.ndarray:
+    """Rows ``[start, stop)`` of one array, a view of the file where it is not compressed (a ranged
+    read of a remote file)."""
+    remote = is_url(a.path)
     if a.fortran:
         # Column-major rows are not contiguous: map (or decompress) it all, then slice.
         if a.compressed:
-            with zipfile.ZipFile(a.path) as zf, zf.open(a.member) as member:
+            with files.open(a.path) as raw, zipfile.ZipFile(raw) as zf, zf.open(a.member) as member:
                 return np.lib.format.read_array(member)[start:stop]
+        if remote:
+            with files.open(a.path) as f:
+                f.seek(a.offset)
+                whole = np.frombuffer(f.read(a.row_bytes * a.shape[0]), a.dtype).reshape(a.shape, order="F")
+            return np.asarray(whole[start:stop])
         whole = np.memmap(a.path, a.dtype, "r", offset=a.offset, shape=a.shape, order="F")
         return np.asarray(whole[start:stop])
     shape = (stop - start, *a.shape[1:])
+    if not a.compressed and remote:
+        with files.open(a.path) as f:
+            f.seek(a.offset + start * a.row_bytes)
+            data = f.read((stop - start) * a.row_bytes)
+        if len(data) != (stop - start) * a.row_bytes:
+            raise ValueError("the file ends early (truncated)")
+        return np.frombuffer(data, a.dtype).reshape(shape)
     if not a.compressed:
         view = np.memmap(a.path, a.dtype, "r", offset=a.offset + start * a.row_bytes, shape=shape)
         return np.asarray(view)
-    with zipfile.ZipFile(a.path) as zf, zf.open(a.member) as member:
+    with files.open(a.path) as raw, zipfile.ZipFile(raw) as zf, zf.open(a.member) as member:
         member.seek(a.offset + start * a.row_bytes)
         data = member.read((stop - start) * a.row_bytes)
     if len(data) != (stop - start) * a.row_bytes:

@@ -11,13 +11,14 @@ bytes. The sample key is kept as the field ``__key__``.
 The fields are those of the first sample of the first shard. A later sample missing one gets a
 null (which the pack's ``on_error`` policy handles); a sample with a field the first lacks, a
 field that does not parse, or a truncated or corrupt tar becomes a :class:`BadRow` naming the tar,
-the member and its byte offset.
+the member and its byte offset. So does a member larger than ``max_member_bytes`` (256 MiB by
+default), before it is read, and a ``.gz`` member that would inflate past it: inflating stops
+there, so a 1 MB gzip bomb costs 256 MiB at most, never its 2 GB.
 """
 
 from __future__ import annotations
 
 import glob
-import gzip
 import io
 import json
 import os
@@ -28,9 +29,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ...errors import SourceError
+from ...errors import SourceError, StorageError
 from ...format.schema import Field, Schema
 from .base import BadRow, Chunk, Source, SourceInfo
+from .files import InputFiles, is_url
 
 ROWS_PER_CHUNK = 1024
 BYTES_PER_CHUNK = 64 << 20  # bounds the memory a chunk of large images holds
@@ -40,6 +42,9 @@ _IMAGE_EXTS = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "webp": "any", "gif"
 _INT_EXTS = {"cls", "cls2", "index", "id"}
 _TEXT_EXTS = {"txt", "text"}
 _READ_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error)
+# One field value of one sample, stored or gunzipped: far above an image, a clip or a document,
+# far below what would exhaust a packing machine's memory (a record's block may hold 4 GiB).
+MAX_MEMBER_BYTES = 256 << 20
 
 
 @dataclass
@@ -54,9 +59,11 @@ class _Sample:
 class WebDatasetSource(Source):
     """WebDataset ``.tar`` (or ``.tar.gz``) shards: one segment per tar file, in sorted order."""
 
-    def __init__(self, paths: str | os.PathLike | list[str | os.PathLike]) -> None:
+    def __init__(self, paths: str | os.PathLike | list[str | os.PathLike], *,
+                 max_member_bytes: int = MAX_MEMBER_BYTES) -> None:
         self.paths = resolve_tars(paths)
-        self.description = f"webdataset: {self.paths[0]}" + (
+        self.max_member_bytes = max_member_bytes
+        self.description = f"WebDataset: {self.paths[0]}" + (
             f" (+{len(self.paths) - 1} more tars)" if len(self.paths) > 1 else "")
         self._kinds: dict[str, str] | None = None
 
@@ -65,8 +72,8 @@ class WebDatasetSource(Source):
 
     def segment_bytes(self, segment: str) -> int | None:
         try:
-            return os.path.getsize(segment)
-        except OSError:
+            return self.files.size(segment)
+        except (OSError, SourceError):
             return None
 
     def info(self) -> SourceInfo:
@@ -79,7 +86,7 @@ class WebDatasetSource(Source):
         """``{field: kind}`` from the first readable sample; kind is an image format or int/str/json/npy/bytes."""
         if self._kinds is None:
             for path in self.paths:
-                for item in _samples(path):
+                for item in _samples(path, self.max_member_bytes, self.files):
                     if isinstance(item, _Sample) and item.problem is None:
                         self._kinds = _kinds_of(item, path)
                         break
@@ -94,7 +101,7 @@ class WebDatasetSource(Source):
         cols: dict[str, list] = {name: [] for name in kinds}
         first = nbytes = 0
         row = -1
-        for row, item in enumerate(_samples(segment)):
+        for row, item in enumerate(_samples(segment, self.max_member_bytes, self.files)):
             if isinstance(item, BadRow):
                 item.row = row
                 yield from _flush(cols, segment, first, row)
@@ -123,7 +130,9 @@ def resolve_tars(paths: str | os.PathLike | list[str | os.PathLike]) -> list[str
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     found: set[str] = set()
     for p in map(os.fspath, items):
-        if any(ch in p for ch in "*?["):
+        if is_url(p):  # remote tars come listed already (sources.remote_paths)
+            found.add(p)
+        elif any(ch in p for ch in "*?["):
             matches = glob.glob(p, recursive=True)
             if not matches:
                 raise SourceError(f"no files match {p!r}")
@@ -150,12 +159,13 @@ def split_key(name: str) -> tuple[str, str] | None:
 
 
 # -- reading a tar ---------------------------------------------------------------------------
-def _samples(path: str) -> Iterator[_Sample | BadRow]:
-    """The samples of one tar in order; a BadRow (then nothing more) where the tar is unreadable."""
+def _samples(path: str, limit: int, files: InputFiles) -> Iterator[_Sample | BadRow]:
+    """The samples of one tar in order; a BadRow (then nothing more) where the tar is unreadable.
+    A member over ``limit`` bytes, stored or gunzipped, makes its sample unusable (not the tar)."""
     current: _Sample | None = None
     where = "its first header at byte 0"
     try:
-        with tarfile.open(path, "r:*") as tar:
+        with files.open(path) as raw, tarfile.open(path, "r:*", fileobj=raw) as tar:
             while True:
                 member = tar.next()
                 if member is None:
@@ -167,22 +177,31 @@ def _samples(path: str) -> Iterator[_Sample | BadRow]:
                 if parts is None:
                     continue
                 key, ext = parts
-                data = tar.extractfile(member).read()
                 if current is not None and current.key != key:
                     yield current
                     current = None
                 if current is None:
                     current = _Sample(key, {}, member.name, member.offset)
+                if member.size > limit:  # not read: the next header is found by seeking past it
+                    data = b""
+                    current.problem = f"member {member.name} is {member.size} bytes, more than the {limit} allowed"
+                else:
+                    data = tar.extractfile(member).read()
                 if ext.endswith(".gz"):
-                    ext, data = ext[:-3], _gunzip(data)
-                    if data is None:
-                        current.problem = f"member {member.name} is not valid gzip"
+                    ext = ext[:-3]
+                    try:
+                        data = _gunzip(data, limit)
+                    except ValueError as exc:
+                        data = b""
+                        current.problem = current.problem or f"member {member.name} {exc}"
                 if ext in current.fields:
                     current.problem = f"two members with extension {ext!r} (the second is {member.name})"
                 current.fields[ext] = data
             end = _end_problem(tar)
             if end is not None:
                 raise tarfile.ReadError(end)
+    except StorageError:
+        raise  # the store failed after its retries: the tar itself may be fine
     except _READ_ERRORS as exc:
         lost = f"; sample {current.key!r} and everything after it are lost" if current else ""
         yield BadRow(path, f"corrupt or truncated tar near {where}: {exc}{lost}", row_label="sample")
@@ -207,11 +226,29 @@ def _end_problem(tar: tarfile.TarFile) -> str | None:
     return f"unreadable header at byte {tar.offset}"
 
 
-def _gunzip(data: bytes) -> bytes | None:
+def _gunzip(data: bytes, limit: int) -> bytes:
+    """Inflate gzip ``data`` (one member or several, as gzip.decompress does), stopping as soon as
+    more than ``limit`` bytes come out; a ValueError says why it cannot."""
+    out: list[bytes] = []
+    total = 0
+    rest = data
     try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error):
-        return None
+        while rest:
+            inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip header and trailer checked
+            pending = rest
+            while pending and not inflater.eof:
+                chunk = inflater.decompress(pending, limit - total + 1)
+                total += len(chunk)
+                if total > limit:
+                    raise ValueError(f"inflates to more than the {limit} bytes allowed")
+                out.append(chunk)
+                pending = inflater.unconsumed_tail
+            if not inflater.eof:
+                raise ValueError("is not valid gzip (truncated)")
+            rest = inflater.unused_data.lstrip(b"\0")  # gzip.decompress skips zero padding too
+    except zlib.error as exc:
+        raise ValueError(f"is not valid gzip ({exc})") from None
+    return b"".join(out)
 
 
 # -- typing the fields -----------------------------------------------------------------------

@@ -1,0 +1,184 @@
+"""pack_sequences: windows read from a real dataset equal the pure-Python reference, with their outputs."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+
+import fastload
+from fastload.errors import FormatError, SchemaError
+from fastload.lm import pack_sequences
+from fastload.plan.packing import document_order
+
+from .conftest import in_another_process, write_docs
+from .reference import cut_reference, cut_reference_spans
+from .test_packing_plan import render
+
+SEP, PAD = 65535, 0
+
+
+@pytest.fixture(scope="module", params=["none", "zstd"])
+def ds(request, tmp_path_factory, docs):
+    ds = write_docs(tmp_path_factory.mktemp(request.param) / "docs", docs, compression=request.param)
+    assert ds.n_shards >= 2
+    return ds
+
+
+def test_cut_windows_are_the_reference_windows(ds, docs):
+    packed = pack_sequences(ds, seq_len=96, separator=SEP, pad_id=PAD, tail="pad", seed=11)
+    expect = np.array(cut_reference(docs, document_order(len(docs), 11), 96, SEP, PAD, "pad"))
+    assert len(packed) == len(expect)
+    rng = np.random.default_rng(0)
+    for _ in range(5):  # shuffled batches across documents, shards and blocks
+        idx = rng.permutation(len(packed))[:32]
+        assert np.array_equal(packed.get_batch(idx)["input_ids"], expect[idx])
+    assert np.array_equal(packed.get_batch(np.arange(len(packed)))["input_ids"], expect)
+    assert np.array_equal(packed[-1]["input_ids"], expect[-1])
+
+
+def test_best_fit_windows_are_those_the_index_describes(ds, docs):
+    packed = pack_sequences(ds, seq_len=128, policy="best-fit", separator=SEP, seed=2)
+    expect = np.array(render(packed.index, docs, SEP, PAD))
+    assert np.array_equal(packed.get_batch(np.arange(len(packed))[::-1])["input_ids"], expect[::-1])
+
+
+def test_position_ids_cu_seqlens_and_masks_follow_the_documents(ds, docs):
+    outputs = ("input_ids", "position_ids", "cu_seqlens", "attention_mask")
+    packed = pack_sequences(ds, seq_len=64, separator=SEP, tail="pad", outputs=outputs, dtype="int64")
+    windows, spans = cut_reference_spans(docs, document_order(len(docs), 0), 64, SEP, PAD, "pad")
+    idx = np.array([3, 0, len(packed) - 1, 7])
+    batch = packed.get_batch(idx)
+    assert batch["input_ids"].dtype == np.int64 and batch["position_ids"].dtype == np.int64
+    assert np.array_equal(batch["input_ids"], np.array(windows)[idx])
+    cu, offset = [0], 0
+    for b, w in enumerate(idx):
+        pos = np.concatenate([np.arange(s) for s in spans[w]])
+        assert np.array_equal(batch["position_ids"][b], pos)
+        seg = np.repeat(np.arange(len(spans[w])), spans[w])
+        mask = (seg[:, None] == seg[None, :]) & np.tri(64, dtype=bool)
+        assert np.array_equal(batch["attention_mask"][b], mask)
+        for s in spans[w]:
+            offset += s
+            cu.append(offset)
+    assert batch["cu_seqlens"].dtype == np.int32 and batch["cu_seqlens"].tolist() == cu
+    assert batch["max_seqlen"] == max(np.diff(cu))
+    one = packed[int(idx[0])]
+    assert one["cu_seqlens"].tolist() == np.cumsum([0] + spans[idx[0]]).tolist()
+
+
+def test_gather_writes_into_out_and_checks_it(ds):
+    packed = pack_sequences(ds, seq_len=32, outputs=("input_ids", "position_ids"))
+    out = {"input_ids": np.empty((4, 32), np.uint16), "position_ids": np.empty((4, 32), np.int64)}
+    cols = packed.gather([0, 1, 2, 3], out=out)
+    assert cols["input_ids"] is out["input_ids"]
+    assert np.array_equal(out["input_ids"], packed.get_batch([0, 1, 2, 3])["input_ids"])
+    with pytest.raises(ValueError, match="out"):
+        packed.gather([0, 1], out={"input_ids": np.empty((2, 31), np.uint16)})
+    with pytest.raises(IndexError):
+        packed.gather([len(packed)])
+
+
+def test_the_index_is_stored_once_and_reused(ds):
+    a = pack_sequences(ds, seq_len=40, seed=9)
+    stamp = (a.index_path / "order.npy").stat().st_mtime_ns
+    b = pack_sequences(ds, seq_len=40, seed=9)
+    assert b.index_path == a.index_path and (b.index_path / "order.npy").stat().st_mtime_ns == stamp
+    assert isinstance(b.index.order.base, np.memmap)  # mapped, not read
+    assert pack_sequences(ds, seq_len=40, seed=10).index_path != a.index_path
+    assert pack_sequences(ds, seq_len=41, seed=9).index_path != a.index_path
+    assert not [p for p in a.index_path.parent.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_a_damaged_index_is_rebuilt(ds, tmp_path):
+    a = pack_sequences(ds, seq_len=48, index_dir=tmp_path)
+    expect = a.get_batch(np.arange(len(a)))["input_ids"]
+    path = a.index_path / "bounds.npy"
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="damaged"):
+        b = pack_sequences(ds, seq_len=48, index_dir=tmp_path)
+    assert np.array_equal(b.get_batch(np.arange(len(b)))["input_ids"], expect)
+
+
+def test_an_index_that_does_not_match_the_documents_never_reads_past_them(ds):
+    packed = pack_sequences(ds, seq_len=48)
+    # every document 10 tokens longer than it is: the stream positions no longer match the data
+    longer = packed.index.bounds + 10 * np.arange(len(packed.index.bounds))
+    object.__setattr__(packed, "index", type(packed.index)(seq_len=48, stride=48, separator=False, tail="drop",
+                                                           order=packed.index.order, bounds=longer))
+    with pytest.raises(FormatError, match="does not match"):
+        packed.get_batch([0])
+
+
+def test_an_interrupted_build_leaves_no_index(ds, tmp_path, monkeypatch):
+    calls = []
+
+    def failing_save(f, arr, allow_pickle=False):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return original(f, arr, allow_pickle=allow_pickle)
+
+    original = np.save
+    monkeypatch.setattr(np, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        pack_sequences(ds, seq_len=20, index_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dataset_we_cannot_write_to_gets_its_index_in_the_cache(tmp_path, docs, monkeypatch):
+    ds = write_docs(tmp_path / "ro", docs[:50])
+    monkeypatch.setenv("FASTLOAD_CACHE_DIR", str(tmp_path / "cache"))
+    # tests run as root, who may write anywhere: the permission check itself answers "read-only"
+    monkeypatch.setattr("fastload.lm.index_store.os.access", lambda path, mode: False)
+    packed = pack_sequences(ds, seq_len=16)
+    assert packed.index_path.parent == tmp_path / "cache" / "packing"
+    assert not (tmp_path / "ro" / ".fastload-packing").exists()
+
+
+def test_bad_settings_are_clear_errors(ds, tmp_path):
+    with pytest.raises(SchemaError, match="no field"):
+        pack_sequences(ds, field="text", seq_len=8)
+    with pytest.raises(ValueError, match="policy"):
+        pack_sequences(ds, seq_len=8, policy="greedy")
+    with pytest.raises(ValueError, match="separator"):
+        pack_sequences(ds, seq_len=8, separator=70000)  # does not fit uint16
+    with pytest.raises(ValueError, match="outputs"):
+        pack_sequences(ds, seq_len=8, outputs=("position_ids",))
+    fixed = tmp_path / "fixed"
+    with fastload.Writer(fixed, schema="tokens:uint16[4]") as w:
+        w.write({"tokens": np.zeros(4, np.uint16)})
+    with pytest.raises(SchemaError, match="variable-length integer"):
+        pack_sequences(fastload.open(fixed), seq_len=8)
+
+
+def test_a_worker_process_reopens_it_from_its_spec(ds):
+    packed = pack_sequences(ds, seq_len=56, separator=SEP, outputs=("input_ids", "position_ids"))
+    n, (tokens, pos) = in_another_process(packed, ["input_ids", "position_ids"])
+    batch = packed.get_batch(np.arange(len(packed)))
+    assert n == len(packed)
+    assert np.array_equal(tokens, batch["input_ids"]) and np.array_equal(pos, batch["position_ids"])
+
+
+def test_torch_dataloader_reads_it_as_a_map_style_dataset(ds):
+    torch = pytest.importorskip("torch")
+    packed = pack_sequences(ds, seq_len=32, outputs=("input_ids", "position_ids"), dtype="int64")
+    loader = torch.utils.data.DataLoader(packed, batch_size=8, shuffle=False)
+    expect = packed.get_batch(np.arange(16))
+    batches = [b for _, b in zip(range(2), loader)]
+    for name in ("input_ids", "position_ids"):
+        assert np.array_equal(torch.cat([b[name] for b in batches]).numpy(), expect[name])
+
+
+def test_a_corrupt_offset_table_is_a_format_error_naming_the_shard_and_block(tmp_path, docs):
+    ds = write_docs(tmp_path / "docs", docs)
+    reader = ds.shard(1)
+    at = int(reader.block_offset[2] + reader.col_offsets64[2, 0]) + 4 * 3  # block 2's 4th offset
+    path = tmp_path / "docs" / ds.manifest.shard_names[1]
+    raw = bytearray(path.read_bytes())
+    raw[at:at + 4] = (0xFFFFFF).to_bytes(4, "little")  # far past the block
+    path.write_bytes(bytes(raw))
+    with pytest.raises(FormatError, match=rf"{ds.manifest.shard_names[1]} block 2"):
+        pack_sequences(fastload.open(tmp_path / "docs"), seq_len=32, index_dir=tmp_path / "index")
