@@ -41,3 +41,8 @@ class SkippedRowsError(FastloadError, ValueError):
 
 class SkippedRowsWarning(UserWarning):
     """A pack skipped more than 1% of its rows (without a ``max_skipped`` limit of its own)."""
+
+
+class FilterError(FastloadError, ValueError):
+    """A pack filter is invalid (the message points at the column of the expression), or a
+    filter function returned something other than one boolean per record."""
