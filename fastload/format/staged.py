@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _native
-from .columns import VarColumn
+from .varcolumn import NullableColumn, VarColumn
 
 
 def visit_order(shards: np.ndarray, held) -> list[int]:
@@ -37,10 +37,14 @@ def gather_by_shard(ds, idx: np.ndarray, fields, out: dict | None) -> dict:
     names = list(fields) if fields is not None else ds.schema.names
     fixed: dict[str, np.ndarray] = {}
     pieces: dict[str, list[tuple[np.ndarray, VarColumn]]] = {}
+    valid: dict[str, np.ndarray] = {}  # fields with nulls: their validity, in batch order
     for s in visit_order(np.unique(shard_of), ds.mapped_shards()):
         rows = np.flatnonzero(shard_of == s)
         ds.hold_only(s)
         for name, col in ds._gather(idx[rows], names, None).items():
+            if isinstance(col, NullableColumn):  # values already zeroed at nulls
+                valid.setdefault(name, np.zeros(n, dtype=bool))[rows] = col.valid
+                col = col.values
             if isinstance(col, VarColumn):
                 pieces.setdefault(name, []).append((rows, col))
             else:
@@ -49,7 +53,8 @@ def gather_by_shard(ds, idx: np.ndarray, fields, out: dict | None) -> dict:
                     if fixed[name] is None:
                         fixed[name] = np.empty((n, *col.shape[1:]), dtype=col.dtype)
                 fixed[name][rows] = col
-    return {name: fixed[name] if name in fixed else merge_var(n, pieces[name]) for name in names}
+    cols = {name: fixed[name] if name in fixed else merge_var(n, pieces[name]) for name in names}
+    return {name: NullableColumn(col, valid[name]) if name in valid else col for name, col in cols.items()}
 
 
 def merge_var(n: int, pieces: list[tuple[np.ndarray, VarColumn]]) -> VarColumn:
