@@ -27,6 +27,10 @@ class StorageError(FastloadError, OSError):
     """Storage cannot be reached or read after retries."""
 
 
+class ConfigError(FastloadError, ValueError):
+    """fastload's config file cannot be read or holds settings it does not know."""
+
+
 class OutputExistsError(FastloadError, FileExistsError):
     """A pack output directory is not empty and overwrite was not asked for."""
 
