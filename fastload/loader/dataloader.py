@@ -279,10 +279,13 @@ class DataLoader(TorchDataLoader):
             batches_out = to_device_stream(batches_out, self.device)
         elif self.pin_memory:
             batches_out = _pinned(batches_out)
+        cursor = self._cursor
+        if own:  # plan.samples_after(k) for every k < total, without its checks on each batch
+            first, step = plan.samples_after(0), plan.global_batch
         try:
             for k, batch in enumerate(batches_out, 1):
                 if own:
-                    self._cursor.advance(plan.samples_after(k)) if k < total else self._cursor.finish()
+                    cursor.advance(first + k * step) if k < total else cursor.finish()
                 else:
                     self._injected.delivered()
                 yield batch

@@ -289,7 +289,10 @@ class BatchProducer:
             st.held = None
 
     def _indices(self, indices: Any, k: int) -> np.ndarray:
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if type(indices) is np.ndarray and indices.dtype == np.int64 and indices.ndim == 1:
+            idx = indices  # a plan's batch, as it comes
+        else:
+            idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if len(idx) > self.config.layout.batch_size:
             raise ValueError(f"batch {k} holds {len(idx)} records; the slots hold "
                              f"batch_size={self.config.layout.batch_size}")
