@@ -103,6 +103,22 @@ def _parser() -> argparse.ArgumentParser:
                     "temporary directory)")
     pk.add_argument("--staging-limit", default="2GB", help="at most this many bytes of finished shards wait "
                     "there (default 2GB)")
+    cl = pk.add_argument_group("cleaning (see docs/cleaning.md)")
+    cl.add_argument("--dedup", nargs="?", const=True, metavar="FIELD[,FIELD...]",
+                    help="drop records whose content (these fields; alone, after the paths, or --dedup='*': "
+                         "the whole record) was seen before; the first in source order is kept")
+    cl.add_argument("--normalize", metavar="nfc,case,whitespace",
+                    help="normalise text for --dedup's hash only: Unicode NFC, lowercase, white-space runs ('all')")
+    cl.add_argument("--dedup-memory", metavar="SIZE",
+                    help="memory for the dedup table (default 1GiB; 32-64 bytes per distinct record), "
+                         "beyond which it is a file in OUT (a remote OUT: in --staging-dir)")
+    cl.add_argument("--filter", action="append", metavar="EXPR",
+                    help="keep records for which EXPR holds, e.g. \"len(text) >= 200 and lang in ['en', 'fr']\" "
+                         "(repeatable: all must hold)")
+    cl.add_argument("--drop-invalid", nargs="?", const=True, metavar="RULES",
+                    help="drop records with unusable values instead of failing: image (does not decode), utf8, "
+                         "empty (text), nan (NaN/inf); all when given alone, after the paths")
+    pk.add_argument("--json", action="store_true", help="print the report as JSON")
     pk.set_defaults(run=_pack)
 
     inf = sub.add_parser("info", help="schema, records, shards, bytes, compression, version")
@@ -154,8 +170,10 @@ def _pack(args) -> int:
                       jpeg_quality=args.jpeg_quality, image_format=args.image_format,
                       delimiter=args.delimiter, max_skipped=args.max_skipped,
                       storage_options=args.storage_options, timeout=args.timeout, retries=args.retries,
-                      uploads=args.uploads, staging_dir=args.staging_dir, staging_limit=args.staging_limit)
-    print(report)
+                      uploads=args.uploads, staging_dir=args.staging_dir, staging_limit=args.staging_limit,
+                      dedup=True if args.dedup == "*" else args.dedup, normalize=args.normalize,
+                      dedup_memory=args.dedup_memory, filter=args.filter, drop_invalid=args.drop_invalid)
+    print(json.dumps(report.to_json(), indent=1) if args.json else report)
     return 0
 
 
@@ -171,7 +189,7 @@ def _info(args) -> int:
     info = {
         "url": args.url, "format_version": m.version, "records": m.n_records, "shards": m.n_shards,
         "bytes": m.n_bytes, "settings": m.settings, "schema": {f.name: f.spec for f in ds.schema},
-        "metadata_keys": sorted(m.metadata),
+        "metadata_keys": sorted(m.metadata), "cleaning": m.metadata.get("cleaning"),
     }
     if args.json:
         print(json.dumps(info, indent=1))
@@ -189,7 +207,27 @@ def _info(args) -> int:
         print(f"  {f.name:<{width}}  {f.spec}")
     if m.metadata:
         print("metadata     " + ", ".join(sorted(m.metadata)))
+    if isinstance(m.metadata.get("cleaning"), dict):
+        _print_cleaning(m.metadata["cleaning"], m.n_records)
     return 0
+
+
+def _print_cleaning(cleaning: dict, records: int) -> None:
+    """How the dataset was cleaned when packed: the settings, then what each rule dropped."""
+    from .pack.clean.report import CleanTally
+
+    settings = cleaning.get("settings", {})
+    dedup = settings.get("dedup")
+    if dedup:
+        on = "the whole record" if dedup.get("fields") == "record" else ", ".join(dedup.get("fields", []))
+        norm = f", text normalised: {', '.join(dedup['normalize'])}" if dedup.get("normalize") else ""
+        print(f"dedup        on {on} ({dedup.get('hash')}{norm})")
+    for text in settings.get("filters", []):
+        print(f"filter       {text}")
+    if settings.get("drop_invalid"):
+        print(f"drop-invalid {', '.join(settings['drop_invalid'])}")
+    for line in CleanTally.from_json(cleaning.get("dropped", [])).lines(records):
+        print(line)
 
 
 def _verify(args) -> int:

@@ -27,6 +27,10 @@ class StorageError(FastloadError, OSError):
     """Storage cannot be reached or read after retries."""
 
 
+class ConfigError(FastloadError, ValueError):
+    """fastload's config file cannot be read or holds settings it does not know."""
+
+
 class OutputExistsError(FastloadError, FileExistsError):
     """A pack output directory is not empty and overwrite was not asked for."""
 
@@ -41,3 +45,8 @@ class SkippedRowsError(FastloadError, ValueError):
 
 class SkippedRowsWarning(UserWarning):
     """A pack skipped more than 1% of its rows (without a ``max_skipped`` limit of its own)."""
+
+
+class FilterError(FastloadError, ValueError):
+    """A pack filter is invalid (the message points at the column of the expression), or a
+    filter function returned something other than one boolean per record."""

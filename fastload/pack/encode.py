@@ -7,9 +7,10 @@ them (unreadable file, invalid line) or they failed to fit the schema.
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -17,6 +18,10 @@ from ..errors import SourceError
 from ..format.block import BlockBuilder, EncodedBlock, SpilledBlock
 from ..format.columns import convert_columns, filter_rows
 from ..format.schema import Schema
+from .clean import stage
+from .clean.options import CleanPlan
+from .clean.report import CleanTally
+from .clean.rows import Places, take_rows
 from .image_options import ImageOptions
 from .sources.base import BadRow, Chunk, Source
 
@@ -37,6 +42,12 @@ class EncodeJob:
     on_error: str
     spill: str | None = None  # a pack worker writes the encoded blocks here (see encode_segment)
     image_options: ImageOptions | None = None  # re-encode image fields (pack --max-side/--image-format)
+    clean: CleanPlan | None = None  # drop invalid, filtered and duplicate records (pack --dedup ...)
+    # set by pack.clean.ordered: the rows of the segment as clean_segment left them, and whether
+    # each one's hash is a first occurrence (decided in the writing process, in segment order)
+    pieces: str | None = None
+    first: np.ndarray | None = None
+    replay: bool = False  # only count what cleaning drops (a resumed pack's finished segments)
 
 
 @dataclass
@@ -47,6 +58,19 @@ class SegmentResult:
     skipped: int = 0
     skip_examples: list[str] = field(default_factory=list)
     in_bytes: int | None = None
+    clean: CleanTally = field(default_factory=CleanTally)  # what cleaning dropped
+    hashes: np.ndarray | None = None  # clean_segment: the dedup hash of each row left, in order
+
+
+@dataclass
+class Piece:
+    """Converted rows of one chunk after the chunk-local cleaning, before the dedup decision."""
+
+    conv: Any
+    n: int
+    places: Places
+    keep: np.ndarray | None = None  # the rows that passed validation and filters (None: all)
+    hashes: np.ndarray | None = None  # dedup: the hash of each kept row
 
 
 def encode_segment(job: EncodeJob) -> SegmentResult:
@@ -87,26 +111,97 @@ def _write_spill(path: str, blocks: Iterator[EncodedBlock]) -> list[SpilledBlock
     return spilled
 
 
-def stream_segment(job: EncodeJob) -> SegmentResult:
+def stream_segment(job: EncodeJob, decide: Callable[[np.ndarray], np.ndarray] | None = None) -> SegmentResult:
     """Like :func:`encode_segment`, but ``blocks`` is an iterator that encodes blocks as it is read.
 
     For the writing process itself: a segment can be a whole generator or record stream, which
     is then written as it is read instead of being held in memory. The counts in the result are
-    complete once ``blocks`` is exhausted.
+    complete once ``blocks`` is exhausted. ``decide`` (dedup) answers, for a batch of hashes in
+    source order, which ones occur for the first time (``SeenHashes.first``).
     """
     result = SegmentResult(job.index, [], in_bytes=job.source.segment_bytes(job.segment))
-    result.blocks = _encode_blocks(job, result)
+    result.blocks = _encode_blocks(job, result, decide)
     return result
 
 
-def _encode_blocks(job: EncodeJob, result: SegmentResult) -> Iterator[EncodedBlock]:
+def _encode_blocks(job: EncodeJob, result: SegmentResult,
+                   decide: Callable[[np.ndarray], np.ndarray] | None) -> Iterator[EncodedBlock]:
     builder = BlockBuilder(job.schema, job.block_size, job.codec, job.level)
+    done = 0  # rows of job.first answered so far
+    for piece in (read_pieces(job.pieces) if job.pieces is not None else cleaned_pieces(job, result)):
+        conv, n, keep = piece.conv, piece.n, piece.keep
+        if piece.hashes is not None:
+            if job.first is not None:
+                first = job.first[done : done + len(piece.hashes)]
+                done += len(piece.hashes)
+            else:
+                first = decide(piece.hashes)
+            keep = stage.drop_duplicates(job.clean, conv, n, piece.places, keep, first, result.clean)
+        if keep is not None and not keep.all():
+            conv, n = take_rows(conv, keep), int(keep.sum())
+        result.rows += n
+        if not job.replay:
+            yield from builder.add(conv, n)
+    if not job.replay:
+        yield from builder.flush()
+
+
+def cleaned_pieces(job: EncodeJob, result: SegmentResult) -> Iterator[Piece]:
+    """The segment's rows, converted, with the chunk-local cleaning decided (and dedup hashes)."""
+    plan = job.clean
+    for conv, n, places in _converted(job, result):
+        if plan is None:
+            yield Piece(conv, n, places)
+            continue
+        keep = stage.after_conversion(plan, conv, n, places, result.clean)
+        hashes = stage.hashes_of(plan, conv, n)[keep] if plan.dedup is not None else None
+        yield Piece(conv, n, places, keep, hashes)
+
+
+def read_pieces(path: str) -> Iterator[Piece]:
+    """The pieces :func:`clean_segment` wrote to ``path``, in order."""
+    with open(path, "rb") as f:
+        while True:
+            try:
+                yield pickle.load(f)
+            except EOFError:
+                return
+
+
+def clean_segment(job: EncodeJob) -> SegmentResult:
+    """The first half of a deduplicating pack worker's job: clean the segment's rows and write
+    them to ``job.spill`` (hashes in the result), for :func:`encode_segment` to cut into blocks
+    once the writing process has decided which rows are first occurrences."""
+    result = SegmentResult(job.index, [], in_bytes=job.source.segment_bytes(job.segment))
+    hashes = []
+    try:
+        with open(job.spill, "xb") as f:
+            for piece in cleaned_pieces(job, result):
+                pickle.dump(piece, f, protocol=pickle.HIGHEST_PROTOCOL)
+                hashes.append(piece.hashes)
+    except BaseException:
+        Path(job.spill).unlink(missing_ok=True)
+        raise
+    result.hashes = np.concatenate(hashes) if hashes else np.zeros((0, 2), np.uint64)
+    return result
+
+
+def _converted(job: EncodeJob, result: SegmentResult) -> Iterator[tuple[Any, int, Places]]:
+    """Each chunk's good rows, converted, with where they came from (bad rows skipped or raised;
+    the rows cleaning's ``image``/``utf8`` rules reject, counted and dropped before conversion)."""
     for item in job.source.read(job.segment):
         if isinstance(item, BadRow):
             _skip_or_raise(job, result, item.where(), item.reason)
             continue
         n = len(item)
+        places = Places.of_chunk(item)
         columns, unexpected = _align_to_schema(job.schema, item)
+        if job.clean is not None and job.clean.rules_before:
+            kept = len(places.rows)
+            columns, n, places = stage.before_conversion(job.clean, columns, n, places, result.clean)
+            if n < kept and unexpected:  # renumber those rows among the ones left
+                position = {int(r): i for i, r in enumerate(places.rows)}
+                unexpected = {position[r]: why for r, why in unexpected.items() if r in position}
         bad_images: dict[int, str] = {}
         if job.image_options is not None:
             columns, bad_images = job.image_options.apply(job.schema, columns, n)
@@ -114,15 +209,15 @@ def _encode_blocks(job: EncodeJob, result: SegmentResult) -> Iterator[EncodedBlo
         bad = {**bad, **bad_images, **unexpected}
         if bad:
             for row in sorted(bad):
-                _skip_or_raise(job, result, item.where(row), bad[row])
+                _skip_or_raise(job, result, places.where(row), bad[row])
             keep = np.ones(n, dtype=bool)
             keep[sorted(bad)] = False
             columns = filter_rows(columns, keep)
+            places = places.kept(keep)
             n = int(keep.sum())
             conv, _ = convert_columns(job.schema, columns, n)
-        result.rows += n
-        yield from builder.add(conv, n)
-    yield from builder.flush()
+        if n:
+            yield conv, n, places
 
 
 def _align_to_schema(schema: Schema, chunk: Chunk) -> tuple[dict[str, Any], dict[int, str]]:

@@ -6,7 +6,8 @@ from typing import Any, Callable
 
 
 # pack() options that only the single-machine driver has, with their defaults
-_DRIVER_ONLY = {"workers": 1, "max_side": None, "image_format": "keep", "delimiter": None, "max_skipped": None}
+_DRIVER_ONLY = {"workers": 1, "max_side": None, "image_format": "keep", "delimiter": None, "max_skipped": None,
+                "dedup": None, "normalize": None, "filter": None, "drop_invalid": None, "dedup_memory": None}
 
 
 def distributed_pack(source: Any, **driver_options: Any) -> Callable[..., Any] | None:
@@ -28,10 +29,15 @@ def distributed_pack(source: Any, **driver_options: Any) -> Callable[..., Any] |
 
 
 def _check(options: dict[str, Any], what: str, why: str) -> None:
-    given = sorted(k for k, v in options.items() if v != _DRIVER_ONLY.get(k, v))
+    given = sorted(k for k, v in options.items() if k in _DRIVER_ONLY and _differs(v, _DRIVER_ONLY[k]))
     if given:
         raise ValueError(f"{', '.join(given)} apply to a single-machine pack, not to {what} ({why}); "
                          "leave them out")
+
+
+def _differs(value: Any, default: Any) -> bool:
+    # by type first: a filter may be a pyarrow Expression, whose == builds an expression, not a bool
+    return value is not default and (type(value) is not type(default) or value != default)
 
 
 def _is_dask_frame(obj: Any) -> bool:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .._sizes import format_size
+from .clean.report import CleanTally
 
 SKIPPED_WARNING_SHARE = 0.01  # past this share of skipped rows, a pack warns (without max_skipped)
 
@@ -25,6 +27,8 @@ class PackReport:
     resumed_shards: int = 0
     compression: str = "none"  # the codec of the blocks: the ratio is shown only when compressing
     warning: str = ""  # set when more than SKIPPED_WARNING_SHARE of the rows were skipped
+    cleaning: CleanTally | None = None  # what --dedup/--filter/--drop-invalid dropped, per rule
+    dedup_table: dict[str, Any] | None = None  # the seen set at the end: distinct, bytes, spilled
     # distributed packs: seconds summed over tasks, per stage (read_s, encode_s, upload_s, wait_s)
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -54,9 +58,23 @@ class PackReport:
             f"{self.mb_per_s_in:.1f} MB/s in, {self.mb_per_s_out:.1f} MB/s out, "
             f"{self.records / self.seconds if self.seconds else 0:,.0f} records/s",
         ]
+        if self.cleaning is not None:
+            lines += self.cleaning.lines(self.records)
+        if self.dedup_table is not None:
+            t = self.dedup_table
+            lines.append(f"  (dedup table: {t['distinct']:,} distinct records, {format_size(t['bytes'])} "
+                         + ("in a file: more than --dedup-memory)" if t["spilled"] else "in memory)"))
         if self.warning:
             lines.append(f"WARNING  {self.warning}")
         if self.skip_examples:
             lines.append("skipped rows (first ones):")
             lines += [f"  {e}" for e in self.skip_examples]
         return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON-able values (``fastload pack --json``)."""
+        out = {name: getattr(self, name) for name in (
+            "out", "source", "records", "shards", "bytes_in", "bytes_out", "raw_bytes", "seconds", "workers",
+            "skipped", "skip_examples", "resumed_shards", "compression", "warning", "dedup_table", "stage_seconds")}
+        out["cleaning"] = self.cleaning.to_json() if self.cleaning is not None else None
+        return out

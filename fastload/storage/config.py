@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .._sizes import parse_size
+from ..errors import ConfigError
 
 ENV_DIR = "FASTLOAD_CACHE_DIR"
 ENV_LIMIT = "FASTLOAD_CACHE_LIMIT"
@@ -85,15 +86,20 @@ def _read_config_file(env: Mapping[str, str]) -> dict:
     explicit = env.get(ENV_CONFIG)
     path = Path(explicit) if explicit else Path.home() / ".config" / "fastload" / "config.toml"
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         if explicit:
             raise FileNotFoundError(f"{ENV_CONFIG}={explicit} names a config file that does not exist") from None
         return {}
+    except (OSError, UnicodeDecodeError) as exc:  # unreadable, a directory, not UTF-8
+        raise ConfigError(f"cannot read the config file {path}: {exc}; fix or remove it, or set "
+                          f"{ENV_CONFIG} to another file") from None
     try:
         table = tomllib.loads(text).get("cache", {})
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"config file {path} is not valid TOML ({exc})") from None
+        raise ConfigError(f"config file {path} is not valid TOML ({exc})") from None
     if not isinstance(table, dict) or set(table) - {"dir", "limit"}:
-        raise ValueError(f"config file {path}: [cache] takes only 'dir' and 'limit', got {sorted(table)}")
+        raise ConfigError(f"config file {path}: [cache] takes only 'dir' and 'limit', got {sorted(table)}")
+    if "dir" in table and not (isinstance(table["dir"], str) and table["dir"]):
+        raise ConfigError(f"config file {path}: [cache] dir must be a non-empty string, got {table['dir']!r}")
     return table

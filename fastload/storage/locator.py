@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import StorageError
 from ..format.codec import checksum
 from ..format.manifest import Manifest
-from ..format.spec import MANIFEST_NAME
+from ..format.spec import MANIFEST_NAME, MAX_MANIFEST_BYTES
 from .cache import NOT_WRITABLE, DatasetCache, not_writable
 from .node import NodeCache
 from .config import CacheConfig, PrefetchWindow
@@ -44,7 +44,7 @@ class RemoteShards:
         self._usage = (-1.0, 0)  # (when, bytes): the directory scan is reused for a second
 
     def open(self) -> Manifest:
-        data = self.remote.read(MANIFEST_NAME)
+        data = self.remote.read_bounded(MANIFEST_NAME, MAX_MANIFEST_BYTES)
         found = f"{checksum(data):016x}"
         if self.manifest_checksum is not None and found != self.manifest_checksum:
             # a worker must read exactly the dataset its loader planned batches for

@@ -130,6 +130,28 @@ class Remote:
 
         return self.retry(attempt, url, cancel=cancel)
 
+    def read_bounded(self, name: str, limit: int) -> bytes:
+        """All of file ``name`` when it holds at most ``limit`` bytes; otherwise its first ``limit + 1``
+        bytes, which tell the caller it is too large without a download of whatever a server sends.
+
+        The size comes from the server (HEAD); a server that does not say gets a ranged request.
+        """
+        url = self.url_of(name)
+
+        def attempt() -> bytes:
+            try:
+                size = self.call("size", url)
+            except FileNotFoundError:  # fsspec's HTTP info also says this of a server it cannot reach:
+                size = None            # the read below tells a missing file from a failing server
+            if size is not None and size <= limit:
+                data = self._cat(url, None, None)
+                if len(data) != size:
+                    raise _ShortRead(f"the server announced {size} bytes and sent {len(data)}")
+                return data
+            return self._cat(url, 0, limit + 1)[: limit + 1]
+
+        return self.retry(attempt, url)
+
     def retry(self, fn: Callable[[], bytes], url: str, *, cancel: threading.Event | None = None,
               verb: str = "read"):
         """Run ``fn`` until it succeeds, up to the policy's attempts; then a StorageError naming ``url``

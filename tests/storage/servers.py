@@ -67,6 +67,37 @@ class StaticServer:
         self._loop.close()
 
 
+class CountingServer:
+    """Files under ``root`` with HEAD and single Range requests, counting the body bytes it sends
+    (aiohttp's static handler does not say how much of a file went out)."""
+
+    def __init__(self, root: Path):
+        self.sent = 0
+
+        async def serve(request: web.Request) -> web.Response:
+            path = Path(root) / request.match_info["path"]
+            if not path.is_file():
+                raise web.HTTPNotFound()
+            data = path.read_bytes()
+            if request.method == "HEAD":
+                return web.Response(body=data)  # aiohttp sends the length and drops the body
+            rng = request.http_range
+            if rng.start is None and rng.stop is None:
+                body, status = data, 200
+            else:
+                body, status = data[rng], 206
+            self.sent += len(body)
+            return web.Response(body=body, status=status)
+
+        app = web.Application()
+        app.router.add_get("/{path:.+}", serve)
+        self._loop = _LoopThread(app)
+        self.url = f"http://127.0.0.1:{self._loop.port}"
+
+    def close(self) -> None:
+        self._loop.close()
+
+
 class FaultyServer:
     """Serves ``root`` with Range, failing requests in a fixed cycle: 503, a truncated body, a reset.
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from fastload.errors import ConfigError, FastloadError
 from fastload.storage.config import CacheConfig
 
 
@@ -37,3 +38,21 @@ def test_bad_values_are_named(tmp_path):
     with pytest.raises(ValueError, match="only 'dir' and 'limit'"):
         CacheConfig.resolve(environ={"FASTLOAD_CONFIG": str(bad)})
     assert isinstance(CacheConfig(cache_dir="~/x").cache_dir, Path)
+
+
+def test_an_unreadable_config_file_is_a_config_error_naming_it(tmp_path):
+    """A directory where the file should be, bytes that are not UTF-8, invalid TOML, a dir that is
+    not a string: each a ConfigError (a FastloadError) naming the file, never a bare OSError."""
+    folder = tmp_path / "config-folder.toml"
+    folder.mkdir()
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes('[cache]\ndir = "/données"\n'.encode("latin-1"))
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[cache\n")
+    number = tmp_path / "number.toml"
+    number.write_text("[cache]\ndir = 3\n")
+    for path, reason in [(folder, "cannot read"), (latin1, "cannot read"), (broken, "not valid TOML"),
+                         (number, "non-empty string")]:
+        with pytest.raises(ConfigError, match=reason) as info:
+            CacheConfig.resolve(environ={"FASTLOAD_CONFIG": str(path)})
+        assert str(path) in str(info.value) and isinstance(info.value, FastloadError)

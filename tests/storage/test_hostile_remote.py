@@ -24,7 +24,7 @@ from fastload.storage.cache import cache_file_name
 from tests.format.crafting import write_manifest
 
 from .conftest import write_dataset
-from .servers import FaultyServer, StaticServer
+from .servers import CountingServer, FaultyServer, StaticServer
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -220,3 +220,24 @@ def test_a_stalled_server_fails_the_loader_about_as_fast_as_get_batch(tmp_path, 
     # at worst a worker waits out a download that started just before the stall, then tries itself;
     # then the loader gives its workers STOP_S (2 s) to stop. Before: max(10 x timeout, 60 s)
     assert stalled < 2 * alone + 3.0, (stalled, alone)
+
+
+def test_an_oversized_remote_manifest_is_refused_without_downloading_it(tmp_path, monkeypatch):
+    """A server offering a manifest past the documented maximum: FormatError, and no more than the
+    maximum plus one byte is fetched (the limit is lowered to 1 MB here; the real one is 1 GiB)."""
+    limit = 1 << 20
+    monkeypatch.setattr("fastload.storage.locator.MAX_MANIFEST_BYTES", limit)
+    monkeypatch.setattr("fastload.format.manifest.MAX_MANIFEST_BYTES", limit)
+    write_dataset(tmp_path / "served" / "ds", n=100)
+    body = json.loads((tmp_path / "served" / "ds" / "manifest.json").read_bytes())
+    write_manifest(tmp_path / "served" / "ds", body, text=lambda out: out + " " * (8 * limit))
+    srv = CountingServer(tmp_path / "served")
+    try:
+        with pytest.raises(FormatError, match="more than"):
+            fastload.open(f"{srv.url}/ds", cache_dir=tmp_path / "cache", timeout=5, retries=1)
+        assert srv.sent <= limit + 1
+        # a manifest within the limit is read whole through the same path
+        write_manifest(tmp_path / "served" / "ds", body)
+        assert len(fastload.open(f"{srv.url}/ds", cache_dir=tmp_path / "cache", timeout=5, retries=1)) == 100
+    finally:
+        srv.close()
