@@ -9,6 +9,9 @@ FLAGS = ["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 setup(
     ext_modules=[
         Extension("fastload._native", sources=["csrc/fastload_native.c"], extra_compile_args=FLAGS),
+        # xxHash's own XXH3-128 (vendored header) over many rows: pack's dedup hashes
+        Extension("fastload._row_hash", sources=["csrc/row_hash.c"],
+                  depends=["csrc/third_party/xxhash/xxhash.h"], extra_compile_args=FLAGS),
         # no JPEG headers or library at build time: libjpeg-turbo is opened at run time (dlopen)
         Extension("fastload._jpeg", sources=["csrc/jpeg_window.c"], depends=["csrc/libjpeg62_abi.h"],
                   extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],

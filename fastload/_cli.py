@@ -76,7 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     pk.add_argument("source", help="input file, directory or glob (quote globs: 'data/*.parquet'), or a URL: "
                     "s3://bucket/raw/*.parquet, gs://..., https://... (any fsspec URL)")
     pk.add_argument("out", help="output directory or URL (s3://bucket/ds; must be empty unless --overwrite)")
-    pk.add_argument("--schema", help="type overrides, e.g. 'tokens:uint16[2049],label:int32'")
+    pk.add_argument("--schema", help="type overrides, e.g. 'tokens:uint16[2049],label:int32'; quote names "
+                    """with spaces or punctuation: '"Body Mass (g)":float32'""")
+    pk.add_argument("--rename", action="append", metavar="OLD=NEW",
+                    help="store column OLD as NEW (repeatable; quote names holding '=': '\"a=b\"=ab')")
     pk.add_argument("--shard-size", default="256MB", help="target shard size (default 256MB)")
     pk.add_argument("--block-size", default="1MB", help="target raw block size (default 1MB)")
     pk.add_argument("--compression", choices=["none", "zstd"], default="none")
@@ -171,8 +174,9 @@ def _pack(args) -> int:
                       delimiter=args.delimiter, max_skipped=args.max_skipped,
                       storage_options=args.storage_options, timeout=args.timeout, retries=args.retries,
                       uploads=args.uploads, staging_dir=args.staging_dir, staging_limit=args.staging_limit,
-                      dedup=True if args.dedup == "*" else args.dedup, normalize=args.normalize,
-                      dedup_memory=args.dedup_memory, filter=args.filter, drop_invalid=args.drop_invalid)
+                      rename=args.rename, dedup=True if args.dedup == "*" else args.dedup,
+                      normalize=args.normalize, dedup_memory=args.dedup_memory, filter=args.filter,
+                      drop_invalid=args.drop_invalid)
     print(json.dumps(report.to_json(), indent=1) if args.json else report)
     return 0
 
@@ -204,7 +208,7 @@ def _info(args) -> int:
     print("schema")
     width = max(len(f.name) for f in ds.schema)
     for f in ds.schema:
-        print(f"  {f.name:<{width}}  {f.spec}")
+        print(f"  {f.name:<{width}}  {f.spec}{'  (has nulls)' if f.nullable else ''}")
     if m.metadata:
         print("metadata     " + ", ".join(sorted(m.metadata)))
     if isinstance(m.metadata.get("cleaning"), dict):

@@ -66,7 +66,7 @@ def test_info(packed):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert f"records      {N:,}" in out
-    assert "format       fastload v1" in out
+    assert "format       fastload v2" in out
     assert "compression  zstd (level 3)" in out
     assert "tokens  uint16[8]" in out and "id      int64" in out and "text    str" in out
 

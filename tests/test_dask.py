@@ -144,3 +144,6 @@ def test_a_local_pack_clears_what_a_killed_distributed_pack_left(tmp_path, frame
 def test_driver_only_options_are_refused_for_a_collection(tmp_path, frame):
     with pytest.raises(ValueError, match="workers apply to a single-machine pack, not to a Dask collection"):
         fastload.pack(dd.from_pandas(frame, npartitions=2), tmp_path / "x", workers=4)
+    # names would silently stay as they are: refused, like every option the driver alone applies
+    with pytest.raises(ValueError, match="rename apply to a single-machine pack, not to a Dask collection"):
+        fastload.pack(dd.from_pandas(frame, npartitions=2), tmp_path / "y", rename={"a": "b"})

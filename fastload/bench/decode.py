@@ -16,6 +16,7 @@ import numpy as np
 from ..format.codec import checksum, decompress
 from ..format.dataset import Dataset, decode_var
 from ..format.spec import CODEC_NONE
+from ..format.varcolumn import NullableColumn
 
 IMAGES_MAX = 64  # images decoded per repeat: at ~2-10 ms each, a repeat stays under a second
 
@@ -105,6 +106,8 @@ def fields(ds: Dataset, repeats: int, sample: int = 1024, seed: int = 0) -> dict
         rec: dict[str, Any] = {"kind": f.kind, "spec": f.spec}
         cols = ds.gather(idx, [f.name])
         col = cols[f.name]
+        if isinstance(col, NullableColumn):  # a field with nulls: measure its values
+            col = col.values
         nbytes = col.nbytes if f.is_fixed else int(col.data.size + 4 * len(idx))
         rec["bytes_per_record"] = nbytes / len(idx)
         rec["gather_samples_s"] = _median_rate(lambda: _gather_count(ds, idx, f.name), repeats)

@@ -2,8 +2,10 @@
 
 Raw block layout (see docs/format.md): for each field in schema order, 8-byte aligned, either a
 fixed column (``n * itemsize`` bytes) or a variable column (``n+1`` uint32 offsets followed by the
-payload bytes). The column start offsets go to the shard's index, not into the block, so a reader
-can gather a field from many blocks without touching anything but the rows it wants.
+payload bytes), then, only if the field has a null in this block, its validity bitmap (8-byte
+aligned, ``ceil(n/8)`` bytes, bit ``i`` = record ``i`` holds a value). The column and bitmap start
+offsets go to the shard's index, not into the block, so a reader can gather a field from many
+blocks without touching anything but the rows it wants.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import numpy as np
 
 from ..errors import SchemaError
 from .codec import checksum, compress
-from .columns import Converted, VarColumn, row_bytes, slice_converted
+from .columns import Converted, VarColumn, row_bytes, slice_converted, validity
 from .schema import Schema
-from .spec import COLUMN_ALIGN, MAX_BLOCK_RAW, VAR_OFFSET_DTYPE, align_up
+from .spec import COLUMN_ALIGN, MAX_BLOCK_RAW, NO_BITMAP, VAR_OFFSET_DTYPE, align_up
 
 
 @dataclass
@@ -28,7 +30,7 @@ class EncodedBlock:
     n_records: int
     codec: int
     checksum: int
-    col_offsets: np.ndarray  # uint32 per field: column start within the raw bytes
+    col_offsets: np.ndarray  # uint32, 2 per field: column starts, then bitmap starts (NO_BITMAP: none)
 
     @property
     def stored_size(self) -> int:
@@ -47,12 +49,15 @@ class SpilledBlock:
     n_records: int
     codec: int
     checksum: int
-    col_offsets: np.ndarray
+    col_offsets: np.ndarray  # as in EncodedBlock
 
 
 def layout(schema: Schema, conv: Converted, n: int) -> tuple[np.ndarray, int]:
-    """Column start offsets within the raw block, and the raw size."""
-    offsets = np.zeros(len(schema), dtype=np.uint32)
+    """Column and bitmap start offsets within the raw block (``2 * n_fields`` uint32: the column
+    starts, then the bitmap starts or NO_BITMAP), and the raw size."""
+    k = len(schema)
+    offsets = np.full(2 * k, NO_BITMAP, dtype=np.uint32)
+    masks = validity(conv)
     pos = 0
     for j, f in enumerate(schema):
         pos = align_up(pos, COLUMN_ALIGN)
@@ -62,6 +67,10 @@ def layout(schema: Schema, conv: Converted, n: int) -> tuple[np.ndarray, int]:
         else:
             col: VarColumn = conv[f.name]
             pos += (n + 1) * VAR_OFFSET_DTYPE.itemsize + int(col.offsets[-1])
+        if f.name in masks:
+            pos = align_up(pos, COLUMN_ALIGN)
+            offsets[k + j] = pos
+            pos += bitmap_bytes(n)
         if pos > MAX_BLOCK_RAW:
             raise SchemaError(
                 f"a block would exceed 4 GiB at field {f.name!r}; a single record this large is not supported"
@@ -69,11 +78,15 @@ def layout(schema: Schema, conv: Converted, n: int) -> tuple[np.ndarray, int]:
     return offsets, pos
 
 
+def bitmap_bytes(n: int) -> int:
+    return (n + 7) // 8
+
+
 def encode_block(schema: Schema, conv: Converted, n: int, codec: int, level: int) -> EncodedBlock:
     """Write ``n`` converted rows into one block's raw bytes, then compress and checksum them."""
     col_offsets, raw_size = layout(schema, conv, n)
     fields = list(schema)
-    if len(fields) == 1 and fields[0].is_fixed:
+    if len(fields) == 1 and fields[0].is_fixed and not validity(conv):
         # One fixed column (token arrays): the raw block is that column's bytes, used as they are,
         # not copied (the copy plus np.zeros were most of encode_block's 0.15 s on 205 MB).
         raw = np.ascontiguousarray(conv[fields[0].name]).view(np.uint8).reshape(-1)
@@ -94,6 +107,8 @@ def _fill_raw(schema: Schema, conv: Converted, n: int, col_offsets: np.ndarray, 
     """The raw block bytes: each column copied once; only the alignment gaps are zeroed (a whole
     ``np.zeros`` first wrote every byte twice)."""
     raw = np.empty(raw_size, dtype=np.uint8)
+    masks = validity(conv)
+    k = len(schema)
     pos = 0
     for j, f in enumerate(schema):
         start = int(col_offsets[j])
@@ -108,6 +123,12 @@ def _fill_raw(schema: Schema, conv: Converted, n: int, col_offsets: np.ndarray, 
             raw[start : start + head].view(VAR_OFFSET_DTYPE)[:] = col.offsets
             pos = start + head + int(col.offsets[-1])
             raw[start + head : pos] = col.data
+        if f.name in masks:
+            start = int(col_offsets[k + j])
+            raw[pos:start] = 0
+            bits = np.packbits(masks[f.name], bitorder="little")  # zero past n
+            raw[start : start + len(bits)] = bits
+            pos = start + len(bits)
     return raw
 
 
@@ -171,8 +192,12 @@ class BlockBuilder:
 
 
 def _concat(schema: Schema, pieces: list[Converted]) -> Converted:
-    out: Converted = {}
+    out = Converted()
+    masks = [validity(p) for p in pieces]
     for f in schema:
+        if any(f.name in m for m in masks):
+            out.valid[f.name] = np.concatenate([
+                m[f.name] if f.name in m else np.ones(len(p[f.name]), bool) for p, m in zip(pieces, masks)])
         parts = [p[f.name] for p in pieces]
         if f.is_fixed:
             out[f.name] = np.concatenate(parts)

@@ -55,8 +55,10 @@ class Manifest:
     @classmethod
     def from_shards(cls, schema: Schema, settings: dict[str, Any], shards: list[ShardInfo],
                     metadata: dict[str, Any] | None = None) -> "Manifest":
+        """The manifest of these shards; a field is marked nullable when some shard holds a null."""
+        nullable = {name for s in shards for name in s.null_fields}
         return cls(
-            schema=schema,
+            schema=schema.with_nullable(nullable),
             settings=dict(settings),
             shard_names=[s.name for s in shards],
             shard_records=np.array([s.n_records for s in shards], dtype=np.int64),

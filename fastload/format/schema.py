@@ -7,42 +7,58 @@ with a variable dimension), stored as offsets plus data.
 
 from __future__ import annotations
 
+import base64
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 import numpy as np
 
 from ..errors import SchemaError
+from .logical import Logical, parse_logical
+from .schema_text import format_name, parse_overrides, parse_renames
 from .spec import MAX_BLOCK_RAW, MAX_FIELDS, MAX_NDIM
+
+__all__ = ["Field", "Schema", "format_name", "parse_overrides", "parse_renames", "encode_arrow_type",
+           "decode_arrow_type", "NUMERIC_DTYPES", "KINDS", "IMAGE_FORMATS", "VALID_SUFFIX"]
 
 NUMERIC_DTYPES = (
     "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
     "float16", "float32", "float64",
 )
-KINDS = ("scalar", "array", "str", "bytes", "json", "image")
+KINDS = ("scalar", "array", "str", "bytes", "json", "image", "null", "arrow")
 IMAGE_FORMATS = ("jpeg", "png", "any")
-_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+MAX_NAME_BYTES = 1024  # a name is any non-empty Unicode string up to this many UTF-8 bytes
+MAX_ARROW_TYPE_CHARS = 65536  # base64 of a nested field's Arrow schema
+MAX_ARROW_DEPTH = 64  # nesting levels of a nested field's Arrow type
+VALID_SUFFIX = ".valid"  # batches carry a nullable field's validity under name + VALID_SUFFIX
 _SPEC_RE = re.compile(r"^\s*([a-z0-9]+)\s*(?:\[\s*([-0-9a-z,\s]*)\s*\])?\s*$")
 
 
 @dataclass(frozen=True)
 class Field:
-    """One named, typed column of a dataset."""
+    """One named, typed column of a dataset.
+
+    ``logical`` names the Arrow type a scalar or array stores in numeric form (a timestamp as
+    int64, a decimal as 16 bytes; see :mod:`.logical`). ``arrow_type`` is the exact Arrow type of
+    a nested (``arrow``) field. ``nullable`` is a fact about a written dataset, set from its
+    manifest: at least one record holds null in this field.
+    """
 
     name: str
     kind: str
     dtype: str | None = None  # numeric dtype for scalar/array
     shape: tuple[int, ...] = ()  # array shape; -1 marks a variable dimension
     image_format: str | None = None  # for kind="image"
+    logical: str | None = None  # for scalar/array: the Arrow logical type of the stored numbers
+    arrow_type: str | None = None  # for kind="arrow": base64 of the Arrow IPC schema of one field
+    nullable: bool = False
+    _arrow: Any = field(default=None, init=False, repr=False, compare=False)
+    _logical: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
-            raise SchemaError(
-                f"invalid field name {self.name!r}: use letters, digits, '_', '.', '-' "
-                "and start with a letter or '_'"
-            )
+        _check_name(self.name)
         if self.kind not in KINDS:
             raise SchemaError(f"field {self.name!r}: unknown kind {self.kind!r}; valid: {KINDS}")
         if self.kind in ("scalar", "array"):
@@ -52,8 +68,9 @@ class Field:
                 )
         elif self.dtype is not None:
             raise SchemaError(f"field {self.name!r}: kind {self.kind!r} takes no dtype")
-        if any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) for d in self.shape):
-            raise SchemaError(f"field {self.name!r}: shape {list(self.shape)} must hold integers")
+        if not isinstance(self.shape, (tuple, list)) or not all(
+                isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in self.shape):
+            raise SchemaError(f"field {self.name!r}: shape {self.shape!r} must hold integers (a list of sizes)")
         object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
         if self.kind == "array":
             if not 1 <= len(self.shape) <= MAX_NDIM:
@@ -79,14 +96,45 @@ class Field:
             object.__setattr__(self, "image_format", fmt)
         elif self.image_format is not None:
             raise SchemaError(f"field {self.name!r}: only images have an image_format")
+        self._check_logical()
+        self._check_arrow_type()
+        if not isinstance(self.nullable, bool):
+            raise SchemaError(f"field {self.name!r}: nullable must be true or false")
+
+    def _check_logical(self) -> None:
+        if self.logical is None:
+            return
+        lt = parse_logical(self.logical) if isinstance(self.logical, str) else None
+        if lt is None or lt.text != self.logical:
+            raise SchemaError(f"field {self.name!r}: unknown logical type {self.logical!r}")
+        want_kind = "array" if lt.shape else "scalar"
+        if (self.kind, self.dtype, self.shape) != (want_kind, lt.dtype, lt.shape):
+            raise SchemaError(f"field {self.name!r}: {lt.text} is stored as "
+                              f"{lt.dtype}{list(lt.shape) if lt.shape else ''}, not {self._physical_spec}")
+        object.__setattr__(self, "_logical", lt)
+
+    def _check_arrow_type(self) -> None:
+        if self.kind != "arrow":
+            if self.arrow_type is not None:
+                raise SchemaError(f"field {self.name!r}: only arrow fields have an arrow_type")
+            return
+        object.__setattr__(self, "_arrow", decode_arrow_type(self.name, self.arrow_type))
 
     # -- layout ---------------------------------------------------------------------------
     @property
     def is_fixed(self) -> bool:
         """True when every record stores the same number of bytes for this field."""
-        if self.kind == "scalar":
+        if self.kind in ("scalar", "null"):
             return True
         return self.kind == "array" and -1 not in self.shape
+
+    @property
+    def is_dense(self) -> bool:
+        """True when a batch of this field is one ``(n, *shape)`` array of its dtype: a fixed
+        numeric field without nulls (temporal values as their stored integers, not decimals)."""
+        if self.kind not in ("scalar", "array") or self.nullable or not self.is_fixed:
+            return False
+        return self._logical is None or self._logical.is_temporal
 
     @property
     def np_dtype(self) -> np.dtype:
@@ -96,15 +144,38 @@ class Field:
 
     @property
     def itemsize(self) -> int:
-        """Bytes per record of a fixed field."""
+        """Bytes per record of a fixed field (0 for a null field, which stores nothing)."""
         if not self.is_fixed:
             raise SchemaError(f"field {self.name!r} is variable-size")
+        if self.kind == "null":
+            return 0
         return self.np_dtype.itemsize * math.prod(self.shape)  # at most MAX_BLOCK_RAW (checked above)
+
+    @property
+    def logical_type(self) -> Logical | None:
+        """The parsed logical type (None without one)."""
+        return self._logical
+
+    @property
+    def pa_type(self) -> Any:
+        """The exact Arrow type of a nested (``arrow``) field."""
+        if self._arrow is None:
+            raise SchemaError(f"field {self.name!r} of kind {self.kind!r} has no nested Arrow type")
+        return self._arrow
 
     # -- text and JSON forms -----------------------------------------------------------------
     @property
     def spec(self) -> str:
-        """The short text form used by `--schema`, e.g. ``uint16[2049]``."""
+        """The short text form used by `--schema`, e.g. ``uint16[2049]``; nested fields show
+        their Arrow type (``arrow<struct<a: int64>>``), which the text form cannot give."""
+        if self.logical is not None:
+            return self.logical
+        if self.kind == "arrow":
+            return f"arrow<{self._arrow}>"
+        return self._physical_spec
+
+    @property
+    def _physical_spec(self) -> str:
         if self.kind == "scalar":
             return str(self.dtype)
         if self.kind == "array":
@@ -121,6 +192,12 @@ class Field:
             out["shape"] = list(self.shape)
         if self.image_format is not None:
             out["image_format"] = self.image_format
+        if self.logical is not None:
+            out["logical"] = self.logical
+        if self.arrow_type is not None:
+            out["arrow_type"] = self.arrow_type
+        if self.nullable:
+            out["nullable"] = True
         return out
 
     @classmethod
@@ -132,20 +209,32 @@ class Field:
                 name=obj["name"],
                 kind=obj["kind"],
                 dtype=obj.get("dtype"),
-                shape=tuple(obj.get("shape", ())),
+                shape=obj.get("shape", ()),
                 image_format=obj.get("image_format"),
+                logical=obj.get("logical"),
+                arrow_type=obj.get("arrow_type"),
+                nullable=obj.get("nullable", False),
             )
         except (KeyError, TypeError) as exc:
             raise SchemaError(f"malformed field description {_short(obj)}: {exc}") from None
 
     @classmethod
     def parse(cls, name: str, spec: str) -> "Field":
-        """Build a field from its short text form: ``int64``, ``float32[-1,80]``, ``str``, ``image[jpeg]``."""
+        """Build a field from its short text form: ``int64``, ``float32[-1,80]``, ``str``,
+        ``image[jpeg]``, ``null``, or a logical type (``timestamp[ms, tz=UTC]``, ``date32``,
+        ``decimal128(10, 2)``)."""
+        try:
+            logical = parse_logical(spec)
+        except SchemaError as exc:
+            raise SchemaError(f"field {name!r}: {exc}") from None
+        if logical is not None:
+            return cls(name, "array" if logical.shape else "scalar", dtype=logical.dtype,
+                       shape=logical.shape, logical=logical.text)
         m = _SPEC_RE.match(spec.lower())
         if not m:
             raise SchemaError(f"field {name!r}: cannot parse type {spec!r}")
         base, dims = m.group(1), m.group(2)
-        if base in ("str", "bytes", "json"):
+        if base in ("str", "bytes", "json", "null"):
             if dims is not None:
                 raise SchemaError(f"field {name!r}: {base} takes no [shape]")
             return cls(name, base)
@@ -153,7 +242,7 @@ class Field:
             return cls(name, "image", image_format=(dims or "any").strip() or "any")
         if base not in NUMERIC_DTYPES:
             raise SchemaError(
-                f"field {name!r}: unknown type {base!r}; valid: {NUMERIC_DTYPES + ('str', 'bytes', 'json', 'image')}"
+                f"field {name!r}: unknown type {base!r}; valid: {NUMERIC_DTYPES + TEXT_TYPES}"
             )
         if dims is None:
             return cls(name, "scalar", dtype=base)
@@ -162,6 +251,10 @@ class Field:
         except ValueError:
             raise SchemaError(f"field {name!r}: bad shape in {spec!r}") from None
         return cls(name, "array", dtype=base, shape=shape)
+
+
+TEXT_TYPES = ("str", "bytes", "json", "image", "null", "date32", "date64", "time32[ms]", "time64[us]",
+              "timestamp[us]", "timestamp[us, tz=UTC]", "duration[us]", "decimal128(p, s)")
 
 
 @dataclass(frozen=True)
@@ -178,6 +271,14 @@ class Schema:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise SchemaError(f"duplicate field names: {dupes}")
+        taken = set(names)
+        clash = [n for n in names if n.endswith(VALID_SUFFIX) and n[: -len(VALID_SUFFIX)] in taken]
+        if clash:
+            raise SchemaError(
+                f"field names {clash} clash with the validity of fields "
+                f"{[n[: -len(VALID_SUFFIX)] for n in clash]} in batches (key name + {VALID_SUFFIX!r}); "
+                "rename one (fastload pack --rename OLD=NEW)"
+            )
 
     @property
     def names(self) -> list[str]:
@@ -216,7 +317,8 @@ class Schema:
 
     @classmethod
     def parse(cls, text: str) -> "Schema":
-        """Parse ``name:type,name:type`` (types as in :meth:`Field.parse`)."""
+        """Parse ``name:type,name:type`` (types as in :meth:`Field.parse`, names as in
+        :func:`parse_overrides`)."""
         return cls(tuple(Field.parse(n, t) for n, t in parse_overrides(text).items()))
 
     def with_overrides(self, overrides: dict[str, str]) -> "Schema":
@@ -227,8 +329,26 @@ class Schema:
         return Schema(tuple(Field.parse(f.name, overrides[f.name]) if f.name in overrides else f
                             for f in self.fields))
 
+    def renamed(self, mapping: dict[str, str]) -> "Schema":
+        """The same fields with some renamed (``{"sepal length (cm)": "sepal_length"}``)."""
+        unknown = sorted(set(mapping) - set(self.names))
+        if unknown:
+            raise SchemaError(f"--rename names unknown fields {unknown}; the source has {self.names}")
+        return Schema(tuple(replace(f, name=mapping.get(f.name, f.name)) for f in self.fields))
+
+    def with_nullable(self, names: Iterable[str]) -> "Schema":
+        """The schema with exactly the fields ``names`` marked nullable."""
+        marked = set(names)
+        if all(f.nullable == (f.name in marked) for f in self.fields):
+            return self  # Schema and Field are frozen: nothing to copy
+        return Schema(tuple(replace(f, nullable=f.name in marked) for f in self.fields))
+
+    def without_nullable(self) -> "Schema":
+        """The schema as a shard header stores it: types only, no dataset-level null facts."""
+        return self.with_nullable(())
+
     def describe(self) -> str:
-        return ", ".join(f"{f.name}: {f.spec}" for f in self.fields)
+        return ", ".join(f"{format_name(f.name)}: {f.spec}" for f in self.fields)
 
 
 def _short(obj: Any) -> str:
@@ -237,33 +357,46 @@ def _short(obj: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def parse_overrides(text: str | dict[str, str] | None) -> dict[str, str]:
-    """``"a:int64,b:uint16[-1,3]"`` -> ``{"a": "int64", "b": "uint16[-1,3]"}`` (commas inside [] kept)."""
-    if text is None:
-        return {}
-    if isinstance(text, dict):
-        return dict(text)
-    out: dict[str, str] = {}
-    depth, cur = 0, []
-    parts = []
-    for ch in text:
-        if ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    parts.append("".join(cur))
-    for part in parts:
-        if not part.strip():
-            continue
-        name, sep, spec = part.partition(":")
-        if not sep and "=" in part:
-            name, _, spec = part.partition("=")
-        elif not sep:
-            raise SchemaError(f"--schema entry {part!r} must be name:type")
-        out[name.strip()] = spec.strip()
-    return out
+# -- names ------------------------------------------------------------------------------------------
+def _check_name(name: Any) -> None:
+    if not isinstance(name, str) or not name:
+        raise SchemaError(f"invalid field name {name!r}: a name is a non-empty string")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise SchemaError(f"invalid field name {name!r}: not valid Unicode (a lone surrogate)") from None
+    if size > MAX_NAME_BYTES:
+        raise SchemaError(f"invalid field name {name[:40]!r}...: {size} bytes in UTF-8, "
+                          f"at most {MAX_NAME_BYTES}")
+
+
+# -- nested (arrow) fields ----------------------------------------------------------------------
+def encode_arrow_type(typ: Any) -> str:
+    """The schema's text for a nested Arrow type: base64 of the IPC schema of one field ``item``."""
+    import pyarrow as pa
+
+    return base64.b64encode(pa.schema([pa.field("item", typ)]).serialize().to_pybytes()).decode("ascii")
+
+
+def decode_arrow_type(name: str, text: Any) -> Any:
+    """The Arrow type a nested field's ``arrow_type`` holds; a SchemaError if it is not one."""
+    if not isinstance(text, str) or not text or len(text) > MAX_ARROW_TYPE_CHARS:
+        raise SchemaError(f"field {name!r}: arrow_type must be a base64 Arrow schema of at most "
+                          f"{MAX_ARROW_TYPE_CHARS} characters")
+    import pyarrow as pa
+
+    try:
+        schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text, validate=True)))
+    except (ValueError, pa.ArrowException) as exc:
+        raise SchemaError(f"field {name!r}: arrow_type is not an Arrow schema ({exc})") from None
+    if len(schema) != 1:
+        raise SchemaError(f"field {name!r}: arrow_type must describe exactly one Arrow field")
+    typ = schema.field(0).type
+    if _depth(typ) > MAX_ARROW_DEPTH:
+        raise SchemaError(f"field {name!r}: Arrow type nested deeper than {MAX_ARROW_DEPTH} levels")
+    return typ
+
+
+def _depth(typ: Any) -> int:
+    children = [typ.field(i).type for i in range(getattr(typ, "num_fields", 0))]
+    return 1 + max((_depth(c) for c in children), default=0)

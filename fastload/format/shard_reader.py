@@ -12,7 +12,8 @@ from .files import map_file
 from .schema import Schema
 from .spec import (
     BLOCK_DTYPE, CODEC_NONE, CODEC_ZSTD, HEADER_PREFIX, MAX_BLOCK_RAW, MAX_BLOCKS, MAX_FIELDS, MAX_RECORDS,
-    READABLE_VERSIONS, SHARD_MAGIC, TRAILER_DTYPE, TRAILER_MAGIC, VAR_OFFSET_DTYPE, align_up,
+    NO_BITMAP, READABLE_VERSIONS, SHARD_MAGIC, TRAILER_DTYPE, TRAILER_MAGIC, VAR_OFFSET_DTYPE, align_up,
+    offsets_per_field,
 )
 from .untrusted import load_json
 
@@ -61,7 +62,9 @@ class ShardReader:
         trailer = self._check_trailer(size)
         header_end = self._check_header(trailer, size)
         start, length = trailer["index_offset"], trailer["index_size"]
-        expected = self.n_blocks * (BLOCK_DTYPE.itemsize + 4 * len(self.schema))
+        k = len(self.schema)
+        per_field = offsets_per_field(trailer["version"])
+        expected = self.n_blocks * (BLOCK_DTYPE.itemsize + 4 * per_field * k)
         if length != expected or not header_end <= start <= size - TRAILER_DTYPE.itemsize - length:
             raise self._fail("index is truncated or misplaced")
         index = self.buf[start : start + length]
@@ -69,7 +72,12 @@ class ShardReader:
             raise self._fail("index is corrupt (checksum mismatch)")
         table_bytes = self.n_blocks * BLOCK_DTYPE.itemsize
         self.blocks = np.frombuffer(index[:table_bytes], dtype=BLOCK_DTYPE)
-        self.col_offsets = np.frombuffer(index[table_bytes:], dtype="<u4").reshape(self.n_blocks, len(self.schema))
+        starts = np.frombuffer(index[table_bytes:], dtype="<u4").reshape(self.n_blocks, per_field * k)
+        self.col_offsets = starts[:, :k]
+        # where each field's validity bitmap starts in each block (NO_BITMAP: no null there)
+        self.bitmap_offsets = starts[:, k:] if per_field == 2 else np.full((self.n_blocks, k), NO_BITMAP, np.uint32)
+        has_bitmap = (self.bitmap_offsets != NO_BITMAP).any(axis=0)
+        self.null_fields = tuple(f.name for f, nulls in zip(self.schema, has_bitmap) if nulls)
         self._check_index(header_end, start)
         self.first_record = self.blocks["first_record"].astype(np.int64)
         self.block_records = self.blocks["n_records"].astype(np.int64)
@@ -77,6 +85,7 @@ class ShardReader:
         self.block_offset = self.blocks["offset"].astype(np.int64)
         self.block_codec = self.blocks["codec"].astype(np.int64)
         self.col_offsets64 = self.col_offsets.astype(np.int64)
+        self.bitmap_offsets64 = np.where(self.bitmap_offsets == NO_BITMAP, -1, self.bitmap_offsets.astype(np.int64))
         self.block_raw_size = self.blocks["raw_size"].astype(np.int64)
 
     def _check_trailer(self, size: int) -> dict[str, int]:
@@ -159,9 +168,10 @@ class ShardReader:
             raise self._fail("index is inconsistent: " + ", ".join(problems))
 
     def _check_columns(self, n: np.ndarray, raw: np.ndarray) -> list[str]:
-        """Column offsets: in schema order from 0, each column fitting before the next, the last
-        ending inside the block, and a block ending with a fixed column ending exactly with it;
-        so a block's raw size is no larger than its records imply (docs/format.md).
+        """Column offsets: in schema order from 0, each column (and its validity bitmap, where the
+        block has one) fitting before the next, the last ending inside the block, and a block
+        ending with a fixed column or a bitmap ending exactly with it; so a block's raw size is no
+        larger than its records imply (docs/format.md).
 
         ``n`` and ``raw`` are int64 and at most 2^32 - 1, so every quantity here stays below 2^62;
         a column's record count is compared with the room divided by the item size, never
@@ -170,18 +180,29 @@ class ShardReader:
         problems = []
         col = self.col_offsets.astype(np.int64)
         end = np.zeros(len(n), dtype=np.int64)  # where the previous column ends, per block
+        bitmaps = self.bitmap_offsets.astype(np.int64)
+        bitmap_len = (n + 7) // 8
         for j, f in enumerate(self.schema):
             start = col[:, j]
             room = raw - start
-            width = f.itemsize if f.is_fixed else VAR_OFFSET_DTYPE.itemsize  # per record
+            width = f.itemsize if f.is_fixed else VAR_OFFSET_DTYPE.itemsize  # per record; 0: a null field
             slots = n if f.is_fixed else n + 1
-            if np.any(room < 0) or np.any(slots > room // width):
+            if np.any(room < 0) or (width and np.any(slots > room // width)):
                 return problems + [f"column {f.name!r} running past its block"]
             if np.any(start < end):
                 return problems + [f"column {f.name!r} overlapping the column before it"]
             end = start + slots * width  # at most raw: checked just above
-        if self.schema.fields[-1].is_fixed and np.any(end != raw):
-            problems.append(f"a raw size beyond its last column {self.schema.fields[-1].name!r}")
+            has = bitmaps[:, j] != NO_BITMAP
+            if has.any():
+                if f.kind == "null":
+                    return problems + [f"a validity bitmap for the null field {f.name!r}"]
+                if np.any(has & ((bitmaps[:, j] < end) | (bitmaps[:, j] + bitmap_len > raw))):
+                    return problems + [f"validity bitmap of {f.name!r} running past its block or into its column"]
+                end = np.where(has, bitmaps[:, j] + bitmap_len, end)
+        last = self.schema.fields[-1]
+        ends_exactly = last.is_fixed | (self.bitmap_offsets[:, -1] != NO_BITMAP)  # no payload after it
+        if np.any(ends_exactly & (end != raw)):
+            problems.append(f"a raw size beyond its last column {last.name!r}")
         if np.any(col[:, 0] != 0):
             problems.append("a first column not at the block's start")
         return problems

@@ -17,7 +17,7 @@ from .block import EncodedBlock, SpilledBlock
 from .codec import CHECKSUM_NAME, checksum, new_hasher
 from .schema import Schema
 from .spec import (
-    BLOCK_DTYPE, FORMAT_VERSION, HEADER_PREFIX, SHARD_MAGIC, TRAILER_DTYPE, TRAILER_MAGIC,
+    BLOCK_DTYPE, FORMAT_VERSION, HEADER_PREFIX, NO_BITMAP, SHARD_MAGIC, TRAILER_DTYPE, TRAILER_MAGIC,
     align_up,
 )
 
@@ -33,11 +33,12 @@ class ShardInfo:
     n_bytes: int
     n_blocks: int
     checksum: str  # xxh3_64 of the whole file, 16 hex digits
+    null_fields: tuple[str, ...] | list[str] = ()  # fields with a null in some record of the shard
 
 
 def shard_header(schema: Schema, settings: dict[str, Any]) -> bytes:
     """The header bytes: deterministic (sorted keys, no timestamps), padded to ALIGN."""
-    body = {"format_version": FORMAT_VERSION, "schema": schema.to_json(), "checksum": CHECKSUM_NAME,
+    body = {"format_version": FORMAT_VERSION, "schema": schema.without_nullable().to_json(), "checksum": CHECKSUM_NAME,
             **settings}
     text = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     prefix = np.zeros(1, HEADER_PREFIX)
@@ -167,7 +168,7 @@ class ShardWriter:
         index_offset = self._pos
         table = np.array(self._blocks, dtype=BLOCK_DTYPE)
         cols = (np.stack(self._col_offsets) if self._col_offsets
-                else np.zeros((0, len(self.schema)), np.uint32)).astype("<u4")
+                else np.zeros((0, 2 * len(self.schema)), np.uint32)).astype("<u4")
         index = table.tobytes() + cols.tobytes()
         self._write(index)
         trailer = np.zeros(1, TRAILER_DTYPE)
@@ -189,8 +190,10 @@ class ShardWriter:
         os.replace(self._tmp, self.path)
         if self.durable:
             fsync_dir(self.path.parent)
+        has_bitmap = (cols[:, len(self.schema):] != NO_BITMAP).any(axis=0)
         return ShardInfo(self.path.name, self.n_records, self._pos, len(self._blocks),
-                         f"{self._hasher.intdigest():016x}")
+                         f"{self._hasher.intdigest():016x}",
+                         tuple(f.name for f, nulls in zip(self.schema, has_bitmap) if nulls))
 
     def abort(self) -> None:
         """Drop the temporary file (used when the write fails or is interrupted)."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-FORMAT_VERSION = 1
-READABLE_VERSIONS = (1,)
+FORMAT_VERSION = 2  # 2: validity bitmaps (nulls), logical types, null and nested fields
+READABLE_VERSIONS = (1, 2)
 
 SHARD_MAGIC = b"FLSHARD\x00"
 TRAILER_MAGIC = b"FLTRAIL\x00"
@@ -69,6 +69,15 @@ MAX_NDIM = 32  # dimensions of an array field
 MAX_JSON_DEPTH = 64  # nesting of the manifest's and a header's JSON (metadata included)
 MAX_MANIFEST_BYTES = 2**30  # a manifest of 100,000 shards is ~8 MB
 MAX_NAME_LENGTH = 200  # characters of a shard name: the cache adds ~45 to it, and NAME_MAX is 255
+
+# the index holds, per block and field, a uint32 column start; from version 2 also a bitmap start
+NO_BITMAP = 0xFFFFFFFF  # the bitmap start of a field without nulls in the block
+
+
+def offsets_per_field(version: int) -> int:
+    """uint32 start offsets the index holds per block and field: the column's, and from version 2
+    its validity bitmap's."""
+    return 1 if version == 1 else 2
 
 
 def align_up(n: int, a: int = ALIGN) -> int:

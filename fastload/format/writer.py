@@ -262,9 +262,9 @@ def _as_columns(batch: Any) -> dict[str, Any]:
     if mod.startswith("pyarrow"):
         return {name: batch.column(name) for name in batch.schema.names}
     if mod.startswith("pandas"):
-        import pyarrow as pa
+        from .arrow_types import table_from_pandas
 
-        table = pa.Table.from_pandas(batch, preserve_index=False)
+        table = table_from_pandas(batch)
         return {name: table.column(name) for name in table.schema.names}
     raise TypeError(f"write_batch takes a dict of columns, a pyarrow Table/RecordBatch or a DataFrame, "
                     f"not {type(batch).__name__}")

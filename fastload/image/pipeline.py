@@ -211,6 +211,9 @@ def loader_pipelines(transforms: dict | None, schema) -> dict[str, ImagePipeline
             raise ValueError(f"transforms name field {name!r}; the dataset has {schema.names}")
         if schema[name].kind != "image":
             raise ValueError(f"transforms apply to image fields; {name!r} is {schema[name].spec}")
+        if schema[name].nullable:
+            raise ValueError(f"transforms need an image in every record; {name!r} has nulls (drop or fill "
+                             "those records when packing, or load the field without transforms)")
     from .gpu import resolve_device
 
     return {name: resolve_device(p, name) for name, p in pipelines.items()}

@@ -27,8 +27,10 @@ import numpy as np
 from .. import _native
 from ..errors import SchemaError
 from ..format.columns import VarColumn
-from ..format.dataset import decode_var
-from ..format.schema import Schema
+from ..format.decode import batch_entries
+from ..format.schema import VALID_SUFFIX, Schema
+from ..format.varcolumn import NullableColumn
+from .batch_form import torch_entries
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,12 @@ class Pad:
 
 @dataclass
 class PaddedColumn:
-    """A padded field of one batch: values ``(n, width)`` and its mask (or None)."""
+    """A padded field of one batch: values ``(n, width)``, its mask (or None), and for a field
+    with nulls its validity (null rows are all padding)."""
 
     values: np.ndarray
     mask: np.ndarray | None
+    valid: np.ndarray | None = None
 
 
 def normalise_pad(pad: Mapping[str, Any] | None, schema: Schema | None, fields) -> dict[str, Pad]:
@@ -119,16 +123,20 @@ def pad_columns(cols: dict, schema: Schema, pads: dict[str, Pad]) -> dict:
         col = cols.get(name)
         if isinstance(col, _Decoded):
             col = col.column(schema[name].np_dtype)
-        if isinstance(col, VarColumn):
+        if isinstance(col, NullableColumn):  # nulls are empty rows: all padding, and name.valid False
+            padded = pad_column(col.values, schema[name].np_dtype, p)
+            cols[name] = PaddedColumn(padded.values, padded.mask, col.valid)
+        elif isinstance(col, VarColumn):
             cols[name] = pad_column(col, schema[name].np_dtype, p)
     return cols
 
 
-def decode_column(schema: Schema, name: str, col) -> Any:
-    """One gathered variable column as Python values: the single place batches are decoded."""
+def _entries(schema: Schema, name: str, col) -> dict[str, Any]:
+    """A gathered column's batch entries as NumPy/Python values (``name``, and ``name.valid``
+    beside an array of a field with nulls)."""
     if isinstance(col, _Decoded):
-        return list(col)
-    return decode_var(schema[name], col, False)
+        return {name: list(col)}
+    return batch_entries(schema[name], col)
 
 
 def to_torch(schema: Schema, fixed: Mapping[str, np.ndarray], var: Mapping[str, Any], names,
@@ -146,13 +154,17 @@ def to_torch(schema: Schema, fixed: Mapping[str, np.ndarray], var: Mapping[str, 
         col = var[name]
         if isinstance(col, PaddedColumn):
             out[name] = torch.from_numpy(col.values)
+            if col.valid is not None:
+                out[name + VALID_SUFFIX] = torch.from_numpy(col.valid)
             if col.mask is not None:
                 out[pads[name].mask] = torch.from_numpy(col.mask)
             continue
-        values = decode_column(schema, name, col)
-        if values and isinstance(values[0], np.ndarray):
-            values = [torch.from_numpy(v) for v in values]
-        out[name] = values
+        if isinstance(col, _Decoded):
+            values = list(col)
+            out[name] = [torch.from_numpy(v) for v in values] if values and isinstance(values[0], np.ndarray) \
+                else values
+            continue
+        out.update(torch_entries(schema[name], col))  # name, and name.valid beside a nullable array
     return out
 
 
@@ -162,7 +174,10 @@ def rows_of(schema: Schema, cols: Mapping[str, Any], names) -> list[dict[str, An
     n = None
     for name in names:
         col = cols[name]
-        values[name] = col if isinstance(col, np.ndarray) else decode_column(schema, name, col)
+        if isinstance(col, np.ndarray) and schema[name].is_dense:
+            values[name] = col
+        else:
+            values.update(_entries(schema, name, col))
         n = len(values[name])
     if n is None:
         return []
@@ -190,7 +205,7 @@ class FastloadCollate:
         if gathered is None:
             gathered = self._columns(rows)
         names = self.names
-        fixed = {n: gathered[n] for n in names if isinstance(gathered[n], np.ndarray)}
+        fixed = {n: gathered[n] for n in names if isinstance(gathered[n], np.ndarray) and self.schema[n].is_dense}
         var = {n: gathered[n] for n in names if n not in fixed}
         var = pad_columns(var, self.schema, self.pad)
         return to_torch(self.schema, fixed, var, names, self.pad)
@@ -201,11 +216,13 @@ class FastloadCollate:
         for name in self.names:
             f = self.schema[name]
             values = [row[name] for row in rows]
-            if f.is_fixed:
-                cols[name] = np.stack([np.asarray(v, dtype=f.np_dtype) for v in values]).reshape(
-                    len(values), *f.shape)
-            else:
-                cols[name] = _Decoded(values)
+            cols[name] = _Decoded(values)
+            if f.is_dense:  # numbers stack; a row's datetime (ds[i] of a timestamp) stays a value
+                try:
+                    cols[name] = np.stack([np.asarray(v, dtype=f.np_dtype) for v in values]).reshape(
+                        len(values), *f.shape)
+                except (TypeError, ValueError):
+                    pass
         return cols
 
     def __repr__(self) -> str:

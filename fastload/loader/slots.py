@@ -89,7 +89,7 @@ class SlotLayout:
             if f.name in images:
                 dtype, shape = images[f.name]
                 out.append((f.name, np.dtype(dtype).str, tuple(shape)))
-            elif f.is_fixed:
+            elif f.is_dense:  # a fixed numeric field without nulls
                 out.append((f.name, f.np_dtype.str, f.shape))
         return cls(batch_size, tuple(out))
 

@@ -54,7 +54,7 @@ def split_fields(ds: Dataset, fields: tuple[str, ...] | None, layout: SlotLayout
         raise ValueError(f"the slot layout {layout.fields} does not match the fixed fields of the dataset "
                          f"at {ds.root}: {expected.fields}")
     fixed = [n for n in layout.names if n not in transforms]
-    var = [n for n in names if not ds.schema[n].is_fixed and n not in transforms]
+    var = [n for n in names if not ds.schema[n].is_dense and n not in transforms]
     return fixed, var
 
 

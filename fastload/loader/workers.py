@@ -51,7 +51,15 @@ class ProducedBatch:
     @property
     def nbytes(self) -> int:
         return (sum(a.nbytes for a in self.fixed.values())
-                + sum(c.data.nbytes if isinstance(c, VarColumn) else c.values.nbytes for c in self.var.values()))
+                + sum(_nbytes(c) for c in self.var.values()))
+
+
+def _nbytes(col: Any) -> int:
+    """Payload bytes of a column sent beside the slot: a VarColumn's data, an array, a padded or
+    nullable column's values."""
+    if isinstance(col, VarColumn):
+        return col.data.nbytes
+    return col.nbytes if isinstance(col, np.ndarray) else _nbytes(col.values)
 
 
 class _State:

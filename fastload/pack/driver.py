@@ -27,7 +27,7 @@ from typing import Any, Iterable, Iterator
 from .._sizes import parse_size
 from ..errors import SkippedRowsError, SkippedRowsWarning, StorageError, WorkerError
 from ..format.manifest import Manifest
-from ..format.schema import Schema
+from ..format.schema import Schema, parse_renames
 from ..format.shard_writer import temp_path_for
 from ..format.spec import CODEC_NAMES
 from ..format.writer import ON_ERROR, ShardSink, codec_settings
@@ -47,6 +47,7 @@ from .report import SKIPPED_WARNING_SHARE, PackReport
 from .sources import open_source
 from .sources.base import Source
 from .sources.files import InputFiles
+from .sources.renamed import RenamedSource
 
 
 def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | None = None,
@@ -56,7 +57,8 @@ def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | N
          jpeg_quality: int = 90, image_format: str = "keep", delimiter: str | None = None,
          max_skipped: float | None = None, storage_options: dict | None = None, timeout: float = 60.0,
          retries: int = 5, staging_dir: str | os.PathLike | None = None, staging_limit: int | str = "2GB",
-         uploads: int = 4, dedup: Any = None, normalize: Any = None, filter: Any = None, drop_invalid: Any = None,
+         uploads: int = 4, rename: dict[str, str] | list[str] | None = None, dedup: Any = None,
+         normalize: Any = None, filter: Any = None, drop_invalid: Any = None,
          dedup_memory: int | str | None = None) -> PackReport:
     """Convert ``source`` into a fastload dataset in directory ``out``.
 
@@ -69,7 +71,9 @@ def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | N
     ``"whitespace"``). ``max_skipped`` is the fraction of rows ``on_error="skip"`` may skip before
     the pack fails with :class:`SkippedRowsError` (default: a warning past 1%, an error when every
     row is skipped). ``max_side``, ``jpeg_quality`` and ``image_format`` (``"keep"``, ``"jpeg"``,
-    ``"raw"``) re-encode image fields (see :mod:`fastload.pack.image_options`).
+    ``"raw"``) re-encode image fields (see :mod:`fastload.pack.image_options`). ``rename`` maps
+    source column names to the names stored (``{"sepal length (cm)": "sepal_length"}`` or
+    ``["OLD=NEW", ...]``); ``schema`` names the new ones.
 
     ``source`` and ``out`` may be URLs of any fsspec filesystem (``s3://bucket/raw/*.parquet``,
     ``gs://``, ``https://`` inputs): inputs are read with ranged requests, never copied whole
@@ -91,7 +95,7 @@ def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | N
     """
     engine = distributed_pack(source, workers=workers, max_side=max_side, image_format=image_format,
                               delimiter=delimiter, max_skipped=max_skipped, dedup=dedup, normalize=normalize,
-                              filter=filter, drop_invalid=drop_invalid, dedup_memory=dedup_memory)
+                              filter=filter, drop_invalid=drop_invalid, dedup_memory=dedup_memory, rename=rename)
     if engine is not None:
         return engine(source, out, schema=schema, shard_size=shard_size, block_size=block_size,
                       compression=compression, level=level, overwrite=overwrite, on_error=on_error,
@@ -109,6 +113,8 @@ def pack(source: Any, out: str | os.PathLike, *, schema: Schema | str | dict | N
     started = time.perf_counter()
     policy = RetryPolicy(attempts=retries, timeout_s=timeout)
     src = open_source(source, delimiter=delimiter, files=InputFiles(storage_options, policy))
+    if rename:
+        src = RenamedSource(src, parse_renames(rename))
     settings = codec_settings(block_size, compression, level)
     shard_bytes = parse_size(shard_size, what="shard_size")
     info = src.info()

@@ -7,7 +7,8 @@ from typing import Any, Callable
 
 # pack() options that only the single-machine driver has, with their defaults
 _DRIVER_ONLY = {"workers": 1, "max_side": None, "image_format": "keep", "delimiter": None, "max_skipped": None,
-                "dedup": None, "normalize": None, "filter": None, "drop_invalid": None, "dedup_memory": None}
+                "dedup": None, "normalize": None, "filter": None, "drop_invalid": None, "dedup_memory": None,
+                "rename": None}
 
 
 def distributed_pack(source: Any, **driver_options: Any) -> Callable[..., Any] | None:

@@ -51,7 +51,7 @@ def resolve_schema(src: Source, known: Schema | None, segments: list, given: Any
                                    f"{bad.where()}: {bad.reason}")
         raise SchemaError(f"{src.description} holds no rows: nothing to infer a schema from; pass a "
                           "full schema to pack it")
-    schema = infer_from(sample)
+    schema = infer_from(sample, overrides)  # an overridden column is not inferred
     if overrides:
         schema = schema.with_overrides(overrides)
     check_fits(schema, sample)
@@ -73,17 +73,18 @@ def first_chunk(src: Source, segments: list, on_error: str) -> tuple[Chunk | Non
     return None, first_bad, n_bad
 
 
-def infer_from(sample: Chunk) -> Schema:
+def infer_from(sample: Chunk, overrides: dict[str, str] | None = None) -> Schema:
     """Infer from the sample; a column of Python values of mixed scalar kinds (numbers, strings,
-    booleans) is inferred from its most common kind, whatever comes first."""
+    booleans) is inferred from its most common kind, whatever comes first. Columns in
+    ``overrides`` take the type given there and are not inferred."""
     columns = {name: _most_common_kind(col) if isinstance(col, list) else col
                for name, col in sample.columns.items()}
-    return _infer(sample, columns)
+    return _infer(sample, columns, overrides)
 
 
-def _infer(sample: Chunk, columns: dict[str, Any]) -> Schema:
+def _infer(sample: Chunk, columns: dict[str, Any], overrides: dict[str, str] | None = None) -> Schema:
     try:
-        return infer_schema(columns)
+        return infer_schema(columns, overrides)
     except (SchemaError, SourceError) as exc:
         raise SchemaError(f"{exc} (inferred from {sample.where(0)} onwards)") from None
 

@@ -138,11 +138,17 @@ class Remote:
         """
         url = self.url_of(name)
 
-        def attempt() -> bytes:
+        def announced() -> int | None:
             try:
-                size = self.call("size", url)
+                return self.call("size", url)
             except FileNotFoundError:  # fsspec's HTTP info also says this of a server it cannot reach:
-                size = None            # the read below tells a missing file from a failing server
+                return None            # the read below tells a missing file from a failing server
+
+        # the size and the read are retried apart: one attempt of both requests met a failure every
+        # time under a server failing one request in three (tests/storage/test_remote.py)
+        size = self.retry(announced, url)
+
+        def attempt() -> bytes:
             if size is not None and size <= limit:
                 data = self._cat(url, None, None)
                 if len(data) != size:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
-from fastload.format.spec import BLOCK_DTYPE, HEADER_PREFIX, MANIFEST_NAME, TRAILER_DTYPE
+from fastload.format.spec import BLOCK_DTYPE, HEADER_PREFIX, MANIFEST_NAME, TRAILER_DTYPE, offsets_per_field
 
 
 def xxh(data) -> int:
@@ -50,7 +50,7 @@ class Shard:
     head: bytearray  # header prefix + JSON + padding
     data: bytearray  # from the end of the header to the index: the blocks
     table: np.ndarray  # BLOCK_DTYPE rows
-    cols: np.ndarray  # (n_blocks, n_fields) uint32
+    cols: np.ndarray  # (n_blocks, n_fields) uint32 column starts; from v2, then n_fields bitmap starts
     trailer: np.ndarray  # TRAILER_DTYPE, one row
 
     @classmethod
@@ -61,7 +61,8 @@ class Shard:
         json_len = int(np.frombuffer(raw[:HEADER_PREFIX.itemsize], HEADER_PREFIX)["json_len"][0])
         head_end = -(-(HEADER_PREFIX.itemsize + json_len) // 64) * 64
         table = np.frombuffer(raw[start:start + nb * BLOCK_DTYPE.itemsize], BLOCK_DTYPE).copy()
-        cols = np.frombuffer(raw[start + table.nbytes:start + table.nbytes + 4 * nb * nf], "<u4").reshape(nb, nf).copy()
+        width = nf * offsets_per_field(int(trailer["version"][0]))  # v2: column starts, then bitmap starts
+        cols = np.frombuffer(raw[start + table.nbytes:start + table.nbytes + 4 * nb * width], "<u4").reshape(nb, width).copy()
         return cls(bytearray(raw[:head_end]), bytearray(raw[head_end:start]), table, cols, trailer)
 
     @property

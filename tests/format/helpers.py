@@ -14,7 +14,13 @@ from fastload import Field, Schema
 def assert_value_equal(f: Field, got: Any, want: Any, where: str = "") -> None:
     """``got`` (as the reader returns it) equals ``want`` (as it was written) for field ``f``."""
     ctx = f"{where} field {f.name!r}"
-    if f.kind == "scalar":
+    if want is None or f.kind == "null":
+        assert got is None and want is None, f"{ctx}: {got!r} where {want!r} was written"
+    elif f.logical is not None:  # datetime, date, time, timedelta or Decimal, with its zone
+        assert type(got) is type(want) and got == want and str(got) == str(want), f"{ctx}: {got!r} != {want!r}"
+    elif f.kind == "arrow":  # as JSON: map pairs as lists, 1 and 1.0 told apart
+        assert json.dumps(_listify(got)) == json.dumps(want), f"{ctx}: {got!r} != {want!r}"
+    elif f.kind == "scalar":
         assert np.ndim(got) == 0, ctx
         _assert_numbers_equal(np.asarray(got).astype(f.np_dtype), np.asarray(want).astype(f.np_dtype), ctx)
     elif f.kind == "array":
@@ -29,6 +35,14 @@ def assert_value_equal(f: Field, got: Any, want: Any, where: str = "") -> None:
         assert isinstance(got, bytes) and got == bytes(want), ctx
     else:  # json: compared as text, so 1, 1.0 and True (equal in Python) are told apart
         assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True), ctx
+
+
+def _listify(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _listify(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_listify(x) for x in v]
+    return v
 
 
 def _assert_numbers_equal(got: np.ndarray, want: np.ndarray, ctx: str) -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastload.errors import SchemaError, SourceError
+from fastload.errors import SchemaError
 from fastload.format.arrow_types import field_from_arrow, fixed_array_from_arrow, schema_from_arrow
 from fastload.format.schema import Field
 
@@ -23,13 +23,22 @@ MAPPING = [
     (pa.list_(pa.list_(pa.uint8(), 3), 2), "uint8[2,3]"),
     (pa.list_(pa.int64()), "int64[-1]"),
     (pa.large_list(pa.float64()), "float64[-1]"),
-    (pa.list_(pa.list_(pa.int8())), "int8[-1,-1]"),
     (pa.list_(pa.list_(pa.int8(), 4)), "int8[-1,4]"),
-    (pa.list_(pa.list_(pa.int16()), 2), "int16[2,-1]"),
-    (pa.struct([("x", pa.int8())]), "json"),
-    (pa.map_(pa.string(), pa.int32()), "json"),
-    (pa.list_(pa.string()), "json"),
-    (pa.timestamp("ms"), "json"),
+    # a list of variable lists can be ragged: kept as its exact Arrow type
+    (pa.list_(pa.list_(pa.int8())), "arrow<list<item: list<item: int8>>>"),
+    (pa.list_(pa.list_(pa.int16()), 2), "arrow<fixed_size_list<item: list<item: int16>>[2]>"),
+    (pa.struct([("x", pa.int8())]), "arrow<struct<x: int8>>"),
+    (pa.map_(pa.string(), pa.int32()), "arrow<map<string, int32>>"),
+    (pa.list_(pa.string()), "arrow<list<item: string>>"),
+    (pa.list_(pa.field("element", pa.large_string())), "arrow<list<item: large_string>>"),
+    (pa.timestamp("ms"), "timestamp[ms]"),
+    (pa.timestamp("ns", tz="America/New_York"), "timestamp[ns, tz=America/New_York]"),
+    (pa.date32(), "date32[day]"), (pa.date64(), "date64[ms]"),
+    (pa.time32("s"), "time32[s]"), (pa.time64("ns"), "time64[ns]"),
+    (pa.duration("us"), "duration[us]"),
+    (pa.decimal128(10, 2), "decimal128(10, 2)"), (pa.decimal256(50, -3), "decimal256(50, -3)"),
+    (pa.binary(4), "bytes"),
+    (pa.null(), "null"),
     (pa.dictionary(pa.int8(), pa.string()), "str"),
     (pa.dictionary(pa.int16(), pa.float32()), "float32"),
     (pa.fixed_shape_tensor(pa.float32(), (2, 3)), "float32[2,3]"),
@@ -49,10 +58,13 @@ def test_schema_keeps_names_and_order():
     assert schema.describe() == "b: int32, a: str"
 
 
-@pytest.mark.parametrize("typ", [pa.null(), pa.list_(pa.null())])
-def test_null_type_is_an_error_naming_the_column(typ):
-    with pytest.raises(SourceError, match="'empty_col'"):
-        schema_from_arrow(pa.schema([("ok", pa.int8()), ("empty_col", typ)]))
+def test_numeric_lists_with_null_elements_in_the_sample_stay_nested():
+    schema = pa.schema([("a", pa.list_(pa.int64())), ("b", pa.list_(pa.int64()))])
+    sample = pa.table({"a": [[1, None], None], "b": [[1, 2], None]}, schema=schema)
+    fields = schema_from_arrow(schema, sample)
+    assert fields["a"].spec == "arrow<list<item: int64>>"  # keeps the null element
+    assert fields["b"].spec == "int64[-1]"  # a null row is a null, not a null element
+    assert schema_from_arrow(schema)["a"].spec == "int64[-1]"  # by type alone
 
 
 def _fixed(values: np.ndarray) -> pa.Array:

@@ -175,7 +175,7 @@ def test_missing_shard(root):
     "where, new, message",
     [
         ("trailer_magic", b"XX", "no trailer at its end"),
-        ("trailer_version", np.uint32(2).tobytes(), "format version 2 is newer than this fastload reads"),
+        ("trailer_version", np.uint32(3).tobytes(), "format version 3 is newer than this fastload reads"),
         ("trailer_n_records", np.uint64(999).tobytes(), "wrong record count"),
         ("trailer_n_blocks", np.uint64(7).tobytes(), "index is truncated or misplaced"),
         ("trailer_n_fields", np.uint32(2).tobytes(), "disagree on the number of fields"),
@@ -220,7 +220,7 @@ def rewrite_index(path, edit) -> None:
     n_blocks, n_fields = int(trailer["n_blocks"]), int(trailer["n_fields"])
     table = np.frombuffer(bytes(data[start : start + n_blocks * BLOCK_DTYPE.itemsize]), BLOCK_DTYPE).copy()
     cols = np.frombuffer(bytes(data[start + table.nbytes : start + length]), "<u4")
-    cols = cols.reshape(n_blocks, n_fields).copy()
+    cols = cols.reshape(n_blocks, -1).copy()  # column starts, then (version 2) bitmap starts
     edit(table, cols)
     index = table.tobytes() + cols.tobytes()
     data[start : start + length] = index
@@ -255,7 +255,7 @@ def test_header_and_trailer_versions_must_agree(root):
     data = bytearray(path.read_bytes())
     json_len = int(np.frombuffer(bytes(data[:16]), HEADER_PREFIX)["json_len"][0])
     header_end = -(-(HEADER_PREFIX.itemsize + json_len) // 64) * 64
-    data[8:12] = np.uint32(2).tobytes()  # the header prefix claims version 2, the trailer 1
+    data[8:12] = np.uint32(1).tobytes()  # the header prefix claims version 1, the trailer 2
     at = len(data) + trailer_field_offset("header_checksum")
     data[at : at + 8] = np.uint64(checksum(bytes(data[:header_end]))).tobytes()
     path.write_bytes(bytes(data))
@@ -351,7 +351,7 @@ def test_missing_manifest(root):
         fastload.open(root)
 
 
-@pytest.mark.parametrize("version", [2, 99, None, "1"])
+@pytest.mark.parametrize("version", [3, 99, None, "1"])
 def test_manifest_of_another_format_version(root, version):
     edit_manifest(root, lambda b: b.__setitem__("version", version))
     with pytest.raises(FormatError) as info:
@@ -396,3 +396,60 @@ def test_verify_all_catches_a_flipped_byte_anywhere(root):
         assert str(path) in str(info.value), pos
         flip_byte(path, pos)  # undo
     fastload.open(root).verify_all()
+
+
+# -- validity bitmaps (format version 2) ----------------------------------------------------------
+@pytest.fixture
+def nullable_root(tmp_path):
+    """Like ``root``, with a null text in every fifth record: every block has a bitmap for it."""
+    root = tmp_path / "nulls"
+    with Writer(root, "id:int64,text:str,vec:float32[4]", block_size=300, shard_size=1600) as w:
+        for i in range(N):
+            w.write({"id": i, "text": None if i % 5 == 0 else f"record {i}", "vec": np.ones(4, np.float32) * i})
+    return root
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t, c: c.__setitem__((0, 3 + 1), t["raw_size"][0]), "validity bitmap of 'text' running past its block"),
+    (lambda t, c: c.__setitem__((0, 3 + 1), 2**32 - 2), "validity bitmap of 'text' running past its block"),
+])
+def test_bitmap_outside_its_block(nullable_root, edit, message):
+    path = shards(nullable_root)[1]
+    rewrite_index(path, edit)
+    with pytest.raises(FormatError, match="index is inconsistent") as info:
+        fastload.open(nullable_root, verify="never")[shard_records(nullable_root, 1)[0]]
+    assert message in str(info.value) and str(path) in str(info.value)
+
+
+def test_bitmap_for_a_field_the_manifest_does_not_mark_nullable(nullable_root):
+    from fastload.format.manifest import _body_checksum
+
+    def unmark(body):  # the manifest says text has no nulls; its checksum is made to match
+        body["schema"][1].pop("nullable")
+        body.pop("manifest_checksum")
+        body["manifest_checksum"] = _body_checksum(body)
+
+    edit_manifest(nullable_root, unmark)
+    with pytest.raises(FormatError, match=r"holds nulls in fields \['text'\], which the manifest does not"):
+        fastload.open(nullable_root, verify="never")[shard_records(nullable_root, 1)[0]]
+
+
+def test_bitmap_overlapping_a_column(nullable_root):
+    path = shards(nullable_root)[1]
+    rewrite_index(path, lambda t, c: c.__setitem__((0, 3 + 0), c[0, 3 + 1]))  # id points at text's bitmap
+    with pytest.raises(FormatError, match="index is inconsistent"):
+        fastload.open(nullable_root, verify="never")[shard_records(nullable_root, 1)[0]]
+
+
+def test_a_flipped_validity_bit_is_a_checksum_error(nullable_root):
+    path = shards(nullable_root)[1]
+    reader = ShardReader.open(path)
+    at = int(reader.blocks["offset"][0]) + int(reader.bitmap_offsets[0, 1])
+    want = [fastload.open(nullable_root)[i]["text"] for i in shard_records(nullable_root, 1)]
+    del reader
+    flip_byte(path, at)
+    with pytest.raises(FormatError, match="block 0 .* is corrupt: checksum mismatch"):
+        fastload.open(nullable_root)[shard_records(nullable_root, 1)[0]]
+    # without checksums the flip changes which records read as null, and nothing worse
+    got = [fastload.open(nullable_root, verify="never")[i]["text"] for i in shard_records(nullable_root, 1)]
+    assert got != want and all(g is None or g.startswith("record ") or g == "" for g in got)

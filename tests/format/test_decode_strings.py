@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from fastload.errors import RecordDecodeError
-from fastload.format.columns import VarColumn
-from fastload.format.dataset import decode_var
+from fastload.format.varcolumn import VarColumn
+from fastload.format.decode import decode_var
 from fastload.format.schema import Schema
 
 TEXT = Schema.parse("text:str")["text"]

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import base64
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 import fastload
 from fastload import Schema
+from fastload.format.logical import parse_logical
 from fastload.format.spec import FORMAT_VERSION, READABLE_VERSIONS
 
-from .helpers import assert_record_equal
+from .helpers import assert_record_equal, assert_value_equal
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "golden"
 DIRS = sorted(GOLDEN.glob("v*/"))
@@ -32,6 +35,16 @@ def decode_numbers(data, dtype: str) -> np.ndarray:
 
 
 def decode_value(v: dict):
+    if "null" in v:
+        return None
+    if "decimal" in v:
+        return Decimal(v["decimal"])
+    if "logical" in v:  # the integer of its unit, made a Python value by pyarrow
+        typ = parse_logical(v["logical"]).arrow_type()
+        storage = pa.int32() if v["logical"].startswith(("date32", "time32")) else pa.int64()
+        return pa.array([v["storage"]], storage).view(typ).to_pylist()[0]
+    if "nested" in v:
+        return v["nested"]
     if "value" in v:
         return decode_numbers(v["value"], v["dtype"])
     if "data" in v:
@@ -47,6 +60,25 @@ def load_expected(root: Path) -> tuple[dict, list[dict]]:
     expected = json.loads((root / "expected.json").read_text(encoding="utf-8"))
     records = [{name: decode_value(v) for name, v in rec.items()} for rec in expected["records"]]
     return expected, records
+
+
+def assert_batch_row(f, batch: dict, k: int, want, raw: dict, where: str) -> None:
+    """Row ``k`` of a batch holds ``want``, in the batch form: arrays for fixed numeric fields
+    (dates and times as the integers of their unit, nulls zero with ``name.valid`` False), lists
+    otherwise (None for a null)."""
+    got = batch[f.name][k]
+    array_form = f.kind in ("scalar", "array") and f.is_fixed and not (f.logical or "").startswith("decimal")
+    if not array_form:
+        assert_value_equal(f, got, want, where)
+        return
+    if f.nullable:
+        assert bool(batch[f.name + ".valid"][k]) == (want is not None), where
+    if want is None:
+        assert not np.any(got), f"{where}: a null reads as zero"
+    elif f.logical is not None:
+        assert int(got) == raw["storage"], where
+    else:
+        assert_value_equal(f, got.item() if f.kind == "scalar" else got, want, where)
 
 
 def test_every_readable_version_has_a_golden_dataset():
@@ -67,10 +99,12 @@ def test_golden_dataset_reads_back_as_written(root):
         assert_record_equal(ds.schema, ds[i], want, f"{root.name} record {i}")
     order = np.random.default_rng(0).permutation(len(ds))
     batch = ds.get_batch(order)
-    rows = [{name: (col[k].item() if ds.schema[name].kind == "scalar" else col[k])
-             for name, col in batch.items()} for k in range(len(order))]
+    assert set(batch) == set(ds.schema.names) | {f.name + ".valid" for f in ds.schema
+                                                  if f.nullable and f.name + ".valid" in batch}
     for k, i in enumerate(order):
-        assert_record_equal(ds.schema, rows[k], records[i], f"{root.name} batch row {k} (record {i})")
+        for f in ds.schema:
+            assert_batch_row(f, batch, k, records[i][f.name], expected["records"][i][f.name],
+                             f"{root.name} batch row {k} (record {i}) field {f.name!r}")
     for i, got in enumerate(ds):
         assert_record_equal(ds.schema, got, records[i], f"{root.name} iterated record {i}")
 

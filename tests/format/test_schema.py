@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 
 from fastload import FastloadError, Field, Schema, SchemaError
-from fastload.format.schema import IMAGE_FORMATS, KINDS, NUMERIC_DTYPES, parse_overrides
+from fastload.format.schema import (IMAGE_FORMATS, KINDS, NUMERIC_DTYPES, format_name, parse_overrides,
+                                   parse_renames)
 
 from .strategies import fields
 
@@ -18,9 +19,16 @@ from .strategies import fields
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(name="1st", kind="str"), "invalid field name '1st'"),
-        (dict(name="a b", kind="str"), "invalid field name 'a b'"),
         (dict(name="", kind="str"), "invalid field name ''"),
+        (dict(name=5, kind="str"), "invalid field name 5"),
+        (dict(name="x" * 1025, kind="str"), "1025 bytes in UTF-8, at most 1024"),
+        (dict(name="lone \ud800", kind="str"), "not valid Unicode"),
+        (dict(name="x", kind="scalar", dtype="int32", logical="timestamp[ms]"), "is stored as int64"),
+        (dict(name="x", kind="scalar", dtype="int64", logical="timestamp[fortnight]"), "unknown logical type"),
+        (dict(name="x", kind="null", nullable="yes"), "nullable must be true or false"),
+        (dict(name="x", kind="arrow"), "arrow_type must be a base64 Arrow schema"),
+        (dict(name="x", kind="arrow", arrow_type="bm90IGFycm93"), "arrow_type is not an Arrow schema"),
+        (dict(name="x", kind="str", arrow_type="bm90IGFycm93"), "only arrow fields have an arrow_type"),
         (dict(name="x", kind="tensor"), f"unknown kind 'tensor'; valid: {KINDS}"),
         (dict(name="x", kind="scalar", dtype="complex64"), f"is not one of {NUMERIC_DTYPES}"),
         (dict(name="x", kind="scalar"), "dtype None is not one of"),
@@ -41,12 +49,31 @@ def test_field_validation_names_the_problem_and_the_choices(kwargs, message):
     assert isinstance(info.value, ValueError) and isinstance(info.value, FastloadError)
 
 
+@pytest.mark.parametrize("name", ["sepal length (cm)", "od280/od315_of_diluted_wines", "größe", "2nd",
+                                  "Sample Number", " padded ", 'a "quoted": [name], here', "日本語", "x" * 1024,
+                                  "\x00\n\t", "a.valid"])
+def test_any_non_empty_unicode_name_is_kept_exactly(name):
+    f = Field(name, "scalar", dtype="int8")
+    assert f.name == name
+    assert Field.from_json(json.loads(json.dumps(f.to_json()))).name == name
+    schema = Schema((f, Field("other", "str")))
+    assert Schema.parse(schema_text(schema)) == schema
+
+
+def schema_text(schema: Schema) -> str:
+    return ",".join(f"{format_name(f.name)}:{f.spec}" for f in schema)
+
+
 def test_schema_validation():
     with pytest.raises(SchemaError, match="at least one field"):
         Schema(())
     with pytest.raises(SchemaError, match=r"duplicate field names: \['a', 'b'\]"):
         Schema((Field("a", "str"), Field("b", "str"), Field("a", "json"), Field("b", "bytes"),
                  Field("c", "str")))
+    # a batch carries the validity of "x" under "x.valid"
+    with pytest.raises(SchemaError, match=r"\['x.valid'\] clash with the validity of fields \['x'\]"):
+        Schema.parse("x:float32,x.valid:bool")
+    assert Schema.parse("y:float32,x.valid:bool").names == ["y", "x.valid"]
 
 
 def test_field_layout_properties():
@@ -86,6 +113,17 @@ def test_field_layout_properties():
         ("image", Field("f", "image")),
         ("image[jpeg]", Field("f", "image", image_format="jpeg")),
         ("image[PNG]", Field("f", "image", image_format="png")),
+        ("null", Field("f", "null")),
+        ("date32", Field("f", "scalar", dtype="int32", logical="date32[day]")),
+        ("date64[ms]", Field("f", "scalar", dtype="int64", logical="date64[ms]")),
+        ("time32[s]", Field("f", "scalar", dtype="int32", logical="time32[s]")),
+        ("time64[ns]", Field("f", "scalar", dtype="int64", logical="time64[ns]")),
+        ("duration[ms]", Field("f", "scalar", dtype="int64", logical="duration[ms]")),
+        ("timestamp[us]", Field("f", "scalar", dtype="int64", logical="timestamp[us]")),
+        ("timestamp[ns,tz=America/New_York]",
+         Field("f", "scalar", dtype="int64", logical="timestamp[ns, tz=America/New_York]")),
+        ("decimal128(10,2)", Field("f", "array", dtype="uint8", shape=(16,), logical="decimal128(10, 2)")),
+        ("decimal256(60, -3)", Field("f", "array", dtype="uint8", shape=(32,), logical="decimal256(60, -3)")),
     ],
 )
 def test_field_parse(spec, expected):
@@ -103,6 +141,10 @@ def test_field_parse(spec, expected):
         ("int8[]", "an array needs a shape"),
         ("image[gif]", "is not one of ('jpeg', 'png', 'any')"),
         ("", "cannot parse type ''"),
+        ("null[2]", "null takes no [shape]"),
+        ("decimal128(39, 2)", "precision must be 1..38"),
+        ("timestamp[ms, tz=]", "invalid time zone"),
+        ("arrow", "unknown type 'arrow'"),
     ],
 )
 def test_field_parse_errors(spec, message):
@@ -138,6 +180,15 @@ def test_schema_parse_and_json_round_trip():
 def test_parse_overrides():
     assert parse_overrides("a:int64, b:uint16[-1,3] ,c=str,") == {
         "a": "int64", "b": "uint16[-1,3]", "c": "str"}
+    text = '"Body Mass (g)":float32, t:timestamp[ms, tz=UTC],"a\\"b:c,d":decimal128(5, 2), größe = str'
+    assert parse_overrides(text) == {"Body Mass (g)": "float32", "t": "timestamp[ms, tz=UTC]",
+                                     'a"b:c,d': "decimal128(5, 2)", "größe": "str"}
+    with pytest.raises(SchemaError, match="must be quoted"):
+        parse_overrides("Body Mass (g):float32")
+    with pytest.raises(SchemaError, match="not closed"):
+        parse_overrides('"open:int8')
+    with pytest.raises(SchemaError, match="names field 'a' twice"):
+        parse_overrides("a:int8,a:str")
     assert parse_overrides({"a": "str"}) == {"a": "str"}
     assert parse_overrides(None) == {} and parse_overrides("") == {}
     with pytest.raises(SchemaError, match="'b' must be name:type"):
@@ -154,10 +205,57 @@ def test_with_overrides():
     assert "['token', 'zz']" in str(info.value) and "['tokens', 'text']" in str(info.value)
 
 
+def test_renamed():
+    schema = Schema.parse('"sepal length (cm)":float64,species:str')
+    tidy = schema.renamed({"sepal length (cm)": "sepal_length"})
+    assert tidy.names == ["sepal_length", "species"] and tidy["sepal_length"].dtype == "float64"
+    with pytest.raises(SchemaError, match=r"unknown fields \['nope'\]"):
+        schema.renamed({"nope": "x"})
+    with pytest.raises(SchemaError, match="duplicate field names"):
+        schema.renamed({"species": "sepal length (cm)"})
+
+
+def test_parse_renames():
+    assert parse_renames(["a=b", ' "x=y (cm)" = tidy ', 'c:d="e f"', "g=h=i"]) == {
+        "a": "b", "x=y (cm)": "tidy", "c:d": "e f", "g": "h=i"}
+    assert parse_renames({"a": "b"}) == {"a": "b"} and parse_renames(None) == {}
+    for bad in ("a", "=b", "a=", '"a"b'):
+        with pytest.raises(SchemaError, match="--rename"):
+            parse_renames([bad])
+
+
+def test_nullable_is_a_dataset_fact_outside_the_header_form():
+    schema = Schema.parse("a:int8,b:str").with_nullable(["b"])
+    assert [f.nullable for f in schema] == [False, True]
+    assert schema.to_json()[1] == {"name": "b", "kind": "str", "nullable": True}
+    assert Schema.from_json(schema.to_json()) == schema
+    assert schema.without_nullable() == Schema.parse("a:int8,b:str")
+    assert not schema["b"].is_dense and Schema.parse("t:timestamp[ms]")["t"].is_dense
+    assert not Schema.parse("d:decimal128(4, 1)")["d"].is_dense
+
+
+def test_nested_field_keeps_its_arrow_type():
+    import pyarrow as pa
+
+    from fastload.format.schema import encode_arrow_type
+
+    typ = pa.map_(pa.string(), pa.list_(pa.struct([("a", pa.timestamp("us", tz="UTC"))])))
+    f = Field("m", "arrow", arrow_type=encode_arrow_type(typ))
+    assert f.pa_type == typ and f.spec == f"arrow<{typ}>" and not f.is_fixed
+    assert Field.from_json(json.loads(json.dumps(f.to_json()))) == f
+    deep = pa.int8()
+    for _ in range(70):
+        deep = pa.list_(deep)
+    with pytest.raises(SchemaError, match="nested deeper than 64"):
+        Field("d", "arrow", arrow_type=encode_arrow_type(deep))
+
+
 @pytest.mark.parametrize(
     "obj",
     [{"kind": "str"}, {"name": "a"}, {"name": "a", "kind": "array", "dtype": "int8", "shape": 3},
-     {"name": "a", "kind": "scalar", "dtype": "int9"}],
+     {"name": "a", "kind": "scalar", "dtype": "int9"}, ["name", "a"],
+     {"name": "a", "kind": "array", "dtype": "int8", "shape": [True]},
+     {"name": "a", "kind": "scalar", "dtype": "int64", "logical": 5}],
 )
 def test_field_from_malformed_json(obj):
     with pytest.raises(SchemaError):

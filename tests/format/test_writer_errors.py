@@ -29,14 +29,13 @@ BAD_ROWS = [
     ("uint64", 7, -1, "value -1 does not fit uint64"),
     ("int64", 7, 2**64 - 1, "does not fit int64"),
     ("int16", 7, 1.5, "value 1.5 does not fit int16"),
-    ("int64", 7, None, "missing value (null)"),
-    ("float32", 1.0, None, "missing value (null)"),
     ("float32", 1.0, "3", "expected a number, got str"),
     ("bool", True, 2, "does not fit bool"),
     ("image[jpeg]", b"\xff\xd8\xff\xe0rest", b"\x89PNG\r\n\x1a\nrest", "not a JPEG image"),
     ("image[png]", b"\x89PNG\r\n\x1a\nrest", b"GIF89a...", "not a PNG image"),
     ("image", b"GIF89a...", b"hello", "not an encoded image"),
-    ("image", b"GIF89a...", None, "missing value (null)"),
+    ("null", None, 0, "a value in a null field"),
+    ("timestamp[s]", 0, "2020-01-01", "does not fit timestamp[s]"),
     ("json", {"a": 1}, float("nan"), "not JSON-serializable"),
     ("json", {"a": 1}, {"s": {1, 2}}, "not JSON-serializable"),
 ]
@@ -66,7 +65,7 @@ def test_bad_row_in_a_batch_is_numbered_across_batches(tmp_path, spec, good, bad
 
 
 def test_numpy_batch_out_of_range(tmp_path):
-    with pytest.raises(SchemaError, match="record 4: field 'x': value does not fit uint8"):
+    with pytest.raises(SchemaError, match="record 4: field 'x': value -1 does not fit uint8"):
         with Writer(tmp_path, "x:uint8") as w:
             w.write_batch({"x": np.arange(3)})
             w.write_batch({"x": np.array([1, -1, 5], dtype=np.int8)})
@@ -78,17 +77,19 @@ def test_skip_policy_records_bad_rows_and_keeps_the_rest(tmp_path):
             w.write({"id": i, "v": 300 if i == 2 else i, "s": "ok"})
         w.write_batch({"id": np.arange(6, 10), "v": np.array([6, 7, -8, 9]),
                        "s": ["ok", b"\xff", "ok", "ok"]})
-        w.write_batch(pa.table({"id": [10, 11], "v": [10, 11], "s": ["ok", None]}))
-        w.write({"id": 12, "v": None, "s": "ok"})
+        w.write_batch(pa.table({"id": [10, 11], "v": [10, 11], "s": ["ok", "\udcff".encode("utf-8", "surrogatepass")]},
+                               schema=pa.schema([("id", pa.int64()), ("v", pa.int64()), ("s", pa.binary())])))
+        w.write({"id": 12, "v": None, "s": "ok"})  # a null is a value, not a bad row
         w.write({"id": 13, "v": 13, "s": "ok"})
-    assert [r for r, _ in w.skipped] == [2, 7, 8, 11, 12]
+    assert [r for r, _ in w.skipped] == [2, 7, 8, 11]
     reasons = dict(w.skipped)
     assert "field 'v'" in reasons[2] and "uint8" in reasons[2]
     assert "field 's'" in reasons[7] and "UTF-8" in reasons[7]
-    assert "null" in reasons[11] and "null" in reasons[12]
+    assert "field 's'" in reasons[11] and "UTF-8" in reasons[11]
     ds = fastload.open(tmp_path)
-    assert ds.get_batch(np.arange(len(ds)))["id"].tolist() == [0, 1, 3, 4, 5, 6, 9, 10, 13]
-    assert ds.get_batch(np.arange(len(ds)))["v"].tolist() == [0, 1, 3, 4, 5, 6, 9, 10, 13]
+    assert ds.get_batch(np.arange(len(ds)))["id"].tolist() == [0, 1, 3, 4, 5, 6, 9, 10, 12, 13]
+    assert ds.get_batch(np.arange(len(ds)))["v"].tolist() == [0, 1, 3, 4, 5, 6, 9, 10, 0, 13]
+    assert [ds[i]["v"] for i in range(len(ds))] == [0, 1, 3, 4, 5, 6, 9, 10, None, 13]
 
 
 def test_skip_policy_with_every_row_bad(tmp_path):

@@ -129,8 +129,7 @@ def test_unusable_arrow_files_name_the_path(tmp_path):
     with pytest.raises(SourceError, match="gone.feather: no such file"):
         ArrowFileSource(tmp_path / "gone.feather").segments()
     pq.write_table(pa.table({"x": pa.nulls(3)}), tmp_path / "nulls.parquet")
-    with pytest.raises(SchemaError, match=r"nulls\.parquet: column 'x'"):  # a schema problem: exit 6
-        ArrowFileSource(tmp_path / "nulls.parquet").info()
+    assert ArrowFileSource(tmp_path / "nulls.parquet").info().schema["x"].kind == "null"  # a null field
 
 
 # -- JSON Lines ----------------------------------------------------------------------------------

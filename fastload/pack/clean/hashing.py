@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from ... import _row_hash
 from ..._kernels.text_norm import collapse_whitespace, rows_with_byte_at_least
-from ..._kernels.xxh3 import SECRET, xxh3_128_fixed, xxh3_128_rows
 from ...format.columns import VarColumn
 from ...format.schema import Field, Schema
 from .arrow_view import arrow_array, row_masks
@@ -52,7 +52,7 @@ def record_hashes(schema: Schema, conv: Any, n: int, fields: Sequence[str],
     for j, h in enumerate(per_field):
         digests[:, 2 * j : 2 * j + 2] = h
     out = np.empty((n, 2), dtype=np.uint64)
-    xxh3_128_fixed(digests.view(np.uint8).reshape(-1), 16 * len(per_field), SECRET, out)
+    _row_hash.fixed(digests.view(np.uint8).reshape(-1), 16 * len(per_field), out)
     return out
 
 
@@ -65,13 +65,13 @@ def field_hashes(f: Field, col: Any, n: int, valid: np.ndarray | None = None,
             col = normalized_text(f, col, n, normalize)
         elif f.kind == "array" and f.np_dtype.kind == "f":
             col = _canonical_var_floats(f, col, n)
-        xxh3_128_rows(col.data, col.offsets, SECRET, out)
+        _row_hash.rows(col.data, col.offsets, out)
     else:
         values = np.ascontiguousarray(col, dtype=f.np_dtype.newbyteorder("<"))
         if values.dtype.kind == "f":
             values = _canonical_floats(values)
         width = values.dtype.itemsize * (values.size // n if n else 0)
-        xxh3_128_fixed(values.view(np.uint8).reshape(-1), width, SECRET, out)
+        _row_hash.fixed(values.view(np.uint8).reshape(-1), width, out)
     if valid is not None:
         out[~valid] = _NULL_PAIR
     return out

@@ -9,6 +9,7 @@ are read the same way; reaching their batch ``k`` costs reading the batch header
 from __future__ import annotations
 
 import os
+from contextlib import closing, nullcontext
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -16,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ...errors import SchemaError, SourceError, StorageError
-from ...format.arrow_types import schema_from_arrow
+from ...format.arrow_types import needs_sample, schema_from_arrow
 from ...format.schema import Schema
 from .base import BadRow, Chunk, Source, SourceInfo, describe_files, sorted_paths
 from .files import InputFiles, is_url, local_path
@@ -74,7 +75,13 @@ class ArrowFileSource(Source):
 
     def info(self) -> SourceInfo:
         scans = self._scan()
-        schema = _fastload_schema(self.paths[0], scans[self.paths[0]].schema)
+        first = scans[self.paths[0]].schema
+        sample = None
+        if needs_sample(first):  # a numeric list column with null elements stays nested
+            segments = [s for s in self.segments() if s.path == self.paths[0]][:1]
+            with closing(_read_batches(segments[0], self.files)) if segments else nullcontext(iter(())) as batches:
+                sample = next(batches, None)
+        schema = _fastload_schema(self.paths[0], first, sample)
         return SourceInfo(schema=schema, bytes_hint=sum(self.files.size(p) for p in self.paths))
 
     def segments(self) -> list[ArrowSegment]:
@@ -193,10 +200,10 @@ def _plain(col: pa.Array) -> pa.Array:
     return col.dictionary_decode() if pa.types.is_dictionary(col.type) else col
 
 
-def _fastload_schema(path: str, schema: pa.Schema) -> Schema:
+def _fastload_schema(path: str, schema: pa.Schema, sample: pa.RecordBatch | None = None) -> Schema:
     """The file's schema; a column no field can hold is a schema problem (SchemaError, exit 6)."""
     try:
-        return schema_from_arrow(schema)
+        return schema_from_arrow(schema, sample)
     except (SchemaError, SourceError) as exc:
         raise SchemaError(f"{path}: {exc}") from None
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 import weakref
-from itertools import islice
+from itertools import chain, islice
 from typing import Any, Iterable, Iterator
 
 from ...errors import SourceError
-from ...format.infer import infer_schema
+from ...format.arrow_types import table_from_pandas
 from .base import BadRow, Chunk, Source, SourceInfo
 
 CHUNK_ROWS = 4096
@@ -80,8 +80,8 @@ def _rows_to_chunk(rows: list[Any], origin: str, first: int, label: str,
 class IterableSource(Source):
     """Any iterable of dict records; read once, in the calling process (it cannot be split).
 
-    The first records are read ahead to infer the schema and then replayed, so a generator is
-    consumed exactly once.
+    The first records are read ahead (the schema is inferred from them, as for every source without
+    one of its own) and then replayed, so a generator is consumed exactly once.
     """
 
     parallel_safe = False
@@ -92,13 +92,6 @@ class IterableSource(Source):
         self._head: list[Any] = list(islice(self._iter, CHUNK_ROWS))
         self._keys = _first_keys(self._head)
         self.description = description
-
-    def info(self) -> SourceInfo:
-        if not self._head:
-            return SourceInfo()
-        chunk = next((c for c in _rows_to_chunk(self._head, self.description, 0, "record", keys=self._keys)
-                      if isinstance(c, Chunk)), None)
-        return SourceInfo(schema=infer_schema(chunk.columns) if chunk else None)
 
     def segments(self):
         return ["all"]
@@ -197,7 +190,7 @@ class ArrowTableSource(_ForkShared):
         import pyarrow as pa
 
         if type(table).__module__.startswith("pandas"):
-            table = pa.Table.from_pandas(table, preserve_index=False)
+            table = table_from_pandas(table)
         elif isinstance(table, pa.RecordBatch):
             table = pa.Table.from_batches([table])
         self.table = table
@@ -210,7 +203,7 @@ class ArrowTableSource(_ForkShared):
     def info(self):
         from ...format.arrow_types import schema_from_arrow
 
-        return SourceInfo(schema=schema_from_arrow(self.table.schema), bytes_hint=self.table.nbytes)
+        return SourceInfo(schema=schema_from_arrow(self.table.schema, self.table), bytes_hint=self.table.nbytes)
 
     def segments(self):
         n = self.table.num_rows
@@ -232,17 +225,22 @@ class ArrowStreamSource(Source):
     def __init__(self, reader: Any):
         self.reader = reader
         self.description = "arrow record batch stream"
+        # the first batch is read ahead as the sample the schema is inferred from, then replayed
+        self._head = next(iter(reader), None)
 
     def info(self):
         from ...format.arrow_types import schema_from_arrow
 
-        return SourceInfo(schema=schema_from_arrow(self.reader.schema))
+        return SourceInfo(schema=schema_from_arrow(self.reader.schema, self._head))
 
     def segments(self):
         return ["all"]
 
     def read(self, segment):
         first = 0
-        for batch in self.reader:
+        batches = self.reader if self._head is None else chain([self._head], self.reader)
+        self._head = None
+        for batch in batches:
             yield Chunk({name: batch.column(name) for name in batch.schema.names}, "stream", first)
             first += batch.num_rows
+

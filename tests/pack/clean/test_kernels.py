@@ -1,4 +1,5 @@
-"""The cleaning kernels against references someone else wrote: the xxhash package's XXH3-128,
+"""The cleaning kernels against references someone else wrote: the xxhash package's XXH3-128 (for
+the C row hash over the vendored xxhash.h),
 Python's ``" ".join(s.split())``, Python's set for the hash table; and the same in NUMBA_DISABLE_JIT."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import xxhash
 
 from fastload._kernels.hash_table import count_new, insert_first, move_all
 from fastload._kernels.text_norm import collapse_whitespace, rows_with_byte_at_least
-from fastload._kernels.xxh3 import SECRET, xxh3_128_fixed, xxh3_128_rows
+from fastload import _row_hash
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -31,18 +32,32 @@ def test_xxh3_128_is_the_reference_hash_at_every_length():
     lengths = np.concatenate([np.arange(0, 2101), np.random.default_rng(1).integers(2100, 9000, 50)])
     data, offsets = _rows(lengths)
     out = np.empty((len(lengths), 2), np.uint64)
-    xxh3_128_rows(data, offsets, SECRET, out)
+    _row_hash.rows(data, offsets, out)
     raw = data.tobytes()
     for i in range(len(lengths)):
         ref = xxhash.xxh3_128_intdigest(raw[offsets[i]:offsets[i + 1]])
         assert (int(out[i, 0]) << 64 | int(out[i, 1])) == ref, f"length {lengths[i]}"
 
 
+def test_the_row_hash_refuses_rows_outside_its_data():
+    data, offsets = _rows([5, 5])
+    out = np.empty((2, 2), np.uint64)
+    for bad in ([0, 5, 11], [0, 6, 5], [-1, 5, 10]):
+        with pytest.raises(ValueError, match="offsets must rise within data"):
+            _row_hash.rows(data, np.array(bad, np.int64), out)
+    with pytest.raises(ValueError, match="offsets must rise"):
+        _row_hash.rows(data, offsets, np.empty((1, 2), np.uint64))  # out too small
+    with pytest.raises(ValueError, match="len\\(out\\) rows"):
+        _row_hash.fixed(data, 6, out)
+    with pytest.raises(TypeError, match="items of 8 bytes"):
+        _row_hash.rows(data, offsets.astype(np.int32), out)
+
+
 @pytest.mark.parametrize("width", [0, 1, 3, 8, 16, 17, 32, 100, 240, 241, 1000])
 def test_xxh3_128_of_fixed_width_rows(width):
     data, _ = _rows([width * 7])
     out = np.empty((7, 2), np.uint64)
-    xxh3_128_fixed(data, width, SECRET, out)
+    _row_hash.fixed(data, width, out)
     for i in range(7):
         ref = xxhash.xxh3_128_intdigest(data[i * width:(i + 1) * width].tobytes())
         assert (int(out[i, 0]) << 64 | int(out[i, 1])) == ref
@@ -125,14 +140,14 @@ def test_the_kernels_give_the_same_results_as_plain_python(tmp_path):
         "import sys, numpy as np\n"
         "np.seterr(over='ignore')\n"
         "import warnings; warnings.simplefilter('ignore')\n"
-        "from fastload._kernels.xxh3 import SECRET, xxh3_128_rows\n"
+        "from fastload import _row_hash\n"
         "from fastload._kernels.text_norm import collapse_whitespace\n"
         "from fastload._kernels.hash_table import insert_first\n"
         "lengths = np.array([0, 2, 5, 12, 40, 200, 1500])\n"
         "offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)\n"
         "data = np.random.default_rng(0).integers(0, 256, offsets[-1], dtype=np.uint8)\n"
         "h = np.empty((len(lengths), 2), np.uint64)\n"
-        "xxh3_128_rows(data, offsets, SECRET, h)\n"
+        "_row_hash.rows(data, offsets, h)\n"
         "text = np.frombuffer(' a \\u3000 b  c '.encode() * 3, np.uint8)\n"
         "t_off = np.array([0, len(text) // 3, len(text)], np.int64)\n"
         "w, w_off = np.empty(len(text), np.uint8), np.empty(3, np.int64)\n"
