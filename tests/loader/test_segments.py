@@ -96,7 +96,9 @@ def test_a_loader_killed_with_its_process_group_is_swept_by_the_next(tmp_path):
         print("ready", flush=True)
         time.sleep(60)
     """)
-    assert left and all(os.path.exists(f"/dev/shm/{n}") for n in left)
+    # the killed group left its slots (another fastload process on this machine may sweep them
+    # first, with the same sweep: only their absence after a new loader starts is asserted)
+    assert left
     mine = SlotRing(SlotLayout(4, (("x", "<i8", ()),)), 2)  # a new loader's slots: the sweep runs first
     try:
         assert not any(os.path.exists(f"/dev/shm/{n}") for n in left)
