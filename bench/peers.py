@@ -48,10 +48,10 @@ def _record_batches(path: str):
 
 
 # -- fastload ----------------------------------------------------------------------------------
-def fastload_pack(src: Path, out: Path, workers: int) -> None:
+def fastload_pack(src: Path, out: Path, workers: int, shard_bytes: int = SHARD_BYTES) -> None:
     import fastload
 
-    fastload.pack(str(src), str(out), shard_size="64MB", workers=workers, progress=False, overwrite=True)
+    fastload.pack(str(src), str(out), shard_size=shard_bytes, workers=workers, progress=False, overwrite=True)
 
 
 # -- plain copy ------------------------------------------------------------------------------
@@ -64,11 +64,11 @@ def plain_copy(src: Path, out: Path, workers: int) -> None:
 
 
 # -- MosaicML Streaming MDSWriter ----------------------------------------------------------------
-def mds_tokens(src: Path, out: Path, workers: int) -> None:
+def mds_tokens(src: Path, out: Path, workers: int, shard_bytes: int = SHARD_BYTES) -> None:
     streaming = import_streaming()
     mm = np.load(src, mmap_mode="r")
     cols = {"tokens": f"ndarray:uint16:{mm.shape[1]}"}
-    with streaming.MDSWriter(out=str(out), columns=cols, size_limit=SHARD_BYTES) as w:
+    with streaming.MDSWriter(out=str(out), columns=cols, size_limit=shard_bytes) as w:
         for row in mm:
             w.write({"tokens": row})
 
@@ -121,10 +121,10 @@ def _lit_jpeg(arg):
         return {"image": f.read(), "label": label}
 
 
-def _optimize(fn, inputs, out: Path, workers: int, **kw) -> None:
+def _optimize(fn, inputs, out: Path, workers: int, chunk_bytes: int = SHARD_BYTES, **kw) -> None:
     import litdata
 
-    litdata.optimize(fn=fn, inputs=inputs, output_dir=str(out), chunk_bytes=SHARD_BYTES, num_workers=workers,
+    litdata.optimize(fn=fn, inputs=inputs, output_dir=str(out), chunk_bytes=chunk_bytes, num_workers=workers,
                      start_method="fork", verbose=False, **kw)
 
 
@@ -133,8 +133,8 @@ def _row_ranges(src: Path, step: int = 5_000) -> list[tuple[str, int, int]]:
     return [(str(src), s, min(s + step, n)) for s in range(0, n, step)]
 
 
-def litdata_tokens(src: Path, out: Path, workers: int) -> None:
-    _optimize(_lit_token_rows, _row_ranges(src), out, workers)
+def litdata_tokens(src: Path, out: Path, workers: int, shard_bytes: int = SHARD_BYTES) -> None:
+    _optimize(_lit_token_rows, _row_ranges(src), out, workers, chunk_bytes=shard_bytes)
 
 
 def litdata_tokens_mode(src: Path, out: Path, workers: int) -> None:

@@ -66,8 +66,9 @@ class TokenBucket:
                 await asyncio.sleep((n - self.tokens) / self.rate)
 
 
-async def _pipe(reader, writer, delay: float, bucket: TokenBucket | None) -> None:
-    """Forward bytes, each chunk ``delay`` seconds after it arrived (a delay line, not a stall)."""
+async def _pipe(reader, writer, delay: float, bucket: TokenBucket | None, counted: list | None = None) -> None:
+    """Forward bytes, each chunk ``delay`` seconds after it arrived (a delay line, not a stall);
+    ``counted[0]`` adds up the bytes forwarded."""
     queue: asyncio.Queue = asyncio.Queue()
 
     async def receive():
@@ -88,6 +89,8 @@ async def _pipe(reader, writer, delay: float, bucket: TokenBucket | None) -> Non
                 break
             if bucket is not None:
                 await bucket.take(len(data))
+            if counted is not None:
+                counted[0] += len(data)
             writer.write(data)
             await writer.drain()
     except (ConnectionError, asyncio.CancelledError):
@@ -111,6 +114,17 @@ async def _serve(root: str, rate: float, latency: float) -> None:
     await site.start()
     upstream = site._server.sockets[0].getsockname()[1]
     bucket = TokenBucket(rate)
+    delivered = [0]  # bytes the link carried to clients: GET /bytes on the control port
+
+    async def bytes_sent(request):
+        return web.json_response({"bytes": delivered[0]})
+
+    control = web.Application()
+    control.router.add_get("/bytes", bytes_sent)
+    control_runner = web.AppRunner(control, access_log=None)
+    await control_runner.setup()
+    control_site = web.TCPSite(control_runner, "127.0.0.1", 0)
+    await control_site.start()
 
     async def handle(cr, cw):
         try:
@@ -119,10 +133,11 @@ async def _serve(root: str, rate: float, latency: float) -> None:
             cw.close()
             return
         # half the round trip each way: a request pays ``latency`` before its first byte returns
-        await asyncio.gather(_pipe(cr, sw, latency / 2, None), _pipe(sr, cw, latency / 2, bucket))
+        await asyncio.gather(_pipe(cr, sw, latency / 2, None), _pipe(sr, cw, latency / 2, bucket, delivered))
 
     proxy = await asyncio.start_server(handle, "127.0.0.1", 0)
-    print(json.dumps({"proxy": proxy.sockets[0].getsockname()[1]}), flush=True)
+    print(json.dumps({"proxy": proxy.sockets[0].getsockname()[1],
+                      "control": control_site._server.sockets[0].getsockname()[1]}), flush=True)
     await asyncio.Event().wait()
 
 
@@ -135,7 +150,16 @@ class Link:
         line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError("the benchmark server did not start")
-        self.url = f"http://127.0.0.1:{json.loads(line)['proxy']}"
+        ports = json.loads(line)
+        self.url = f"http://127.0.0.1:{ports['proxy']}"
+        self._control = f"http://127.0.0.1:{ports['control']}/bytes"
+
+    def bytes_sent(self) -> int:
+        """Bytes the link has carried to clients so far (every system's downloads)."""
+        import urllib.request
+
+        with urllib.request.urlopen(self._control) as r:
+            return int(json.loads(r.read())["bytes"])
 
     def close(self) -> None:
         self.proc.terminate()

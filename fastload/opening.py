@@ -18,7 +18,7 @@ def open_dataset(url: str | os.PathLike, *, verify: str = "first", block_cache: 
                  storage_options: dict | None = None, cache_dir: str | os.PathLike | None = None,
                  cache_limit: int | str | None = None, timeout: float = 60.0, retries: int = 5,
                  stats_group: str | None = None, manifest_checksum: str | None = None,
-                 prefetch_window: int | str | None = None) -> Dataset:
+                 prefetch_window: int | str | None = None, keep_open: int | str = "auto") -> Dataset:
     """Open a dataset: a local directory (read in place, never copied) or any fsspec URL.
 
     Remote datasets (``s3://``, ``gs://``, ``https://``, ...) are read through the node's shard
@@ -30,8 +30,10 @@ def open_dataset(url: str | os.PathLike, *, verify: str = "first", block_cache: 
     ``prefetch_window`` bounds how far a loader downloads ahead of its slowest reader: a number of
     shards (int) or a size (``"4GB"``); default 16 shards or 2 GB, whichever comes first, and never
     more than the cache limit leaves.
-    ``stats_group`` and ``manifest_checksum`` are internal: the loader's workers reopen the dataset
-    with them so their counters add up and they read the manifest the loader planned with.
+    ``stats_group``, ``manifest_checksum`` and ``keep_open`` are internal: the loader's workers
+    reopen the dataset with them so their counters add up, they read the manifest the loader
+    planned with, and they keep as many shards mapped as the loader's plan allows
+    (:class:`~fastload.storage.locator.RemoteShards`).
     """
     text = os.fspath(url)
     scheme = text.split("://", 1)[0].lower() if "://" in text else "file"
@@ -40,10 +42,13 @@ def open_dataset(url: str | os.PathLike, *, verify: str = "first", block_cache: 
             raise ValueError(f"storage_options apply to remote URLs; {text} is a local dataset")
         if prefetch_window is not None:
             raise ValueError(f"prefetch_window applies to remote URLs; {text} is a local dataset")
+        if keep_open != "auto":
+            raise ValueError(f"keep_open applies to remote URLs; {text} is a local dataset")
         return Dataset(text.split("://", 1)[-1], verify=verify, block_cache=block_cache)
     locator = RemoteShards(text, storage_options=storage_options, cache_dir=cache_dir, cache_limit=cache_limit,
                            timeout=timeout, retries=retries, stats_group=stats_group,
-                           manifest_checksum=manifest_checksum, prefetch_window=prefetch_window)
+                           manifest_checksum=manifest_checksum, prefetch_window=prefetch_window,
+                           keep_open=keep_open)
     return Dataset(text, verify=verify, block_cache=block_cache, locator=locator)
 
 

@@ -24,6 +24,7 @@ from .gather_tables import GatherTables
 from .local_shards import LocalShards
 from .schema import Field, Schema
 from .shard_reader import VERIFY_MODES, ShardReader
+from .staged import gather_by_shard
 from .spec import CODEC_NONE, VAR_OFFSET_DTYPE
 from .varcolumn import NullableColumn, VarColumn
 
@@ -46,8 +47,8 @@ class Dataset:
             raise ValueError(f"verify must be one of {VERIFY_MODES}, not {verify!r}")
         self.verify = verify
         self._block_cache_option = block_cache
-        self._max_open = self.locator.max_open
         self._last_needed: dict[int, int] = {}  # shard -> gather number that last needed it
+        self._verified: dict[int, np.ndarray] = {}  # shard -> block flags, kept when its map goes
         self._n_gathers = 0
         self._active = 0  # gathers in progress: shards are released only when none is
         self._starts = np.zeros(self.manifest.n_shards + 1, dtype=np.int64)
@@ -57,6 +58,10 @@ class Dataset:
         self._cache = BlockCache(parse_size(block_cache, what="block_cache"))
         self._layouts = [_FieldLayout.of(j, f) for j, f in enumerate(self.schema)]
         self._fast_tables = GatherTables(self.manifest.n_shards, [lay.column for lay in self._layouts if lay.fast])
+
+    @property
+    def _max_open(self) -> int | None:
+        return self.locator.max_open  # a loader may change a remote locator's choice
 
     # -- basics ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -113,16 +118,30 @@ class Dataset:
         if self._readers.pop(s, None) is not None:
             self._fast_tables.unregister(s)
 
-    def _release_unneeded(self, idx: np.ndarray) -> None:
+    def mapped_shards(self) -> list[int]:
+        return list(self._readers)
+
+    def hold_only(self, s: int) -> None:
+        """Release every mapped shard but ``s`` (unless another gather is running in another thread)."""
+        with self._open_lock:
+            if self._active <= 1:
+                for other in [r for r in self._readers if r != s]:
+                    self._drop(other)
+
+    def _batch_shards(self, idx: np.ndarray) -> np.ndarray:
+        return np.unique(self.shard_of(idx[(idx >= 0) & (idx < len(self))]))
+
+    def _release_unneeded(self, shards: np.ndarray) -> None:
         """Keep at most ``max_open`` shards mapped: drop the least recently needed ones this batch
         does not need, before it is planned (addresses of a batch in flight stay valid)."""
         self._n_gathers += 1
-        shards = np.unique(self.shard_of(idx[(idx >= 0) & (idx < len(self))]))
-        self.locator.check_batch(shards)
         for s in shards.tolist():
             self._last_needed[s] = self._n_gathers
         keep = set(shards.tolist())
-        excess = len(keep.union(self._readers)) - max(self._max_open, len(keep))  # counted after this batch opens its own
+        max_open = self._max_open
+        if max_open is None:
+            return
+        excess = len(keep.union(self._readers)) - max(max_open, len(keep))  # counted after this batch opens its own
         if excess <= 0 or self._active > 1:
             return
         old = sorted((self._last_needed.get(s, 0), s) for s in list(self._readers) if s not in keep)
@@ -143,7 +162,8 @@ class Dataset:
 
     def _open_shard(self, s: int) -> ShardReader:
         path = self.locator.where(self.manifest.shard_names[s])
-        reader = ShardReader(self.locator.map(s), path, verify=self.verify)
+        reader = ShardReader(self.locator.map(s), path, verify=self.verify, verified=self._verified.get(s))
+        self._verified[s] = reader.verified_flags
         if reader.n_records != int(self.manifest.shard_records[s]):
             raise FormatError(f"shard {path} holds {reader.n_records} records, the manifest says "
                               f"{int(self.manifest.shard_records[s])}")
@@ -216,31 +236,38 @@ class Dataset:
         mask); ``out`` cannot take one.
         """
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if self._max_open is None:
-            return self._gather(idx, fields, out)
+        max_open = self._max_open
+        if max_open is None:
+            try:
+                return self._gather(idx, fields, out)
+            finally:
+                self.locator.note_memory(self._cache.hits, self._cache.misses)
+        shards = self._batch_shards(idx)
         with self._open_lock:
             self._active += 1
-            try:
-                self._release_unneeded(idx)
-            except BaseException:
-                self._active -= 1
-                raise
+            if len(shards) <= max_open:
+                self._release_unneeded(shards)
         try:
+            if len(shards) > max_open:  # more shards than a reader may hold: one at a time
+                return gather_by_shard(self, idx, fields, out)
             return self._gather(idx, fields, out)
         finally:
             with self._open_lock:
                 self._active -= 1
             self.locator.note_memory(self._cache.hits, self._cache.misses)
 
-    def _gather(self, idx: np.ndarray, fields, out) -> dict[str, np.ndarray | VarColumn]:
-        out = out or {}
+    def _check_out(self, out: dict[str, np.ndarray], n: int) -> None:
         for name, arr in out.items():
             f = self.schema[name]
-            if (not f.is_fixed or f.nullable or f.kind == "null" or arr.shape != (len(idx), *f.shape)
+            if (not f.is_fixed or f.nullable or f.kind == "null" or arr.shape != (n, *f.shape)
                     or arr.dtype != f.np_dtype
                     or not arr.flags.c_contiguous or not arr.flags.writeable):
                 raise ValueError(f"out[{name!r}] must be a writable C-contiguous {f.np_dtype} array of "
-                                 f"shape {(len(idx), *f.shape)}")
+                                 f"shape {(n, *f.shape)}")
+
+    def _gather(self, idx: np.ndarray, fields, out) -> dict[str, np.ndarray | VarColumn]:
+        out = out or {}
+        self._check_out(out, len(idx))
         if fields is None:
             wanted = self._layouts
         else:
@@ -426,7 +453,7 @@ class Dataset:
         with self._open_lock:
             self._active += 1
             if self._max_open is not None:
-                self._release_unneeded(idx)
+                self._release_unneeded(self._batch_shards(idx))
         try:
             if not idx.size:
                 yield np.zeros(0, np.int64), np.zeros(0, np.int64)

@@ -19,8 +19,8 @@ class LocalShards:
 
     A locator answers "where is shard s" for :class:`Dataset`: ``open()`` gives the manifest,
     ``map(s)`` the shard's bytes as a uint8 array (kept open while the array lives), ``where(name)``
-    a name for messages, ``check_batch(shards)`` refuses a batch that cannot map those shards at
-    once. ``max_open`` bounds how many shards a dataset keeps mapped (None: all); the storage
+    a name for messages. ``max_open`` bounds how many shards a dataset keeps mapped (None: all;
+    a batch touching more is then gathered one shard at a time, see staged.py); the storage
     layer provides the remote locator, so this module imports nothing above it.
     """
 
@@ -64,9 +64,6 @@ class LocalShards:
             raise FormatError(f"shard {path} cannot be mapped: {exc.strerror or exc}") from None
         finally:
             os.close(fd)
-
-    def check_batch(self, shards: np.ndarray) -> None:
-        """Whether one batch may map these shards at once (always, read in place)."""
 
     def open_options(self) -> dict[str, Any]:
         return {}

@@ -25,17 +25,22 @@ class ShardReader:
 
     ``verify="first"`` checks a block's checksum the first time this reader touches it (so an
     epoch pays the hashing once, ~15 GB/s), ``"always"`` on every access, ``"never"`` not at all.
+    ``verified``: the flags of an earlier reader of the same file (:attr:`verified_flags`), shared
+    and updated in place, so a shard mapped again (a cache smaller than the data releases and
+    maps shards batch after batch) does not hash its blocks again.
     """
 
-    def __init__(self, buf: np.ndarray, name: str, *, verify: str = "first"):
+    def __init__(self, buf: np.ndarray, name: str, *, verify: str = "first", verified: np.ndarray | None = None):
         if verify not in VERIFY_MODES:
             raise ValueError(f"verify must be one of {VERIFY_MODES}, not {verify!r}")
         self.buf = buf
         self.name = name
         self.verify = verify
         self._parse()
-        self._verified = np.zeros(self.n_blocks, dtype=bool)
-        self._all_verified = verify == "never" or self.n_blocks == 0
+        fresh = verified is None or verified.shape != (self.n_blocks,) or verified.dtype != bool
+        self._verified = np.zeros(self.n_blocks, dtype=bool) if fresh else verified
+        self.verified_flags = self._verified
+        self._all_verified = verify == "never" or self.n_blocks == 0 or bool(self._verified.all())
         self._column_addresses: dict[int, np.ndarray] = {}
 
     @classmethod

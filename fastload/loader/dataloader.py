@@ -40,6 +40,7 @@ from .collate import FastloadCollate, normalise_pad, to_torch
 from . import datasets as lm
 from .device import to_device_stream
 from .iterable import IterableOrder
+from .reading import LoaderSettings, loader_reading
 from .resume import InjectedOrder
 from .samplers import PlanBatchSampler, PlanSampler, log_offset, uses_plan
 from .slots import SlotLayout
@@ -60,7 +61,10 @@ class DataLoader(TorchDataLoader):
     Extra keyword-only arguments:
     ``seed`` (int; the shuffle seed shared by all ranks, default 0 or the generator's seed),
     ``shuffle`` also takes ``"block"`` (shards and blocks shuffled, samples shuffled within a
-    window of blocks: sequential reads) or ``"full"`` (uniform permutation; ``True`` means this),
+    window of blocks: sequential reads) or ``"full"`` (uniform at any size); ``True`` is uniform
+    unless a remote dataset's node share exceeds its cache: then shard windows (docs/storage.md),
+    ``partitions`` (each epoch's shards in this many canonical partitions, so each node reads only
+    its own; default one per node; resumes onto any node count are exact),
     ``device`` (e.g. ``"cuda"``: the next batch is copied there on a side stream while the current
     step runs), ``worker_type`` (``"thread"``, the default, or ``"process"``; the native gather
     releases the GIL, and with a 300 us step per batch 2 threads stalled 6% of the time against 8%
@@ -92,7 +96,8 @@ class DataLoader(TorchDataLoader):
                  pin_memory_device: str = "", in_order: bool = True, seed: int | None = None,
                  device: str | torch.device | None = None, worker_type: str = "thread",
                  even: str = "pad", fields: list[str] | None = None, pad: dict | None = None,
-                 on_error: str = "raise", log_every: float | None = None, transforms: dict | None = None):
+                 on_error: str = "raise", log_every: float | None = None, transforms: dict | None = None,
+                 partitions: int | None = None):
         if isinstance(dataset, (str, os.PathLike)):
             dataset = open_dataset(dataset)
         fastload_ds = lm.is_native(dataset)  # fastload datasets, packed sequences, mixtures
@@ -130,8 +135,10 @@ class DataLoader(TorchDataLoader):
         self._batch_size_for_plan = batch_size or 1
         self._drop_last_for_plan = drop_last
         self._dataset_for_plan = dataset
-        self._block_starts = None
-        self._shard_starts = None
+        # a fastload Dataset's order: shuffle=True resolves against the cache, partitions per node
+        self._reading = loader_reading(dataset if not iterable else None, shuffle, mode, partitions, LoaderSettings(
+            seed=self._seed, batch_size=batch_size or 1, drop_last=drop_last, even=even,
+            num_workers=num_workers, prefetch_factor=prefetch_factor or 2))
         self._rebase = None  # (epoch, (position, drawn)): a mixture resumed with new weights
         self._sources = lm.SourceCounter(dataset)
         self._injected: InjectedOrder | None = None
@@ -173,16 +180,10 @@ class DataLoader(TorchDataLoader):
         if own is not None:
             return EpochPlan(n=own.n, batch_size=self._batch_size_for_plan, world=_world(), order=own,
                              drop_last=self._drop_last_for_plan, even=self._even, start_sample=start_sample)
+        if self._reading is not None:
+            return self._reading.plan(epoch, start_sample, _world())
         n = len(ds)
-        block = self._mode == "block" and isinstance(ds, Dataset)
-        if block and self._block_starts is None:
-            self._block_starts = _block_starts(ds)  # ~1 s for 100,000 shards: once per loader
-            self._shard_starts = _shard_starts(ds)
-        # "block" walks shard by shard: a remote first batch waits for one shard, and a cache
-        # smaller than the dataset holds each shard once per epoch
-        order = make_order(self._mode, n, self._seed, epoch,
-                           block_starts=self._block_starts if block else None,
-                           group_starts=self._shard_starts if block else None)
+        order = make_order(self._mode, n, self._seed, epoch)
         return EpochPlan(n=n, batch_size=self._batch_size_for_plan, world=_world(), order=order,
                          drop_last=self._drop_last_for_plan, even=self._even, start_sample=start_sample)
 
@@ -263,8 +264,10 @@ class DataLoader(TorchDataLoader):
             epoch = self._injected.epoch
         # remote datasets: shards are downloaded ahead in the plan's order (a no-op for local ones);
         # a cache_limit too small is an error here, before workers start
-        prefetch = start_prefetch(self.dataset, plan if isinstance(self.dataset, Dataset) else None,
-                                  num_workers=self.num_workers, prefetch_factor=self.prefetch_factor or 2)
+        if self._reading is not None and plan is not None:
+            prefetch = self._reading.start(plan, epoch)
+        else:
+            prefetch = start_prefetch(self.dataset, None, lag=1)
         batches = self._sources.counted(batches)  # per-source counts of a mixture (else a no-op)
         producer = self._get_producer()
         sent: deque = deque()  # index arrays in order, for fields decoded here on the GPU
@@ -310,6 +313,8 @@ class DataLoader(TorchDataLoader):
             layout = SlotLayout.for_dataset(ds.schema, batch_size, fields,
                                             {n: (p.dtype, p.shape) for n, p in cpu.items()})
         root, options, spec = lm.worker_spec(ds)
+        if self._reading is not None:  # a remote dataset's workers keep as many shards mapped as planned
+            options = {**options, **self._reading.worker_options(self._cursor.epoch)}
         config = WorkerConfig(dataset_root=root, dataset_options=options, dataset_spec=spec,
                               fields=fields, layout=layout, ring_name="",
                               worker_init_fn=self.worker_init_fn, seed=self._seed, on_error=self.on_error,
@@ -380,9 +385,13 @@ class DataLoader(TorchDataLoader):
         epoch, done = self._cursor.position()
         ds = self._dataset_for_plan
         order = self._make_plan(epoch).order if lm.is_mixture(ds) else None  # the epoch's, rebased or not
+        reading = self._reading.reading(epoch) if self._reading is not None else None
         state = LoaderState(seed=self._seed, epoch=epoch, samples_done=done,
                             batch_size=self._batch_size_for_plan, world_size=_world().world_size,
-                            shuffle=self._mode, n=len(ds) if order is None else order.n).to_dict()
+                            shuffle=self._mode if reading is None else reading.mode,
+                            n=len(ds) if order is None else order.n,
+                            partitions=1 if reading is None else reading.partitions,
+                            window=None if reading is None else reading.window).to_dict()
         return {**state, **lm.dataset_state(ds, order, done)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -402,20 +411,35 @@ class DataLoader(TorchDataLoader):
         if not isinstance(st, LoaderState):
             raise ValueError(f"the state was saved by a loader following a {st.kind}; this one uses fastload's "
                              "own order (no sampler given)")
-        if st.shuffle != self._mode or st.seed != self._seed:
-            raise ValueError(f"state was saved with shuffle={st.shuffle!r}, seed={st.seed}; this loader "
-                             f"has shuffle={self._mode!r}, seed={self._seed}")
+        if st.seed != self._seed:
+            raise ValueError(f"state was saved with seed={st.seed}; this loader has seed={self._seed}")
+        if self._reading is not None:
+            self._reading.adopt(st)  # the state's order (mode, window, partitions) continues
+        elif st.shuffle != self._mode or st.partitions != 1:
+            raise ValueError(f"state was saved with shuffle={st.shuffle!r}, partitions={st.partitions}; this "
+                             f"loader has shuffle={self._mode!r}, one partition")
         rebase = lm.resume_rebase(self._dataset_for_plan, mixture, st.samples_done)
         # a mixture checks its own sources; new weights change the epoch's length
         mixed = lm.is_mixture(self._dataset_for_plan)
-        st.check_resumable(n=st.n if mixed else len(self._dataset_for_plan), shuffle=self._mode)
+        st.check_resumable(n=st.n if mixed else len(self._dataset_for_plan), shuffle=st.shuffle)
         self._rebase = None if rebase is None else (st.epoch, rebase)
         self._cursor.load(st.epoch, st.samples_done)
 
     def stats(self) -> dict[str, Any]:
-        """Data stall (time waiting for batches), throughput and per-stage times so far."""
+        """Data stall (time waiting for batches), throughput and per-stage times so far; for a
+        fastload dataset the order read (``"shuffle"``: mode, shard window, partitions, and its
+        quality estimated on the current epoch), and a remote one's cache counters."""
         storage = self.dataset.storage_stats() if isinstance(self.dataset, Dataset) else {}
-        return {**self._stats.snapshot(), **storage, **self._sources.snapshot()}
+        shuffle = {"shuffle": self._reading.report(self._cursor.epoch)} if self._reading is not None else {}
+        return {**self._stats.snapshot(), **storage, **shuffle, **self._sources.snapshot()}
+
+    def io_plan(self, epoch: int | None = None, *, all_nodes: bool = False):
+        """What an epoch (default: the current one) will download under the cache limit, before its
+        first byte: an :class:`~fastload.storage.forecast.IOForecast` (bytes per node, multiple of
+        the dataset, hit rate, peak, smallest workable limit) for this node, or every node's."""
+        if self._reading is None:
+            raise TypeError("io_plan() forecasts a fastload Dataset's reads; this loader reads another dataset")
+        return self._reading.io_plan(self._cursor.epoch if epoch is None else epoch, all_nodes=all_nodes)
 
 
 class _Drawn:
@@ -485,22 +509,3 @@ def _seed_from(seed: int | None, generator: torch.Generator | None) -> int:
 
 def _world() -> World:
     return detect_world()
-
-
-def _shard_starts(ds: Dataset) -> np.ndarray:
-    """First record of every shard (empty shards repeat their successor's start)."""
-    m = ds.manifest
-    return np.concatenate([[0], np.cumsum(m.shard_records)[:-1]]).astype(np.int64) if m.n_shards else np.zeros(1, np.int64)
-
-
-def _block_starts(ds: Dataset) -> np.ndarray:
-    """Approximate first record of every block, from the manifest alone (no shard is opened)."""
-    m = ds.manifest
-    if not m.n_shards:
-        return np.zeros(1, np.int64)
-    blocks = np.maximum(m.shard_blocks, 1)
-    shard = np.repeat(np.arange(m.n_shards), blocks)
-    first_block = np.concatenate([[0], np.cumsum(blocks)[:-1]])
-    k = np.arange(int(blocks.sum())) - first_block[shard]
-    shard_start = np.concatenate([[0], np.cumsum(m.shard_records)[:-1]])
-    return np.unique(shard_start[shard] + k * m.shard_records[shard] // blocks[shard])

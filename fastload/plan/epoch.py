@@ -1,17 +1,22 @@
 """One rank's batches of an epoch: the global sample sequence cut in global batches, by rank.
 
-The global sequence E of an epoch is ``order.indices(p % n)`` for positions p = 0, 1, 2, ...:
-the order itself, then (when ranks are padded to equal parts) repeats from its start. It does
-not depend on the world size, so a run stopped after ``start_sample`` samples continues from
-that position under any world size. From ``start_sample``, E is cut into global batches of
-``batch_size * world_size`` consecutive positions and rank r takes the r-th ``batch_size``
-slice of each; the last global batch may be partial and is then split into equal consecutive
-shares, one per rank (or dropped with ``drop_last``).
+The global sequence E of an epoch is ``order.indices(p)`` for positions p = 0, 1, ..., n - 1,
+then (when ranks are padded to equal parts) repeats of its start. It does not depend on the world
+size, so a run stopped after ``start_sample`` samples continues from that position under any world
+size. From ``start_sample``, E is cut into global batches of ``batch_size * world_size``
+consecutive positions. Within a global batch, node i takes the positions p with p % nodes == i
+(a global batch is a multiple of the node count, so every node gets the same number), and the
+node's r-th local rank takes the r-th ``batch_size`` run of them. With one node this is rank r
+taking the r-th consecutive slice. The residue rule is what lets a partitioned order (one whose
+position p reads partition p % partitions, see walk.py) send each node only its own partitions'
+samples, whatever the resume point. The last global batch may be partial and is then split the
+same way in equal shares (or dropped with ``drop_last``).
 
 The part left after ``start_sample`` is made a multiple of the world size as torch's
 DistributedSampler does: ``even="pad"`` repeats samples from the start of the epoch
-(drop_last=False there), ``even="drop"`` drops the tail (drop_last=True there). From
-``start_sample=0`` the two agree with DistributedSampler on which and how many samples an
+(drop_last=False there), ``even="drop"`` drops the tail (drop_last=True there); a padded position p >= n
+repeats a position of the epoch's start with the same residue modulo the node count, so padding
+stays on the node's own partitions. From ``start_sample=0`` the two agree with DistributedSampler on which and how many samples an
 epoch delivers; only the assignment to ranks differs (consecutive slices here, interleaved
 there), which is what makes the sequence independent of the world size.
 """
@@ -86,13 +91,20 @@ class EpochPlan:
     def __len__(self) -> int:
         return self.num_batches()
 
+    @property
+    def _node_offset(self) -> int:
+        """From a global batch's first position to this node's first one (the same for every
+        global batch: they are multiples of the node count long)."""
+        return (self.world.node - self.start_sample) % self.world.nodes
+
     def positions(self, k: int) -> np.ndarray:
         """Global positions (into the padded sequence) of this rank's k-th batch."""
         self._check_batch(k)
         start = self.start_sample + k * self.global_batch
         share = min(self.end - start, self.global_batch) // self.world.world_size
-        first = start + self.world.rank * share
-        return np.arange(first, first + share, dtype=np.int64)
+        nodes = self.world.nodes
+        first = start + self._node_offset + nodes * self.world.local_rank * share
+        return first + nodes * np.arange(share, dtype=np.int64)
 
     def batch(self, k: int) -> np.ndarray:
         """int64 record indices of this rank's k-th batch, k counted from start_sample."""
@@ -107,9 +119,10 @@ class EpochPlan:
         per_chunk = max(1, _CHUNK_SAMPLES // self.batch_size)
         for k0 in range(first, min(full, total), per_chunk):
             k1 = min(k0 + per_chunk, full)
-            starts = (self.start_sample + self.world.rank * self.batch_size
+            nodes = self.world.nodes
+            starts = (self.start_sample + self._node_offset + nodes * self.world.local_rank * self.batch_size
                       + np.arange(k0, k1, dtype=np.int64) * self.global_batch)
-            records = self._records((starts[:, None] + np.arange(self.batch_size)).ravel())
+            records = self._records((starts[:, None] + nodes * np.arange(self.batch_size)).ravel())
             yield from records.reshape(k1 - k0, self.batch_size)
         if total > max(full, first):  # the last global batch, split in equal shares
             yield self.batch(full)
@@ -134,9 +147,15 @@ class EpochPlan:
         return self.start_sample + k * self.global_batch
 
     def _records(self, positions: np.ndarray) -> np.ndarray:
-        # positions past n are padding: they repeat the epoch's sequence from its start
+        # positions past n are padding: they repeat the epoch's sequence from its start, keeping
+        # their residue modulo the node count (with one node: p % n)
         if self.even == "pad" and self.n:
-            positions = positions % self.n
+            pad = positions >= self.n
+            if pad.any():
+                nodes = self.world.nodes
+                positions = positions.copy()
+                over = positions[pad] - self.n
+                positions[pad] = (over - over % nodes + positions[pad] % nodes) % self.n
         return self.order.indices(positions)
 
     def _check_batch(self, k: int) -> None:

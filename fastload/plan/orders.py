@@ -12,18 +12,15 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .bijection import (
-    STREAM_BLOCKS, STREAM_FULL, STREAM_GROUPS, STREAM_WINDOWS, bit_widths, derive_keys, permute,
-    round_keys,
-)
+from .bijection import STREAM_BLOCKS, STREAM_FULL, STREAM_GROUPS, bit_widths, derive_keys, permute, round_keys
+from .walk import WindowedWalk, keyed_walk
 
 VIRTUAL_BLOCK = 1024  # records per block when "block" is asked for without real block starts
 MAX_N = 1 << 62  # the Feistel works on uint64 with a spare bit for cycle-walking
-SHUFFLE_MODES = ("full", "block", "none")
+SHUFFLE_MODES = ("full", "block", "shards", "none")
 # Positions are mapped in pieces whose temporaries stay in L2: a full shuffle of 10**6
 # positions takes 31 ms in 32k pieces against 46 ms in one piece.
 _CHUNK = 1 << 15
-_MAX_RUNS = 16  # BlockShuffle: above this many windows in a piece, use per-element keys
 
 
 @runtime_checkable
@@ -77,7 +74,7 @@ class FullShuffle:
         return f"FullShuffle(n={self.n}, seed={self.seed}, epoch={self.epoch})"
 
 
-class BlockShuffle:
+class BlockShuffle(WindowedWalk):
     """Quasi-random order keeping reads sequential: shuffled blocks, samples mixed per window.
 
     The blocks are walked in a random order; each run of ``window`` consecutive walked blocks
@@ -90,63 +87,82 @@ class BlockShuffle:
     lies in one or two shards and each shard is read in one stretch of the epoch. That is what a
     remote dataset needs: the first batch waits for one shard, not ``window`` of them, and a cache
     smaller than the dataset holds each shard once per epoch instead of re-downloading it.
+    ``partitions`` > 1 cuts the walk in that many stretches read in turn (see walk.py).
     """
 
     def __init__(self, block_starts: np.ndarray, n: int, seed: int, epoch: int, window: int = 8,
-                 group_starts: np.ndarray | None = None):
+                 group_starts: np.ndarray | None = None, partitions: int = 1):
         self.n = _check_int("n", n, 0, MAX_N)
         self.seed = _check_int("seed", seed)
         self.epoch = _check_int("epoch", epoch, 0)
         self.window = _check_int("window", window, 1)
+        partitions = _check_int("partitions", partitions, 1)
         starts, sizes = _blocks(block_starts, self.n)
         self.n_blocks = len(starts)
         # walk order of the blocks: a keyed bijection too, so it is NumPy-version independent
         if group_starts is None:
-            walk = permute(np.arange(self.n_blocks, dtype=np.uint64), np.uint64(self.n_blocks),
-                           *bit_widths(self.n_blocks), round_keys(self.seed, self.epoch, STREAM_BLOCKS))
-            walk = walk.astype(np.int64)
+            walk = keyed_walk(self.n_blocks, self.seed, self.epoch, STREAM_BLOCKS)
         else:
             walk = _group_major_walk(starts, _groups(group_starts, self.n), self.seed, self.epoch)
         self.grouped = group_starts is not None
-        self._src = starts[walk]  # first record of the j-th walked block
-        self._end = np.cumsum(sizes[walk])  # end position of the j-th walked block
-        self._begin = self._end - sizes[walk]
-        first = np.arange(0, self.n_blocks, self.window)
-        last = np.minimum(first + self.window, self.n_blocks) - 1
-        self._win_begin = self._begin[first]
-        self._win_end = self._end[last]
-        win_size = (self._win_end - self._win_begin).astype(np.uint64)
-        self._win_size = win_size
-        self._win_low, self._win_high = bit_widths(win_size)
-        self._win_keys = derive_keys(round_keys(self.seed, self.epoch, STREAM_WINDOWS),
-                                     np.arange(len(first)))
-
-    def indices(self, positions: np.ndarray) -> np.ndarray:
-        """The records at these positions of the block-shuffled epoch."""
-        return _chunked(self._indices, _positions(positions, self.n))
-
-    def _indices(self, flat: np.ndarray) -> np.ndarray:
-        w = np.searchsorted(self._win_end, flat, side="right")
-        offset = (flat - self._win_begin[w]).astype(np.uint64)
-        runs = np.flatnonzero(w[1:] != w[:-1]) + 1
-        if len(runs) < _MAX_RUNS:
-            # Loaders ask for consecutive positions, so a piece spans a few windows: a
-            # shared-key pass per window maps 10**6 positions in 59 ms, per-element keys 105.
-            mixed = np.empty_like(offset)
-            for a, b in zip([0, *runs], [*runs, len(w)]):
-                g = w[a]
-                mixed[a:b] = permute(offset[a:b], self._win_size[g], self._win_low[g],
-                                     self._win_high[g], self._win_keys[:, g])
-        else:
-            mixed = permute(offset, self._win_size[w], self._win_low[w], self._win_high[w],
-                            self._win_keys[:, w])
-        walked = self._win_begin[w] + mixed.astype(np.int64)
-        j = np.searchsorted(self._end, walked, side="right")
-        return self._src[j] + (walked - self._begin[j])
+        super().__init__(starts, sizes, walk, n=self.n, seed=self.seed, epoch=self.epoch, window=self.window,
+                         partitions=partitions)
 
     def __repr__(self) -> str:
         return (f"BlockShuffle(n={self.n}, blocks={self.n_blocks}, seed={self.seed}, "
-                f"epoch={self.epoch}, window={self.window}, grouped={self.grouped})")
+                f"epoch={self.epoch}, window={self.window}, grouped={self.grouped}, "
+                f"partitions={self.partitions})")
+
+
+class ShardWindows(WindowedWalk):
+    """Shards in a keyed random order, samples permuted uniformly within each window of
+    ``window`` consecutive walked shards: the order for a remote dataset larger than its cache.
+
+    A window's shards are all read throughout the window's stretch of the epoch, so a cache that
+    holds a window (and the next one arriving) downloads each shard once per epoch, while a batch
+    mixes samples of ``window`` shards. ``window`` >= the shard count is a uniform shuffle of
+    a random shard order (not :class:`FullShuffle`'s numbers).
+    """
+
+    def __init__(self, group_starts: np.ndarray, n: int, seed: int, epoch: int, window: int,
+                 partitions: int = 1):
+        self.n = _check_int("n", n, 0, MAX_N)
+        self.seed = _check_int("seed", seed)
+        self.epoch = _check_int("epoch", epoch, 0)
+        self.window = _check_int("window", window, 1)
+        partitions = _check_int("partitions", partitions, 1)
+        starts, sizes = _blocks(_groups(group_starts, self.n), self.n)
+        self.n_shards = len(starts)
+        super().__init__(starts, sizes, keyed_walk(self.n_shards, self.seed, self.epoch), n=self.n,
+                         seed=self.seed, epoch=self.epoch, window=self.window, partitions=partitions)
+
+    def __repr__(self) -> str:
+        return (f"ShardWindows(n={self.n}, shards={self.n_shards}, seed={self.seed}, epoch={self.epoch}, "
+                f"window={self.window}, partitions={self.partitions})")
+
+
+class PartitionedShuffle(WindowedWalk):
+    """``partitions`` > 1 stretches of a random shard order, each permuted uniformly: the full
+    shuffle when nodes read only their own partitions. ``shuffle=False`` keeps the records in
+    order within partitions of the unshuffled shards (the sequential order, partitioned)."""
+
+    def __init__(self, group_starts: np.ndarray | None, n: int, seed: int, epoch: int, partitions: int,
+                 shuffle: bool = True):
+        self.n = _check_int("n", n, 0, MAX_N)
+        self.seed = _check_int("seed", seed)
+        self.epoch = _check_int("epoch", epoch, 0)
+        partitions = _check_int("partitions", partitions, 1)
+        if group_starts is None:
+            group_starts = np.arange(0, max(self.n, 1), VIRTUAL_BLOCK, dtype=np.int64)
+        starts, sizes = _blocks(_groups(group_starts, self.n), self.n)
+        walk = keyed_walk(len(starts), self.seed, self.epoch) if shuffle else np.arange(len(starts))
+        self.shuffled = shuffle
+        super().__init__(starts, sizes, walk, n=self.n, seed=self.seed, epoch=self.epoch, window=None,
+                         partitions=partitions, shuffle_windows=shuffle)
+
+    def __repr__(self) -> str:
+        return (f"PartitionedShuffle(n={self.n}, seed={self.seed}, epoch={self.epoch}, "
+                f"partitions={self.partitions}, shuffle={self.shuffled})")
 
 
 def _group_major_walk(starts: np.ndarray, group_starts: np.ndarray, seed: int, epoch: int) -> np.ndarray:
@@ -160,8 +176,7 @@ def _group_major_walk(starts: np.ndarray, group_starts: np.ndarray, seed: int, e
     keys = derive_keys(round_keys(seed, epoch, STREAM_BLOCKS), group)
     shuffled_local = permute(local, size[group].astype(np.uint64), low, high, keys).astype(np.int64)
     n_groups = len(group_starts)
-    group_walk = permute(np.arange(n_groups, dtype=np.uint64), np.uint64(n_groups), *bit_widths(n_groups),
-                         round_keys(seed, epoch, STREAM_GROUPS)).astype(np.int64)
+    group_walk = keyed_walk(n_groups, seed, epoch, STREAM_GROUPS)
     offset = np.empty(n_groups, dtype=np.int64)  # first walk position of each group
     offset[group_walk] = np.concatenate([[0], np.cumsum(size[group_walk])[:-1]])
     walk = np.empty(n_blocks, dtype=np.int64)
@@ -182,10 +197,13 @@ def _groups(group_starts, n: int) -> np.ndarray:
 
 def make_order(mode: str | bool | None, n: int, seed: int, epoch: int,
                block_starts: np.ndarray | None = None, window: int = 8,
-               group_starts: np.ndarray | None = None) -> Order:
-    """The order for a shuffle mode: "full" (or True), "block", or "none" (or False/None).
+               group_starts: np.ndarray | None = None, partitions: int = 1) -> Order:
+    """The order for a shuffle mode: "full" (or True), "block", "shards", or "none" (or False/None).
 
-    ``group_starts`` (the first record of each shard) makes "block" walk shard by shard.
+    ``group_starts`` (the first record of each shard) makes "block" walk shard by shard; "shards"
+    needs it (its ``window`` counts shards, "block"'s counts blocks). ``partitions`` > 1 splits
+    the epoch in that many stretches of shards read in turn (walk.py); 1 keeps the orders whose
+    numbers are pinned by the resume contract.
     """
     if mode is True:
         mode = "full"
@@ -193,13 +211,20 @@ def make_order(mode: str | bool | None, n: int, seed: int, epoch: int,
         mode = "none"
     if not isinstance(mode, str) or mode not in SHUFFLE_MODES:
         raise ValueError(
-            f"shuffle must be one of 'full', 'block', 'none', True, False or None; got {mode!r}")
-    if mode == "full":
-        return FullShuffle(n, seed, epoch)
+            f"shuffle must be one of 'full', 'block', 'shards', 'none', True, False or None; got {mode!r}")
+    partitions = _check_int("partitions", partitions, 1)
     if mode == "block":
         if block_starts is None:
             block_starts = np.arange(0, max(n, 1), VIRTUAL_BLOCK, dtype=np.int64)
-        return BlockShuffle(block_starts, n, seed, epoch, window, group_starts=group_starts)
+        return BlockShuffle(block_starts, n, seed, epoch, window, group_starts=group_starts, partitions=partitions)
+    if mode == "shards":
+        if group_starts is None:
+            raise ValueError("shuffle 'shards' needs group_starts, the first record of each shard")
+        return ShardWindows(group_starts, n, seed, epoch, window, partitions)
+    if partitions > 1:
+        return PartitionedShuffle(group_starts, n, seed, epoch, partitions, shuffle=mode == "full")
+    if mode == "full":
+        return FullShuffle(n, seed, epoch)
     return SequentialOrder(n)
 
 
@@ -255,5 +280,5 @@ def _check_int(name: str, value, low: int | None = None, high: int | None = None
     return value
 
 
-__all__ = ["BlockShuffle", "FullShuffle", "Order", "SequentialOrder", "make_order",
-           "SHUFFLE_MODES", "VIRTUAL_BLOCK"]
+__all__ = ["BlockShuffle", "FullShuffle", "Order", "PartitionedShuffle", "SequentialOrder", "ShardWindows",
+           "make_order", "SHUFFLE_MODES", "VIRTUAL_BLOCK"]

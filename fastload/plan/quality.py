@@ -56,6 +56,35 @@ def shuffle_quality(order: Order, block_starts: np.ndarray, batch_size: int = 64
     )
 
 
+def sampled_quality(order: Order, group_starts: np.ndarray, batch_size: int = 64, samples: int = 1 << 16,
+                    seed: int = 0) -> ShuffleQuality:
+    """The same metrics estimated from ``samples`` random positions (and as many positions in
+    random whole batches), against groups (shards) starting at ``group_starts``: O(samples)
+    whatever n, so a loader can report them for any dataset. The estimates are within about
+    1/sqrt(samples) of the whole-epoch values (0.004 at the default)."""
+    n = order.n
+    if n < 2 or batch_size < 1:
+        raise ValueError("shuffle quality needs n >= 2 records and batch_size >= 1")
+    rng = np.random.default_rng(seed)  # a diagnostic's sample, not an order: NumPy's generator is fine
+    pos = rng.integers(0, n, size=min(samples, n), dtype=np.int64)
+    d = (order.indices(pos) - pos).astype(np.float64)
+    starts = np.asarray(group_starts, dtype=np.int64)
+    n_batches = n // batch_size
+    if n_batches:
+        first = rng.integers(0, n_batches, size=max(1, min(samples // batch_size, n_batches)), dtype=np.int64)
+        idx = order.indices(first[:, None] * batch_size + np.arange(batch_size))
+        group = np.sort(np.searchsorted(starts, idx, side="right") - 1, axis=1)
+        per_batch = float((1 + np.count_nonzero(np.diff(group, axis=1), axis=1)).mean())
+    else:
+        per_batch = float("nan")
+    return ShuffleQuality(
+        displacement=float(np.abs(d).mean() / n),
+        spearman=1.0 - 6.0 * float(np.mean(d * d)) / (float(n) ** 2 - 1),
+        blocks_per_batch=per_batch,
+        uniform_blocks_per_batch=_uniform_blocks(np.diff(np.append(starts, n)), n, batch_size),
+    )
+
+
 def compare_shuffles(n: int = 1_000_000, block: int = 1024, batch_size: int = 64,
                      seed: int = 0, windows: tuple[int, ...] = (1, 8, 64)
                      ) -> list[tuple[str, ShuffleQuality]]:

@@ -21,7 +21,9 @@ class LoaderState:
     """Where a loader stands: epoch and global samples delivered, with what decides the order.
 
     ``n`` (records in the dataset) is optional; when given, a restore can refuse a state taken
-    on another dataset instead of silently resuming a different sequence.
+    on another dataset instead of silently resuming a different sequence. ``partitions`` (the
+    canonical partitions of the epoch, see walk.py) and ``window`` (shards per window of the
+    "shards" order) are part of what decides the sequence: a restore adopts them.
     """
 
     seed: int
@@ -31,13 +33,15 @@ class LoaderState:
     world_size: int
     shuffle: str
     n: int | None = None
+    partitions: int = 1
+    window: int | None = None
 
     def __post_init__(self) -> None:
         lows = {"seed": None, "epoch": 0, "samples_done": 0, "batch_size": 1, "world_size": 1,
-                "n": 0}
+                "n": 0, "partitions": 1, "window": 1}
         for name, low in lows.items():
             value = getattr(self, name)
-            if name == "n" and value is None:
+            if name in _OPTIONAL and value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise TypeError(f"LoaderState.{name} must be an int, got {value!r}")
@@ -49,8 +53,14 @@ class LoaderState:
                              f"got {self.shuffle!r}")
 
     def to_dict(self) -> dict:
-        """Plain ints and strings with a version key: safe for JSON and torch.save."""
-        return {"version": STATE_VERSION, **asdict(self)}
+        """Plain ints and strings with a version key: safe for JSON and torch.save. The keys that
+        hold their default (one partition, no shard window) are left out, so such a state reads
+        the same as before they existed."""
+        d = asdict(self)
+        for name, default in _DEFAULTS.items():
+            if d[name] == default:
+                del d[name]
+        return {"version": STATE_VERSION, **d}
 
     @classmethod
     def from_dict(cls, d: dict) -> LoaderState:
@@ -63,7 +73,7 @@ class LoaderState:
             raise ValueError(f"loader state version {d['version']!r} is not supported "
                              f"(this fastload reads version {STATE_VERSION})")
         names = {f.name for f in fields(cls)}
-        required = {f.name for f in fields(cls) if f.name != "n"}
+        required = {f.name for f in fields(cls) if f.name != "n" and f.name not in _DEFAULTS}
         keys = set(d) - {"version"}
         if missing := sorted(required - keys):
             raise ValueError(f"loader state lacks {', '.join(missing)}")
@@ -72,6 +82,7 @@ class LoaderState:
         return cls(**{k: d[k] for k in keys})
 
     def check_resumable(self, *, n: int, shuffle: str) -> None:
+        # partitions and window are not checked: they are the state's to decide (the loader adopts them)
         """Raise ValueError if this state cannot continue a loader over n records in this mode."""
         wrong = [f"{name}: state {mine!r}, loader {theirs!r}"
                  for name, mine, theirs in (("n", self.n, n), ("shuffle", self.shuffle, shuffle))
@@ -79,6 +90,10 @@ class LoaderState:
         if wrong:
             raise ValueError("the loader state was taken with another setup (" +
                              "; ".join(wrong) + "): resuming would not continue its sequence")
+
+
+_DEFAULTS = {"partitions": 1, "window": None}
+_OPTIONAL = ("n", "window")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,19 +19,28 @@ from .config import CacheConfig, PrefetchWindow
 from .counters import read_totals
 from .remote import Remote, RetryPolicy, normalise_url
 
-# Shards a reader keeps mapped: the one it reads and the next, across a shard boundary inside a
-# batch. A batch spanning more shards maps them all for its duration.
-MAX_OPEN = 2
+KEEP_OPEN = ("auto", "all")
 
 
 class RemoteShards:
-    """Shards of a dataset at an fsspec URL, read through the node's cache directory."""
+    """Shards of a dataset at an fsspec URL, read through the node's cache directory.
 
-    max_open = MAX_OPEN
+    ``keep_open``: how many shards a reader (one Dataset) keeps mapped. A mapped shard is pinned:
+    never evicted. ``"all"`` keeps every shard it read (what a cache that holds the whole dataset,
+    or no limit, allows); an int k keeps the k last and gathers a batch touching more than k
+    shards one shard at a time (format/staged.py); ``"auto"`` is ``"all"`` when the dataset fits
+    the limit (or there is none) and 1 otherwise. A loader passes its own choice to its workers
+    (it knows the node's share of the dataset).
+    """
 
     def __init__(self, url: str, *, storage_options: dict | None = None, cache_dir=None, cache_limit=None,
                  timeout: float = 60.0, retries: int = 5, stats_group: str | None = None,
-                 manifest_checksum: str | None = None, prefetch_window: int | str | None = None):
+                 manifest_checksum: str | None = None, prefetch_window: int | str | None = None,
+                 keep_open: int | str = "auto"):
+        if not (keep_open in KEEP_OPEN or (isinstance(keep_open, int) and not isinstance(keep_open, bool)
+                                             and keep_open >= 1)):
+            raise ValueError(f"keep_open must be 'auto', 'all' or an int >= 1, not {keep_open!r}")
+        self.keep_open = keep_open
         self.root = normalise_url(url)
         self.prefetch_window = PrefetchWindow.parse(prefetch_window)
         self.config = CacheConfig.resolve(cache_dir=cache_dir, cache_limit=cache_limit)
@@ -64,15 +73,15 @@ class RemoteShards:
             raise not_writable(self.config.cache_dir, exc) from exc
         return self.manifest
 
-    def check_batch(self, shards: np.ndarray) -> None:
-        """Refuse at once a batch that needs more bytes of shards mapped together than the cache
-        may hold: its own pins would leave no room for its last shards, and it would wait for them."""
-        limit = self.config.cache_limit
-        need = int(self.manifest.shard_bytes[shards].sum()) if len(shards) else 0
-        if limit is not None and need > limit:
-            raise StorageError(f"one batch reads {len(shards)} shards of {self.root} at once ({need} bytes), more "
-                               f"than cache_limit {limit}: raise cache_limit, use smaller batches, or read in "
-                               "an order that touches fewer shards per batch (shuffle='block')")
+    @property
+    def max_open(self) -> int | None:
+        """Shards a Dataset keeps mapped (None: all), from ``keep_open``."""
+        if self.keep_open == "all":
+            return None
+        if self.keep_open == "auto":
+            limit = self.config.cache_limit
+            return None if limit is None or self.manifest.n_bytes <= limit else 1
+        return self.keep_open
 
     def where(self, name: str) -> str:
         return self.remote.url_of(name)
@@ -85,7 +94,7 @@ class RemoteShards:
         return {"storage_options": dict(self.remote.storage_options), "cache_dir": str(self.config.cache_dir),
                 "cache_limit": self.config.cache_limit, "timeout": p.timeout_s, "retries": p.attempts,
                 "stats_group": self.group, "manifest_checksum": self.manifest_checksum,
-                "prefetch_window": self.prefetch_window.option}
+                "prefetch_window": self.prefetch_window.option, "keep_open": self.keep_open}
 
     def note_memory(self, hits: int, misses: int) -> None:
         # the block cache reports running totals; the counters file is shared by every dataset of

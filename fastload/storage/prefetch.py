@@ -12,7 +12,6 @@ simply tried again later, so the prefetcher never blocks a reader.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -23,7 +22,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .config import WINDOW_BYTES, WINDOW_SHARDS
-from .locator import MAX_OPEN
+from .lookahead import first_uses, horizon_shards, window_bytes, window_of
 
 log = logging.getLogger("fastload.storage")
 
@@ -31,35 +30,20 @@ log = logging.getLogger("fastload.storage")
 # starts while the last ranges and the checksum pass of the previous one finish, and the shard
 # a reader waits for shares the link with one other, not with a whole window
 IN_FLIGHT = 2
-HORIZON = 4  # next uses are known for this many windows ahead
-PEEK_BATCHES = 64  # batches looked at to learn how many shards one batch spans
 
 
 class Prefetcher:
     """Keeps the next window of shards in the cache while a loader iterates; ``close()`` stops it.
 
-    Checks at construction that the cache limit leaves room for what the readers hold at once.
+    ``window_max_bytes`` is what the cache leaves for the window (:func:`.lookahead.window_bytes`);
+    0 makes it idle (readers then download on demand).
     """
 
-    def __init__(self, dataset, shard_batches: Iterator[np.ndarray], *, readers: int = 1, lag: int = 2,
-                 shards_per_batch: int = 1, window_shards: int = WINDOW_SHARDS, window_bytes: int = WINDOW_BYTES,
+    def __init__(self, cache, shard_batches: Iterator[np.ndarray], *, lag: int = 2,
+                 window_shards: int = WINDOW_SHARDS, window_max_bytes: int = WINDOW_BYTES,
                  in_flight: int = IN_FLIGHT):
-        cache = dataset.locator.cache
-        sizes = cache.manifest.shard_bytes
-        max_shard = int(sizes.max()) if len(sizes) else 0
-        limit = cache.node.limit
-        per_reader = max(MAX_OPEN, shards_per_batch)
-        resident = readers * per_reader * max_shard
-        if limit is not None and limit < resident:
-            # readers would each hold shards while waiting for room the others hold: a deadlock
-            raise ValueError(
-                f"cache_limit {limit} bytes is too small: {readers} reader(s) keep up to {per_reader} shards "
-                f"of up to {max_shard} bytes mapped at once ({shards_per_batch} per batch at most), "
-                f"{resident} bytes; raise cache_limit, use fewer workers, or shuffle less")
-        if limit is not None:  # the window shrinks to what the readers' shards leave under the limit
-            window_bytes = max(min(window_bytes, limit - resident), max_shard)
-        self.cache, self.sizes = cache, sizes
-        self.window_shards, self.window_bytes, self.lag = window_shards, window_bytes, lag
+        self.cache, self.sizes = cache, cache.manifest.shard_bytes
+        self.window_shards, self.window_bytes, self.lag = window_shards, window_max_bytes, lag
         self._source = shard_batches
         self._events: deque[tuple[int, np.ndarray]] = deque()  # (batch number, shards it needs)
         self._pulled = 0
@@ -72,11 +56,18 @@ class Prefetcher:
         self._pool = ThreadPoolExecutor(in_flight, thread_name_prefix="fastload-prefetch")
         self._max_in_flight = in_flight
         self.errors: list[BaseException] = []
+        self._target = horizon_shards(window_shards, cache.manifest.shard_records)
+        self._order: dict[int, float] = {}
+        self._window: list[int] = []
+        self._head: frozenset | None = None  # the shards of the batch at the position last looked from
+        self._published_at = 0.0
         self._thread = threading.Thread(target=self._run, name="fastload-prefetcher", daemon=True)
 
     def track(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Pass ``batches`` through, noting how many were handed to the readers.
 
+        The next uses and the window are brought up to date here, before a batch reaches a
+        reader, so that every eviction (a reader's too) follows the readers' current position.
         Downloads start when the first batch is asked for: by then the loader's worker processes
         have forked, so no child inherits a lock held by a download thread.
         """
@@ -85,6 +76,7 @@ class Prefetcher:
         for b in batches:
             with self._cond:
                 self._dispatched += 1
+                self._look_ahead()
                 self._cond.notify()
             yield b
 
@@ -104,46 +96,27 @@ class Prefetcher:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.cache.withdraw_hints()
 
-    # -- the loop --------------------------------------------------------------------------
-    def _run(self) -> None:
-        published, published_at = None, 0.0
-        try:
-            while True:
-                with self._cond:
-                    if self._closed:
-                        return
-                    position = max(0, self._dispatched - self.lag)
-                while self._events and self._events[0][0] < position:
-                    self._events.popleft()
-                order = self._refill(position)
-                if self._exhausted and not order:
-                    return
-                window = self._window(order)
-                now = time.monotonic()
-                if window != published or now - published_at > 1.0:  # every change, and a heartbeat
-                    self.cache.publish_hints(order, window)
-                    published, published_at = window, now
-                with self._cond:
-                    for s in window:
-                        if len(self._in_flight) >= self._max_in_flight:
-                            break
-                        if s not in self._in_flight and not self.cache.is_cached(s):
-                            self._in_flight.add(s)
-                            self._pool.submit(self._fetch, s)
-                    self._cond.wait(0.05)
-        except BaseException as exc:  # noqa: BLE001 - readers fetch on demand and report errors themselves
-            log.warning("prefetcher stopped: %s", exc)
-            self.errors.append(exc)
+    # -- what is ahead ---------------------------------------------------------------------
+    def _look_ahead(self) -> None:
+        """From the slowest reader's position: the next uses and the window, published when the
+        batch there reads other shards than last time (otherwise their order is unchanged; the
+        forecast follows the same rule). The caller holds ``_cond``."""
+        position = max(0, self._dispatched - self.lag)
+        while self._events and self._events[0][0] < position:
+            self._events.popleft()
+        if self._events and self._events[0][0] == position and self._head == frozenset(self._events[0][1].tolist()):
+            return
+        self._order = self._refill(position)
+        self._window = window_of(self._order, self.sizes, self.window_shards, self.window_bytes)
+        self._head = frozenset(self._events[0][1].tolist()) if self._events else None
+        self.cache.publish_hints(self._order, self._window)
+        self._published_at = time.monotonic()
 
-    def _refill(self, position: int) -> dict[int, int]:
-        """Pull batches until the horizon holds HORIZON windows of distinct shards; returns each
-        upcoming shard's first batch number, in order of need."""
-        order: dict[int, int] = {}
-        for k, shards in self._events:
-            for s in shards.tolist():
-                order.setdefault(s, k)
-        target = HORIZON * self.window_shards
-        while not self._exhausted and len(order) < target and self._pulled - position < 1 << 16:
+    def _refill(self, position: int) -> dict[int, float]:
+        """Pull batches until the horizon holds HORIZON windows of distinct shards (at most every
+        shard); returns each upcoming shard's first use (:func:`.lookahead.first_uses`)."""
+        order = first_uses(self._events)
+        while (not self._exhausted and len(order) < self._target and self._pulled - position < 1 << 16):
             try:
                 shards = next(self._source)
             except StopIteration:
@@ -154,19 +127,34 @@ class Prefetcher:
             if k < position:
                 continue
             self._events.append((k, shards))
-            for s in shards.tolist():
-                order.setdefault(s, k)
+            for i, s in enumerate(shards.tolist()):
+                order.setdefault(s, k + i / len(shards))
         return order
 
-    def _window(self, order: dict[int, int]) -> list[int]:
-        window, total = [], 0
-        for s in order:  # dicts keep insertion order: order of first need
-            size = int(self.sizes[s])
-            if window and (len(window) >= self.window_shards or total + size > self.window_bytes):
-                break
-            window.append(s)
-            total += size
-        return window
+    # -- the loop --------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    if self._closed:
+                        return
+                    if self._head is None and not self._exhausted:
+                        self._look_ahead()  # before the first batch is handed out
+                    if self._exhausted and not self._order:
+                        return
+                    if time.monotonic() - self._published_at > 1.0:  # a heartbeat: the hints are alive
+                        self.cache.publish_hints(self._order, self._window)
+                        self._published_at = time.monotonic()
+                    for s in self._window:
+                        if len(self._in_flight) >= self._max_in_flight:
+                            break
+                        if s not in self._in_flight and not self.cache.is_cached(s):
+                            self._in_flight.add(s)
+                            self._pool.submit(self._fetch, s)
+                    self._cond.wait(0.05)
+        except BaseException as exc:  # noqa: BLE001 - readers fetch on demand and report errors themselves
+            log.warning("prefetcher stopped: %s", exc)
+            self.errors.append(exc)
 
     def _fetch(self, s: int) -> None:
         try:
@@ -189,15 +177,21 @@ class _NoPrefetch:
         pass
 
 
-def start_prefetch(dataset, plan, *, num_workers: int = 0, prefetch_factor: int = 2):
-    """A running :class:`Prefetcher` for a remote dataset iterated by ``plan`` (else a no-op)."""
+def start_prefetch(dataset, plan, *, lag: int, resident: int = 0, ranks: int = 1, keep_all: bool = True,
+                   fetch: bool = True):
+    """A running :class:`Prefetcher` for a remote dataset iterated by ``plan`` (else a no-op).
+
+    ``resident``: what the node's readers hold at once (:func:`.forecast.resident_need`), left out
+    of the window under a limit; ``keep_all``: readers keep their shards mapped (the node's share
+    fits the limit), so the window is not bounded by the limit; ``ranks``: the node's ranks, each
+    with its own prefetcher sharing the room; ``fetch`` False: it only publishes the next uses
+    (evictions still follow the plan) and downloads nothing.
+    """
     if plan is None or getattr(dataset.locator, "cache", None) is None:
         return _NoPrefetch()
-    shard_batches = (np.unique(dataset.shard_of(b)) for b in plan.batches())
-    # shards one batch touches, from the epoch's first batches: a few hundred microseconds
-    per_batch = max((len(s) for s in itertools.islice(
-        (np.unique(dataset.shard_of(b)) for b in plan.batches()), PEEK_BATCHES)), default=1)
+    cache = dataset.locator.cache
     window = dataset.locator.prefetch_window
-    return Prefetcher(dataset, shard_batches, readers=max(num_workers, 1), shards_per_batch=per_batch,
-                      lag=num_workers * prefetch_factor + 1, window_shards=window.shards,
-                      window_bytes=window.bytes)
+    budget = window_bytes(window.bytes, cache.manifest.shard_bytes, None if keep_all else cache.node.limit,
+                          resident, ranks) if fetch else 0
+    shard_batches = (np.unique(dataset.shard_of(b)) for b in plan.batches())
+    return Prefetcher(cache, shard_batches, lag=lag, window_shards=window.shards, window_max_bytes=budget)

@@ -165,7 +165,7 @@ def test_make_order_virtual_and_real_blocks():
 
 @pytest.mark.parametrize("mode", ["random", "Full", 1, 0, "", object()])
 def test_make_order_names_the_choices(mode):
-    with pytest.raises(ValueError, match="'full', 'block', 'none', True, False or None"):
+    with pytest.raises(ValueError, match="'full', 'block', 'shards', 'none', True, False or None"):
         make_order(mode, 10, seed=0, epoch=0)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastload.plan import BlockShuffle, SequentialOrder, shuffle_quality
-from fastload.plan.quality import as_markdown, compare_shuffles
+from fastload.plan import BlockShuffle, FullShuffle, SequentialOrder, make_order, shuffle_quality
+from fastload.plan.quality import as_markdown, compare_shuffles, sampled_quality
 
 N, BLOCK = 1_000_000, 1024
 BLOCKS = -(-N // BLOCK)
@@ -54,3 +54,14 @@ def test_block_window_8_correlation_over_seeds():
 def test_quality_validation():
     with pytest.raises(ValueError):
         shuffle_quality(SequentialOrder(1), np.array([0]))
+
+
+def test_sampled_quality_estimates_the_whole_epoch():
+    n, groups = 200_000, np.arange(0, 200_000, 5_000)
+    for order in (FullShuffle(n, 1, 0), make_order("shards", n, 1, 0, group_starts=groups, window=4),
+                  SequentialOrder(n)):
+        whole = shuffle_quality(order, groups, batch_size=64)
+        est = sampled_quality(order, groups, batch_size=64)
+        assert abs(est.displacement - whole.displacement) < 0.01
+        assert abs(est.spearman - whole.spearman) < 0.02
+        assert abs(est.blocks_per_batch - whole.blocks_per_batch) < 0.05 * whole.blocks_per_batch + 0.1

@@ -31,7 +31,7 @@ def test_state_is_small():
     ({"version": 1, **{k: v for k, v in STATE.items() if k != "epoch"}}, ValueError,
      "lacks epoch"),
     ({"version": 1, **STATE, "indices": [1, 2]}, ValueError, "unknown keys indices"),
-    ({"version": 1, **STATE, "shuffle": "random"}, ValueError, "full, block, none"),
+    ({"version": 1, **STATE, "shuffle": "random"}, ValueError, "full, block, shards, none"),
     ({"version": 1, **STATE, "samples_done": -1}, ValueError, "samples_done must be >= 0"),
     ({"version": 1, **STATE, "batch_size": 0}, ValueError, "batch_size must be >= 1"),
     ({"version": 1, **STATE, "world_size": "4"}, TypeError, "world_size must be an int"),

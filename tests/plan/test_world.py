@@ -13,7 +13,7 @@ from fastload.plan import World, detect_world
 
 @pytest.fixture
 def no_env(monkeypatch):
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "NODE_RANK"):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 

@@ -21,3 +21,38 @@ def read_all(url: str, cache_dir: str, start_at: float = 0.0, group: str | None 
         value = batch[name]
         h.update(value.tobytes() if isinstance(value, np.ndarray) else "\x00".join(value).encode())
     return h.hexdigest()
+
+
+def node_epoch(url: str, storage_options: dict, cache_dir: str, node: int, nodes: int, *, shuffle, batch_size: int,
+               seed: int = 5, save_at: int | None = None, state: dict | None = None) -> dict:
+    """One simulated node (one rank, its own cache directory) reading an epoch of ``url``; with
+    ``save_at``, it also returns its state after that many batches (and how many records it had
+    read then); with ``state``, it resumes."""
+    import logging
+    import os
+
+    os.environ.update(RANK=str(node), WORLD_SIZE=str(nodes), LOCAL_WORLD_SIZE="1", GROUP_RANK=str(node))
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    logging.getLogger("fastload").addHandler(Keep())
+    import fastload
+
+    ds = fastload.open(url, storage_options=storage_options, cache_dir=cache_dir)
+    loader = fastload.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=0, seed=seed)
+    forecast = None
+    if state is not None:
+        loader.load_state_dict(state)
+    else:
+        forecast = loader.io_plan().node_bytes[0]
+    ids, saved, read_then = [], None, None
+    for k, batch in enumerate(loader, 1):
+        ids.append(batch["id"].numpy().copy())
+        if k == save_at:
+            saved, read_then = loader.state_dict(), sum(map(len, ids))
+    return {"ids": np.concatenate(ids) if ids else np.zeros(0, np.int64), "read_then": read_then,
+            "bytes": loader.stats()["storage"]["bytes_downloaded"], "forecast": forecast, "state": saved,
+            "shuffle": loader.stats()["shuffle"], "log": [r.getMessage() for r in records]}

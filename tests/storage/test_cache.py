@@ -134,33 +134,60 @@ def test_in_use_shards_are_not_evicted(big, tmp_path):
     assert sum(cache.is_cached(s) for s in range(3)) == 2
 
 
-def test_a_dataset_keeps_few_shards_mapped(big, tmp_path):
+def test_a_dataset_under_a_small_limit_holds_one_shard_at_a_time(big, tmp_path):
     srv, local = big
-    ds = fastload.open(f"{srv.url}/ds", cache_dir=tmp_path)
+    biggest = int(local.manifest.shard_bytes.max())
+    ds = fastload.open(f"{srv.url}/ds", cache_dir=tmp_path, cache_limit=biggest * 3)
     for start in range(0, len(ds), 300):
         idx = np.arange(start, min(start + 300, len(ds)))
         assert_same(ds.get_batch(idx), local.get_batch(idx))
-        assert len(ds._readers) <= 2
-    idx = np.random.default_rng(0).permutation(len(ds))[:500]  # many shards in one batch: all mapped
-    assert_same(ds.get_batch(idx), local.get_batch(idx))
+        assert len(ds._readers) <= 1
+    rng = np.random.default_rng(0)
+    for _ in range(3):  # a batch touching every shard: gathered one shard at a time
+        idx = rng.permutation(len(ds))[:500]
+        idx[::7] -= len(ds)  # negative indices too
+        assert_same(ds.get_batch(idx), local.get_batch(idx))
+        assert len(ds._readers) <= 1
     ds.verify_all()
-    assert len(ds._readers) <= 2
+    assert len(ds._readers) <= 1
+    # no limit (or a limit the dataset fits): shards stay mapped, nothing needs evicting
+    ds = fastload.open(f"{srv.url}/ds", cache_dir=tmp_path / "unlimited")
+    idx = rng.permutation(len(ds))[:500]
+    assert_same(ds.get_batch(idx), local.get_batch(idx))
+    assert len(ds._readers) == local.n_shards
 
 
-def test_a_limit_too_small_is_an_error_at_start(big, tmp_path):
+def _smallest_limit(local, plan_batches, readers: int, span: int) -> int:
+    """By brute force: the readers' largest distinct shards over every run of `span` batches."""
+    shards = [set(local.shard_of(b).tolist()) for b in plan_batches]
+    sizes = local.manifest.shard_bytes
+    return max(sum(sorted((int(sizes[s]) for s in set().union(*shards[k:k + span])), reverse=True)[:readers])
+               for k in range(len(shards)))
+
+
+def test_a_limit_too_small_is_an_error_at_start_naming_the_smallest_that_works(big, tmp_path):
     srv, local = big
     biggest = int(local.manifest.shard_bytes.max())
     with pytest.raises(ValueError, match="smaller than the largest shard"):
         fastload.open(f"{srv.url}/ds", cache_dir=tmp_path, cache_limit=biggest - 1)
-    ds = fastload.open(f"{srv.url}/ds", cache_dir=tmp_path, cache_limit=biggest * 3)
+    # in order, 2 workers (5 batches in flight) over ~500-record shards: 2 shards at once, not 2 x 2
+    plan = [b for b in fastload.DataLoader(local, batch_size=100).batch_sampler]
+    smallest = _smallest_limit(local, plan, readers=2, span=5)
+    assert biggest < smallest <= 2 * biggest
+    ds = fastload.open(f"{srv.url}/ds", cache_dir=tmp_path, cache_limit=smallest - 1)
     loader = fastload.DataLoader(ds, batch_size=100, num_workers=2)
-    with pytest.raises(ValueError, match="cache_limit .* too small: 2 reader"):
+    with pytest.raises(ValueError, match=f"cache_limit {smallest - 1} bytes is too small .* 2 reader.* the smallest "
+                                         f"limit that works is {smallest} bytes"):
         next(iter(loader))
     loader.close()
-    # a window of 8 blocks of these tiny shards spans several shards (5 here): known before any read
-    loader = fastload.DataLoader(ds, batch_size=250, shuffle="block", num_workers=0)
-    with pytest.raises(ValueError, match=r"1 reader\(s\) keep up to [4-9] shards"):
-        next(iter(loader))
+    # at exactly that limit an epoch runs, downloading while evicting (the dataset is 5x larger)
+    ds = fastload.open(f"{srv.url}/ds", cache_dir=tmp_path / "exact", cache_limit=smallest)
+    got = [b["id"].clone() for b in fastload.DataLoader(ds, batch_size=100, num_workers=2)]
+    assert np.array_equal(np.concatenate(got), np.arange(len(local)))
+    # one reader needs one shard: the smallest limit any dataset may have
+    ds = fastload.open(f"{srv.url}/ds", cache_dir=tmp_path / "one", cache_limit=biggest)
+    got = [b["id"].clone() for b in fastload.DataLoader(ds, batch_size=100, shuffle="full", num_workers=0)]
+    assert np.array_equal(np.sort(np.concatenate(got)), np.arange(len(local)))
 
 
 def test_a_process_killed_mid_download_does_not_block_the_next_run(served, local, tmp_path):
@@ -224,14 +251,16 @@ def test_hints_of_a_dead_prefetcher_are_ignored(big, tmp_path):
 
 
 def test_prefetcher_fetches_in_plan_order_within_a_window_that_fits_the_limit(big, tmp_path):
+    from fastload.storage.lookahead import window_bytes
     from fastload.storage.prefetch import Prefetcher
 
     srv, local = big
     biggest = int(local.manifest.shard_bytes.max())
     ds = fastload.open(f"{srv.url}/ds", cache_dir=tmp_path, cache_limit=biggest * 5)
     order = [np.array([s]) for s in (9, 3, 12, 0, 7)]
-    pf = Prefetcher(ds, iter(order), readers=1, lag=0, window_shards=16)
-    assert pf.window_bytes == biggest * 3  # the limit minus one reader's 2 mapped shards
+    budget = window_bytes(2 << 30, local.manifest.shard_bytes, biggest * 5, resident=2 * biggest)
+    assert budget == biggest * 3  # the limit minus what the readers hold at once
+    pf = Prefetcher(ds.locator.cache, iter(order), lag=0, window_shards=16, window_max_bytes=budget)
     seen: set[int] = set()
     for _ in pf.track(range(1)):  # the readers are at batch 1: shards 3, 12, 0 are the window
         deadline = time.monotonic() + 10
@@ -257,8 +286,7 @@ def test_the_prefetch_window_given_to_open_bounds_how_far_ahead_shards_are_fetch
 
     ds = fastload.open(f"{srv.url}/ds", cache_dir=tmp_path, prefetch_window=2)
     assert ds.open_options()["prefetch_window"] == 2  # workers reopen with the same window
-    pf = start_prefetch(ds, Plan(), num_workers=0)
-    pf.lag = 0  # as if the readers were at batch 1
+    pf = start_prefetch(ds, Plan(), lag=0)  # as if the readers were at batch 1
     seen: set[int] = set()
     for _ in pf.track(range(1)):
         deadline = time.monotonic() + 10

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(180)  # CLI subprocesses start cold; a hang guard, not a speed test
 
 
 def fastload_cli(*args) -> subprocess.CompletedProcess:

@@ -158,6 +158,6 @@ def test_a_dead_worker_of_a_dedup_pack_is_a_worker_error(tmp_path):
     start = time.monotonic()
     with pytest.raises(fastload.errors.WorkerError, match="worker process died"):
         fastload.pack(_DyingDedupSource(), tmp_path / "out", workers=2, dedup="text", progress=False)
-    assert time.monotonic() - start < 30
+    assert time.monotonic() - start < 60  # a hang guard, not a speed test (a loaded CI machine)
     assert not [p for p in (tmp_path / "out").iterdir() if ".tmp-" in p.name]
     assert not multiprocessing.active_children()
