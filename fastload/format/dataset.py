@@ -18,11 +18,12 @@ import numpy as np
 from .. import _native
 from .._sizes import parse_size
 from ..errors import FormatError
+from .batch_plan import BatchPlan, FieldLayout, empty_column, gather_bits
 from .block_cache import BlockCache
 from .decode import batch_entries, decode_var, record_values
 from .gather_tables import GatherTables
 from .local_shards import LocalShards
-from .schema import Field, Schema
+from .schema import Schema
 from .shard_reader import VERIFY_MODES, ShardReader
 from .staged import gather_by_shard
 from .spec import CODEC_NONE, VAR_OFFSET_DTYPE
@@ -56,7 +57,7 @@ class Dataset:
         self._readers: dict[int, ShardReader] = {}
         self._open_lock = threading.Lock()
         self._cache = BlockCache(parse_size(block_cache, what="block_cache"))
-        self._layouts = [_FieldLayout.of(j, f) for j, f in enumerate(self.schema)]
+        self._layouts = [FieldLayout.of(j, f) for j, f in enumerate(self.schema)]
         self._fast_tables = GatherTables(self.manifest.n_shards, [lay.column for lay in self._layouts if lay.fast])
 
     @property
@@ -273,7 +274,7 @@ class Dataset:
         else:
             wanted = [self._layouts[self.schema.index(name)] for name in fields]
         if not idx.size:
-            return {lay.name: out.get(lay.name, _empty_column(lay)) for lay in wanted}
+            return {lay.name: out.get(lay.name, empty_column(lay)) for lay in wanted}
         if not len(self):  # no shard to look in: the fast path's C check would see bad tables
             raise IndexError(f"index {int(idx[0])} is out of range for an empty dataset")
         fast = self._gather_fixed_fast(idx, wanted, out)  # checks bounds itself; None: not applicable
@@ -286,7 +287,7 @@ class Dataset:
         idx = np.where(idx < 0, idx + n_total, idx)
         nullable = [k for k, lay in enumerate(wanted) if lay.nullable]
         plan = self._plan(idx, [lay.column for lay in wanted], [wanted[k].column for k in nullable])
-        valid = _gather_bits(plan) if nullable else None
+        valid = gather_bits(plan) if nullable else None
         cols = {}
         for k, lay in enumerate(wanted):
             col = self._gather_field(lay, plan.col_base[:, k], plan, idx, out.get(lay.name))
@@ -296,7 +297,7 @@ class Dataset:
         return cols
 
     # -- the gather ------------------------------------------------------------------------
-    def _gather_fixed_fast(self, idx: np.ndarray, wanted: list["_FieldLayout"],
+    def _gather_fixed_fast(self, idx: np.ndarray, wanted: list[FieldLayout],
                            out_arrays: dict[str, np.ndarray]) -> dict | None:
         """Fixed fields from raw shards: one C call per field, whatever the shard count.
 
@@ -346,7 +347,7 @@ class Dataset:
         if todo.size:
             tables.mark_verified(todo)
 
-    def _plan(self, idx: np.ndarray, columns: list[int], bitmaps: list[int] = ()) -> "_BatchPlan":
+    def _plan(self, idx: np.ndarray, columns: list[int], bitmaps: list[int] = ()) -> BatchPlan:
         """For every requested record: its column addresses, position in its block, block size,
         and the bitmap addresses of the nullable fields ``bitmaps`` (-1: none in that block)."""
         n = len(idx)
@@ -355,8 +356,8 @@ class Dataset:
         first = int(shard_of[0])
         if (shard_of == first).all():  # the common case with block shuffling: one shard
             parts = [self._plan_shard(first, idx, keep_alive, columns, bitmaps)]
-            return _BatchPlan.from_single(*parts[0], keep_alive)
-        plan = _BatchPlan.empty(n, len(columns), len(bitmaps), keep_alive)
+            return BatchPlan.from_single(*parts[0], keep_alive)
+        plan = BatchPlan.empty(n, len(columns), len(bitmaps), keep_alive)
         order = np.argsort(shard_of, kind="stable")
         bounds = np.flatnonzero(np.diff(shard_of[order])) + 1
         for group in np.split(order, bounds):  # one step per distinct shard in the batch
@@ -399,13 +400,13 @@ class Dataset:
                 addrs[k] = raw.ctypes.data
         return addrs[inverse]
 
-    def _gather_field(self, layout: "_FieldLayout", col_base: np.ndarray, plan: "_BatchPlan", idx: np.ndarray,
+    def _gather_field(self, layout: FieldLayout, col_base: np.ndarray, plan: BatchPlan, idx: np.ndarray,
                       out: np.ndarray | None = None):
         # every address below lies inside its block: the shard index was checked when the shard
         # was opened (ShardReader._check_columns); the C gathers check it again before each copy
         lo, hi, n = plan.block_start, plan.block_end, len(idx)
         if layout.fixed and layout.itemsize == 0:  # a null field stores nothing
-            return _empty_column(layout, n)
+            return empty_column(layout, n)
         if layout.fixed:
             if out is None:
                 out = np.empty((n, *layout.shape), dtype=layout.dtype)
@@ -418,7 +419,7 @@ class Dataset:
         _native.gather_var(data_addr, lengths, data, lo, hi)
         return VarColumn(offsets, data)
 
-    def _var_addresses(self, layout: "_FieldLayout", col_base: np.ndarray, plan: "_BatchPlan",
+    def _var_addresses(self, layout: FieldLayout, col_base: np.ndarray, plan: BatchPlan,
                        idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Address and byte length of each record's payload of a variable field, checked to lie
         inside its block (``plan.block_start``/``block_end``)."""
@@ -487,71 +488,3 @@ class BatchRows(list):
     """The rows of ``Dataset.__getitems__``: a list of dicts, with the gathered columns kept."""
 
     gathered: dict
-
-
-class _FieldLayout:
-    """Per-field constants the gather needs, computed once per dataset."""
-
-    __slots__ = ("name", "column", "fixed", "shape", "dtype", "itemsize", "nullable", "fast")
-
-    @classmethod
-    def of(cls, column: int, f: Field) -> "_FieldLayout":
-        lay = cls()
-        lay.name, lay.column, lay.fixed, lay.nullable = f.name, column, f.is_fixed, f.nullable
-        lay.shape = f.shape if f.kind != "null" else (0,)
-        lay.dtype = f.np_dtype if f.dtype else (np.dtype(np.uint8) if f.kind == "null" else None)
-        lay.itemsize = f.itemsize if f.is_fixed else 0
-        # on the one-C-call-per-field path: stored bytes, no bitmap to read
-        lay.fast = lay.fixed and lay.itemsize > 0 and not lay.nullable
-        return lay
-
-
-class _BatchPlan:
-    """Where each requested record's columns start, its position in its block, its block's record
-    count, and the address range of the block's raw bytes."""
-
-    __slots__ = ("col_base", "within", "block_n", "block_start", "block_end", "bitmap_base", "keep_alive")
-
-    @classmethod
-    def from_single(cls, col_base, within, block_n, block_start, block_end, bitmap_base, keep_alive) -> "_BatchPlan":
-        plan = cls()
-        plan.col_base, plan.within, plan.block_n = col_base, within, block_n
-        plan.block_start, plan.block_end, plan.keep_alive = block_start, block_end, keep_alive
-        plan.bitmap_base = bitmap_base
-        return plan
-
-    @classmethod
-    def empty(cls, n: int, n_columns: int, n_bitmaps: int, keep_alive) -> "_BatchPlan":
-        return cls.from_single(np.empty((n, n_columns), np.int64), np.empty(n, np.int64),
-                               np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64),
-                               np.empty((n, n_bitmaps), np.int64) if n_bitmaps else None, keep_alive)
-
-
-def _empty_column(lay: "_FieldLayout", n: int = 0):
-    if lay.fixed:
-        col = np.zeros((n, *lay.shape), dtype=lay.dtype)
-    else:
-        col = VarColumn(np.zeros(n + 1, np.int64), np.zeros(0, np.uint8))
-    return NullableColumn.of(col, np.zeros(n, bool)) if lay.nullable else col
-
-
-def _gather_bits(plan: "_BatchPlan") -> np.ndarray:
-    """Each record's validity bit (LSB first) in each nullable field of ``plan``, ``(n, fields)``
-    bool: True where the record's block stores no bitmap for the field (no null there). One native
-    call for all the fields; a record without a bitmap reads a constant all-ones byte instead, so no
-    boolean compaction is needed (half the cost on 256 records x 6 fields). Each read is checked
-    to lie in its block (or in that constant)."""
-    bitmap_base, within = plan.bitmap_base, plan.within
-    has = bitmap_base >= 0
-    shift = (within % 8).astype(np.uint8)[:, None] * has
-    one = _ALL_VALID.ctypes.data
-    addrs = np.where(has, bitmap_base + (within // 8)[:, None], one)
-    lo = np.where(has, plan.block_start[:, None], one)
-    hi = np.where(has, plan.block_end[:, None], one + 1)
-    octets = np.empty(addrs.shape, dtype=np.uint8)
-    _native.gather_fixed(addrs.reshape(-1), 1, octets, lo.reshape(-1), hi.reshape(-1))
-    return ((octets >> shift) & 1).astype(bool)
-
-
-_ALL_VALID = np.full(1, 0xFF, dtype=np.uint8)  # read-only constant: the byte of a block with no null
-_ALL_VALID.flags.writeable = False

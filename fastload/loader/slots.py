@@ -183,31 +183,35 @@ class SlotRing:
         self._base: np.ndarray | None = np.asarray(mapping)
         self._plan = [(n, np.dtype(d), s, off, layout.row_bytes(n))
                       for (n, d, s), off in zip(layout.fields, layout.offsets)]
+        # Every slot's full-batch views, made once: building them took ~2 us a batch on each side
+        # of the hand-off, against ~40 us for the gather of a 64 x 2049 uint16 batch
+        self._views = [self._slot_views(slot) for slot in range(n_slots)]
+        self._epochs = self._base[self._epoch_start : self._epoch_start + 8 * n_slots].view(np.int64)
         self._finalizer = weakref.finalize(self, _unlink, shm, os.getpid() if create else -1)
 
     @property
     def closed(self) -> bool:
         return self._base is None
 
+    def _slot_views(self, slot: int) -> dict[str, np.ndarray]:
+        start = slot * self._slot_bytes
+        return {name: self._base[start + off : start + off + self.layout.batch_size * row].view(dtype).reshape(
+                    (self.layout.batch_size, *shape)) for name, dtype, shape, off, row in self._plan}
+
     def arrays(self, slot: int, n: int | None = None) -> dict[str, np.ndarray]:
         """Writable C-contiguous views of slot ``slot``: ``(n, *shape)`` per field (``n`` defaults
         to the full batch size; a short last batch uses the first ``n`` rows)."""
-        base = self._base
-        if base is None:
+        if self._base is None:
             raise ValueError(f"slot ring {self.name!r} is closed")
         if not 0 <= slot < self.n_slots:
             raise IndexError(f"slot {slot} is out of range for a ring of {self.n_slots} slots")
+        views = self._views[slot]
         bs = self.layout.batch_size
-        if n is None:
-            n = bs
-        elif not 0 <= n <= bs:
+        if n is None or n == bs:
+            return dict(views)
+        if not 0 <= n <= bs:
             raise ValueError(f"a slot holds 0..{bs} rows, not {n}")
-        start = slot * self._slot_bytes
-        out = {}
-        for name, dtype, shape, off, row in self._plan:
-            lo = start + off
-            out[name] = base[lo : lo + n * row].view(dtype).reshape((n, *shape))
-        return out
+        return {name: v[:n] for name, v in views.items()}
 
     def indices(self, slot: int) -> np.ndarray:
         """The int64 ``(batch_size,)`` record-index array of slot ``slot``: the producer writes a
@@ -222,15 +226,16 @@ class SlotRing:
 
     def task_epochs(self) -> np.ndarray:
         """The int64 ``(n_slots,)`` array of each slot's task epoch (written with the indices)."""
-        base = self._base
-        if base is None:
+        if self._base is None:
             raise ValueError(f"slot ring {self.name!r} is closed")
-        return base[self._epoch_start : self._epoch_start + 8 * self.n_slots].view(np.int64)
+        return self._epochs
 
     def close(self) -> None:
         """Owner: unlink the block; everyone: drop this ring's mapping. Idempotent."""
         self._finalizer()
         self._base = None
+        self._views = []
+        self._epochs = None
 
     def __enter__(self) -> "SlotRing":
         return self

@@ -10,12 +10,10 @@ worker's traceback text. Setup failures are sent with ``seq == INIT`` and end th
 from __future__ import annotations
 
 import os
-import pickle
 import queue
 import random
 import selectors
 import signal
-import struct
 import sys
 from time import perf_counter
 from typing import Callable
@@ -28,15 +26,12 @@ from ..opening import open_dataset
 from .collate import pad_columns, rows_of
 from .config import WorkerConfig
 from .failures import pack_failure
+from .frames import FrameReader, result_frame, write_all
 from .slots import SlotLayout, SlotRing
 from .transport import ARENA_FIELD, pack
 
 INIT = -1  # the seq of a setup failure (worker_init_fn, opening the dataset, attaching the ring)
 POLL_S = 0.2  # how often an idle worker checks the stop event and whether its parent is alive
-# A task on a worker process's pipe: seq, slot, n as three int64; an empty message means stop.
-# Packed by hand: Connection.send's ForkingPickler costs ~20 us a call, more than the rest of a
-# batch's handoff.
-TASK = struct.Struct("<qqq")
 
 Envelope = tuple  # (seq, worker_id, payload | None, failure | None)
 
@@ -260,23 +255,28 @@ def _serve(ds: Dataset, ring: SlotRing, worker_id: int, fixed: list[str], var: l
 
 
 def _pipe_tasks(conn, ring: SlotRing, parent_pid: int) -> Callable[[float], tuple | None]:
-    """Tasks of a worker process: ``(seq, slot, n)`` on its pipe, the indices in the slot's index
-    array (written by the producer before sending, untouched until the result is delivered)."""
+    """Tasks of a worker process: ``(seq, slot, n)`` frames on its pipe, the indices in the slot's
+    index array (written by the producer before sending, untouched until the result is delivered).
+    One read takes every task waiting in the pipe."""
     selector = selectors.DefaultSelector()  # one for the worker's life: cheaper than conn.poll()
     selector.register(conn, selectors.EVENT_READ)
+    reader = FrameReader(conn.fileno())
+    frames = reader.frames
 
     def next_task(timeout: float) -> tuple | None:
         try:
-            if not selector.select(timeout):
-                if os.getppid() != parent_pid:
-                    return None  # orphaned: the main process is gone
-                raise queue.Empty
-            msg = conn.recv_bytes()
+            while not frames:  # (a read may end inside a frame: its rest is on its way)
+                if not selector.select(timeout):
+                    if os.getppid() != parent_pid:
+                        return None  # orphaned: the main process is gone
+                    raise queue.Empty
+                reader.fill()
         except (EOFError, OSError):
             return None  # the producer closed the pipe
-        if not msg:
-            return None
-        seq, slot, n = TASK.unpack(msg)
+        task = frames.popleft()
+        if task is None:
+            return None  # stop
+        seq, slot, n = task
         return seq, slot, ring.indices(slot)[:n]
 
     return next_task
@@ -303,8 +303,10 @@ def process_worker(config: WorkerConfig, worker_id: int, n_slots: int, tasks, re
     parent = os.getppid()
     ring = None
 
-    def send(msg: Envelope) -> None:  # plain pickle: see TASK (a collate result is already packed)
-        results.send_bytes(pickle.dumps(msg, pickle.HIGHEST_PROTOCOL))
+    results_fd = results.fileno()
+
+    def send(msg: Envelope) -> None:  # a collate result is already packed into its slot
+        write_all(results_fd, result_frame(msg))
 
     try:
         try:

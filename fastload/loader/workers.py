@@ -35,7 +35,7 @@ ON_ERROR = ("raise", "skip")
 _END = object()
 
 
-@dataclass
+@dataclass(slots=True)
 class ProducedBatch:
     """One finished batch. ``fixed`` holds views of a slot: valid until the next batch is requested."""
 
@@ -149,6 +149,7 @@ class BatchProducer:
         self._state = st = _State(ring)
         self._finalizer = weakref.finalize(self, _shutdown, st)
         self.config = config = replace(config, ring_name=ring.name)
+        self._row_bytes = sum(config.layout.row_bytes(name) for name in config.layout.names)
         try:
             if num_workers == 0:
                 # the caller's open dataset when given: its verified blocks carry over between runs
@@ -204,37 +205,44 @@ class BatchProducer:
 
     def _run_pool(self, it: Iterator, token: object) -> Iterator[ProducedBatch]:
         st, pool = self._state, self._state.pool
+        ring, free, inflight, ready = st.ring, st.free, st.inflight, st.ready
+        epochs = ring.task_epochs()
+        workers = self.num_workers
         base, sent, k, exhausted = st.run_base, 0, 0, False
         try:
             while True:
                 t_request = perf_counter()
                 self._resume(token)
                 seq = base + k
-                deadline = t_request + self.timeout if self.timeout > 0 else None
                 while True:
-                    while st.free and not exhausted:  # keep every free slot working
+                    while free and not exhausted:  # keep every free slot working
                         indices = next(it, _END)
                         if indices is _END:
                             exhausted = True
                             break
                         idx = self._indices(indices, sent)
-                        s, slot = base + sent, st.free.popleft()
-                        st.inflight[s] = slot
+                        s, slot = base + sent, free.popleft()
+                        inflight[s] = slot
                         st.next_seq = s + 1
-                        st.ring.task_epochs()[slot] = st.epoch  # read by the worker with the indices
-                        pool.send(s % self.num_workers, (s, slot, idx))
+                        epochs[slot] = st.epoch  # read by the worker with the indices
+                        pool.send(s % workers, (s, slot, idx))
                         sent += 1
-                    if seq in st.ready:
+                    env = ready.pop(seq, None)
+                    if env is not None:
                         break
-                    if exhausted and k >= sent:
+                    if k >= sent and exhausted:  # every batch delivered
                         return
-                    if not st.inflight:  # every slot lost track of: only an interrupt mid-bookkeeping does this
+                    if not inflight:  # every slot lost track of: only an interrupt mid-bookkeeping does this
                         raise RuntimeError("the producer lost its batch slots; close it and make a new one")
-                    self._receive(seq, k, deadline)
-                _, wid, payload, failure = st.ready.pop(seq)
-                slot = st.inflight.pop(seq)
+                    # Each worker answers its tasks in order: wait on batch seq's worker, or, while
+                    # every slot is out on stale tasks of an abandoned run (seq not sent yet), on
+                    # the worker of the oldest one, whose result frees a slot.
+                    wid = (seq if k < sent else min(inflight)) % workers
+                    self._receive(wid, k, t_request + self.timeout if self.timeout > 0 else None)
+                _, wid, payload, failure = env
+                slot = inflight.pop(seq)
                 if failure is not None:
-                    st.free.append(slot)
+                    free.append(slot)
                     raise failure_exception(failure, pool.describe(wid), f"reading batch {k}")
                 _, n, cols, timings, busy, skipped, collated = payload
                 yield self._hand_out(k, slot, n, cols, timings, wid, t_request, busy, skipped, collated)
@@ -271,7 +279,8 @@ class BatchProducer:
         fixed = self._state.ring.arrays(slot, n if collated is None else None)
         batch = ProducedBatch(k, slot, n, fixed, cols, timings, worker, collated)
         if self._stats is not None:
-            self._stats.record_batch(perf_counter() - t_request, n, batch.nbytes, timings, busy)
+            nbytes = n * self._row_bytes if not cols and collated is None else batch.nbytes
+            self._stats.record_batch(perf_counter() - t_request, n, nbytes, timings, busy)
             if skipped:
                 self._stats.add_skipped(skipped)
         return batch
@@ -288,23 +297,27 @@ class BatchProducer:
             st.held = None
 
     def _indices(self, indices: Any, k: int) -> np.ndarray:
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if type(indices) is np.ndarray and indices.dtype == np.int64 and indices.ndim == 1:
+            idx = indices  # a plan's batch, as it comes
+        else:
+            idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if len(idx) > self.config.layout.batch_size:
             raise ValueError(f"batch {k} holds {len(idx)} records; the slots hold "
                              f"batch_size={self.config.layout.batch_size}")
         return idx
 
-    def _receive(self, seq: int, k: int, deadline: float | None) -> None:
-        """Wait (bounded) for results; raise on a dead worker, a failed setup or the timeout."""
+    def _receive(self, wid: int, k: int, deadline: float | None) -> None:
+        """Wait (bounded) for the next results of worker ``wid``; raise on a dead worker, a failed
+        setup or the timeout."""
         st, pool = self._state, self._state.pool
         wait = POLL_S
         if deadline is not None:
             left = deadline - perf_counter()
             if left <= 0:
                 self._fatal(WorkerError(f"DataLoader timed out after {self.timeout:g} seconds waiting for "
-                                        f"batch {k} from {pool.describe(seq % self.num_workers)}"))
+                                        f"batch {k} from {pool.describe(wid)}"))
             wait = min(wait, left)
-        envelopes, dead = pool.receive(wait)
+        envelopes, dead = pool.receive(wid, wait)
         for env in envelopes:
             s = env[0]
             if s == INIT:

@@ -169,6 +169,42 @@ def test_an_abandoned_run_gives_its_slots_back(root):
         assert len(producer._state.free) == producer.n_slots  # every slot came back
 
 
+def _slow_start(worker_id):
+    time.sleep(0.5)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("worker_type", ["process", "thread"])
+def test_a_run_interrupted_before_its_first_batch_leaves_every_slot_stale_and_the_next_run_whole(root, worker_type):
+    """A Ctrl-C while the first batch is awaited leaves every slot out on a stale task; the next
+    run must wait for those (not end at once, nor wait for a batch it could not send)."""
+    ds = fastload.open(root)
+    batches = shuffled()
+
+    def interrupt(signum, frame):
+        raise _Interrupted
+
+    with BatchProducer(config(root, worker_init_fn=_slow_start), num_workers=2, worker_type=worker_type) as producer:
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.2)
+            with pytest.raises(_Interrupted):
+                next(producer.run(batches))
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        assert not producer._state.free  # every slot is out on a task of the interrupted run
+        delivered = 0
+        for b in producer.run(batches):
+            check_batch(ds, b, batches[b.k])
+            delivered += 1
+        assert delivered == len(batches)
+        assert len(producer._state.free) == producer.n_slots
+
+
 def test_stats_are_fed_by_the_producer(root):
     stats = LoaderStats()
     batches = shuffled()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 
 import numpy as np
@@ -56,3 +57,31 @@ def node_epoch(url: str, storage_options: dict, cache_dir: str, node: int, nodes
     return {"ids": np.concatenate(ids) if ids else np.zeros(0, np.int64), "read_then": read_then,
             "bytes": loader.stats()["storage"]["bytes_downloaded"], "forecast": forecast, "state": saved,
             "shuffle": loader.stats()["shuffle"], "log": [r.getMessage() for r in records]}
+
+
+class CachePeak:
+    """Samples the bytes in the node's cache directory while a loader runs, under the cache's own
+    accounting lock (outside it, a scan racing an eviction and the next download counts both)."""
+
+    def __init__(self, node):
+        self.node, self.peak, self._stop = node, 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample)
+        self._thread.start()
+
+    def _sample(self):
+        while not self._stop.is_set():
+            sizes = {}  # by inode: a download renamed into place during the scan shows under both names
+            with self.node.locked():
+                for e in self.node.files():
+                    try:
+                        st = e.stat()
+                    except FileNotFoundError:
+                        continue
+                    sizes[st.st_ino] = st.st_size
+            self.peak = max(self.peak, sum(sizes.values()))
+            time.sleep(0.05)  # the readers poll this lock every 20 ms: leave them room to take it
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak

@@ -6,7 +6,6 @@ import json
 import multiprocessing as mp
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from fastload._cli import main as cli
 from fastload.errors import StorageError
 
 from .conftest import assert_same, everything, write_dataset
-from .helpers import read_all
+from .helpers import CachePeak, read_all
 from .servers import FaultyServer, StaticServer
 
 
@@ -58,21 +57,7 @@ def test_cache_never_exceeds_its_limit(big, tmp_path, worker_type):
     limit = int(sizes.max()) * 6  # 2 readers x 2 open shards need 4; the dataset has ~16
     assert local.manifest.n_bytes > 2 * limit
     ds = fastload.open(f"{srv.url}/ds", cache_dir=tmp_path, cache_limit=limit)
-    peak, stop = [0], threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            total = 0
-            for p in cache_files(tmp_path):
-                try:
-                    total += p.stat().st_size
-                except FileNotFoundError:
-                    pass
-            peak[0] = max(peak[0], total)
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
+    peak = CachePeak(ds.locator.cache.node)  # sampled under the cache's lock
     try:
         # in order: a batch spans at most 2 of these 20 KB shards (block shuffling mixes ~10)
         loader = fastload.DataLoader(ds, batch_size=250, num_workers=2, worker_type=worker_type)
@@ -83,10 +68,9 @@ def test_cache_never_exceeds_its_limit(big, tmp_path, worker_type):
             got = [b["text"] for b in loader]
             assert got == [b["text"] for b in want]
     finally:
-        stop.set()
-        sampler.join()
+        most = peak.stop()
     st = loader.stats()["storage"]
-    assert 0 < peak[0] <= limit, (peak[0], limit)
+    assert 0 < most <= limit, (most, limit)
     assert st["evictions"] > 0 and st["cache_bytes"] <= limit
     assert st["bytes_downloaded"] > local.manifest.n_bytes  # smaller than the data: some shards twice
 

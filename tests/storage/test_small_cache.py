@@ -16,7 +16,7 @@ import torch
 import fastload
 from fastload._cli import main as cli
 
-from .helpers import node_epoch
+from .helpers import CachePeak, node_epoch
 from .servers import S3Server
 
 
@@ -57,34 +57,6 @@ def _reference(local, loader, epoch: int = 0):
     return torch.utils.data.DataLoader(local, batch_sampler=batches)
 
 
-class _Peak:
-    """Samples the bytes in the node's cache directory while a loader runs, under the cache's own
-    accounting lock (outside it, a scan racing an eviction and the next download counts both)."""
-
-    def __init__(self, node):
-        self.node, self.peak, self._stop = node, 0, threading.Event()
-        self._thread = threading.Thread(target=self._sample)
-        self._thread.start()
-
-    def _sample(self):
-        while not self._stop.is_set():
-            sizes = {}  # by inode: a download renamed into place during the scan shows under both names
-            with self.node.locked():
-                for e in self.node.files():
-                    try:
-                        st = e.stat()
-                    except FileNotFoundError:
-                        continue
-                    sizes[st.st_ino] = st.st_size
-            self.peak = max(self.peak, sum(sizes.values()))
-            time.sleep(0.005)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return self.peak
-
-
 @pytest.mark.parametrize("shuffle, mode", [(True, "shards"), ("block", "block")])
 def test_half_cache_two_workers_every_record_once_as_forecast(s3, tmp_path, caplog, shuffle, mode):
     """The issue's case: once refused (24 shards x 2 readers mapped at once), now read with one
@@ -95,7 +67,7 @@ def test_half_cache_two_workers_every_record_once_as_forecast(s3, tmp_path, capl
         loader = fastload.DataLoader(ds, batch_size=64, shuffle=shuffle, num_workers=2)
         forecast = loader.io_plan()  # before the first byte
         assert forecast.workable and forecast.multiple == pytest.approx(1.0)
-        peak = _Peak(ds.locator.cache.node)
+        peak = CachePeak(ds.locator.cache.node)
         got = [{k: v.clone() for k, v in b.items()} for b in loader]
     assert peak.stop() <= limit
     want = list(_reference(local, loader, epoch=0))

@@ -1,0 +1,141 @@
+"""One measured run of ``bench/loader_workers.py``, in its own process: prints one JSON line.
+
+``python -m bench.loader_workers_child SPEC``. With ``spec["src"]`` the fastload package is
+imported from that directory (another commit's checkout) instead of this one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+
+SEED = 1234
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds of this process's child processes so far (the worker processes), from schedstat."""
+    total = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                pids = f.read().split()
+        except OSError:
+            continue
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except OSError:
+                pass
+    return total / 1e9
+
+
+def _epochs(run_epoch, epochs: int, batches: int, workers_are_threads: bool) -> dict:
+    """Run one untimed epoch, then ``epochs`` timed ones; medians of per-epoch figures."""
+    run_epoch()
+    walls, consumer, workers = [], [], []
+    for _ in range(epochs):
+        p0, c0, w0, t0 = time.process_time(), time.thread_time(), _children_cpu_s(), time.perf_counter()
+        run_epoch()
+        wall, c = time.perf_counter() - t0, time.thread_time() - c0
+        w = (time.process_time() - p0 - c) if workers_are_threads else (_children_cpu_s() - w0)
+        walls.append(wall)
+        consumer.append(c)
+        workers.append(w)
+    k = sorted(range(epochs), key=walls.__getitem__)[epochs // 2]  # the median epoch
+    return {"wall_s": walls[k], "consumer_us": consumer[k] / batches * 1e6, "worker_us": workers[k] / batches * 1e6,
+            "walls": walls}
+
+
+def tokens_numpy(spec: dict) -> dict:
+    import numpy as np
+
+    import fastload
+
+    mm = np.load(spec["path"], mmap_mode="r")
+    n, workers = len(mm), spec["workers"]
+    # the batches of the loader's first epoch, in its order
+    order = fastload.DataLoader(spec["order_path"], batch_size=spec["batch"], shuffle=True, seed=SEED).batch_sampler
+    batches = [np.asarray(b, dtype=np.int64) for b in order]
+
+    def run_epoch():
+        def part(i):
+            for b in batches[i::workers]:
+                len(mm[b])
+        threads = [threading.Thread(target=part, args=(i,)) for i in range(workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    out = _epochs(run_epoch, spec["epochs"], len(batches), True)
+    out["worker_us"] += out.pop("consumer_us")  # the main thread only waits
+    out["consumer_us"] = 0.0
+    out["rate"] = n / out["wall_s"]
+    return out
+
+
+def fastload_loader(spec: dict) -> dict:
+    import fastload
+
+    ds = fastload.open(spec["path"])
+    loader = fastload.DataLoader(ds, batch_size=spec["batch"], shuffle=True, num_workers=spec["workers"],
+                                 worker_type=spec.get("worker_type", "thread"), persistent_workers=spec["workers"] > 0,
+                                 seed=SEED)
+    main = "tokens" if spec["dataset"] == "tokens" else "text"
+
+    def run_epoch():
+        for batch in loader:
+            len(batch[main])
+
+    out = _epochs(run_epoch, spec["epochs"], len(loader), spec.get("worker_type") == "thread" or not spec["workers"])
+    loader.close()
+    out["rate"] = len(ds) / out["wall_s"]
+    return out
+
+
+def records_arrow(spec: dict) -> dict:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(spec["path"]).combine_chunks()  # one chunk: take() on many runs at ~12k rows/s
+    n, bs = table.num_rows, spec["batch"]
+    batches = np.array_split(np.random.default_rng(SEED).permutation(n), range(bs, n, bs))
+
+    def run_epoch():
+        for b in batches:
+            t = table.take(b)
+            batch = {"id": t.column("id").to_numpy(), "text": t.column("text").to_pylist(),
+                     "label": t.column("label").to_numpy()}
+            len(batch["text"])
+
+    out = _epochs(run_epoch, spec["epochs"], len(batches), True)
+    out["rate"] = n / out["wall_s"]
+    return out
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    if spec.get("src"):
+        sys.path.insert(0, spec["src"])
+    from .common import warm
+
+    import torch  # noqa: F401  (imported before timing, by every run alike)
+
+    warm([spec["path"]])
+    if spec["system"] == "numpy":
+        out = tokens_numpy(spec)
+    elif spec["system"] == "arrow":
+        out = records_arrow(spec)
+    else:
+        out = fastload_loader(spec)
+    out["spec"] = spec
+    out["fastload"] = os.path.dirname(sys.modules["fastload"].__file__) if "fastload" in sys.modules else None
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
