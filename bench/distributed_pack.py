@@ -13,7 +13,7 @@ tasks); for the single-machine driver the table gives reading the input alone an
 its output alone. A last section writes and opens the manifest of 100,000 shards committed from
 1,000 task results.
 
-    flock /work/bench.lock .venv-bench/bin/python -m bench.distributed_pack [--scale 0.1] [--repeats 3] [--json out.json]
+    .venv-bench/bin/python -m bench.distributed_pack [--scale 0.1] [--repeats 3] [--json out.json]
 """
 
 from __future__ import annotations

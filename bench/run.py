@@ -17,6 +17,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -88,13 +89,15 @@ def script_exists(module: str) -> bool:
     return (ROOT / (module.replace(".", "/") + ".py")).exists()
 
 
-def command(step: Step, a: argparse.Namespace, json_path: Path) -> list[str]:
-    cmd = [sys.executable, "-m", step.module, *step.args(a.quick, a.scale, a.repeats),
-           "--data-dir", str(a.data_dir), "--json", str(json_path)]
-    if step.out_dir:
-        cmd += ["--out-dir", str(a.work_dir / "pack-out")]
+def command(step: Step, a: argparse.Namespace, json_path: Path, paths: bool = True) -> list[str]:
+    """The step's command line; without ``paths``, as the page shows it (no machine paths)."""
+    cmd = [sys.executable, "-m", step.module, *step.args(a.quick, a.scale, a.repeats)]
     if a.systems and step.name in ("pack", "tokens", "records"):
         cmd += ["--systems", a.systems if step.name == "pack" else "ref," + a.systems]
+    if paths:
+        cmd += ["--data-dir", str(a.data_dir), "--json", str(json_path)]
+        if step.out_dir:
+            cmd += ["--out-dir", str(a.work_dir / "pack-out")]
     return cmd
 
 
@@ -104,7 +107,7 @@ def run_step(step: Step, a: argparse.Namespace) -> dict:
     json_path = a.work_dir / f"{step.name}.json"
     json_path.unlink(missing_ok=True)
     cmd = command(step, a, json_path)
-    shown = " ".join(["python"] + [_quote(c) for c in cmd[1:]])
+    shown = " ".join(["python"] + [_quote(c) for c in command(step, a, json_path, paths=False)[1:]])
     if not script_exists(step.module):
         return {"step": step.name, "status": f"skipped: {step.module.replace('.', '/')}.py is not in this tree yet",
                 "command": shown, "budget_s": budget, "seconds": 0.0, "stdout": ""}
@@ -143,7 +146,9 @@ def tables(stdout: str) -> list[str]:
         if line.startswith("|"):
             out.append(line)
         elif line.startswith("## "):
-            out += ([""] if out else []) + ["#### " + line[3:], ""]
+            # "tokens: /path/to/tokens.npy (41.0 MB in)" -> "tokens (41.0 MB in)": no machine path in the page
+            heading = re.sub(r": /.* \(", " (", line[3:], count=1)
+            out += ([""] if out else []) + ["#### " + heading, ""]
         elif line.startswith("# skipped: "):
             out.append(f"- skipped: {line[len('# skipped: '):]}")
     return out
@@ -160,7 +165,8 @@ def section(results: list[dict], a: argparse.Namespace, machine: dict, plots: di
     for r in results:
         lines.append(f"| {r['step']} | {r['status']} | {r['seconds']:.1f} | {r['budget_s']:.0f} | `{r['command']}` |")
     total = sum(r["seconds"] for r in results)
-    lines += ["", f"Total {total:.0f} s. Tables: medians with the (min–max) range of the repeats.", ""]
+    lines += ["", f"Total {total:.0f} s. Each step also gets `--data-dir` (the inputs), `--json` and, for pack, "
+              "`--out-dir` (the suite's work directory). Tables: medians with the (min–max) range of the repeats.", ""]
     lines += [f"- {n}" for n in notes]
     for r in results:
         body = tables(r.get("stdout", ""))

@@ -42,6 +42,7 @@ def test_tiny_pack_step_writes_the_generated_section(tmp_path):
     assert text.rstrip().endswith("hand-written outro") and "old figures" not in text
     assert text.count(BEGIN) == 1 and text.count(END) == 1
     assert "| pack | ok |" in text and "fastload w1" in text and "| copy |" in text
+    assert str(tmp_path) not in text  # the page names datasets and sizes, never this machine's paths
     record = json.loads((tmp_path / "suite.json").read_text())
     steps = {s["step"]: s for s in record["steps"]}
     assert steps["pack"]["status"] == "ok" and steps["pack"]["seconds"] > 0
