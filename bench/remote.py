@@ -248,16 +248,22 @@ def prepare(data_dir: Path, scale: float, systems: list[str]) -> tuple[Path, dic
     """Each system's copy of the tokens data under ``<root>/bench/<system>``; returns root and sizes."""
     src = datasets.tokens(data_dir, scale)
     root = data_dir / "remote" / src.parent.name
+    return root, write_copies(src, root, systems)
+
+
+def write_copies(src: Path, root: Path, systems: list[str], **writer_options) -> dict[str, int]:
+    """Each system's copy of ``src`` under ``<root>/bench/<system>`` (written once, published by
+    rename); returns each copy's bytes."""
     sizes = {}
     for system in systems:
         out = root / "bench" / system
         if not out.exists():
             tmp = out.with_name(out.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            WRITERS[system](src, tmp, 2)
+            WRITERS[system](src, tmp, 2, **writer_options)
             os.replace(tmp, out)
         sizes[system] = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    return root, sizes
+    return sizes
 
 
 def main(argv=None) -> int:

@@ -25,7 +25,6 @@ partitions: one per node) against Streaming (its default canonical nodes).
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import shutil
@@ -39,7 +38,7 @@ import numpy as np
 
 from . import datasets, peers
 from .common import DEFAULT_DATA_DIR, fmt_range, interleaved, machine_info, med, print_machine, print_table, write_json
-from .remote import S3_ENV, Link
+from .remote import S3_ENV, Link, write_copies
 
 BATCH = 64
 FASTLOAD_MODES = ("true", "block", "full")
@@ -150,15 +149,7 @@ WRITERS = {"fastload": peers.fastload_pack, "mds": peers.mds_tokens, "litdata": 
 def prepare(data_dir: Path, scale: float, shard_mb: int, systems: list[str]) -> tuple[Path, dict, Path]:
     src = datasets.tokens(data_dir, scale)
     root = data_dir / "remote-cache-data" / f"{src.parent.name}-{shard_mb}mb"
-    sizes = {}
-    for system in systems:
-        out = root / "bench" / system
-        if not out.exists():
-            tmp = out.with_name(out.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            functools.partial(WRITERS[system], shard_bytes=shard_mb * 1_000_000)(src, tmp, 2)
-            os.replace(tmp, out)
-        sizes[system] = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    sizes = write_copies(src, root, systems, shard_bytes=shard_mb * 1_000_000)
     return root, sizes, src
 
 
