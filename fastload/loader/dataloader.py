@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections import deque
 from typing import Any, Callable, Iterator
 
@@ -33,12 +32,12 @@ from ..plan.cursor import EpochCursor
 from ..plan.epoch import EpochPlan
 from ..plan.orders import make_order
 from ..plan.state import LoaderState, state_from_dict
-from ..plan.world import World, detect_world
+from ..plan.world import detect_world
 from ..storage.prefetch import start_prefetch
 from ..image.pipeline import loader_pipelines
 from .collate import FastloadCollate, normalise_pad, to_torch
 from . import datasets as lm
-from .device import to_device_stream
+from .device import pinned, to_device_stream
 from .iterable import IterableOrder
 from .reading import LoaderSettings, loader_reading
 from .resume import InjectedOrder
@@ -178,13 +177,13 @@ class DataLoader(TorchDataLoader):
         rebase = self._rebase[1] if self._rebase is not None and self._rebase[0] == epoch else None
         own = lm.epoch_order(ds, self._mode, self._seed, epoch, rebase)  # a mixture's, or None
         if own is not None:
-            return EpochPlan(n=own.n, batch_size=self._batch_size_for_plan, world=_world(), order=own,
+            return EpochPlan(n=own.n, batch_size=self._batch_size_for_plan, world=detect_world(), order=own,
                              drop_last=self._drop_last_for_plan, even=self._even, start_sample=start_sample)
         if self._reading is not None:
-            return self._reading.plan(epoch, start_sample, _world())
+            return self._reading.plan(epoch, start_sample, detect_world())
         n = len(ds)
         order = make_order(self._mode, n, self._seed, epoch)
-        return EpochPlan(n=n, batch_size=self._batch_size_for_plan, world=_world(), order=order,
+        return EpochPlan(n=n, batch_size=self._batch_size_for_plan, world=detect_world(), order=order,
                          drop_last=self._drop_last_for_plan, even=self._even, start_sample=start_sample)
 
     def set_epoch(self, epoch: int) -> None:
@@ -281,7 +280,7 @@ class DataLoader(TorchDataLoader):
         if self.device is not None:
             batches_out = to_device_stream(batches_out, self.device)
         elif self.pin_memory:
-            batches_out = _pinned(batches_out)
+            batches_out = pinned(batches_out)
         cursor = self._cursor
         if own:  # plan.samples_after(k) for every k < total, without its checks on each batch
             first, step = plan.samples_after(0), plan.global_batch
@@ -387,7 +386,7 @@ class DataLoader(TorchDataLoader):
         order = self._make_plan(epoch).order if lm.is_mixture(ds) else None  # the epoch's, rebased or not
         reading = self._reading.reading(epoch) if self._reading is not None else None
         state = LoaderState(seed=self._seed, epoch=epoch, samples_done=done,
-                            batch_size=self._batch_size_for_plan, world_size=_world().world_size,
+                            batch_size=self._batch_size_for_plan, world_size=detect_world().world_size,
                             shuffle=self._mode if reading is None else reading.mode,
                             n=len(ds) if order is None else order.n,
                             partitions=1 if reading is None else reading.partitions,
@@ -480,15 +479,6 @@ def _recorded(batches: Iterator[np.ndarray], sent: deque) -> Iterator[np.ndarray
         yield b
 
 
-def _pinned(batches: Iterator[dict]) -> Iterator[dict]:
-    if not torch.cuda.is_available():
-        warnings.warn("pin_memory=True but no CUDA device is available: batches are not pinned", stacklevel=3)
-        yield from batches
-        return
-    for batch in batches:
-        yield {k: (v.pin_memory() if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-
-
 def _shuffle_mode(shuffle: bool | str | None) -> str:
     if shuffle is None or shuffle is False:
         return "none"
@@ -506,6 +496,3 @@ def _seed_from(seed: int | None, generator: torch.Generator | None) -> int:
         return int(generator.initial_seed())
     return 0  # shared by every rank, like DistributedSampler's default
 
-
-def _world() -> World:
-    return detect_world()

@@ -8,6 +8,17 @@ from typing import Any, Iterator
 import torch
 
 
+def pinned(batches: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Each batch with its tensors in pinned memory (``pin_memory=True``); without CUDA, a warning
+    and the batches as they are."""
+    if not torch.cuda.is_available():
+        warnings.warn("pin_memory=True but no CUDA device is available: batches are not pinned", stacklevel=3)
+        yield from batches
+        return
+    for batch in batches:
+        yield {k: (v.pin_memory() if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
 def to_device_stream(batches: Iterator[dict[str, Any]], device: str | torch.device) -> Iterator[dict[str, Any]]:
     """Yield each batch on ``device``, having started its copy while the previous one was in use.
 
