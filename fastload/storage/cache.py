@@ -21,8 +21,9 @@ shards it can lock with ``LOCK_EX|LOCK_NB``. A downloader holds ``LOCK_EX`` on t
 others poll it, and take the download over when the lock is free but no shard appeared (the
 downloader died or gave up). A temporary file whose claim is free is stale and is deleted.
 The limit counts the apparent size of shards and temporaries; a download preallocates its full
-size under the global lock, so every process sees the reservation at once and the sum of all
-files never exceeds the limit.
+size under the global lock, so every process sees the reservation at once, and is renamed into
+place under it too (a scan racing a rename can miss the file): the sum of all files never
+exceeds the limit.
 """
 
 from __future__ import annotations
@@ -262,7 +263,7 @@ class DatasetCache:
                     raise StorageError(f"{self.remote.url_of(name)}: downloaded {self.remote.policy.attempts} "
                                        f"times, checksum {got} each time differs from the manifest's {expected}")
             # no fsync: the cache can always be refetched, and blocks are checksummed when read
-            os.rename(tmp, final)
+            self.node.publish(tmp, final)
         except _Cancelled:
             unlink_quiet(tmp)
             return False
