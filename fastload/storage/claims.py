@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-from .locks import same_file, try_lock
+from .locks import LOCK_FDS, same_file, try_lock
 
 _HEARTBEAT_EVERY_S = 0.5  # touching the file costs a syscall: at most twice a second
 
@@ -28,7 +28,7 @@ class Claim:
     def __init__(self, path: Path):
         self.path = path
         # O_NOFOLLOW: the claim is created inside the cache directory and never through a symlink
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        self.fd = LOCK_FDS.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC)
         self._beat = 0.0
 
     def take(self) -> bool:
@@ -64,7 +64,7 @@ class Claim:
         return time.time() - os.fstat(self.fd).st_mtime
 
     def close(self) -> None:
-        os.close(self.fd)  # releases the lock, if held
+        LOCK_FDS.close(self.fd)  # releases the lock, if held (a forked child closed its copy at once)
 
     def _write(self, body: dict) -> None:
         data = json.dumps(body).encode()

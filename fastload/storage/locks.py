@@ -4,8 +4,50 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 import time
 from pathlib import Path
+
+
+class ChildCloses:
+    """Descriptors that a forked child closes at once: the ones this process locks the cache with.
+
+    A flock belongs to the open file description, and fork shares descriptions: a worker forked
+    while a download thread held a claim (or the global lock, or probed a shard) would hold that
+    lock for its whole life after the parent let go, and every reader on the node would wait for
+    it. Opening and closing such descriptors here, under the lock that fork itself takes, lets
+    the child close exactly the ones that were open at the fork.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._fds: set[int] = set()
+        os.register_at_fork(before=self._lock.acquire, after_in_parent=self._lock.release,
+                            after_in_child=self._in_child)
+
+    def open(self, path, flags: int, mode: int = 0o644) -> int:
+        with self._lock:
+            fd = os.open(path, flags, mode)
+            self._fds.add(fd)
+        return fd
+
+    def close(self, fd: int) -> None:
+        with self._lock:
+            self._fds.discard(fd)
+            os.close(fd)
+
+    def _in_child(self) -> None:
+        for fd in self._fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds.clear()
+        self._lock.release()  # taken in the parent before the fork
+
+
+# one per process, as fork is: the only process-wide state of the cache
+LOCK_FDS = ChildCloses()
 
 
 def try_lock(fd: int, kind: int) -> bool:
@@ -37,8 +79,9 @@ def same_file(fd: int, path: Path) -> bool:
 
 
 def open_or_none(path) -> int | None:
+    """``path`` opened to be locked (close it with ``LOCK_FDS.close``), or None if it is gone."""
     try:
-        return os.open(path, os.O_RDONLY)
+        return LOCK_FDS.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
 
@@ -59,4 +102,4 @@ def held_elsewhere(path) -> bool:
     try:
         return not try_lock(fd, fcntl.LOCK_EX)
     finally:
-        os.close(fd)
+        LOCK_FDS.close(fd)

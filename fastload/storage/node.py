@@ -21,7 +21,7 @@ from ..errors import StorageError
 from .config import CacheConfig
 from .counters import read_totals
 from .eviction import Entry, choose_victims
-from .locks import held_elsewhere, open_or_none, same_file, try_lock, unlink_quiet
+from .locks import LOCK_FDS, held_elsewhere, open_or_none, same_file, try_lock, unlink_quiet
 from .remote import normalise_url
 
 LOCK_NAME = ".lock"
@@ -50,7 +50,7 @@ class NodeCache:
     @contextmanager
     def locked(self, timeout: float = 60.0) -> Iterator[None]:
         """The global accounting lock; held for a directory scan and a few unlinks (milliseconds)."""
-        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = LOCK_FDS.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
         try:
             deadline = time.monotonic() + timeout
             while not try_lock(fd, fcntl.LOCK_EX):
@@ -59,7 +59,7 @@ class NodeCache:
                 time.sleep(POLL_S)
             yield
         finally:
-            os.close(fd)  # closing releases the lock
+            LOCK_FDS.close(fd)  # closing releases the lock (a child forked meanwhile closed its copy)
 
     def dataset_dirs(self) -> list[Path]:
         try:
@@ -163,7 +163,7 @@ class NodeCache:
                     return len(held)
             finally:
                 for fd, _ in held:
-                    os.close(fd)
+                    LOCK_FDS.close(fd)
         return 0
 
     def cleanup_stale(self) -> int:
@@ -188,7 +188,7 @@ class NodeCache:
                         unlink_quiet(d / "shards" / name)
                         removed += 1
                 finally:
-                    os.close(fd)
+                    LOCK_FDS.close(fd)
         return removed
 
     def describe(self) -> list[dict]:
@@ -242,7 +242,7 @@ class NodeCache:
                     else:
                         kept_here += 1
                     if fd is not None:
-                        os.close(fd)
+                        LOCK_FDS.close(fd)
                 kept += kept_here
                 if not kept_here and not held_elsewhere(d / USERS):  # openers take USERS under this same lock
                     shutil.rmtree(d, ignore_errors=True)

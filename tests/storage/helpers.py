@@ -66,18 +66,13 @@ class CachePeak:
 
     def __init__(self, node):
         self.node, self.peak, self._stop = node, 0, threading.Event()
-        # a fork while this thread holds the cache lock would hand the lock to the child (flock
-        # belongs to the open file, which the child shares) and hang every reader: forks wait
-        self._fork_guard = threading.Lock()
-        os.register_at_fork(before=self._fork_guard.acquire, after_in_parent=self._fork_guard.release,
-                            after_in_child=self._fork_guard.release)
         self._thread = threading.Thread(target=self._sample)
         self._thread.start()
 
     def _sample(self):
         while not self._stop.is_set():
             sizes = {}  # by inode: a download renamed into place during the scan shows under both names
-            with self._fork_guard, self.node.locked():
+            with self.node.locked():  # a worker forked meanwhile closes its copy (storage.locks)
                 for e in self.node.files():
                     try:
                         st = e.stat()
