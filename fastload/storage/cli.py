@@ -88,7 +88,7 @@ def _prefetch(args) -> int:
         print(f"{args.url} is a local dataset: it is read in place, nothing to prefetch", file=sys.stderr)
         return 0
     with ThreadPoolExecutor(IN_FLIGHT) as pool:  # non-blocking: stops adding once the limit is full
-        done = list(pool.map(lambda s: cache.ensure(s, blocking=False), range(ds.n_shards)))
+        done = list(pool.map(lambda s: cache.ensure(s, blocking=False, ahead=s), range(ds.n_shards)))
     cached = sum(cache.is_cached(s) for s in range(ds.n_shards))
     print(f"{cached} of {ds.n_shards} shards of {args.url} cached in {cache.dir}")
     if not all(done):

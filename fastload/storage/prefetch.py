@@ -26,10 +26,11 @@ from .lookahead import first_uses, horizon_shards, window_bytes, window_of
 
 log = logging.getLogger("fastload.storage")
 
-# 2 shards at once, each fetched as up to 4 parallel 16 MiB ranges (cache.py): the next shard
-# starts while the last ranges and the checksum pass of the previous one finish, and the shard
-# a reader waits for shares the link with one other, not with a whole window
-IN_FLIGHT = 2
+# 3 shards at once, sharing 8 ranges in flight (DatasetCache.ahead_streams), granted to the
+# shard needed first: shards arrive one after another at nearly the link's rate, and the next
+# one's ranges start as the previous one's end, so the link never waits for a checksum pass or
+# a new request
+IN_FLIGHT = 3
 
 
 class Prefetcher:
@@ -150,15 +151,15 @@ class Prefetcher:
                             break
                         if s not in self._in_flight and not self.cache.is_cached(s):
                             self._in_flight.add(s)
-                            self._pool.submit(self._fetch, s)
+                            self._pool.submit(self._fetch, s, self._order.get(s, float("inf")))
                     self._cond.wait(0.05)
         except BaseException as exc:  # noqa: BLE001 - readers fetch on demand and report errors themselves
             log.warning("prefetcher stopped: %s", exc)
             self.errors.append(exc)
 
-    def _fetch(self, s: int) -> None:
+    def _fetch(self, s: int, first_use: float) -> None:
         try:
-            self.cache.ensure(s, blocking=False, cancel=self._cancel)
+            self.cache.ensure(s, blocking=False, cancel=self._cancel, ahead=first_use)
         except BaseException as exc:  # noqa: BLE001 - the reader retries on demand and raises
             log.debug("prefetch of shard %d failed: %s", s, exc)
         finally:
