@@ -129,46 +129,37 @@ class DatasetCache:
                       cancel: threading.Event | None) -> None:
         """``fetch`` every range on the pool; returns only when none is still running (they write
         into the caller's descriptor). A reader's download (``ahead`` None) runs ``parallel`` at
-        once; one ahead of need takes a shared stream per range, ``ahead`` being its priority
-        (the first use of its shard in the plan)."""
+        once; one ahead of need takes one of the shared streams per range, ``ahead`` being its
+        priority (the first use of its shard in the plan)."""
         pool = self._range_pool()
-        cap = self._ahead
         pending: set = set()
-
-        def run(r: tuple[int, int]) -> None:
-            try:
-                fetch(r)
-            finally:
-                if ahead is not None:
-                    cap.release()
-
         try:
-            for r in ranges:
-                while ahead is None and len(pending) >= self.parallel:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for f in done:
-                        f.result()
-                if ahead is not None:
-                    try:
-                        cap.acquire(ahead, cancel)
-                    except Cancelled:
-                        raise _Cancelled from None
-                    done = {f for f in pending if f.done()}
-                    pending -= done
-                    for f in done:
-                        f.result()
-                try:
-                    pending.add(pool.submit(run, r))
-                except BaseException:
-                    if ahead is not None:
-                        cap.release()
-                    raise
+            if ahead is None:
+                for r in ranges:
+                    while len(pending) >= self.parallel:
+                        pending = _reap(pending, block=True)
+                    pending.add(pool.submit(fetch, r))
+            else:
+                cap = self._ahead
+                with cap.download(ahead, len(ranges)) as me:
+                    for r in ranges:
+                        try:
+                            cap.acquire(me, cancel)
+                        except Cancelled:
+                            raise _Cancelled from None
+                        try:
+                            pending = _reap(pending)  # a failed range ends the download now
+                            pending.add(pool.submit(_holding, cap, fetch, r))
+                        except BaseException:
+                            cap.release()
+                            raise
             done, pending = wait(pending)
             for f in done:
                 f.result()
         finally:
             for f in pending:
-                f.cancel()
+                if f.cancel() and ahead is not None:
+                    self._ahead.release()  # never ran, so never gave its stream back
             wait(pending)
 
     # -- names -----------------------------------------------------------------------------
@@ -423,6 +414,27 @@ def cache_file_name(name: str, digest: str) -> str:
 
 class _Cancelled(Exception):
     """A download abandoned between ranges because its caller is closing."""
+
+
+def _reap(pending: set, block: bool = False) -> set:
+    """``pending`` less the finished ranges (their errors raised here); with ``block``, after
+    waiting for at least one to finish."""
+    if block:
+        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+    else:
+        done = {f for f in pending if f.done()}
+        pending = pending - done
+    for f in done:
+        f.result()
+    return pending
+
+
+def _holding(cap: StreamCap, fetch, r: tuple[int, int]) -> None:
+    """``fetch(r)`` on one of ``cap``'s streams, given back when it ends however it ends."""
+    try:
+        fetch(r)
+    finally:
+        cap.release()
 
 
 def _allocate(tmp: Path, size: int) -> int:
