@@ -152,6 +152,8 @@ def _parser() -> argparse.ArgumentParser:
     storage_cli.add_parser(sub)
     for name in ("pack", "info", "verify", "head"):
         storage_cli.add_storage_options(sub.choices[name])
+    for name in ("info", "verify", "head"):  # they read a remote dataset through the node cache
+        storage_cli.add_cache_dir(sub.choices[name])
     return p
 
 
@@ -181,14 +183,14 @@ def _pack(args) -> int:
     return 0
 
 
-def _open(url: str, storage_options: dict | None = None):
+def _open(args):
     from .opening import open_dataset
 
-    return open_dataset(url, storage_options=storage_options)
+    return open_dataset(args.url, storage_options=args.storage_options, cache_dir=args.cache_dir)
 
 
 def _info(args) -> int:
-    ds = _open(args.url, args.storage_options)
+    ds = _open(args)
     m = ds.manifest
     info = {
         "url": args.url, "format_version": m.version, "records": m.n_records, "shards": m.n_shards,
@@ -235,14 +237,14 @@ def _print_cleaning(cleaning: dict, records: int) -> None:
 
 
 def _verify(args) -> int:
-    ds = _open(args.url, args.storage_options)
+    ds = _open(args)
     ds.verify_all(progress=lambda s, name: print(f"ok  {name}", file=sys.stderr))
     print(f"verified {ds.n_shards} shards, {len(ds):,} records: all checksums match")
     return 0
 
 
 def _head(args) -> int:
-    ds = _open(args.url, args.storage_options)
+    ds = _open(args)
     n = min(args.n, len(ds))
     batch = ds.get_batch(np.arange(n))
     for k in range(n):

@@ -19,7 +19,7 @@ def add_parser(subparsers) -> None:
     sub = p.add_subparsers(dest="cache_command", required=True)
 
     def common(q):
-        q.add_argument("--cache-dir", help="cache directory (default: FASTLOAD_CACHE_DIR, config file, ~/.cache/fastload)")
+        add_cache_dir(q)
         return q
 
     st = common(sub.add_parser("stats", help="per dataset: bytes cached, shards, hit rate"))
@@ -51,6 +51,11 @@ def add_parser(subparsers) -> None:
     cl = common(sub.add_parser("clear", help="delete cached shards (of URL only, when given) not in use"))
     cl.add_argument("url", nargs="?", help="only this dataset's shards (default: every dataset's)")
     cl.set_defaults(run=_clear)
+
+
+def add_cache_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache-dir", help="node cache directory for remote shards (default: FASTLOAD_CACHE_DIR, "
+                                            "config file, ~/.cache/fastload)")
 
 
 def add_storage_options(parser: argparse.ArgumentParser) -> None:

@@ -249,7 +249,7 @@ def test_cli_prefetch_stats_clear(served, local, tmp_path, capsys):
         del ds
         assert cli(["cache", "clear", url, "--cache-dir", str(tmp_path)]) == 0
         assert cache_files(tmp_path) == []
-        assert cli(["info", url, "--json", "--storage-options", "{}"]) == 0
+        assert cli(["info", url, "--json", "--storage-options", "{}", "--cache-dir", str(tmp_path)]) == 0
         assert json.loads(capsys.readouterr().out.split("\n", 1)[1])["records"] == len(local)
     finally:
         srv.close()

@@ -96,7 +96,8 @@ def _open_as_nobody(url: str, cache_dir: str, queue) -> None:
         if os.geteuid() == 0:
             os.setgid(65534)
             os.setuid(65534)
-        fastload.open(url, cache_dir=cache_dir, timeout=5, retries=1).get_batch([0])
+        # a generous timeout: on a loaded machine a forked child once took over 5 s for the manifest
+        fastload.open(url, cache_dir=cache_dir, timeout=60, retries=1).get_batch([0])
         queue.put(("read", ""))
     except BaseException as exc:  # noqa: BLE001 - reported to the test
         queue.put((type(exc).__name__, f"{exc}\n{traceback.format_exc()}"))
