@@ -379,7 +379,8 @@ static PyObject *gather_var_multi(PyObject *self, PyObject *args) {
     Py_ssize_t bad = -1;
     for (Py_ssize_t i = 0; i < n && !err; i++)
         if (idx[i] < 0 || idx[i] >= total) { bad = i; break; }
-    int64_t *src = err || bad >= 0 ? NULL : PyMem_Malloc((size_t)(n > 0 ? n : 1) * sizeof(int64_t));
+    /* src[i]: record i's offset pair, then its payload; blk[i] (its block) and shard[i] */
+    int64_t *src = err || bad >= 0 ? NULL : PyMem_Malloc((size_t)(n > 0 ? n : 1) * 3 * sizeof(int64_t));
     if (err || bad >= 0 || src == NULL) {
         if (bad >= 0) PyErr_Format(PyExc_IndexError, "index %lld is out of range", (long long)idx[bad]);
         else if (err) PyErr_SetString(PyExc_ValueError, err);
@@ -387,10 +388,13 @@ static PyObject *gather_var_multi(PyObject *self, PyObject *args) {
         release(&v);
         return NULL;
     }
+    int64_t *blk = src + n, *shard = src + 2 * n;
     Py_ssize_t outside = -1;
     int64_t sum = 0;
     Py_BEGIN_ALLOW_THREADS
-    offsets[0] = 0;
+    /* Three passes, so the cache misses of many records overlap (each record's pair and payload
+     * lie at random places of the mapping; one pass waits on two misses per record in turn):
+     * locate every pair and prefetch it, read the pairs and prefetch the payloads, copy. */
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_ssize_t s = last_le(ss, 0, ns, idx[i]);
         int64_t local = idx[i] - ss[s], pair = -1;
@@ -400,12 +404,22 @@ static PyObject *gather_var_multi(PyObject *self, PyObject *args) {
             pair = row_source(bf, ba, blo, bhi, b, local, 4);
         }
         if (pair < 0 || !inside(pair, 8, blo[b], bhi[b])) { outside = i; break; }
+        __builtin_prefetch((const void *)(intptr_t)pair, 0, 0);
+        src[i] = pair;
+        blk[i] = b;
+        shard[i] = s;
+    }
+    offsets[0] = 0;
+    for (Py_ssize_t i = 0; i < n && outside < 0; i++) {
+        Py_ssize_t b = blk[i], s = shard[i];
         uint32_t lo32, hi32;
-        memcpy(&lo32, (const void *)(intptr_t)pair, 4);
-        memcpy(&hi32, (const void *)(intptr_t)(pair + 4), 4);
+        memcpy(&lo32, (const void *)(intptr_t)src[i], 4);
+        memcpy(&hi32, (const void *)(intptr_t)(src[i] + 4), 4);
         int64_t block_n = (b + 1 < shi[s] ? bf[b + 1] : ss[s + 1] - ss[s]) - bf[b];
         int64_t start = ba[b] + (block_n + 1) * 4 + lo32, len = (int64_t)hi32 - (int64_t)lo32;
         if (block_n < 1 || !inside(start, len, blo[b], bhi[b])) { outside = i; break; }
+        for (int64_t line = 0; line < len && line < 512; line += 64)
+            __builtin_prefetch((const void *)(intptr_t)(start + line), 0, 0);
         src[i] = start;
         sum += len;
         offsets[i + 1] = sum;

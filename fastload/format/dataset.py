@@ -262,13 +262,14 @@ class Dataset:
     def _check_out(self, out: dict[str, np.ndarray], n: int) -> None:
         for name, arr in out.items():
             f = self.schema[name]
-            if isinstance(arr, VarColumn) and not f.is_fixed and arr.writable(n):
-                continue
-            if (not f.is_fixed or f.nullable or f.kind == "null" or arr.shape != (n, *f.shape)
-                    or arr.dtype != f.np_dtype
+            if not f.is_fixed:
+                if not (isinstance(arr, VarColumn) and arr.writable(n)):
+                    raise ValueError(f"out[{name!r}] must be a VarColumn of {n + 1} writable int64 offsets and a "
+                                     "writable uint8 buffer")
+            elif (f.nullable or f.kind == "null" or arr.shape != (n, *f.shape) or arr.dtype != f.np_dtype
                     or not arr.flags.c_contiguous or not arr.flags.writeable):
-                raise ValueError(f"out[{name!r}] must be a writable C-contiguous {f.np_dtype} array of shape "
-                                 f"{(n, *f.shape)} (a variable field's: a VarColumn of {n + 1} int64 offsets)")
+                raise ValueError(f"out[{name!r}] must be a writable C-contiguous {f.np_dtype} array of "
+                                 f"shape {(n, *f.shape)}")
 
     def _gather(self, idx: np.ndarray, fields, out) -> dict[str, np.ndarray | VarColumn]:
         out = out or {}
@@ -340,6 +341,8 @@ class Dataset:
             except IndexError:
                 return None
             except ValueError as exc:  # the C bounds check: the tables disagree with a shard's index
+                if not lay.fixed:
+                    return None  # a payload's offsets: the planned path names the record and the fault
                 raise FormatError(f"dataset {self.root}: field {lay.name!r}: {exc}; refusing to read "
                                   "outside a block") from exc
             out[lay.name] = arr
