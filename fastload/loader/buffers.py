@@ -128,23 +128,21 @@ def gather_var(ds: Any, indices: np.ndarray, var: list[str], slot: Mapping[str, 
     for name, (offsets, valid, room) in arenas.items():
         col = cols[name]
         values = col.values if isinstance(col, NullableColumn) else col
-        if values.offsets is not offsets or not _starts_at(values.data, room):
-            if values.data.nbytes > room.nbytes:
+        fits = values.data.nbytes <= room.nbytes
+        if values.offsets is not offsets or not fits:  # the gather's own arrays (it puts what fits in out)
+            if not fits:
                 continue  # too large for the arena: sent beside the slot
             offsets[:] = values.offsets - values.offsets[0]
             room[: values.data.nbytes] = values.data
-        valid[:] = col.valid if isinstance(col, NullableColumn) else True
+        if isinstance(col, NullableColumn):  # (read only for a field with nulls)
+            valid[:] = col.valid
         del cols[name]
     return cols
 
 
-def _starts_at(data: np.ndarray, room: np.ndarray) -> bool:
-    return data.size == 0 or data.__array_interface__["data"][0] == room.__array_interface__["data"][0]
-
-
 def arena_bytes(layout: SlotLayout) -> Callable[[dict, dict], int] | None:
-    """For the loader's statistics: the bytes a batch's arenas hold minus the room the slot's
-    row size counts for them (None when the layout has none)."""
+    """For the loader's statistics: the payload bytes a batch's arenas hold minus the room the
+    slot's row size counts for them (None when the layout has none)."""
     names = [n[len(ARENA_PREFIX):] for n in layout.names if n.startswith(ARENA_PREFIX)]
     if not names:
         return None
@@ -154,9 +152,9 @@ def arena_bytes(layout: SlotLayout) -> Callable[[dict, dict], int] | None:
         for name in names:
             arena = fixed[arena_name(name)]
             total -= arena.nbytes
-            if name not in cols:
+            if name not in cols:  # its payload bytes, as a VarColumn sent beside the slot counts
                 n = len(arena)
-                total += _header(n) + int(_parts(arena, n)[0][n])
+                total += int(_parts(arena, n)[0][n])
         return total
 
     return correction
@@ -165,10 +163,10 @@ def arena_bytes(layout: SlotLayout) -> Callable[[dict, dict], int] | None:
 # -- the consumer's side ------------------------------------------------------------------------------
 def slot_column(f: Field, slot: Mapping[str, np.ndarray]):
     """A field's VarColumn (NullableColumn with nulls) as views of its arena in the slot."""
-    arena = slot[arena_name(f.name)]
+    arena = slot[ARENA_PREFIX + f.name]
     n = len(arena)
     offsets, valid, room = _parts(arena, n)
-    col = VarColumn(offsets, room[: int(offsets[n])])
+    col = VarColumn(offsets, room[: offsets[n]])
     return NullableColumn(col, valid) if f.nullable else col
 
 
@@ -182,10 +180,11 @@ def buffer_entries(f: Field, col: Any) -> dict[str, Any]:
         valid = np.array([v is not None for v in col], dtype=bool)
         payloads = [b"" if v is None else (v.encode("utf-8") if isinstance(v, str) else bytes(v)) for v in col]
         col = VarColumn.from_payloads(payloads)
+        col = VarColumn(col.offsets, col.data.copy())  # writable, as torch wants
         col = NullableColumn(col, valid) if f.nullable or not valid.all() else col
     values, valid = (col.values, col.valid) if isinstance(col, NullableColumn) else (col, None)
     offsets = values.offsets
-    if len(offsets) and offsets[0] != 0:
+    if offsets[0]:  # a VarColumn sliced from a larger one
         offsets = offsets - offsets[0]
     out = {f.name: torch.from_numpy(values.data), f.name + OFFSETS_SUFFIX: torch.from_numpy(offsets)}
     if valid is not None or f.nullable:
