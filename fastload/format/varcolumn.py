@@ -29,10 +29,10 @@ class VarColumn:
 
     def writable(self, n: int) -> bool:
         """Whether this can take a gather of ``n`` records (as ``Dataset.gather``'s ``out``)."""
-        arrays = (self.offsets, self.data)
-        return (all(isinstance(a, np.ndarray) and a.flags.c_contiguous and a.flags.writeable for a in arrays)
-                and self.offsets.shape == (n + 1,) and self.offsets.dtype == np.int64
-                and self.data.ndim == 1 and self.data.dtype == np.uint8)
+        offsets, data = self.offsets, self.data  # (the C gathers check both buffers again)
+        return (type(offsets) is np.ndarray and type(data) is np.ndarray and offsets.shape == (n + 1,)
+                and offsets.dtype == np.int64 and data.dtype == np.uint8 and data.ndim == 1
+                and offsets.flags.writeable and data.flags.writeable and data.flags.c_contiguous)
 
     def take_range(self, start: int, stop: int) -> "VarColumn":
         lo, hi = int(self.offsets[start]), int(self.offsets[stop])

@@ -23,9 +23,11 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 import numpy as np
+import torch
 
 from ..errors import SchemaError
 from ..format.columns import VarColumn
+from ..format.dataset import Dataset
 from ..format.schema import VALID_SUFFIX, Field, Schema
 from ..format.varcolumn import NullableColumn
 from .slots import ALIGN, SlotLayout
@@ -64,9 +66,9 @@ def normalise_strings(strings: str | Mapping[str, str] | None, schema: Schema | 
         if schema[name].kind not in KINDS:
             raise SchemaError(f"strings: field {name!r} is a {schema[name].kind} field; only {KINDS} fields "
                               "have a buffer form")
-        taken = [k for k in (name + OFFSETS_SUFFIX,) if k in schema]
-        if taken:
-            raise SchemaError(f"strings: the buffer form of {name!r} adds {taken[0]!r}, which is already a field")
+        if name + OFFSETS_SUFFIX in schema:
+            raise SchemaError(f"strings: the buffer form of {name!r} adds {name + OFFSETS_SUFFIX!r}, which is "
+                              "already a field")
         if mode == "buffers":
             out[name] = mode
     return out
@@ -80,8 +82,6 @@ def arena_name(field: str) -> str:
 def with_arenas(layout: SlotLayout, ds: Any, fields) -> SlotLayout:
     """``layout`` plus an arena for each loaded str/bytes field of a fastload Dataset (other
     datasets' gathers take no ``out`` for them: their fields travel as VarColumns)."""
-    from ..format.dataset import Dataset
-
     if not isinstance(ds, Dataset):
         return layout
     names = ds.schema.names if fields is None else list(fields)
@@ -110,22 +110,42 @@ def _header(n: int) -> int:
     return _align(_align(8 * (n + 1)) + n)
 
 
-def _parts(arena: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(offsets, valid, payload room) of an arena view of ``n`` rows, the same on both sides."""
+def _parts(arena: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, payload room) of an arena view of ``n`` rows, the same on both sides (a few
+    slices: the thread workers and the consumer share the GIL, so each us here is one of theirs)."""
     flat = arena.reshape(-1)
+    return flat[: 8 * n + 8].view(np.int64), flat[_header(n):]
+
+
+def _valid(arena: np.ndarray, n: int) -> np.ndarray:
+    """The validity of an arena view of ``n`` rows (written only for a field with nulls)."""
     v0 = _align(8 * (n + 1))
-    return flat[: 8 * (n + 1)].view(np.int64), flat[v0 : v0 + n].view(np.bool_), flat[_header(n):]
+    return arena.reshape(-1)[v0 : v0 + n].view(np.bool_)
 
 
 # -- the worker's side --------------------------------------------------------------------------------
-def gather_var(ds: Any, indices: np.ndarray, var: list[str], slot: Mapping[str, np.ndarray]) -> dict:
-    """The variable fields of a batch: those with an arena in ``slot`` gathered into it (left out
-    of the result), the others (and any batch too large for its arena) as columns."""
-    arenas = {n: _parts(slot[arena_name(n)], len(indices)) for n in var if arena_name(n) in slot}
-    if not arenas:
-        return ds.gather(indices, var)
-    cols = ds.gather(indices, var, out={n: VarColumn(o, room) for n, (o, _, room) in arenas.items()})
-    for name, (offsets, valid, room) in arenas.items():
+def gather_fields(ds: Any, indices: np.ndarray, fixed: list[str], var: list[str],
+                  slot: Mapping[str, np.ndarray]) -> dict:
+    """Gather a batch: the ``fixed`` fields into their ``slot`` arrays and the ``var`` fields with
+    an arena into it (both left out of the result), the other variable fields (and any batch too
+    large for its arena) as columns.
+
+    The arena fields without nulls join the fixed fields' call, on the one-C-call-per-field path
+    (a second call cost ~5 us a batch); fields that leave that path (nulls, other kinds) are
+    gathered apart, so they never take the fixed fields off it.
+    """
+    n = len(indices)
+    arenas = {name: _parts(slot[ARENA_PREFIX + name], n) for name in var if ARENA_PREFIX + name in slot}
+    joined = [name for name in arenas if not ds.schema[name].nullable]
+    rest = [name for name in var if name not in joined]
+    out: dict[str, Any] = {name: slot[name] for name in fixed}
+    out.update((name, VarColumn(*arenas[name])) for name in joined)
+    cols = ds.gather(indices, fixed + joined, out=out) if out else {}
+    for name in fixed:
+        del cols[name]
+    if rest:
+        cols.update(ds.gather(indices, rest, out={name: VarColumn(*arenas[name]) for name in rest if name in arenas}))
+    for name, (offsets, room) in arenas.items():
         col = cols[name]
         values = col.values if isinstance(col, NullableColumn) else col
         fits = values.data.nbytes <= room.nbytes
@@ -134,8 +154,8 @@ def gather_var(ds: Any, indices: np.ndarray, var: list[str], slot: Mapping[str, 
                 continue  # too large for the arena: sent beside the slot
             offsets[:] = values.offsets - values.offsets[0]
             room[: values.data.nbytes] = values.data
-        if isinstance(col, NullableColumn):  # (read only for a field with nulls)
-            valid[:] = col.valid
+        if isinstance(col, NullableColumn):
+            _valid(slot[ARENA_PREFIX + name], n)[:] = col.valid
         del cols[name]
     return cols
 
@@ -152,9 +172,9 @@ def arena_bytes(layout: SlotLayout) -> Callable[[dict, dict], int] | None:
         for name in names:
             arena = fixed[arena_name(name)]
             total -= arena.nbytes
-            if name not in cols:  # its payload bytes, as a VarColumn sent beside the slot counts
+            if name not in cols:  # its payload bytes (offsets[n]), as a VarColumn sent beside the slot counts
                 n = len(arena)
-                total += int(_parts(arena, n)[0][n])
+                total += int(arena.reshape(-1)[8 * n: 8 * n + 8].view(np.int64)[0])
         return total
 
     return correction
@@ -165,17 +185,26 @@ def slot_column(f: Field, slot: Mapping[str, np.ndarray]):
     """A field's VarColumn (NullableColumn with nulls) as views of its arena in the slot."""
     arena = slot[ARENA_PREFIX + f.name]
     n = len(arena)
-    offsets, valid, room = _parts(arena, n)
+    offsets, room = _parts(arena, n)
     col = VarColumn(offsets, room[: offsets[n]])
-    return NullableColumn(col, valid) if f.nullable else col
+    return NullableColumn(col, _valid(arena, n)) if f.nullable else col
+
+
+def slot_buffers(f: Field, slot: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """:func:`buffer_entries` of a field in its arena, made straight from the slot."""
+    arena = slot[ARENA_PREFIX + f.name]
+    n = len(arena)
+    offsets, room = _parts(arena, n)
+    out = {f.name: torch.from_numpy(room[: offsets[n]]), f.name + OFFSETS_SUFFIX: torch.from_numpy(offsets)}
+    if f.nullable:
+        out[f.name + VALID_SUFFIX] = torch.from_numpy(_valid(arena, n))
+    return out
 
 
 def buffer_entries(f: Field, col: Any) -> dict[str, Any]:
     """The buffer form of a gathered str/bytes field: ``name`` (uint8 bytes), ``name.offsets``
     (int64, n + 1, from 0) and, for a field with nulls, ``name.valid``; tensors share the
     column's memory. ``col`` is a VarColumn, a NullableColumn, or a list of values (a row's)."""
-    import torch
-
     if isinstance(col, list):  # rows that did not come from a gather: str/bytes or None
         valid = np.array([v is not None for v in col], dtype=bool)
         payloads = [b"" if v is None else (v.encode("utf-8") if isinstance(v, str) else bytes(v)) for v in col]

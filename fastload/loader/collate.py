@@ -31,7 +31,7 @@ from ..format.decode import batch_entries
 from ..format.schema import VALID_SUFFIX, Schema
 from ..format.varcolumn import NullableColumn
 from .batch_form import torch_entries
-from .buffers import buffer_entries, slot_column
+from .buffers import buffer_entries, slot_buffers, slot_column
 
 
 @dataclass(frozen=True)
@@ -155,11 +155,11 @@ def to_torch(schema: Schema, fixed: Mapping[str, np.ndarray], var: Mapping[str, 
             out[name] = torch.from_numpy(arr)
             continue
         col = var.get(name)
+        if strings and name in strings:
+            out.update(buffer_entries(schema[name], col) if col is not None else slot_buffers(schema[name], fixed))
+            continue
         if col is None:
             col = slot_column(schema[name], fixed)
-        if strings and name in strings:
-            out.update(buffer_entries(schema[name], col))
-            continue
         if isinstance(col, PaddedColumn):
             out[name] = torch.from_numpy(col.values)
             if col.valid is not None:

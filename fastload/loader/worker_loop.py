@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import FormatError, RecordDecodeError
 from ..format.dataset import Dataset
 from ..opening import open_dataset
-from .buffers import gather_var, without_arenas
+from .buffers import gather_fields, without_arenas
 from .collate import pad_columns, rows_of
 from .config import WorkerConfig
 from .failures import pack_failure
@@ -146,13 +146,9 @@ def produce_batch(ds: Dataset, ring: SlotRing, slot: int, indices: np.ndarray, f
 def _gather(ds: Dataset, ring: SlotRing, slot: int, indices: np.ndarray, fixed: list[str], var: list[str],
             images: ImageStage | None = None, epoch: int = 0, timings: dict | None = None):
     out = ring.arrays(slot, len(indices))
-    if fixed or images is not None:
-        if fixed:
-            # A call of its own for the fixed fields keeps them on the one-C-call-per-field path.
-            ds.gather(indices, fixed, out={name: out[name] for name in fixed})
-        if images is not None:
-            images.run(ds, indices, epoch, out, timings if timings is not None else {})
-    return gather_var(ds, indices, var, out) if var else {}
+    if images is not None:
+        images.run(ds, indices, epoch, out, timings if timings is not None else {})
+    return gather_fields(ds, indices, fixed, var, out)  # fixed fields and str/bytes arenas in the slot
 
 
 def readable_indices(ds: Dataset, indices: np.ndarray, fields: list[str],

@@ -16,7 +16,7 @@ import torch
 import fastload
 from fastload.errors import RecordDecodeError, SchemaError
 from fastload.loader import DataLoader, buffers
-from fastload.loader.buffers import gather_var, with_arenas
+from fastload.loader.buffers import gather_fields, with_arenas
 from fastload.loader.slots import SlotLayout, SlotRing
 
 from ..format.crafting import Shard, craft_shard
@@ -153,13 +153,18 @@ def test_statistics_count_payload_bytes_not_arena_room(root, table, strings):
 
 
 class _NoOut:
-    """A dataset whose gather fills no ``out`` (as the shard-by-shard gather of a remote dataset)."""
+    """A dataset whose gather puts no variable field into ``out`` (as the shard-by-shard gather of a remote
+    dataset)."""
 
     def __init__(self, ds):
-        self.ds = ds
+        self.ds, self.schema = ds, ds.schema
 
     def gather(self, indices, fields, out=None):
-        return self.ds.gather(indices, fields)
+        cols = self.ds.gather(indices, fields)
+        for name, arr in (out or {}).items():
+            if isinstance(arr, np.ndarray):  # fixed fields are filled, as every gather does
+                arr[:] = cols[name]
+        return cols
 
 
 def test_columns_gathered_elsewhere_are_copied_into_the_arena(root, table):
@@ -168,7 +173,8 @@ def test_columns_gathered_elsewhere_are_copied_into_the_arena(root, table):
     with SlotRing(layout, 1) as ring:
         idx = np.arange(100, 140, dtype=np.int64)[::-1].copy()
         slot = ring.arrays(0, len(idx))
-        assert gather_var(_NoOut(ds), idx, ["text", "raw"], slot) == {}
+        assert gather_fields(_NoOut(ds), idx, ["id"], ["text", "raw"], slot) == {}
+        np.testing.assert_array_equal(slot["id"], idx)
         batch = fastload.loader.collate.to_torch(ds.schema, slot, {}, ["text", "raw"], strings={"text": "buffers"})
         check_buffers(batch, "text", table.column("text").take(idx).combine_chunks())
         assert batch["raw"] == table.column("raw").take(idx).to_pylist()
