@@ -9,9 +9,13 @@ measured run a fresh Python process (``--child``, ``bench/loader_workers_child.p
   copy's limit: no hand-off, no consumer), against ``fastload N thread`` and ``fastload N process``
   (``DataLoader(shuffle=True, num_workers=N, worker_type=..., persistent_workers=True)``).
   ``fastload 0`` (no workers: the gather in the consumer's thread) is compared with ``numpy 1``.
-* ``records`` (1,000,000 rows {id, text ~200 B, label}, batch 256, shuffled): the default batch
-  (text as ``list[str]``) with 0 and N workers, and pyarrow's ``take`` + ``to_pylist`` of the same
-  batches as a reference for ``list[str]``.
+* ``records`` (1,000,000 rows {id, text ~200 B, label}, batch 256, shuffled), with 0 and N
+  workers: the default batch (text as ``list[str]``), the zero-copy form (``strings="buffers"``:
+  text as a uint8 bytes tensor plus int64 offsets), and the fixed-width twin of the dataset (text
+  cut or zero-padded to ``FIXED_TEXT`` bytes, a ``uint8[200]`` field gathered like any fixed
+  field), whose bytes/s is the reference of the zero-copy form; pyarrow's ``take`` + ``to_pylist``
+  of the same batches as a reference for ``list[str]``. Bytes are what a batch delivers: its
+  tensors' bytes, a ``list[str]``'s UTF-8 bytes.
 
 With ``--baseline-src DIR`` (a checkout of another commit with its C extension built in place,
 e.g. ``git archive main | tar -x -C DIR && cd DIR && python setup.py build_ext --inplace``) every
@@ -42,6 +46,7 @@ from . import datasets
 from .common import (DEFAULT_DATA_DIR, interleaved, machine_info, med, print_machine, print_table,
                      write_json)
 from .loader_throughput import _commit, ensure_written
+from .peers import SHARD_BYTES
 
 TOKENS_BATCH, RECORDS_BATCH = 64, 256
 FIXED_TEXT = 200  # bytes of the fixed-width twin of the records' text
@@ -62,10 +67,14 @@ def configs(workers: list[int], baseline: bool, datasets_: list[str]) -> dict[st
                                                            "workers": n, "worker_type": kind, "code": code}
     if "records" in datasets_:
         out["pyarrow take + to_pylist"] = {"dataset": "records", "system": "arrow", "workers": 0}
-        for prefix, code in codes:
-            for n, kind in [(0, "thread")] + [(n, k) for n in workers for k in ("thread", "process")]:
+        for n, kind in [(0, "thread")] + [(n, k) for n in workers for k in ("thread", "process")]:
+            for prefix, code in codes:  # another commit's code: the default batch only
                 out[f"{prefix}fastload {n} {kind} list[str]"] = {
                     "dataset": "records", "system": "fastload", "workers": n, "worker_type": kind, "code": code}
+            out[f"fastload {n} {kind} buffers"] = {"dataset": "records", "system": "fastload", "workers": n,
+                                                   "worker_type": kind, "strings": "buffers"}
+            out[f"fastload {n} {kind} fixed[{FIXED_TEXT}]"] = {"dataset": "records_fixed", "system": "fastload",
+                                                               "workers": n, "worker_type": kind}
     return out
 
 
@@ -120,17 +129,49 @@ def report_tokens(res: dict[str, list[dict]], workers: list[int]) -> str:
 
 
 def report_records(res: dict[str, list[dict]]) -> str:
+    """One row per run: rows/s and bytes/s, against the same run of the baseline code and, for
+    the text forms, the bytes/s of the fixed-width twin with the same workers."""
     rows = []
     main_rate = {name[len("main "):]: med([r["rate"] for r in rs]) for name, rs in res.items()
                  if name.startswith("main ")}
     for name, rs in res.items():
-        if rs[0]["spec"]["dataset"] != "records":
+        if not rs[0]["spec"]["dataset"].startswith("records"):
             continue
         rate = med([r["rate"] for r in rs])
         vs_main = f"{rate / main_rate[name]:.2f}" if name in main_rate else "–"
-        rows.append([name, _f([r["rate"] for r in rs], 1e-3), vs_main,
-                     _f([r["consumer_us"] for r in rs]) if "consumer_us" in rs[0] else "–"])
-    return print_table(["run", "k rows/s", "× main", "consumer µs/batch"], rows)
+        fixed = res.get(name.rsplit(" ", 1)[0] + f" fixed[{FIXED_TEXT}]") if not name.startswith("main ") else None
+        vs_fixed = "–" if fixed is None or fixed is rs else \
+            f"{med([r['byte_rate'] for r in rs]) / med([r['byte_rate'] for r in fixed]):.2f}"
+        rows.append([name, _f([r["rate"] for r in rs], 1e-3), _f([r["byte_rate"] for r in rs], 1e-6), vs_fixed,
+                     vs_main, _f([r["consumer_us"] for r in rs]) if "consumer_us" in rs[0] else "–"])
+    return print_table(["run", "k rows/s", "MB/s", "× fixed bytes/s", "× main", "consumer µs/batch"], rows)
+
+
+def records_fixed(src: Path, data_dir: Path) -> Path:
+    """The fixed-width twin of the records (text cut or zero-padded to FIXED_TEXT bytes, a
+    ``uint8[FIXED_TEXT]`` field), packed once beside the records' own copy."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import fastload
+
+    out = data_dir / "loader" / f"{src.stem}-fixed{FIXED_TEXT}" / "fastload"
+    if (out / ".complete").exists():
+        return out
+    table = pq.read_table(src)
+    text = table.column("text").combine_chunks()
+    offsets = np.frombuffer(text.buffers()[1], np.int32)[text.offset: text.offset + len(text) + 1]
+    data = np.frombuffer(text.buffers()[2], np.uint8)
+    fixed = np.zeros((len(text), FIXED_TEXT), np.uint8)
+    for i, (a, b) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist())):
+        row = data[a: min(b, a + FIXED_TEXT)]
+        fixed[i, : len(row)] = row
+    twin = pa.table({"id": table.column("id"), "text": pa.FixedSizeListArray.from_arrays(fixed.reshape(-1), FIXED_TEXT),
+                     "label": table.column("label")})
+    fastload.pack(twin, out, shard_size=SHARD_BYTES, progress=False, overwrite=True)
+    (out / ".complete").write_text("packed\n")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,13 +205,14 @@ def main(argv: list[str] | None = None) -> int:
         src = datasets.records(a.data_dir, a.records_scale)
         fl = str(ensure_written("records", "fastload", src, a.data_dir)[0])
         paths["records"] = {"arrow": str(src), "fastload": fl}
+        paths["records_fixed"] = {"fastload": str(records_fixed(src, a.data_dir)), "order": fl}
     specs = configs(workers, a.baseline_src is not None, wanted)
     if a.only:
         keep = set(a.only.split(","))
         specs = {k: v for k, v in specs.items() if k in keep}
     for spec in specs.values():
         spec["path"] = paths[spec["dataset"]][spec["system"]]
-        spec["order_path"] = paths[spec["dataset"]].get("fastload")
+        spec["order_path"] = paths[spec["dataset"]].get("order", paths[spec["dataset"]].get("fastload"))
         spec["epochs"] = a.epochs
         spec["batch"] = TOKENS_BATCH if spec["dataset"] == "tokens" else RECORDS_BATCH
         spec["src"] = str(a.baseline_src) if spec.pop("code", None) else None

@@ -78,22 +78,39 @@ def tokens_numpy(spec: dict) -> dict:
     return out
 
 
+def batch_bytes(batch: dict) -> int:
+    """What a batch delivers: its tensors' bytes, a list of str's UTF-8 bytes."""
+    total = 0
+    for value in batch.values():
+        if isinstance(value, list):
+            total += sum(len(v.encode()) if isinstance(v, str) else len(v) for v in value if v is not None)
+        else:
+            total += value.nbytes
+    return total
+
+
 def fastload_loader(spec: dict) -> dict:
     import fastload
 
     ds = fastload.open(spec["path"])
+    extra = {"strings": spec["strings"]} if spec.get("strings") else {}  # not in other commits' code
     loader = fastload.DataLoader(ds, batch_size=spec["batch"], shuffle=True, num_workers=spec["workers"],
                                  worker_type=spec.get("worker_type", "thread"), persistent_workers=spec["workers"] > 0,
-                                 seed=SEED)
+                                 seed=SEED, **extra)
     main = "tokens" if spec["dataset"] == "tokens" else "text"
+    counted = []  # bytes of the untimed epoch's batches
 
     def run_epoch():
+        if not counted:
+            counted.append(sum(batch_bytes(batch) for batch in loader))
+            return
         for batch in loader:
             len(batch[main])
 
     out = _epochs(run_epoch, spec["epochs"], len(loader), spec.get("worker_type") == "thread" or not spec["workers"])
     loader.close()
     out["rate"] = len(ds) / out["wall_s"]
+    out["byte_rate"] = counted[0] / out["wall_s"]
     return out
 
 
@@ -114,6 +131,10 @@ def records_arrow(spec: dict) -> dict:
 
     out = _epochs(run_epoch, spec["epochs"], len(batches), True)
     out["rate"] = n / out["wall_s"]
+    import pyarrow.compute as pc
+
+    text_bytes = pc.sum(pc.binary_length(table.column("text"))).as_py()
+    out["byte_rate"] = (16 * n + text_bytes) / out["wall_s"]  # id, label, the UTF-8 bytes
     return out
 
 

@@ -22,8 +22,8 @@ class FieldLayout:
         lay.shape = f.shape if f.kind != "null" else (0,)
         lay.dtype = f.np_dtype if f.dtype else (np.dtype(np.uint8) if f.kind == "null" else None)
         lay.itemsize = f.itemsize if f.is_fixed else 0
-        # on the one-C-call-per-field path: stored bytes, no bitmap to read
-        lay.fast = lay.fixed and lay.itemsize > 0 and not lay.nullable
+        # on the one-C-call-per-field path: stored bytes (fixed, or variable payloads), no bitmap to read
+        lay.fast = (lay.itemsize > 0 or not lay.fixed) and not lay.nullable
         return lay
 
 

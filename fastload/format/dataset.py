@@ -27,7 +27,7 @@ from .schema import Schema
 from .shard_reader import VERIFY_MODES, ShardReader
 from .staged import gather_by_shard
 from .spec import CODEC_NONE, VAR_OFFSET_DTYPE
-from .varcolumn import NullableColumn, VarColumn
+from .varcolumn import NullableColumn, VarColumn, gather_var_fast, var_output
 
 __all__ = ["BatchRows", "Dataset", "decode_var"]
 
@@ -232,11 +232,13 @@ class Dataset:
         """Fixed fields as stacked arrays and variable ones as :class:`VarColumn` (offsets + bytes).
 
         ``out`` maps fixed field names to preallocated C-contiguous ``(n, *shape)`` arrays of the
-        field's dtype (for example views of a shared-memory batch slot), filled in place. A field
-        with nulls comes back as a :class:`NullableColumn` (its values, nulls zeroed, and a bool
-        mask); ``out`` cannot take one.
+        field's dtype (for example views of a shared-memory batch slot), filled in place; and
+        variable field names to a :class:`VarColumn` of ``n + 1`` writable int64 offsets, filled,
+        and a uint8 buffer that takes the payloads when they fit (else they get a new array). A
+        field with nulls comes back as a :class:`NullableColumn` (its values, nulls zeroed, and a
+        bool mask); ``out`` takes only a variable one.
         """
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        idx = np.ascontiguousarray(np.asarray(indices, dtype=np.int64).reshape(-1))  # the C gathers read it flat
         max_open = self._max_open
         if max_open is None:
             try:
@@ -260,8 +262,11 @@ class Dataset:
     def _check_out(self, out: dict[str, np.ndarray], n: int) -> None:
         for name, arr in out.items():
             f = self.schema[name]
-            if (not f.is_fixed or f.nullable or f.kind == "null" or arr.shape != (n, *f.shape)
-                    or arr.dtype != f.np_dtype
+            if not f.is_fixed:
+                if not (isinstance(arr, VarColumn) and arr.writable(n)):
+                    raise ValueError(f"out[{name!r}] must be a VarColumn of {n + 1} writable int64 offsets and a "
+                                     "writable uint8 buffer")
+            elif (f.nullable or f.kind == "null" or arr.shape != (n, *f.shape) or arr.dtype != f.np_dtype
                     or not arr.flags.c_contiguous or not arr.flags.writeable):
                 raise ValueError(f"out[{name!r}] must be a writable C-contiguous {f.np_dtype} array of "
                                  f"shape {(n, *f.shape)}")
@@ -299,7 +304,8 @@ class Dataset:
     # -- the gather ------------------------------------------------------------------------
     def _gather_fixed_fast(self, idx: np.ndarray, wanted: list[FieldLayout],
                            out_arrays: dict[str, np.ndarray]) -> dict | None:
-        """Fixed fields from raw shards: one C call per field, whatever the shard count.
+        """Fields without nulls from raw shards: one C call per field, whatever the shard count
+        (a variable field fills ``out``'s VarColumn when given, see :func:`var_output`).
 
         A shard joins the global block tables when first read, if all its blocks are stored raw.
         Checksums stay per block: the gather reports the block of every record, and blocks not
@@ -323,15 +329,20 @@ class Dataset:
         out = {}
         for k, lay in enumerate(wanted):
             arr = out_arrays.get(lay.name)
-            if arr is None:
-                arr = np.empty((len(idx), *lay.shape), dtype=lay.dtype)
+            tables_args = (idx, self._starts, tables.shard_lo, tables.shard_hi, tables.block_first,
+                           tables.column_addr[lay.column], tables.block_lo, tables.block_hi)
             try:  # the first field's call also reports each record's block; the others share them
-                _native.gather_multi(idx, self._starts, tables.shard_lo, tables.shard_hi, tables.block_first,
-                                     tables.column_addr[lay.column], tables.block_lo, tables.block_hi,
-                                     lay.itemsize, arr, touched if k == 0 else None)
+                if not lay.fixed:
+                    arr = gather_var_fast(tables_args, arr, touched if k == 0 else None)
+                else:
+                    if arr is None:
+                        arr = np.empty((len(idx), *lay.shape), dtype=lay.dtype)
+                    _native.gather_multi(*tables_args, lay.itemsize, arr, touched if k == 0 else None)
             except IndexError:
                 return None
             except ValueError as exc:  # the C bounds check: the tables disagree with a shard's index
+                if not lay.fixed:
+                    return None  # a payload's offsets: the planned path names the record and the fault
                 raise FormatError(f"dataset {self.root}: field {lay.name!r}: {exc}; refusing to read "
                                   "outside a block") from exc
             out[lay.name] = arr
@@ -413,11 +424,9 @@ class Dataset:
             _native.gather_fixed(col_base + plan.within * layout.itemsize, layout.itemsize, out, lo, hi)
             return out
         data_addr, lengths = self._var_addresses(layout, col_base, plan, idx)
-        offsets = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        data = np.empty(int(offsets[-1]), dtype=np.uint8)
-        _native.gather_var(data_addr, lengths, data, lo, hi)
-        return VarColumn(offsets, data)
+        col = var_output(lengths, out)
+        _native.gather_var(data_addr, lengths, col.data, lo, hi)
+        return col
 
     def _var_addresses(self, layout: FieldLayout, col_base: np.ndarray, plan: BatchPlan,
                        idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import _native
+
 
 @dataclass
 class VarColumn:
@@ -24,6 +26,13 @@ class VarColumn:
     @property
     def nbytes(self) -> int:
         return self.offsets.nbytes + self.data.nbytes
+
+    def writable(self, n: int) -> bool:
+        """Whether this can take a gather of ``n`` records (as ``Dataset.gather``'s ``out``)."""
+        offsets, data = self.offsets, self.data  # (the C gathers check both buffers again)
+        return (type(offsets) is np.ndarray and type(data) is np.ndarray and offsets.shape == (n + 1,)
+                and offsets.dtype == np.int64 and data.dtype == np.uint8 and data.ndim == 1
+                and offsets.flags.writeable and data.flags.writeable and data.flags.c_contiguous)
 
     def take_range(self, start: int, stop: int) -> "VarColumn":
         lo, hi = int(self.offsets[start]), int(self.offsets[stop])
@@ -59,3 +68,29 @@ class NullableColumn:
     @property
     def nbytes(self) -> int:
         return self.values.nbytes + self.valid.nbytes
+
+
+def var_output(lengths: np.ndarray, out: VarColumn | None) -> VarColumn:
+    """Where a gather of payloads of these ``lengths`` goes: ``out``'s offsets (filled here) and
+    its buffer when the payloads fit, else new arrays."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64) if out is None else out.offsets
+    offsets[0] = 0
+    np.cumsum(lengths, out=offsets[1:])
+    total = int(offsets[-1])
+    data = out.data[:total] if out is not None and total <= len(out.data) else np.empty(total, dtype=np.uint8)
+    return VarColumn(offsets, data)
+
+
+def gather_var_fast(tables: tuple, out: VarColumn | None, blocks: np.ndarray | None) -> VarColumn:
+    """A variable field across raw shards in one native call (``tables``: gather_multi's first
+    eight arguments), into ``out`` when given and the payloads fit; a second call only when they
+    did not."""
+    n = len(tables[0])
+    offsets = np.empty(n + 1, dtype=np.int64) if out is None else out.offsets
+    data = np.empty(0, dtype=np.uint8) if out is None else out.data  # none given: lengths first
+    total = _native.gather_var_multi(*tables, offsets, data, blocks)
+    if total > len(data):
+        data = np.empty(total, dtype=np.uint8)
+        _native.gather_var_multi(*tables, offsets, data, None)
+    return VarColumn(offsets, data[:total])
+

@@ -31,6 +31,7 @@ from ..format.decode import batch_entries
 from ..format.schema import VALID_SUFFIX, Schema
 from ..format.varcolumn import NullableColumn
 from .batch_form import torch_entries
+from .buffers import buffer_entries, slot_buffers, slot_column
 
 
 @dataclass(frozen=True)
@@ -140,9 +141,11 @@ def _entries(schema: Schema, name: str, col) -> dict[str, Any]:
 
 
 def to_torch(schema: Schema, fixed: Mapping[str, np.ndarray], var: Mapping[str, Any], names,
-             pads: Mapping[str, Pad] | None = None) -> dict[str, Any]:
+             pads: Mapping[str, Pad] | None = None, strings: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The loader's default batch: fixed fields as tensors (no copy), padded fields as tensors
-    with their masks, other variable fields as lists (tensors for numeric arrays)."""
+    with their masks, the ``strings`` fields in buffer form (tensors, no copy), other variable
+    fields as lists (tensors for numeric arrays). A str/bytes field missing from ``var`` is in
+    its arena among the ``fixed`` slot views (see :mod:`.buffers`)."""
     import torch
 
     out: dict[str, Any] = {}
@@ -151,7 +154,12 @@ def to_torch(schema: Schema, fixed: Mapping[str, np.ndarray], var: Mapping[str, 
         if arr is not None:
             out[name] = torch.from_numpy(arr)
             continue
-        col = var[name]
+        col = var.get(name)
+        if strings and name in strings:
+            out.update(buffer_entries(schema[name], col) if col is not None else slot_buffers(schema[name], fixed))
+            continue
+        if col is None:
+            col = slot_column(schema[name], fixed)
         if isinstance(col, PaddedColumn):
             out[name] = torch.from_numpy(col.values)
             if col.valid is not None:
@@ -191,10 +199,12 @@ class FastloadCollate:
     makes its batch from those in one step; rows from elsewhere are stacked field by field.
     """
 
-    def __init__(self, schema: Schema, fields=None, pad: Mapping[str, Pad] | None = None):
+    def __init__(self, schema: Schema, fields=None, pad: Mapping[str, Pad] | None = None,
+                 strings: Mapping[str, str] | None = None):
         self.schema = schema
         self.fields = tuple(fields) if fields is not None else None
         self.pad = dict(pad or {})
+        self.strings = dict(strings or {})  # field -> "buffers": the zero-copy form (loader/buffers.py)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -208,7 +218,7 @@ class FastloadCollate:
         fixed = {n: gathered[n] for n in names if isinstance(gathered[n], np.ndarray) and self.schema[n].is_dense}
         var = {n: gathered[n] for n in names if n not in fixed}
         var = pad_columns(var, self.schema, self.pad)
-        return to_torch(self.schema, fixed, var, names, self.pad)
+        return to_torch(self.schema, fixed, var, names, self.pad, self.strings)
 
     def _columns(self, rows) -> dict[str, Any]:
         """Columns from plain row dicts: fixed fields stacked, variable ones re-encoded as VarColumns."""
@@ -226,7 +236,7 @@ class FastloadCollate:
         return cols
 
     def __repr__(self) -> str:
-        return f"FastloadCollate(fields={self.fields}, pad={self.pad})"
+        return f"FastloadCollate(fields={self.fields}, pad={self.pad}, strings={self.strings})"
 
 
 class _Decoded(list):

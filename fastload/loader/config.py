@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..image.pipeline import ImagePipeline
+from .buffers import without_arenas
 from .slots import SlotLayout
 
 
@@ -40,7 +41,7 @@ class WorkerConfig:
             raise TypeError(f"layout must be a SlotLayout, not {type(self.layout).__name__}")
         if self.fields is not None:
             object.__setattr__(self, "fields", tuple(self.fields))
-            missing = [n for n in self.layout.names if n not in self.fields]
+            missing = [n for n in without_arenas(self.layout).names if n not in self.fields]
             if missing and self.collate_fn is None:  # with a collate_fn the slot holds its result
                 raise ValueError(f"the slot layout has fields {missing} that are not among fields={self.fields}")
         if self.worker_init_fn is not None and not callable(self.worker_init_fn):

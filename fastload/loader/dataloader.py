@@ -35,6 +35,7 @@ from ..plan.state import LoaderState, state_from_dict
 from ..plan.world import detect_world
 from ..storage.prefetch import start_prefetch
 from ..image.pipeline import loader_pipelines
+from .buffers import normalise_strings, with_arenas
 from .collate import FastloadCollate, normalise_pad, to_torch
 from . import datasets as lm
 from .device import pinned, to_device_stream
@@ -73,7 +74,10 @@ class DataLoader(TorchDataLoader):
     how ranks get equal shares, as DistributedSampler's drop_last False/True), ``fields`` (the
     fields to load), ``pad`` (``{"tokens": 0}`` or ``{"tokens": fastload.Pad(length=512,
     multiple=64, mask="attention_mask")}``: variable-length numeric fields padded in the workers,
-    with a mask; see :class:`~fastload.loader.collate.Pad`), ``on_error`` (``"raise"``, or ``"skip"``: a record that cannot be read is
+    with a mask; see :class:`~fastload.loader.collate.Pad`), ``strings`` (``"buffers"`` or
+    ``{"text": "buffers"}``: a str/bytes field as ``batch["text"]``, its rows' bytes back to back
+    (uint8), and ``batch["text.offsets"]``, views of the slot; :mod:`fastload.loader.buffers`),
+    ``on_error`` (``"raise"``, or ``"skip"``: a record that cannot be read is
     replaced by the next readable one in dataset order, the same on every run and resume, counted
     in ``stats()["skipped"]``, so batches stay full), ``log_every`` (seconds: log a one-line summary
     of throughput and data stall at most this often, to the ``fastload.loader`` logger at INFO),
@@ -96,7 +100,7 @@ class DataLoader(TorchDataLoader):
                  device: str | torch.device | None = None, worker_type: str = "thread",
                  even: str = "pad", fields: list[str] | None = None, pad: dict | None = None,
                  on_error: str = "raise", log_every: float | None = None, transforms: dict | None = None,
-                 partitions: int | None = None):
+                 partitions: int | None = None, strings: str | dict = "list"):
         if isinstance(dataset, (str, os.PathLike)):
             dataset = open_dataset(dataset)
         fastload_ds = lm.is_native(dataset)  # fastload datasets, packed sequences, mixtures
@@ -110,11 +114,11 @@ class DataLoader(TorchDataLoader):
             raise ValueError(f"even must be one of {EVEN_MODES}, not {even!r}")
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
-        if pad and custom_collate:
-            raise ValueError("pad= makes the default batch; with a collate_fn, pad inside it")
+        if (pad or strings != "list") and custom_collate:
+            raise ValueError("pad= and strings= make the default batch; with a collate_fn, do it inside it")
         if custom_collate and device is not None:
             raise ValueError("device= moves the default batch; with a collate_fn, move the batch in your step")
-        self._pads = normalise_pad(pad, schema, fields)
+        self._pads, self._strings = normalise_pad(pad, schema, fields), normalise_strings(strings, schema, fields)
         mode = None if iterable else _shuffle_mode(shuffle)
         own_order = not iterable and sampler is None and batch_sampler is None
         self._cursor = EpochCursor()
@@ -126,7 +130,7 @@ class DataLoader(TorchDataLoader):
         elif isinstance(shuffle, str):
             torch_shuffle = mode != "none"
         if fastload_ds and not custom_collate:  # what a framework that rebuilds the loader collates with
-            collate_fn = FastloadCollate(schema, fields, self._pads)
+            collate_fn = FastloadCollate(schema, fields, self._pads, self._strings)
         # the plan's inputs exist before torch's __init__, which may call len(sampler)
         self._seed = _seed_from(seed, generator)
         self._even = even
@@ -154,13 +158,10 @@ class DataLoader(TorchDataLoader):
         if not own_order and not iterable:
             self._injected = InjectedOrder(self.batch_sampler if self.batch_sampler is not None else self.sampler)
         self._iterable = IterableOrder() if iterable else None
-        self.shuffle = shuffle
-        self.seed = self._seed
-        self.device = device
-        self.worker_type = worker_type
-        self.even = even
+        self.shuffle, self.seed = shuffle, self._seed
+        self.device, self.worker_type, self.even = device, worker_type, even
         self.fields = fields
-        self.pad = pad
+        self.pad, self.strings = pad, strings
         self.on_error = on_error
         self.transforms = transforms
         self._custom_collate = custom_collate
@@ -309,8 +310,8 @@ class DataLoader(TorchDataLoader):
             room = ARENA_BYTES if self.num_workers and self.worker_type == "process" else 1
             layout = SlotLayout(batch_size, ((ARENA_FIELD, "|u1", (-(-room // batch_size),)),))
         else:
-            layout = SlotLayout.for_dataset(ds.schema, batch_size, fields,
-                                            {n: (p.dtype, p.shape) for n, p in cpu.items()})
+            layout = with_arenas(SlotLayout.for_dataset(ds.schema, batch_size, fields, {n: (p.dtype, p.shape)
+                                                        for n, p in cpu.items()}), ds, fields)
         root, options, spec = lm.worker_spec(ds)
         if self._reading is not None:  # a remote dataset's workers keep as many shards mapped as planned
             options = {**options, **self._reading.worker_options(self._cursor.epoch)}
@@ -341,14 +342,14 @@ class DataLoader(TorchDataLoader):
     def _converter(self, sent: deque, epoch: int) -> Callable[[ProducedBatch], dict[str, Any]]:
         """What turns a produced batch into the user's, with everything that does not change
         between batches worked out once (the consumer's whole cost per batch is a few us)."""
-        ds, pads = self.dataset, self._pads
+        ds, pads, strings = self.dataset, self._pads, self._strings
         schema = ds.schema
         names = self.fields or schema.names
         gpu = {n: p for n, p in self._pipelines.items() if p.decode.device == "cuda"}
         if not gpu:
             if not lm.has_finish(ds):
-                return lambda produced: to_torch(schema, produced.fixed, produced.var, names, pads)
-            return lambda produced: lm.finish_torch(ds, to_torch(schema, produced.fixed, produced.var, names, pads))
+                return lambda produced: to_torch(schema, produced.fixed, produced.var, names, pads, strings)
+            return lambda p: lm.finish_torch(ds, to_torch(schema, p.fixed, p.var, names, pads, strings))
         # the whole batch on the GPU (nvJPEG); the workers sent the stored bytes
         from ..image.batch import payload_views
         from ..image.gpu import decode_batch_torch
@@ -363,7 +364,7 @@ class DataLoader(TorchDataLoader):
                 decoded[name] = decode_batch_torch(pipeline, payload_views(col.data, col.offsets), indices,
                                                    self._seed, epoch, self.device or "cuda", field=name,
                                                    locate=ds.locate)
-            batch = to_torch(schema, produced.fixed, produced.var, rest, pads)
+            batch = to_torch(schema, produced.fixed, produced.var, rest, pads, strings)
             batch.update(decoded)
             return lm.finish_torch(ds, {name: batch[name] for name in names})
 

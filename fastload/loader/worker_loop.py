@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import FormatError, RecordDecodeError
 from ..format.dataset import Dataset
 from ..opening import open_dataset
+from .buffers import gather_fields, without_arenas
 from .collate import pad_columns, rows_of
 from .config import WorkerConfig
 from .failures import pack_failure
@@ -50,10 +51,10 @@ def split_fields(ds: Dataset, fields: tuple[str, ...] | None, layout: SlotLayout
         return [], names
     images = {n: (p.dtype, p.shape) for n, p in transforms.items()}
     expected = SlotLayout.for_dataset(ds.schema, layout.batch_size, names, images)
-    if set(expected.fields) != set(layout.fields):
+    if set(expected.fields) != set(without_arenas(layout).fields):  # arenas: str/bytes fields (buffers.py)
         raise ValueError(f"the slot layout {layout.fields} does not match the fixed fields of the dataset "
                          f"at {ds.root}: {expected.fields}")
-    fixed = [n for n in layout.names if n not in transforms]
+    fixed = [n for n in expected.names if n not in transforms]
     var = [n for n in names if not ds.schema[n].is_dense and n not in transforms]
     return fixed, var
 
@@ -144,14 +145,10 @@ def produce_batch(ds: Dataset, ring: SlotRing, slot: int, indices: np.ndarray, f
 
 def _gather(ds: Dataset, ring: SlotRing, slot: int, indices: np.ndarray, fixed: list[str], var: list[str],
             images: ImageStage | None = None, epoch: int = 0, timings: dict | None = None):
-    if fixed or images is not None:
-        out = ring.arrays(slot, len(indices))
-        if fixed:
-            # A call of its own for the fixed fields keeps them on the one-C-call-per-field path.
-            ds.gather(indices, fixed, out={name: out[name] for name in fixed})
-        if images is not None:
-            images.run(ds, indices, epoch, out, timings if timings is not None else {})
-    return ds.gather(indices, var) if var else {}
+    out = ring.arrays(slot, len(indices))
+    if images is not None:
+        images.run(ds, indices, epoch, out, timings if timings is not None else {})
+    return gather_fields(ds, indices, fixed, var, out)  # fixed fields and str/bytes arenas in the slot
 
 
 def readable_indices(ds: Dataset, indices: np.ndarray, fields: list[str],

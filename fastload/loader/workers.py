@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import WorkerError
 from ..format.columns import VarColumn
 from ..format.dataset import Dataset
+from .buffers import arena_bytes
 from .config import WorkerConfig
 from .failures import failure_exception
 from .pools import FATAL_STOP_S, STOP_S, ProcessPool, ThreadPool, get_context
@@ -150,6 +151,7 @@ class BatchProducer:
         self._finalizer = weakref.finalize(self, _shutdown, st)
         self.config = config = replace(config, ring_name=ring.name)
         self._row_bytes = sum(config.layout.row_bytes(name) for name in config.layout.names)
+        self._arena_bytes = arena_bytes(config.layout)  # str/bytes in the slot: count what they hold
         try:
             if num_workers == 0:
                 # the caller's open dataset when given: its verified blocks carry over between runs
@@ -280,6 +282,8 @@ class BatchProducer:
         batch = ProducedBatch(k, slot, n, fixed, cols, timings, worker, collated)
         if self._stats is not None:
             nbytes = n * self._row_bytes if not cols and collated is None else batch.nbytes
+            if self._arena_bytes is not None:
+                nbytes += self._arena_bytes(fixed, cols)
             self._stats.record_batch(perf_counter() - t_request, n, nbytes, timings, busy)
             if skipped:
                 self._stats.add_skipped(skipped)
