@@ -119,7 +119,8 @@ def _shard_lengths(ds: Dataset, s: int, column: int, field: str, out: np.ndarray
 def in_threads(fn, jobs: list[tuple]) -> list:
     """``fn(*job)`` for every job, in up to one thread per CPU (at most MAX_THREADS): for kernels
     that release the GIL. Results in the jobs' order; the first job's exception is raised."""
-    workers = min(len(jobs), len(os.sched_getaffinity(0)), MAX_THREADS)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = min(len(jobs), cpus, MAX_THREADS)
     if workers <= 1:
         return [fn(*job) for job in jobs]
     with ThreadPoolExecutor(workers) as pool:
