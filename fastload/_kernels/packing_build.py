@@ -1,9 +1,10 @@
 """Packing-index build kernels: document lengths from offset tables, and the laid-out stream bounds.
 
-Both are single sequential passes that replace chains of whole-array NumPy steps (each of which
-reads and writes every document once more): at 2.5 M documents the lengths take 4 ms here
-against 20 ms in NumPy, and the bounds of a grid layout 8 ms against 32 ms for materialising the
-order, gathering the lengths in it and summing them.
+Each is one pass that replaces a chain of whole-array NumPy steps (each of which reads and
+writes every document once more): at 2.5 M documents the lengths take ~3 ms here against 20 ms
+in NumPy, and the bounds of a grid layout 9 ms in one thread (the caller runs stretches of
+columns in threads) against 32 ms for materialising the order, gathering the lengths in it and
+summing them.
 """
 
 from __future__ import annotations
