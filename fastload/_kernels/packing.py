@@ -166,16 +166,18 @@ def copy_list(seg_start, seg_len, seg_sep, seg_window, pad, doc_addr, doc_bytes,
 
 
 @njit(nogil=True, cache=True)
-def plan_cut_windows(windows, order, bounds, seq_len, stride, separator):
-    """The segments of a batch of "cut" windows: piece k (document ``order[k]``, then the
+def plan_cut_windows(windows, bounds, seq_len, stride, separator):
+    """The segments of a batch of "cut" windows: piece k (the k-th document laid out, then the
     separator when ``separator``) spans stream ``[bounds[k], bounds[k + 1])``; window w spans
     ``[w * stride, w * stride + seq_len)`` of the stream, clipped to its end, then padding.
 
-    Returns the same tuple as :func:`plan_windows` (``bad`` is always -1: the bounds are
-    checked when the index is opened).
+    Returns the same tuple as :func:`plan_windows` except that the first array holds each
+    segment's *piece* (the caller maps pieces to records through the layout); ``bad`` is always
+    -1: the bounds are checked when the index is opened.
     """
     n = len(windows)
-    total = bounds[len(bounds) - 1]
+    pieces = len(bounds) - 1
+    total = bounds[pieces]
     first = np.empty(n, np.int64)
     count = 0
     for b in range(n):
@@ -183,17 +185,17 @@ def plan_cut_windows(windows, order, bounds, seq_len, stride, separator):
         end = min(begin + seq_len, total)
         k = np.searchsorted(bounds, begin, side="right") - 1
         first[b] = k
-        while k < len(order) and bounds[k] < end:
+        while k < pieces and bounds[k] < end:
             count += 1
             k += 1
-    seg_doc, seg_start, seg_len, seg_sep, seg_window, pad = _segment_arrays(count, n)
+    seg_piece, seg_start, seg_len, seg_sep, seg_window, pad = _segment_arrays(count, n)
     j = 0
     for b in range(n):
         begin = windows[b] * stride
         end = min(begin + seq_len, total)
         k = first[b]
         fill = 0
-        while k < len(order) and bounds[k] < end:
+        while k < pieces and bounds[k] < end:
             piece = bounds[k + 1] - bounds[k]
             doc_len = piece - separator
             lo = max(begin - bounds[k], 0)
@@ -202,7 +204,7 @@ def plan_cut_windows(windows, order, bounds, seq_len, stride, separator):
             length = min(hi, doc_len) - start
             sep = 1 if (separator and hi > doc_len) else 0
             if length > 0 or sep:
-                seg_doc[j] = order[k]
+                seg_piece[j] = k
                 seg_start[j] = start
                 seg_len[j] = length
                 seg_sep[j] = sep
@@ -211,4 +213,4 @@ def plan_cut_windows(windows, order, bounds, seq_len, stride, separator):
                 j += 1
             k += 1
         pad[b] = seq_len - fill
-    return seg_doc[:j], seg_start[:j], seg_len[:j], seg_sep[:j], seg_window[:j], pad, -1
+    return seg_piece[:j], seg_start[:j], seg_len[:j], seg_sep[:j], seg_window[:j], pad, -1

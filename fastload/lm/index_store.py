@@ -28,10 +28,13 @@ import numpy as np
 
 from ..errors import FormatError
 from ..format.codec import checksum
+from ..plan.document_order import layout_order
 from ..plan.packing import CutIndex, PackingIndex, SegmentIndex
 from .packing_index import PackingConfig, build_index
 
-INDEX_FORMAT = "fastload-packing/1"
+# 2: a "cut" index stores only its stream bounds (int32 below 2**31 tokens); the document order
+# is recomputed from the seed. A version-1 index (order.npy + int64 bounds.npy) gets a new key.
+INDEX_FORMAT = "fastload-packing/2"
 META = "meta.json"
 LOCAL_DIR = ".fastload-packing"
 
@@ -133,7 +136,7 @@ def open_index(path: Path, ds_id: str, config: PackingConfig, n_docs: int) -> Pa
         arrays[name] = np.asarray(arr)  # a plain view of the map: memmap's __getitem__ costs ~3 us a call
     if cls is CutIndex:
         index = CutIndex(seq_len=config.seq_len, stride=config.stride or config.seq_len, separator=config.separator,
-                         tail=config.tail, **arrays)
+                         tail=config.tail, order=layout_order(n_docs, config.seed, config.shuffle), **arrays)
     else:
         index = SegmentIndex(seq_len=config.seq_len, **arrays)
     try:

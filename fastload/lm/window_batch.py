@@ -25,8 +25,9 @@ class WindowBatch:
         self.n = len(windows)
         self.seq_len = index.seq_len
         if isinstance(index, CutIndex):
-            planned = plan_cut_windows(windows, index.order, index.bounds, index.seq_len, index.stride,
-                                       int(index.separator))
+            pieces, *planned = plan_cut_windows(windows, index.bounds, index.seq_len, index.stride,
+                                                int(index.separator))
+            planned = [index.order.docs(pieces), *planned]  # the layout is computed, not stored
         else:
             planned = plan_windows(windows, index.ptr, index.doc, index.start, index.length, index.sep,
                                    index.seq_len)

@@ -4,12 +4,14 @@ A packing index says which stretches of which documents fill each window, in ord
 *segments* are ``(document, first token, tokens, separator follows)``; the window is its
 segments' tokens, then padding up to ``seq_len``. Two policies, two compact forms:
 
-* ``"cut"`` (Megatron's): the documents, in a keyed shuffled order, are laid end to end (each
-  followed by the separator when there is one) and cut every ``stride`` tokens (``seq_len`` by
-  default; ``seq_len - 1`` gives Megatron's windows that share one token, for shifted labels).
-  The last partial window is dropped (``tail="drop"``) or padded (``tail="pad"``).
-  :class:`CutIndex` stores only the order and where each document starts in the stream (16
-  bytes a document); a batch's segments are found by binary search when it is read.
+* ``"cut"`` (Megatron's): the documents, in a keyed shuffled order
+  (:mod:`fastload.plan.document_order`), are laid end to end (each followed by the separator
+  when there is one) and cut every ``stride`` tokens (``seq_len`` by default; ``seq_len - 1``
+  gives Megatron's windows that share one token, for shifted labels). The last partial window is
+  dropped (``tail="drop"``) or padded (``tail="pad"``). :class:`CutIndex` stores only where each
+  laid-out document starts in the stream (4 bytes a document below 2**31 tokens, else 8); the
+  order is recomputed from its seed, and a batch's segments are found by binary search when it
+  is read.
 * ``"best-fit"``: no document is cut unless it is longer than a window (then it is cut into
   ``seq_len`` pieces and the rest packed like a document). Pieces are packed best-fit decreasing
   (largest first, each into the window with the least room that still holds it), and each window
@@ -26,26 +28,27 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .orders import FullShuffle, _check_int
+from .document_order import DOC_SHUFFLES, DocumentOrder, ListedOrder, document_order
+from .orders import _check_int
 
 POLICIES = ("cut", "best-fit")
-DOC_SHUFFLES = ("grid", "full")
 TAILS = ("drop", "pad")
 
 
 @dataclass(frozen=True, eq=False)
 class CutIndex:
-    """Policy "cut": documents ``order[k]`` laid end to end, piece k at stream ``bounds[k]``."""
+    """Policy "cut": piece k (document ``order.docs(k)``, then the separator) starts at stream
+    position ``bounds[k]``; ``bounds[-1]`` is the stream's length."""
 
     seq_len: int
     stride: int
     separator: bool  # each piece is its document's tokens, then one separator token
     tail: str
-    order: np.ndarray  # int64 (documents): the record laid out k-th
-    bounds: np.ndarray  # int64 (documents + 1): stream position of each piece, then the total
+    order: DocumentOrder  # the layout, computed per batch from its seed (not stored)
+    bounds: np.ndarray  # int32 or int64 (documents + 1), see bounds_dtype
 
-    ARRAYS = ("order", "bounds")
-    DTYPES = {"order": np.int64, "bounds": np.int64}
+    ARRAYS = ("bounds",)
+    DTYPES = {"bounds": (np.int32, np.int64)}
 
     @property
     def total(self) -> int:
@@ -62,12 +65,20 @@ class CutIndex:
     def check(self, n_docs: int | None = None) -> None:
         """Raise ValueError unless the arrays form a valid index (over ``n_docs`` documents)."""
         _check_arrays(self)
-        if len(self.bounds) != len(self.order) + 1 or (len(self.bounds) and self.bounds[0] != 0):
-            raise ValueError("packing index: bounds must start at 0 and have one entry more than order")
-        if len(self.order) and (np.any(np.diff(self.bounds) < int(self.separator)) or self.order.min() < 0):
-            raise ValueError("packing index: bounds must rise by at least the separator, order be >= 0")
-        if n_docs is not None and (len(self.order) != n_docs or (n_docs and self.order.max() >= n_docs)):
-            raise ValueError(f"packing index: lays out {len(self.order)} documents, the dataset has {n_docs}")
+        if len(self.bounds) != self.order.n + 1 or self.bounds[0] != 0:
+            raise ValueError("packing index: bounds must start at 0 and have one entry per document more")
+        if self.order.n and np.any(np.diff(self.bounds) < int(self.separator)):
+            raise ValueError("packing index: bounds must rise by at least the separator")
+        if n_docs is not None and self.order.n != n_docs:
+            raise ValueError(f"packing index: lays out {self.order.n} documents, the dataset has {n_docs}")
+        if isinstance(self.order, ListedOrder) and self.order.n and (
+                self.order.order.min() < 0 or (n_docs is not None and self.order.order.max() >= n_docs)):
+            raise ValueError("packing index: its order names records outside the dataset")
+
+
+def bounds_dtype(total: int) -> type:
+    """int32 stream bounds while the stream fits (half the bytes to write, map and check)."""
+    return np.int32 if total <= np.iinfo(np.int32).max else np.int64
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,8 +134,10 @@ class SegmentIndex:
 def _check_arrays(index) -> None:
     for name in index.ARRAYS:
         arr = getattr(index, name)
-        if not isinstance(arr, np.ndarray) or arr.ndim != 1 or arr.dtype != index.DTYPES[name]:
-            raise ValueError(f"packing index: {name} must be a 1-D {np.dtype(index.DTYPES[name])} array")
+        allowed = index.DTYPES[name] if isinstance(index.DTYPES[name], tuple) else (index.DTYPES[name],)
+        if not isinstance(arr, np.ndarray) or arr.ndim != 1 or arr.dtype not in allowed:
+            names = " or ".join(np.dtype(t).name for t in allowed)
+            raise ValueError(f"packing index: {name} must be a 1-D {names} array")
 
 
 def window_fill(index: "SegmentIndex") -> np.ndarray:
@@ -134,46 +147,27 @@ def window_fill(index: "SegmentIndex") -> np.ndarray:
     return cum[index.ptr[1:]] - cum[index.ptr[:-1]]
 
 
-def document_order(n_docs: int, seed: int | None, shuffle: str = "grid") -> np.ndarray:
-    """The order documents are laid out in: the dataset's for ``seed=None``, else keyed by seed.
+def cut_index(lengths: np.ndarray, seq_len: int, *, order: DocumentOrder | np.ndarray, separator: bool,
+              tail: str = "drop", stride: int | None = None, bounds: np.ndarray | None = None) -> CutIndex:
+    """Documents ``order`` (a layout, or an array of records) laid end to end, to be cut into windows.
 
-    ``"full"`` is the loader's uniform keyed permutation (:class:`FullShuffle`): 40-60 ms per
-    million documents. ``"grid"`` (the default) costs 4 ms: documents form a grid of about
-    sqrt(n) x sqrt(n) (document d at row d // C, column d % C); rows and columns are each
-    permuted with the same keyed permutation, and the layout reads the grid column by column.
-    Documents that neighbour in the dataset (same row) land a whole column apart, and the
-    documents that share a window come from far-apart rows of one column. It is not a uniform
-    permutation (window-mates share d % C); the order in which windows are trained on is the
-    loader's own window-level shuffle, which is uniform.
+    ``bounds``, when given, are the stream bounds already laid out (by the build kernel);
+    otherwise they are computed here with NumPy.
     """
-    if shuffle not in DOC_SHUFFLES:
-        raise ValueError(f"shuffle must be one of {DOC_SHUFFLES}, not {shuffle!r}")
-    if seed is None:
-        return np.arange(n_docs, dtype=np.int64)
-    if shuffle == "full" or n_docs < 64:
-        return FullShuffle(n_docs, seed, 0).indices(np.arange(n_docs, dtype=np.int64))
-    cols = int(np.ceil(np.sqrt(n_docs)))
-    rows = -(-n_docs // cols)
-    col_order = FullShuffle(cols, seed, 1).indices(np.arange(cols, dtype=np.int64))
-    row_order = FullShuffle(rows, seed, 2).indices(np.arange(rows, dtype=np.int64))
-    grid = (row_order[None, :] * cols + col_order[:, None]).ravel()  # column-major walk
-    return grid[grid < n_docs]
-
-
-def cut_index(lengths: np.ndarray, seq_len: int, *, order: np.ndarray, separator: bool,
-              tail: str = "drop", stride: int | None = None) -> CutIndex:
-    """Documents ``order[0], order[1], ...`` laid end to end, to be cut into windows."""
     seq_len = _check_int("seq_len", seq_len, 1)
     stride = seq_len if stride is None else _check_int("stride", stride, 1, seq_len)
     if tail not in TAILS:
         raise ValueError(f"tail must be one of {TAILS}, not {tail!r}")
-    bounds = np.empty(len(order) + 1, dtype=np.int64)
-    bounds[0] = 0
-    np.cumsum(np.asarray(lengths, dtype=np.int64)[order], out=bounds[1:])
-    if separator:
-        bounds[1:] += np.arange(1, len(order) + 1, dtype=np.int64)
-    return CutIndex(seq_len=seq_len, stride=stride, separator=bool(separator), tail=tail,
-                    order=np.asarray(order, dtype=np.int64), bounds=bounds)
+    if not hasattr(order, "docs"):
+        order = ListedOrder(order)
+    if bounds is None:
+        laid = np.asarray(lengths, dtype=np.int64)[order.docs(np.arange(order.n, dtype=np.int64))] + int(separator)
+        total = int(laid.sum())
+        bounds = np.empty(order.n + 1, dtype=bounds_dtype(total))
+        bounds[0] = 0
+        np.cumsum(laid, out=bounds[1:])
+    return CutIndex(seq_len=seq_len, stride=stride, separator=bool(separator), tail=tail, order=order,
+                    bounds=bounds)
 
 
 def split_documents(lengths: np.ndarray, seq_len: int, *, order: np.ndarray,
@@ -226,5 +220,5 @@ def _segments(seq_len: int, window: np.ndarray, n_windows: int, docs: np.ndarray
 
 PackingIndex = CutIndex | SegmentIndex
 
-__all__ = ["CutIndex", "DOC_SHUFFLES", "POLICIES", "PackingIndex", "SegmentIndex", "TAILS", "assemble_bins", "cut_index",
-           "document_order", "split_documents", "window_fill"]
+__all__ = ["CutIndex", "DOC_SHUFFLES", "POLICIES", "PackingIndex", "SegmentIndex", "TAILS", "assemble_bins",
+           "bounds_dtype", "cut_index", "document_order", "split_documents", "window_fill"]

@@ -9,6 +9,7 @@ import pytest
 import fastload
 from fastload.errors import FormatError, SchemaError
 from fastload.lm import pack_sequences
+from fastload.lm.packing_index import document_lengths
 from fastload.plan.packing import document_order
 
 from .conftest import in_another_process, write_docs
@@ -81,10 +82,11 @@ def test_gather_writes_into_out_and_checks_it(ds):
 
 def test_the_index_is_stored_once_and_reused(ds):
     a = pack_sequences(ds, seq_len=40, seed=9)
-    stamp = (a.index_path / "order.npy").stat().st_mtime_ns
+    stamp = (a.index_path / "bounds.npy").stat().st_mtime_ns
     b = pack_sequences(ds, seq_len=40, seed=9)
-    assert b.index_path == a.index_path and (b.index_path / "order.npy").stat().st_mtime_ns == stamp
-    assert isinstance(b.index.order.base, np.memmap)  # mapped, not read
+    assert b.index_path == a.index_path and (b.index_path / "bounds.npy").stat().st_mtime_ns == stamp
+    assert isinstance(b.index.bounds.base, np.memmap)  # mapped, not read
+    assert sorted(p.name for p in b.index_path.iterdir()) == ["bounds.npy", "meta.json"]  # the order is not stored
     assert pack_sequences(ds, seq_len=40, seed=10).index_path != a.index_path
     assert pack_sequences(ds, seq_len=41, seed=9).index_path != a.index_path
     assert not [p for p in a.index_path.parent.iterdir() if p.name.startswith(".tmp")]
@@ -105,7 +107,7 @@ def test_a_damaged_index_is_rebuilt(ds, tmp_path):
 def test_an_index_that_does_not_match_the_documents_never_reads_past_them(ds):
     packed = pack_sequences(ds, seq_len=48)
     # every document 10 tokens longer than it is: the stream positions no longer match the data
-    longer = packed.index.bounds + 10 * np.arange(len(packed.index.bounds))
+    longer = packed.index.bounds + 10 * np.arange(len(packed.index.bounds), dtype=packed.index.bounds.dtype)
     object.__setattr__(packed, "index", type(packed.index)(seq_len=48, stride=48, separator=False, tail="drop",
                                                            order=packed.index.order, bounds=longer))
     with pytest.raises(FormatError, match="does not match"):
@@ -113,13 +115,9 @@ def test_an_index_that_does_not_match_the_documents_never_reads_past_them(ds):
 
 
 def test_an_interrupted_build_leaves_no_index(ds, tmp_path, monkeypatch):
-    calls = []
-
-    def failing_save(f, arr, allow_pickle=False):
-        calls.append(1)
-        if len(calls) == 2:
-            raise OSError("disk full")
-        return original(f, arr, allow_pickle=allow_pickle)
+    def failing_save(f, arr, allow_pickle=False):  # the array reaches the disk, the disk fills up after it
+        original(f, arr, allow_pickle=allow_pickle)
+        raise OSError("disk full")
 
     original = np.save
     monkeypatch.setattr(np, "save", failing_save)
@@ -182,3 +180,34 @@ def test_a_corrupt_offset_table_is_a_format_error_naming_the_shard_and_block(tmp
     path.write_bytes(bytes(raw))
     with pytest.raises(FormatError, match=rf"{ds.manifest.shard_names[1]} block 2"):
         pack_sequences(fastload.open(tmp_path / "docs"), seq_len=32, index_dir=tmp_path / "index")
+
+
+def test_document_lengths_are_the_documents_lengths(ds, docs):
+    """Read from the offset tables in place (raw blocks) or copied out (zstd): the written lengths."""
+    lengths = document_lengths(ds, "tokens")
+    assert lengths.dtype == np.uint32 and lengths.tolist() == [len(d) for d in docs]
+
+
+def test_a_record_with_a_partial_token_is_a_schema_error_naming_it(tmp_path, docs):
+    ds = write_docs(tmp_path / "docs", docs)
+    reader = ds.shard(1)
+    table = int(reader.block_offset[2] + reader.col_offsets64[2, 0])
+    path = tmp_path / "docs" / ds.manifest.shard_names[1]
+    raw = bytearray(path.read_bytes())
+    offsets = np.frombuffer(bytes(raw[table:table + 4 * 3]), "<u4")
+    k = 1 if offsets[1] < offsets[2] else 2  # an offset that can move by a byte and still rise
+    raw[table + 4 * k:table + 4 * k + 4] = int(offsets[k] + 1).to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+    record = int(reader.first_record[2]) + k - 1  # the shard's own record number
+    with pytest.raises(SchemaError, match=rf"{ds.manifest.shard_names[1]} block 2 record {record}\b.*partial uint16"):
+        pack_sequences(fastload.open(tmp_path / "docs"), seq_len=32, index_dir=tmp_path / "index")
+
+
+def test_an_index_of_another_format_version_is_rebuilt_not_read(ds, tmp_path):
+    a = pack_sequences(ds, seq_len=24, index_dir=tmp_path)
+    expect = a.get_batch(np.arange(len(a)))["input_ids"]
+    meta = a.index_path / "meta.json"
+    meta.write_text(meta.read_text().replace("fastload-packing/2", "fastload-packing/1"))
+    with pytest.warns(UserWarning, match="another dataset or settings"):
+        b = pack_sequences(ds, seq_len=24, index_dir=tmp_path)
+    assert np.array_equal(b.get_batch(np.arange(len(b)))["input_ids"], expect)

@@ -7,6 +7,8 @@ import pytest
 
 from fastload.lm.packing_index import PackingConfig, build_index
 from fastload.lm.window_batch import WindowBatch
+from fastload.plan.document_order import GridOrder, layout_order
+from fastload.plan.orders import FullShuffle
 from fastload.plan.packing import CutIndex, SegmentIndex, cut_index, document_order, window_fill
 
 from .reference import best_fit_fills, cut_reference
@@ -84,6 +86,49 @@ def test_best_fit_keeps_documents_whole_and_matches_the_reference_bins(seq_len, 
     assert all(len(w) == seq_len for w in windows)
 
 
+def materialised_grid(n: int, seed: int) -> np.ndarray:
+    """The grid layout written out whole: rows and columns permuted, read column by column."""
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = -(-n // cols)
+    col_order = FullShuffle(cols, seed, 1).indices(np.arange(cols))
+    row_order = FullShuffle(rows, seed, 2).indices(np.arange(rows))
+    grid = (row_order[None, :] * cols + col_order[:, None]).ravel()
+    return grid[grid < n]
+
+
+@pytest.mark.parametrize("n", [64, 65, 99, 100, 101, 1000, 4097, 12_345])
+def test_the_grid_order_is_computed_per_piece_as_the_materialised_grid(n):
+    expect = materialised_grid(n, 7)
+    order = GridOrder(n, 7)
+    assert np.array_equal(order.docs(np.arange(n)), expect)
+    some = np.random.default_rng(n).integers(0, n, 300)
+    assert np.array_equal(order.docs(some), expect[some])  # any pieces, in any order
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 63, 64, 65, 1000, 4097])
+@pytest.mark.parametrize("seed, shuffle", [(None, "grid"), (3, "grid"), (3, "full")])
+@pytest.mark.parametrize("separator", [False, True])
+def test_the_built_bounds_are_the_numpy_cut_index(n, seed, shuffle, separator):
+    """The build (kernels walking the layout, no order array) against NumPy over the whole order."""
+    lengths = np.random.default_rng(n).integers(0, 900, n).astype(np.uint32)
+    config = PackingConfig(field="tokens", seq_len=64, seed=seed, shuffle=shuffle, separator=separator)
+    built = build_index(lengths, config)
+    built.check(n)
+    reference = cut_index(lengths.astype(np.int64), 64, order=document_order(n, seed, shuffle), separator=separator)
+    assert built.bounds.dtype == np.int32 and np.array_equal(built.bounds, reference.bounds)
+    assert np.array_equal(built.order.docs(np.arange(n)), document_order(n, seed, shuffle))
+    assert type(built.order) is type(layout_order(n, seed, shuffle))
+
+
+def test_bounds_widen_to_int64_past_two_billion_tokens():
+    lengths = np.full(100, 30_000_000, dtype=np.uint32)  # 3 billion tokens
+    built = build_index(lengths, PackingConfig(field="tokens", seq_len=2048, separator=True))
+    assert built.bounds.dtype == np.int64 and built.total == 3_000_000_100
+    reference = cut_index(lengths, 2048, order=document_order(100, 0), separator=True)
+    assert np.array_equal(built.bounds, reference.bounds)
+    assert build_index(lengths[:71], PackingConfig(field="tokens", seq_len=2048)).bounds.dtype == np.int32
+
+
 def test_best_fit_kernel_runs_as_python_too(tmp_path):
     """NUMBA_DISABLE_JIT=1 (the debugging mode) gives the same bins."""
     import os
@@ -96,6 +141,25 @@ def test_best_fit_kernel_runs_as_python_too(tmp_path):
     outs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**os.environ, "NUMBA_DISABLE_JIT": jit}).stdout for jit in ("0", "1")]
     assert outs[0] == outs[1] and outs[0].strip()
+
+
+def test_build_kernels_run_as_python_too():
+    """NUMBA_DISABLE_JIT=1: the lengths scan and the grid walk give the same index."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np; from fastload.lm.packing_index import PackingConfig, build_index\n"
+            "from fastload._kernels.packing_build import block_lengths\n"
+            "w = np.array([0, 4, 10, 0, 6], np.uint32); out = np.empty(3, np.uint32)\n"
+            "print([int(v) for v in block_lengths(w, np.array([0, 3]), np.array([2, 1]), np.array([10, 6]), 2, out)],"
+            " out.tolist())\n"
+            "L = np.random.default_rng(0).integers(0, 500, 3000).astype(np.uint32)\n"
+            "b = build_index(L, PackingConfig(field='t', seq_len=64, separator=True)).bounds\n"
+            "print(b.dtype, int(b.sum()), int(b[-1]))")
+    outs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "NUMBA_DISABLE_JIT": jit}).stdout for jit in ("0", "1")]
+    assert outs[0] == outs[1] and "[2, 3, 3]" in outs[0]
 
 
 def test_check_refuses_damaged_indexes():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import fastload
+from fastload.lm.packing_index import document_lengths
 
 from ..storage.servers import StaticServer
 from .conftest import write_docs
@@ -20,12 +21,14 @@ def served(tmp_path_factory, docs):
     srv.close()
 
 
-def test_remote_documents_pack_like_local_ones_with_the_index_in_their_cache(served, tmp_path):
+def test_remote_documents_pack_like_local_ones_with_the_index_in_their_cache(served, tmp_path, docs):
     root, srv = served
     local = fastload.pack_sequences(root / "docs", seq_len=64, separator=7, index_dir=tmp_path / "local-index")
     remote_ds = fastload.open(f"{srv.url}/docs", cache_dir=tmp_path / "cache")
     remote = fastload.pack_sequences(remote_ds, seq_len=64, separator=7)
     assert remote.index_path.parent == tmp_path / "cache" / "packing"
+    # a remote shard's offset tables are read in place in the cached copy's map
+    assert document_lengths(remote_ds, "tokens").tolist() == [len(d) for d in docs]
     idx = np.random.default_rng(0).permutation(len(local))
     assert np.array_equal(remote.get_batch(idx)["input_ids"], local.get_batch(idx)["input_ids"])
     again = fastload.pack_sequences(fastload.open(f"{srv.url}/docs", cache_dir=tmp_path / "cache"), seq_len=64,

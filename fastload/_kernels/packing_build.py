@@ -1,0 +1,107 @@
+"""Packing-index build kernels: document lengths from offset tables, and the laid-out stream bounds.
+
+Each is one pass that replaces a chain of whole-array NumPy steps (each of which reads and
+writes every document once more): at 2.5 M documents the lengths take ~3 ms here against 20 ms
+in NumPy, and the bounds of a grid layout 9 ms in one thread (the caller runs stretches of
+columns in threads) against 32 ms for materialising the order, gathering the lengths in it and
+summing them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(nogil=True, cache=True)
+def block_lengths(words, table_at, records, payload, itemsize, out):
+    """Token counts of the records of consecutive blocks, from their variable column's offset tables.
+
+    Block b's table is ``records[b] + 1`` u4 offsets at ``words[table_at[b]:]`` (a shard's map
+    read in place as u4 words, or the tables copied out of decompressed blocks); ``payload[b]``
+    is the bytes the block holds after its table. Writes each record's tokens (bytes /
+    ``itemsize``, a power of two) into ``out`` and returns ``(status, where, total tokens)``:
+    status 0, or 1 for a block whose table leaves ``words`` or whose offsets do not start at 0,
+    decrease or pass its payload (``where`` is the block), or 2 for a record holding a partial
+    token (``where`` is the record).
+    """
+    shift = 0
+    while (1 << shift) < itemsize:
+        shift += 1
+    r = 0
+    total = 0
+    for b in range(len(records)):
+        n = records[b]
+        at = table_at[b]
+        if at < 0 or at + n + 1 > len(words) or words[at] != 0:
+            return 1, b, total
+        # the checks accumulate without branching (1.8 -> 1 ns a record); a bad block is then
+        # walked again to name its first fault
+        seen = np.int64(0)
+        prev = np.int64(0)
+        top = np.int64(0)
+        for i in range(n):
+            cur = np.int64(words[at + i + 1])
+            size = cur - prev
+            seen |= size
+            top = max(top, cur)
+            out[r + i] = size >> shift
+            total += size >> shift
+            prev = cur
+        if seen < 0 or top > payload[b] or seen & (itemsize - 1):
+            return _first_fault(words, at, n, payload[b], itemsize, b, r)
+        r += n
+    return 0, -1, total
+
+
+@njit(nogil=True, cache=True)
+def _first_fault(words, at, n, payload, itemsize, b, r):
+    """block_lengths' answer for a block known to be bad: its first record whose offset decreases
+    or passes the payload (status 1, the block), or holds a partial token (status 2, the record)."""
+    prev = 0
+    for i in range(n):
+        cur = np.int64(words[at + i + 1])
+        if cur < prev or cur > payload:
+            return 1, b, 0
+        if (cur - prev) % itemsize:
+            return 2, r + i, 0
+        prev = cur
+    return 1, b, 0
+
+
+@njit(nogil=True, cache=True)
+def grid_column_tokens(lengths, cols):
+    """Tokens in each column of the grid (document d in column ``d % cols``), in one sequential pass."""
+    n = len(lengths)
+    out = np.zeros(cols, np.int64)
+    for base in range(0, n, cols):
+        for c in range(min(cols, n - base)):
+            out[c] += lengths[base + c]
+    return out
+
+
+@njit(nogil=True, cache=True)
+def grid_walk(lengths, col_order, row_order, j0, j1, token, piece, separator, out):
+    """Stream bounds of walked columns ``j0:j1`` of a grid layout
+    (:class:`fastload.plan.document_order.GridOrder`): column ``col_order[j]``'s cells in the
+    order of ``row_order``, skipping those past the last document. The first of these pieces
+    starts at stream position ``token`` and is piece ``piece``; writes ``out[k + 1] = out[k] +
+    tokens of piece k (+ 1 with a separator)`` for each.
+
+    Each step reads a length a grid row away from the last (a cache miss that the next steps'
+    independent loads overlap): ~3 ns a document. A tiled walk reading 64 columns' cells of a
+    row together was slower (12 ms against 8 ms at 2.5 M documents), and so was laying the
+    lengths out column by column first (4.5 + 4 ms).
+    """
+    n = len(lengths)
+    cols = len(col_order)
+    acc = token
+    k = piece + 1
+    for j in range(j0, j1):
+        c = col_order[j]
+        for i in range(len(row_order)):
+            d = row_order[i] * cols + c
+            if d < n:
+                acc += lengths[d] + separator
+                out[k] = acc
+                k += 1
