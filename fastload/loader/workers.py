@@ -18,11 +18,12 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from ..errors import WorkerError
+from ..errors import FastloadError, WorkerError
 from ..format.columns import VarColumn
 from ..format.dataset import Dataset
 from .config import WorkerConfig
-from .failures import failure_exception
+from .failures import failure_exception, pack_failure
+from .native_pool import OK, NativePool
 from .pools import FATAL_STOP_S, STOP_S, ProcessPool, ThreadPool, get_context
 from .slots import SlotRing
 from .stats import LoaderStats
@@ -67,7 +68,7 @@ class _State:
 
     def __init__(self, ring: SlotRing):
         self.ring = ring
-        self.pool: ProcessPool | ThreadPool | None = None
+        self.pool: ProcessPool | ThreadPool | NativePool | None = None
         self.dataset = None  # num_workers == 0: the consumer thread's own dataset
         self.fixed: list[str] = []
         self.var: list[str] = []
@@ -76,6 +77,7 @@ class _State:
         self.free = deque(range(ring.n_slots))
         self.inflight: dict[int, int] = {}  # seq -> slot of every task whose slot is not free yet
         self.ready: dict[int, tuple] = {}  # seq -> envelope received, not yet delivered
+        self.queued: deque = deque()  # a NativePool's tasks out, in batch order: (slot, indices)
         self.next_seq = 0  # tasks are numbered across runs, so a finished run's late results are told apart
         self.run_token: object | None = None
         self.run_base = 0  # seq of the current run's batch 0
@@ -92,6 +94,11 @@ class _State:
         for seq in self.ready:
             self.free.append(self.inflight.pop(seq))
         self.ready.clear()
+        if self.queued:  # a NativePool's tasks: done within microseconds, their slots free again
+            if not self.closed:
+                self.pool.drain()
+            self.free.extend(slot for slot, _ in self.queued)
+            self.queued.clear()
         self.run_token = None
         self.run_base = self.next_seq
 
@@ -159,8 +166,8 @@ class BatchProducer:
                     st.images = ImageStage(st.dataset, config.transforms, config.seed)
             elif worker_type == "process":
                 st.pool = ProcessPool(config, num_workers, ring, ctx)
-            else:
-                st.pool = ThreadPool(config, num_workers, ring)
+            else:  # C threads where they apply (fixed fields of raw local shards): native_pool.py
+                st.pool = NativePool.start(config, num_workers, ring) or ThreadPool(config, num_workers, ring)
         except BaseException:
             self.close()
             raise
@@ -201,6 +208,8 @@ class BatchProducer:
         st.epoch = int(epoch)
         st.run_token = token = object()
         it = iter(batches)
+        if isinstance(st.pool, NativePool):
+            return self._run_native(it, token)
         return self._run_inline(it, token) if st.pool is None else self._run_pool(it, token)
 
     def _run_pool(self, it: Iterator, token: object) -> Iterator[ProducedBatch]:
@@ -250,6 +259,66 @@ class BatchProducer:
         finally:
             if st.run_token is token:
                 st.end_run()
+
+    def _run_native(self, it: Iterator, token: object) -> Iterator[ProducedBatch]:
+        """:meth:`_run_pool` for a :class:`NativePool`: any thread takes the next task, so the
+        batches are simply awaited in the order they were queued."""
+        st, pool = self._state, self._state.pool
+        free, queued = st.free, st.queued
+        timeout = self.timeout if self.timeout > 0 else -1.0
+        # A consumer that must sleep for a batch sleeps until the next `ahead` are done: each
+        # wake-up cost it ~20 us of CPU on this 2-core VM. The threads keep one task each and one
+        # spare queued meanwhile, so they never run dry while it wakes.
+        ahead = max(1, st.ring.n_slots - self.num_workers - 1)
+        k, exhausted = 0, False
+        try:
+            while True:
+                t_request = perf_counter()
+                self._resume(token)
+                while free and not exhausted:  # keep every free slot working
+                    indices = next(it, _END)
+                    if indices is _END:
+                        exhausted = True
+                        break
+                    idx = self._indices(indices, k + len(queued))
+                    slot = free.popleft()
+                    pool.submit(slot, idx)
+                    queued.append((slot, idx))
+                if not queued:
+                    return
+                slot, idx = queued[0]
+                result = pool.wait(slot, timeout, queued[min(ahead, len(queued)) - 1][0])
+                if result is None:
+                    self._fatal(WorkerError(f"DataLoader timed out after {self.timeout:g} seconds waiting for "
+                                            f"batch {k} from the loader's worker threads"))
+                queued.popleft()
+                st.held = slot  # from here the slot is the consumer's: _resume frees it
+                status, wid, _, _, busy = result
+                n, skipped = len(idx), 0
+                failed = status != OK
+                if not failed:
+                    try:
+                        pool.check_blocks(slot, n)
+                    except FastloadError:  # a corrupt block: the Python gather raises (or skips) it
+                        failed = True
+                if failed:  # gathered again in Python: its error, or (negative indices) the batch
+                    n, skipped = self._redo(k, slot, idx, wid)
+                yield self._hand_out(k, slot, n, {}, {"read": busy}, wid, t_request, busy, skipped)
+                k += 1
+        finally:
+            if st.run_token is token:
+                st.end_run()
+
+    def _redo(self, k: int, slot: int, idx: np.ndarray, wid: int) -> tuple[int, int]:
+        """Gather a batch that failed in a C thread again, in Python, into its slot: raise its
+        error as a worker's (or skip its unreadable records); returns rows and records skipped."""
+        st = self._state
+        try:
+            n, _, _, skipped, _ = produce_batch(st.pool.dataset, st.ring, slot, idx, st.pool.fixed, [], self.config)
+        except Exception as failed:
+            raise failure_exception(pack_failure(failed, "", pickled=False), st.pool.describe(wid),
+                                    f"reading batch {k}")
+        return n, skipped
 
     def _run_inline(self, it: Iterator, token: object) -> Iterator[ProducedBatch]:
         st = self._state
