@@ -272,7 +272,7 @@ class DataLoader(TorchDataLoader):
         sent: deque = deque()  # index arrays in order, for fields decoded here on the GPU
         if any(p.decode.device == "cuda" for p in self._pipelines.values()):
             batches = _recorded(batches, sent)
-        produced = producer.run(prefetch.track(batches), epoch=epoch)
+        produced = producer.run(prefetch.track(batches), epoch=epoch, pure=own)  # own: may be drawn ahead
         if self._custom_collate:
             batches_out = (_collated(p) for p in produced)
         else:

@@ -23,6 +23,7 @@ from ..format.columns import VarColumn
 from ..format.dataset import Dataset
 from .config import WorkerConfig
 from .failures import failure_exception, pack_failure
+from .index_feeder import IndexFeeder
 from .native_pool import OK, NativePool
 from .pools import FATAL_STOP_S, STOP_S, ProcessPool, ThreadPool, get_context
 from .slots import SlotRing
@@ -34,6 +35,8 @@ __all__ = ["BatchProducer", "ProducedBatch", "WorkerConfig"]
 WORKER_TYPES = ("process", "thread")
 ON_ERROR = ("raise", "skip")
 _END = object()
+_INT64 = np.dtype(np.int64)
+FEED_SAMPLES = 1 << 17  # a pure order drawn ahead by up to this many samples: two of the plan's chunks
 
 
 @dataclass(slots=True)
@@ -87,18 +90,22 @@ class _State:
 
     def end_run(self) -> None:
         """Give back the consumer's slot and the undelivered results; tasks still out become stale
-        (their slots come back when their results arrive)."""
+        (their slots come back when their results arrive). A NativePool's tasks are waited for
+        (each a copy: microseconds), and then every slot is free, whatever an interrupt left out
+        of the bookkeeping (a signal handler may raise between any two steps of the consumer)."""
+        if isinstance(self.pool, NativePool):
+            if not self.closed:
+                self.pool.drain()
+            self.free.clear()
+            self.free.extend(range(self.ring.n_slots))
+            self.queued.clear()
+            self.held = None
         if self.held is not None:
             self.free.append(self.held)
             self.held = None
         for seq in self.ready:
             self.free.append(self.inflight.pop(seq))
         self.ready.clear()
-        if self.queued:  # a NativePool's tasks: done within microseconds, their slots free again
-            if not self.closed:
-                self.pool.drain()
-            self.free.extend(slot for slot, _ in self.queued)
-            self.queued.clear()
         self.run_token = None
         self.run_base = self.next_seq
 
@@ -194,10 +201,12 @@ class BatchProducer:
         return self._state.closed
 
     # -- iteration -------------------------------------------------------------------------
-    def run(self, batches: Iterable[np.ndarray], epoch: int = 0) -> Iterator[ProducedBatch]:
+    def run(self, batches: Iterable[np.ndarray], epoch: int = 0, *, pure: bool = False) -> Iterator[ProducedBatch]:
         """Produce the batches of ``batches`` (record index arrays) and yield them in order.
 
         ``epoch`` keys the image augmentations of this run (with the seed and record index).
+        ``pure``: drawing ``batches`` has no effect that depends on when it happens (the loader's
+        own plan), so C worker threads may have them drawn ahead in a thread (index_feeder.py).
         One run at a time: starting another abandons the previous one (its iterator then raises).
         The slot of each yielded batch is recycled when the next batch is requested.
         """
@@ -209,7 +218,7 @@ class BatchProducer:
         st.run_token = token = object()
         it = iter(batches)
         if isinstance(st.pool, NativePool):
-            return self._run_native(it, token)
+            return self._run_native(it, token, pure)
         return self._run_inline(it, token) if st.pool is None else self._run_pool(it, token)
 
     def _run_pool(self, it: Iterator, token: object) -> Iterator[ProducedBatch]:
@@ -260,30 +269,42 @@ class BatchProducer:
             if st.run_token is token:
                 st.end_run()
 
-    def _run_native(self, it: Iterator, token: object) -> Iterator[ProducedBatch]:
+    def _run_native(self, it: Iterator, token: object, pure: bool) -> Iterator[ProducedBatch]:
         """:meth:`_run_pool` for a :class:`NativePool`: any thread takes the next task, so the
         batches are simply awaited in the order they were queued."""
         st, pool = self._state, self._state.pool
         free, queued = st.free, st.queued
         timeout = self.timeout if self.timeout > 0 else -1.0
-        # A consumer that must sleep for a batch sleeps until the next `ahead` are done: each
-        # wake-up cost it ~20 us of CPU on this 2-core VM. The threads keep one task each and one
-        # spare queued meanwhile, so they never run dry while it wakes.
-        ahead = max(1, st.ring.n_slots - self.num_workers - 1)
+        # A consumer that must sleep for a batch sleeps until the next `ahead` are done: a wake-up
+        # cost it 5-20 us of CPU on this 2-core VM (1 worker: 20 us a batch with ahead=1, 15 with
+        # 2). The threads keep a task each (and one more where the ring has room) meanwhile, so
+        # they do not run dry while it wakes.
+        spare = st.ring.n_slots - self.num_workers  # tasks beyond one per thread
+        ahead = max(1, min(spare, max(2, spare - 1)))
         k, exhausted = 0, False
+        feeder = IndexFeeder(it, FEED_SAMPLES // self.config.layout.batch_size, _END) if pure else None
+        draw = feeder.take if feeder is not None else lambda: next(it, _END)
+        tables = pool.mapped.tables
+        batch_size = self.config.layout.batch_size
         try:
-            while True:
+            while True:  # the consumer's whole cost per batch: kept to plain steps (issue 17: <= 10 us)
                 t_request = perf_counter()
-                self._resume(token)
+                if st.closed or st.run_token is not token:
+                    self._resume(token)  # raises
+                if st.held is not None:
+                    free.append(st.held)
+                    st.held = None
                 while free and not exhausted:  # keep every free slot working
-                    indices = next(it, _END)
+                    indices = draw()
                     if indices is _END:
                         exhausted = True
                         break
-                    idx = self._indices(indices, k + len(queued))
+                    if type(indices) is not np.ndarray or indices.dtype != _INT64 or indices.ndim != 1 \
+                            or len(indices) > batch_size:
+                        indices = self._indices(indices, k + len(queued))
                     slot = free.popleft()
-                    pool.submit(slot, idx)
-                    queued.append((slot, idx))
+                    pool.submit(slot, indices)
+                    queued.append((slot, indices))
                 if not queued:
                     return
                 slot, idx = queued[0]
@@ -292,26 +313,33 @@ class BatchProducer:
                     self._fatal(WorkerError(f"DataLoader timed out after {self.timeout:g} seconds waiting for "
                                             f"batch {k} from the loader's worker threads"))
                 queued.popleft()
-                st.held = slot  # from here the slot is the consumer's: _resume frees it
+                st.held = slot  # from here the slot is the consumer's: the next request frees it
                 status, wid, _, _, busy = result
                 n, skipped = len(idx), 0
-                failed = status != OK
-                if not failed:
-                    try:
-                        pool.check_blocks(slot, n)
-                    except FastloadError:  # a corrupt block: the Python gather raises (or skips) it
-                        failed = True
-                if failed:  # gathered again in Python: its error, or (negative indices) the batch
-                    n, skipped = self._redo(k, slot, idx, wid)
+                if status != OK or not tables.all_verified:
+                    n, skipped = self._settle(k, slot, idx, status, wid)
                 yield self._hand_out(k, slot, n, {}, {"read": busy}, wid, t_request, busy, skipped)
                 k += 1
         finally:
+            if feeder is not None:
+                feeder.close()
             if st.run_token is token:
                 st.end_run()
 
+    def _settle(self, k: int, slot: int, idx: np.ndarray, status: int, wid: int) -> tuple[int, int]:
+        """A C thread's batch that failed, or read blocks not checksummed yet: check them; a
+        batch that failed either way is gathered again in Python (:meth:`_redo`)."""
+        if status == OK:
+            try:
+                self._state.pool.check_blocks(slot, len(idx))
+                return len(idx), 0
+            except FastloadError:  # a corrupt block: the Python gather raises (or skips) it
+                pass
+        return self._redo(k, slot, idx, wid)
+
     def _redo(self, k: int, slot: int, idx: np.ndarray, wid: int) -> tuple[int, int]:
-        """Gather a batch that failed in a C thread again, in Python, into its slot: raise its
-        error as a worker's (or skip its unreadable records); returns rows and records skipped."""
+        """Gather a batch again, in Python, into its slot: raise its error as a worker's, or skip
+        its unreadable records, or (negative indices) deliver it; returns rows and records skipped."""
         st = self._state
         try:
             n, _, _, skipped, _ = produce_batch(st.pool.dataset, st.ring, slot, idx, st.pool.fixed, [], self.config)

@@ -23,6 +23,7 @@ import fastload
 from fastload import FormatError, WorkerError, Writer
 from fastload._gather_pool import GatherPool
 from fastload.format.shard_reader import ShardReader
+from fastload.loader.index_feeder import IndexFeeder
 from fastload.loader.native_pool import NativePool
 from fastload.loader.pools import ThreadPool
 from fastload.loader.slots import SlotLayout, our_segments
@@ -64,9 +65,16 @@ def config(root, batch_size=64, fields=None, **kw) -> WorkerConfig:
     return WorkerConfig(str(root), {}, fields, SlotLayout.for_dataset(ds.schema, batch_size, fields), **kw)
 
 
-def native_threads() -> int:
-    """C threads of this process (GatherPool threads are not in threading.enumerate())."""
-    return len(os.listdir("/proc/self/task")) - threading.active_count()
+def gather_threads() -> int:
+    """GatherPool's C threads in this process (not in threading.enumerate(); named by the pool)."""
+    names = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:  # ended meanwhile
+            pass
+    return names.count("fastload-gather")
 
 
 def epoch_of(loader, fields=("tok", "id", "pos")) -> list[dict[str, np.ndarray]]:
@@ -328,13 +336,44 @@ def test_an_abandoned_run_gives_its_slots_back(data):
 
 def test_threads_end_with_the_loader(data):
     root, _ = data
-    before = native_threads()
     loader = fastload.DataLoader(root, batch_size=64, shuffle=True, num_workers=2, persistent_workers=True)
     it = iter(loader)
     next(it)
-    assert native_threads() == before + 2
-    del it  # dropped mid-epoch
     pool = loader._producer._state.pool.gather
+    assert pool.threads == 2 and gather_threads() == 2
+    del it  # dropped mid-epoch
     loader.close()
-    assert pool.threads == 0 and native_threads() == before
+    assert pool.threads == 0 and gather_threads() == 0  # joined
+    assert not any(t.name == "fastload-indices" for t in threading.enumerate())
     assert our_segments(os.listdir("/dev/shm")) == []
+
+
+def test_strided_and_listed_indices(data):
+    root, cols = data
+    perm = np.random.default_rng(4).permutation(N)
+    batches = [perm[0:128:2], perm[1:40].tolist(), np.asarray(perm[40:60], dtype=np.int32)]
+    with BatchProducer(config(root), num_workers=2, worker_type="thread") as producer:
+        for b in producer.run(batches):
+            np.testing.assert_array_equal(b.fixed["tok"], cols["tok"][np.asarray(batches[b.k])])
+
+
+def test_only_the_loaders_own_order_is_drawn_ahead(data, monkeypatch):
+    """A sampler the loader was given may have effects that depend on when it is drawn (torch's
+    RNG): it is drawn by the consumer's thread, when it asks; the loader's own plan in a thread."""
+    root, _ = data
+    started = []
+
+    class Counted(IndexFeeder):
+        def __init__(self, *args):
+            started.append(threading.current_thread().name)
+            super().__init__(*args)
+
+    monkeypatch.setattr("fastload.loader.workers.IndexFeeder", Counted)
+    def feeders(**kw):
+        started.clear()
+        assert sum(len(b["id"]) for b in fastload.DataLoader(root, batch_size=64, num_workers=2, **kw)) == N
+        return len(started)
+    assert feeders(shuffle=True) == 1
+    assert feeders(sampler=torch.utils.data.RandomSampler(range(N))) == 0
+    assert not any(t.name == "fastload-indices" for t in threading.enumerate())
+
