@@ -6,7 +6,8 @@
  * 16-27 us of the consumer's per 64 x 4 KB batch on this project's 2-core machine, against a
  * ~44 us copy (docs/benchmarks.md). Here the consumer queues ``(slot, indices)`` and the threads,
  * which never take the GIL, run the same bounds-checked gather as fastload._native.gather_multi
- * (gather_core.h) straight into the slot, one field after another. A thread sleeps only when no
+ * (gather_core.h) straight into the slot, one field after another, and checks the checksum of each
+ * block the first time a batch reads it (xxHash's XXH3-64, as the reader). A thread sleeps only when no
  * task is queued, and is woken only then; the consumer sleeps (GIL released) only when the batch
  * it asks for is not done yet, and is woken only by the thread that finishes that batch.
  *
@@ -25,9 +26,11 @@
 #include <unistd.h>
 
 #include "gather_core.h"
+#define XXH_INLINE_ALL
+#include "third_party/xxhash/xxhash.h"
 
 enum { IDLE = 0, QUEUED, RUNNING, DONE };
-enum { OK = 0, OUT_OF_RANGE = 1, OUTSIDE_BLOCK = 2 };
+enum { OK = 0, OUT_OF_RANGE = 1, OUTSIDE_BLOCK = 2, CORRUPT = 3 };
 #define WAIT_SLICE_NS 20000000L /* a waiting consumer checks Python's signal handlers this often */
 
 typedef struct {
@@ -64,6 +67,8 @@ typedef struct {
     BlockTables tables;
     Field *fields;
     char **outs;          /* n_fields x n_slots */
+    uint8_t *verified;    /* per block: checksum checked (NULL: never check), shared with Python */
+    const uint64_t *expected; /* per block: xxh3_64 of its bytes [block_lo, block_hi) */
     int n_fields;
     int configured;
     pid_t owner;          /* a forked child has none of the threads: it must not join them */
@@ -93,6 +98,20 @@ static void run_task(Pool *p, Py_ssize_t slot, Slot *result) {
             result->field = f;
             return;
         }
+    }
+    /* First touch: a block's checksum is checked before a batch that read it is handed out (in
+     * the thread, not the consumer, so an epoch's first pass costs the training loop nothing); two
+     * threads may check the same block at once, which only repeats the work. */
+    for (Py_ssize_t i = 0; p->verified != NULL && p->n_fields > 0 && i < n; i++) {
+        int64_t b = blocks[i];
+        if (p->verified[b]) continue;
+        const int64_t lo = p->tables.blo[b], hi = p->tables.bhi[b];
+        if (XXH3_64bits((const void *)(intptr_t)lo, (size_t)(hi - lo)) != p->expected[b]) {
+            result->status = CORRUPT;
+            result->position = i;
+            return;
+        }
+        p->verified[b] = 1;
     }
     result->status = OK;
 }
@@ -149,6 +168,8 @@ static void release_config(Pool *p) {
     p->views = NULL;
     p->fields = NULL;
     p->outs = NULL;
+    p->verified = NULL;
+    p->expected = NULL;
     p->n_views = p->n_fields = 0;
     p->configured = 0;
 }
@@ -263,13 +284,19 @@ static Py_buffer *hold(Pool *p, PyObject *obj, int writable, const char *what) {
     return view;
 }
 
-/* configure(shard_start, shard_lo, shard_hi, block_first, block_lo, block_hi, fields): fields is a
- * sequence of (column_addr, itemsize, outs), outs one writable buffer per slot holding
- * batch_size * itemsize bytes. */
+/* configure(shard_start, shard_lo, shard_hi, block_first, block_lo, block_hi, fields, verified=None,
+ * expected=None): fields is a sequence of (column_addr, itemsize, outs), outs one writable buffer
+ * per slot holding batch_size * itemsize bytes; verified (one byte per block, writable: 0 until a
+ * block's checksum was checked) and expected (its xxh3_64, uint64) turn on first-touch checks. */
 static PyObject *pool_configure(Pool *p, PyObject *args) {
-    PyObject *tab[6], *fields;
-    if (!usable(p) || !PyArg_ParseTuple(args, "OOOOOOO", &tab[0], &tab[1], &tab[2], &tab[3], &tab[4], &tab[5], &fields))
+    PyObject *tab[6], *fields, *verified = Py_None, *expected = Py_None;
+    if (!usable(p) || !PyArg_ParseTuple(args, "OOOOOOO|OO", &tab[0], &tab[1], &tab[2], &tab[3], &tab[4], &tab[5],
+                                        &fields, &verified, &expected))
         return NULL;
+    if ((verified == Py_None) != (expected == Py_None)) {
+        PyErr_SetString(PyExc_ValueError, "verified and expected come together");
+        return NULL;
+    }
     pthread_mutex_lock(&p->lock);
     int busy = 0;
     for (Py_ssize_t s = 0; s < p->n_slots; s++) busy |= p->slots[s].state != IDLE;
@@ -282,7 +309,7 @@ static PyObject *pool_configure(Pool *p, PyObject *args) {
     if (seq == NULL) return NULL;
     Py_ssize_t nf = PySequence_Fast_GET_SIZE(seq);
     release_config(p);
-    p->views = PyMem_Calloc((size_t)(6 + nf * (1 + p->n_slots)), sizeof(Py_buffer));
+    p->views = PyMem_Calloc((size_t)(8 + nf * (1 + p->n_slots)), sizeof(Py_buffer));
     p->fields = PyMem_Calloc((size_t)(nf ? nf : 1), sizeof(Field));
     p->outs = PyMem_Calloc((size_t)(nf ? nf * p->n_slots : 1), sizeof(char *));
     if (!p->views || !p->fields || !p->outs) {
@@ -306,6 +333,16 @@ static PyObject *pool_configure(Pool *p, PyObject *args) {
     }
     p->tables = (BlockTables){.ss = t[0], .slo = t[1], .shi = t[2], .bf = t[3], .blo = t[4], .bhi = t[5],
                               .ns = ns, .nb = nb};
+    if (verified != Py_None) {
+        Py_buffer *flags = hold(p, verified, 1, "verified"), *sums = flags ? hold(p, expected, 0, "expected") : NULL;
+        if (sums == NULL) goto fail;
+        if (flags->len != nb || sums->len != nb * 8) {
+            PyErr_SetString(PyExc_ValueError, "verified (bytes) and expected (uint64) hold one entry per block");
+            goto fail;
+        }
+        p->verified = flags->buf;
+        p->expected = sums->buf;
+    }
     for (Py_ssize_t f = 0; f < nf; f++) {
         PyObject *column, *outs;
         Py_ssize_t itemsize;
@@ -448,7 +485,7 @@ static int wait_for(Pool *p, Py_ssize_t target, Py_ssize_t also, double timeout)
 /* wait(slot, timeout, also=-1) -> None (timed out) or (status, worker, position, field, busy seconds):
  * the result of slot's task, sleeping (if it must) until slot also's task is done too; the slot is idle
  * again once its result is returned. status: 0 done, 1 an index out of range at position, 2 a
- * read outside its block at position of field. */
+ * read outside its block at position of field, 3 the block of the record at position is corrupt. */
 static PyObject *pool_wait(Pool *p, PyObject *args) {
     Py_ssize_t slot, also = -1;
     double timeout;
@@ -486,25 +523,6 @@ static PyObject *pool_drain(Pool *p, PyObject *args) {
     return PyBool_FromLong(reached);
 }
 
-/* blocks(slot, out): copy the global block of each record of slot's last task into out (int64). */
-static PyObject *pool_blocks(Pool *p, PyObject *args) {
-    Py_ssize_t slot, n;
-    PyObject *obj;
-    if (!usable(p) || !PyArg_ParseTuple(args, "nnO", &slot, &n, &obj)) return NULL;
-    if (slot < 0 || slot >= p->n_slots || n < 0 || n > p->batch_size)
-        return PyErr_Format(PyExc_IndexError, "slot %zd or rows %zd out of range", slot, n);
-    Py_buffer view;
-    if (PyObject_GetBuffer(obj, &view, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) != 0) return NULL;
-    if (view.len < n * 8) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "out holds fewer than n int64");
-        return NULL;
-    }
-    memcpy(view.buf, p->blocks + slot * p->batch_size, (size_t)n * 8);
-    PyBuffer_Release(&view);
-    Py_RETURN_NONE;
-}
-
 /* close(): stop and join the threads (each finishes its current task first). Idempotent. */
 static PyObject *pool_close(Pool *p, PyObject *unused) {
     Py_BEGIN_ALLOW_THREADS
@@ -518,14 +536,14 @@ static PyObject *pool_threads(Pool *p, void *closure) { return PyLong_FromLong(p
 
 static PyMethodDef pool_methods[] = {
     {"configure", (PyCFunction)pool_configure, METH_VARARGS,
-     "configure(shard_start, shard_lo, shard_hi, block_first, block_lo, block_hi, fields): what tasks gather; "
-     "fields: (column_addr, itemsize, outs per slot) each. Refused while tasks are out."},
+     "configure(shard_start, shard_lo, shard_hi, block_first, block_lo, block_hi, fields, verified=None, "
+     "expected=None): what tasks gather; fields: (column_addr, itemsize, outs per slot) each; verified/expected: "
+     "per block, checked flags and xxh3_64 checksums. Refused while tasks are out."},
     {"submit", (PyCFunction)pool_submit, METH_VARARGS, "submit(slot, indices): queue a batch into an idle slot."},
     {"wait", (PyCFunction)pool_wait, METH_VARARGS,
      "wait(slot, timeout, also=-1) -> (status, worker, position, field, busy_s), or None on timeout (< 0: none); "
      "if it must sleep, until also's task is done too."},
     {"drain", (PyCFunction)pool_drain, METH_VARARGS, "drain(timeout) -> bool: wait until no task is out."},
-    {"blocks", (PyCFunction)pool_blocks, METH_VARARGS, "blocks(slot, n, out): the global block of each record."},
     {"close", (PyCFunction)pool_close, METH_NOARGS, "close(): stop and join the threads."},
     {NULL, NULL, 0, NULL},
 };

@@ -2,10 +2,10 @@
 
 :func:`map_fixed_fields` maps every shard of a local dataset of raw shards and hands out the
 global block tables of :func:`fastload._native.gather_multi` (the same C gather, with the same
-bounds checks, run by the loader's C worker threads), and :func:`check_touched` runs the
-first-touch checksums of the blocks such a gather reported, as :meth:`Dataset.gather` does after
-its own copy. The tables stay valid while the dataset lives and keeps every shard mapped, which a
-local dataset with no ``max_open`` bound does.
+bounds checks, run by the loader's C worker threads), with each block's expected checksum and
+its "checked" flag (the tables' own, so a block checked by either side is checked once). The
+tables stay valid while the dataset lives and keeps every shard mapped, which a local dataset
+with no ``max_open`` bound does.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class MappedFields:
     starts: np.ndarray  # cumulative records per shard (n_shards + 1)
     tables: GatherTables
     columns: tuple[tuple[str, np.ndarray, int], ...]  # (field, its column's address in every block, itemsize)
+    checksums: np.ndarray  # uint64 per block row: xxh3_64 of the block's bytes [block_lo, block_hi)
 
 
 def map_fixed_fields(ds: Dataset, fields: Sequence[str]) -> MappedFields | None:
@@ -45,21 +46,20 @@ def map_fixed_fields(ds: Dataset, fields: Sequence[str]) -> MappedFields | None:
     if not all(lay.fast for lay in layouts):
         return None
     tables = ds._fast_tables
+    readers = []
     for s in range(ds.n_shards):
         try:
             reader = ds.shard(s)
         except (FormatError, OSError):
             return None
-        if not reader.all_raw:
+        # raw blocks store their bytes as they are: the checksum covers [block_lo, block_hi)
+        if not reader.all_raw or not np.array_equal(reader.blocks["stored_size"], reader.block_raw_size):
             return None
         if not tables.registered[s]:
             tables.register(s, reader)
+        readers.append(reader)
+    checksums = np.zeros(len(tables.block_first), dtype=np.uint64)  # rows are final: every shard joined
+    for s, reader in enumerate(readers):
+        checksums[tables.shard_lo[s]:tables.shard_hi[s]] = reader.blocks["checksum"]
     return MappedFields(ds._starts, tables,
-                        tuple((lay.name, tables.column_addr[lay.column], lay.itemsize) for lay in layouts))
-
-
-def check_touched(ds: Dataset, mapped: MappedFields, rows: np.ndarray) -> None:
-    """Verify the blocks (global table rows) a gather read that were not checked yet; raises
-    FormatError naming the shard and block of a corrupt one."""
-    if not mapped.tables.all_verified:
-        ds._verify_global_blocks(mapped.tables, rows)
+                        tuple((lay.name, tables.column_addr[lay.column], lay.itemsize) for lay in layouts), checksums)

@@ -5,11 +5,12 @@ wake-up and a GIL hand-over): on this project's 2-core machine 17-28 us of worke
 16-27 us of the consumer's per 64 x 4 KB batch, against a ~44 us copy, so that 2 workers
 delivered 0.55x of what 2 NumPy threads gather (docs/benchmarks.md). Here the workers are C
 threads (``fastload._gather_pool``) that never take the GIL: the consumer queues ``(slot,
-indices)``, a thread runs the same bounds-checked gather as :meth:`Dataset.gather` into the slot,
-and the consumer sleeps only when the batch it asks for is not done. Blocks are checksummed on
-first touch by the consumer (the gather reports each record's block), and a batch that fails in C
-is gathered again in Python (:func:`~.worker_loop.produce_batch`), which raises the error
-:meth:`Dataset.gather` raises (or, with ``on_error="skip"``, replaces the records).
+indices)``, a thread runs the same bounds-checked gather as :meth:`Dataset.gather` into the slot
+and checksums each block the first time a batch reads it, and the consumer sleeps only when the
+batch it asks for is not done. A batch that fails in C (an index out of range, a read outside a
+block, a corrupt block) is gathered again in Python (:func:`~.worker_loop.produce_batch`), which
+raises the error :meth:`Dataset.gather` raises (or, with ``on_error="skip"``, replaces the
+records).
 
 Loaders outside this case (process workers, variable-size or image fields, a ``collate_fn``,
 ``worker_init_fn``, padded fields, remote or compressed datasets, packed sequences and mixtures)
@@ -21,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._gather_pool import GatherPool
-from ..format.mapped_gather import MappedFields, check_touched, map_fixed_fields
+from ..format.mapped_gather import MappedFields, map_fixed_fields
 from .config import WorkerConfig
 from .slots import SlotRing
 from .worker_loop import open_worker_dataset, split_fields
@@ -37,13 +38,13 @@ class NativePool:
         self.mapped = mapped
         self.fixed = fixed
         self.num_workers = num_workers
-        self._touched = np.empty(ring.layout.batch_size, dtype=np.int64)
         self.gather = GatherPool(num_workers, ring.n_slots, ring.layout.batch_size)
         t = mapped.tables
         slots = [ring.arrays(slot) for slot in range(ring.n_slots)]
         self.gather.configure(mapped.starts, t.shard_lo, t.shard_hi, t.block_first, t.block_lo, t.block_hi,
                               [(addr, itemsize, [views[name] for views in slots])
-                               for name, addr, itemsize in mapped.columns])
+                               for name, addr, itemsize in mapped.columns],
+                              t.verified.view(np.uint8), mapped.checksums)
         # the C methods themselves, without a Python call around them (the consumer's cost per batch):
         # submit(slot, indices) queues a task; wait(slot, timeout, also) returns the slot's
         # (status, worker, position, field, busy seconds), or None after timeout seconds (< 0: no
@@ -73,13 +74,6 @@ class NativePool:
 
     def describe(self, wid: int) -> str:
         return f"loader worker thread {wid}"
-
-    def check_blocks(self, slot: int, n: int) -> None:
-        """First-touch checksums of the blocks the slot's task read (nothing once all are checked)."""
-        if not self.mapped.tables.all_verified:
-            touched = self._touched[:n]
-            self.gather.blocks(slot, n, touched)
-            check_touched(self.dataset, self.mapped, touched)
 
     def drain(self) -> None:
         """Wait for every task out (each a copy of at most a batch); their results are dropped."""

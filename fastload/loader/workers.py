@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from ..errors import FastloadError, WorkerError
+from ..errors import WorkerError
 from ..format.columns import VarColumn
 from ..format.dataset import Dataset
 from .config import WorkerConfig
@@ -284,7 +284,6 @@ class BatchProducer:
         k, exhausted = 0, False
         feeder = IndexFeeder(it, FEED_SAMPLES // self.config.layout.batch_size, _END) if pure else None
         draw = feeder.take if feeder is not None else lambda: next(it, _END)
-        tables = pool.mapped.tables
         batch_size = self.config.layout.batch_size
         try:
             while True:  # the consumer's whole cost per batch: kept to plain steps (issue 17: <= 10 us)
@@ -316,8 +315,8 @@ class BatchProducer:
                 st.held = slot  # from here the slot is the consumer's: the next request frees it
                 status, wid, _, _, busy = result
                 n, skipped = len(idx), 0
-                if status != OK or not tables.all_verified:
-                    n, skipped = self._settle(k, slot, idx, status, wid)
+                if status != OK:  # gathered again in Python: its error, or (negative indices) the batch
+                    n, skipped = self._redo(k, slot, idx, wid)
                 yield self._hand_out(k, slot, n, {}, {"read": busy}, wid, t_request, busy, skipped)
                 k += 1
         finally:
@@ -325,17 +324,6 @@ class BatchProducer:
                 feeder.close()
             if st.run_token is token:
                 st.end_run()
-
-    def _settle(self, k: int, slot: int, idx: np.ndarray, status: int, wid: int) -> tuple[int, int]:
-        """A C thread's batch that failed, or read blocks not checksummed yet: check them; a
-        batch that failed either way is gathered again in Python (:meth:`_redo`)."""
-        if status == OK:
-            try:
-                self._state.pool.check_blocks(slot, len(idx))
-                return len(idx), 0
-            except FastloadError:  # a corrupt block: the Python gather raises (or skips) it
-                pass
-        return self._redo(k, slot, idx, wid)
 
     def _redo(self, k: int, slot: int, idx: np.ndarray, wid: int) -> tuple[int, int]:
         """Gather a batch again, in Python, into its slot: raise its error as a worker's, or skip

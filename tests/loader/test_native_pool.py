@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import xxhash
 from torch.utils.data import DataLoader as TorchDataLoader
 from torch.utils.data import BatchSampler, TensorDataset
 
@@ -226,6 +227,7 @@ def test_a_corrupt_block_is_a_format_error_on_first_touch_and_skip_replaces_it(t
             for b in producer.run([np.arange(0, 64), np.array([first, 0, 1]), np.arange(64, 128)]):
                 got.append(b.k)
         assert got == [0] and path in str(info.value) and f"block {blk} " in str(info.value)
+        assert producer._state.pool.mapped.tables.verified.sum() > 0  # checked in the C threads
         assert any("loader worker thread" in note and "reading batch 1" in note for note in info.value.__notes__)
         assert [b.n for b in producer.run([np.arange(3)])] == [3]  # the threads stay up
     # on_error="skip": the record is replaced as by the loader without workers, the batch stays full
@@ -267,6 +269,15 @@ def test_a_read_outside_its_block_is_refused_in_c():
         with pytest.raises(RuntimeError, match="tasks are out"):
             pool.configure(np.array([0, 4]), one, one + 1, one, np.array([base]), np.array([base + 28]), [])
         assert pool.drain(5.0)
+        # first touch: the block's checksum is checked in the thread, once, before the batch is done
+        flags = np.zeros(1, dtype=np.uint8)
+        good = np.array([xxhash.xxh3_64_intdigest(data[:28].tobytes())], dtype=np.uint64)
+        for expected, status in ((good ^ np.uint64(1), 3), (good, 0), (good ^ np.uint64(1), 0)):
+            pool.configure(np.array([0, 4]), one, one + 1, one, np.array([base]), np.array([base + 28]),
+                           [(np.array([base]), 8, out)], flags, expected)
+            pool.submit(0, np.array([1, 2], dtype=np.int64))
+            assert pool.wait(0, 5.0)[0] == status  # a corrupt block (3), then checked (0) and not again
+        assert flags[0] == 1
     finally:
         pool.close()
     with pytest.raises(RuntimeError, match="closed"):
