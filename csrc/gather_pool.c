@@ -104,14 +104,14 @@ static void run_task(Pool *p, Py_ssize_t slot, Slot *result) {
      * threads may check the same block at once, which only repeats the work. */
     for (Py_ssize_t i = 0; p->verified != NULL && p->n_fields > 0 && i < n; i++) {
         int64_t b = blocks[i];
-        if (p->verified[b]) continue;
+        if (__atomic_load_n(&p->verified[b], __ATOMIC_RELAXED)) continue; /* flags race benignly */
         const int64_t lo = p->tables.blo[b], hi = p->tables.bhi[b];
         if (XXH3_64bits((const void *)(intptr_t)lo, (size_t)(hi - lo)) != p->expected[b]) {
             result->status = CORRUPT;
             result->position = i;
             return;
         }
-        p->verified[b] = 1;
+        __atomic_store_n(&p->verified[b], 1, __ATOMIC_RELAXED);
     }
     result->status = OK;
 }
@@ -428,17 +428,17 @@ static void deadline_after(struct timespec *ts, long ns) {
     ts->tv_nsec %= 1000000000L;
 }
 
-/* Wait until target (a slot, or -2: no task out) is reached or timeout seconds (< 0: no limit)
- * pass; when the consumer has to sleep, it sleeps until slot also (>= 0) is done too, so that one
- * wake-up serves several batches. The GIL is released while asleep, and signal handlers run every
- * WAIT_SLICE_NS. Returns 1 reached, 0 timed out, -1 a handler raised. Called with the GIL held
- * and the lock not held. */
 static double seconds_since(const struct timespec *t0) {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (double)(now.tv_sec - t0->tv_sec) + 1e-9 * (double)(now.tv_nsec - t0->tv_nsec);
 }
 
+/* Wait until target (a slot, or -2: no task out) is reached or timeout seconds (< 0: no limit)
+ * pass; when the consumer has to sleep, it sleeps until slot also (>= 0) is done too, so that one
+ * wake-up serves several batches. The GIL is released while asleep, and signal handlers run every
+ * WAIT_SLICE_NS. Returns 1 reached, 0 timed out, -1 a handler raised. Called with the GIL held
+ * and the lock not held. */
 static int wait_for(Pool *p, Py_ssize_t target, Py_ssize_t also, double timeout) {
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
