@@ -53,13 +53,16 @@ class NativePool:
         self.wait = self.gather.wait
 
     @classmethod
-    def start(cls, config: WorkerConfig, num_workers: int, ring: SlotRing) -> "NativePool | None":
-        """The pool for this loader, or None when it needs Python workers (see the module doc)."""
+    def start(cls, config: WorkerConfig, num_workers: int, ring: SlotRing, dataset=None) -> "NativePool | None":
+        """The pool for this loader, or None when it needs Python workers (see the module doc).
+
+        ``dataset``: the caller's open dataset of ``config`` (the loader's own), read in place so
+        that the blocks checked in one epoch stay checked in the next; else one is opened."""
         if (config.worker_init_fn is not None or config.transforms or config.collate_fn is not None
                 or config.pad or config.dataset_spec is not None):
             return None
         try:
-            ds = open_worker_dataset(config)
+            ds = dataset if dataset is not None else open_worker_dataset(config)
             fixed, var = split_fields(ds, config.fields, config.layout)
         except Exception:  # the Python workers report it, naming the step that failed
             return None

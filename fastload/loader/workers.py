@@ -134,6 +134,9 @@ class BatchProducer:
     note; the workers stay up for the next :meth:`run`. A worker that dies, or (``timeout > 0``) a
     batch that takes longer than ``timeout`` seconds, raises :class:`WorkerError` and closes the
     producer. ``close()`` (also ``with`` and a finalizer) stops the workers and unlinks the slots.
+
+    ``dataset``: the caller's open dataset of ``config``, read in place with ``num_workers=0`` and
+    by C-thread workers (native_pool.py), so that blocks checked once stay checked.
     """
 
     def __init__(self, config: WorkerConfig, *, num_workers: int, worker_type: str = "process",
@@ -174,7 +177,7 @@ class BatchProducer:
             elif worker_type == "process":
                 st.pool = ProcessPool(config, num_workers, ring, ctx)
             else:  # C threads where they apply (fixed fields of raw local shards): native_pool.py
-                st.pool = NativePool.start(config, num_workers, ring) or ThreadPool(config, num_workers, ring)
+                st.pool = NativePool.start(config, num_workers, ring, dataset) or ThreadPool(config, num_workers, ring)
         except BaseException:
             self.close()
             raise

@@ -388,3 +388,17 @@ def test_only_the_loaders_own_order_is_drawn_ahead(data, monkeypatch):
     assert feeders(sampler=torch.utils.data.RandomSampler(range(N))) == 0
     assert not any(t.name == "fastload-indices" for t in threading.enumerate())
 
+
+
+def test_blocks_checked_in_one_epoch_stay_checked_in_the_next(data):
+    """Without persistent workers each epoch starts new C threads: they read the loader's own
+    dataset, whose blocks the first epoch checked (and the second does not hash again)."""
+    root, cols = data
+    ds = fastload.open(root)
+    loader = fastload.DataLoader(ds, batch_size=64, shuffle=True, num_workers=2)
+    first = epoch_of(loader, ("id",))
+    tables = ds._fast_tables
+    assert tables.registered.all() and tables.verified[tables.live].all()  # every block read was checked
+    second = epoch_of(loader, ("id",))
+    assert sorted(np.concatenate([b["id"] for b in first])) == sorted(np.concatenate([b["id"] for b in second]))
+    assert not all(np.array_equal(a["id"], b["id"]) for a, b in zip(first, second))  # a new epoch's order
