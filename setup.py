@@ -8,7 +8,12 @@ FLAGS = ["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 
 setup(
     ext_modules=[
-        Extension("fastload._native", sources=["csrc/fastload_native.c"], extra_compile_args=FLAGS),
+        Extension("fastload._native", sources=["csrc/fastload_native.c"], depends=["csrc/gather_core.h"],
+                  extra_compile_args=FLAGS),
+        # the loader's worker threads in C (the fast path of thread workers): the same gather, no GIL
+        Extension("fastload._gather_pool", sources=["csrc/gather_pool.c"],
+                  depends=["csrc/gather_core.h", "csrc/third_party/xxhash/xxhash.h"],
+                  extra_compile_args=FLAGS, extra_link_args=["-pthread"]),
         # xxHash's own XXH3-128 (vendored header) over many rows: pack's dedup hashes
         Extension("fastload._row_hash", sources=["csrc/row_hash.c"],
                   depends=["csrc/third_party/xxhash/xxhash.h"], extra_compile_args=FLAGS),

@@ -25,7 +25,8 @@ Each child reads its files once (warm page cache), runs one epoch untimed (first
 verification of the blocks, page-table population, worker start), then ``--epochs`` timed epochs;
 its figure is the median epoch. Besides the rate, a child measures CPU time: the consumer's
 (``time.thread_time`` of the thread iterating the loader, per batch: the consumer's cost) and the
-workers' (the other threads of the process, or the worker processes' ``/proc/<pid>/schedstat``).
+workers' (the other threads of the process: with thread workers on this dataset the C threads and
+the index feeder, which computes the shuffle; or the worker processes' ``/proc/<pid>/schedstat``).
 "workers' overhead" is their CPU per batch minus the CPU per batch of the NumPy threads that
 gather the same batches (same N, same run). Every batch is consumed minimally and alike: its
 main field's ``len`` (the consumer's cost is then the loader's own).

@@ -16,6 +16,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "gather_core.h"
+
 static int get_i64(PyObject *obj, Py_buffer *view, const char *what) {
     if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) return -1;
     if (view->itemsize != 8 || (view->format && strchr("qlQL", view->format[0]) == NULL &&
@@ -52,17 +54,6 @@ static Py_buffer *take(Views *v, PyObject *obj, const char *what) {
     }
     v->n++;
     return view;
-}
-
-/*
- * Every copy reads [src, src + len) only after checking it lies inside [lo, hi), the bytes of the
- * block it belongs to, which the caller proved inside a mapping. The Python side validates the
- * shard index first, so these checks never fail for data fastload accepted; they keep a bug from
- * becoming a read outside the mapping (a crash, or another file's bytes), at the cost of a compare
- * per record, which no benchmark here can tell apart from noise (docs/format.md).
- */
-static int inside(int64_t src, int64_t len, int64_t lo, int64_t hi) {
-    return len >= 0 && src >= lo && src <= hi && hi - src >= len;
 }
 
 static PyObject *outside_error(Py_ssize_t i) {
@@ -183,27 +174,6 @@ static PyObject *gather_padded(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* last index i in [lo, hi) with a[i] <= v (a sorted ascending, a[lo] <= v) */
-static Py_ssize_t last_le(const int64_t *a, Py_ssize_t lo, Py_ssize_t hi, int64_t v) {
-    hi -= 1;
-    while (lo < hi) {
-        Py_ssize_t mid = (lo + hi + 1) / 2;
-        if (a[mid] <= v) lo = mid; else hi = mid - 1;
-    }
-    return lo;
-}
-
-/* The source of record ``local`` of block b: block_addr[b] + (local - block_first[b]) * itemsize,
- * or -1 when that read would leave [block_lo[b], block_hi[b]) (or the arithmetic would wrap). */
-static int64_t row_source(const int64_t *bf, const int64_t *ba, const int64_t *blo, const int64_t *bhi,
-                          Py_ssize_t b, int64_t local, Py_ssize_t itemsize) {
-    int64_t pos = local - bf[b], off;
-    if (pos < 0 || __builtin_mul_overflow(pos, (int64_t)itemsize, &off) || !inside(ba[b], 0, blo[b], bhi[b]) ||
-        off > bhi[b] - ba[b] || !inside(ba[b] + off, itemsize, blo[b], bhi[b]))
-        return -1;
-    return ba[b] + off;
-}
-
 /*
  * gather_rows(local, block_first, block_addr, block_lo, block_hi, n_records, itemsize, out): a
  * fixed-size field of one raw shard. For each shard-local record number: find its block (binary
@@ -298,31 +268,17 @@ static PyObject *gather_multi(PyObject *self, PyObject *args) {
     if (ns < 1 || v.views[2].len != ns * 8 || v.views[3].len != ns * 8 || v.views[5].len != nb * 8 ||
         v.views[6].len != nb * 8 || v.views[7].len != nb * 8 || itemsize <= 0 || out->len / itemsize < n)
         err = "inconsistent tables or out too small";
-    int64_t total = ns >= 0 ? ss[ns] : 0;
-    Py_ssize_t bad = -1;
-    for (Py_ssize_t i = 0; i < n && !err; i++)
-        if (idx[i] < 0 || idx[i] >= total) { bad = i; break; }
+    BlockTables tables = {.ss = ss, .slo = slo, .shi = shi, .bf = bf, .blo = blo, .bhi = bhi, .ns = ns, .nb = nb};
+    Py_ssize_t bad = err ? -1 : first_out_of_range(&tables, idx, n);
     if (err || bad >= 0) {
         if (bad >= 0) PyErr_Format(PyExc_IndexError, "index %lld is out of range", (long long)idx[bad]);
         else PyErr_SetString(PyExc_ValueError, err);
         release(&v);
         return NULL;
     }
-    char *dst = (char *)out->buf;
-    Py_ssize_t outside = -1;
+    Py_ssize_t outside;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_ssize_t s = last_le(ss, 0, ns, idx[i]);
-        int64_t local = idx[i] - ss[s], src = -1;
-        Py_ssize_t b = -1;
-        if (0 <= slo[s] && slo[s] < shi[s] && shi[s] <= nb) {
-            b = last_le(bf, slo[s], shi[s], local);
-            src = row_source(bf, ba, blo, bhi, b, local, itemsize);
-        }
-        if (src < 0) { outside = i; break; }
-        memcpy(dst + i * itemsize, (const void *)(intptr_t)src, (size_t)itemsize);
-        if (blocks_out != NULL) blocks_out[i] = b;
-    }
+    outside = gather_rows_multi(&tables, ba, idx, n, itemsize, (char *)out->buf, blocks_out);
     Py_END_ALLOW_THREADS
     release(&v);
     if (outside >= 0) return outside_error(outside);

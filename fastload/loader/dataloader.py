@@ -273,7 +273,7 @@ class DataLoader(TorchDataLoader):
         sent: deque = deque()  # index arrays in order, for fields decoded here on the GPU
         if any(p.decode.device == "cuda" for p in self._pipelines.values()):
             batches = _recorded(batches, sent)
-        produced = producer.run(prefetch.track(batches), epoch=epoch)
+        produced = producer.run(prefetch.track(batches), epoch=epoch, pure=own)  # own: may be drawn ahead
         if self._custom_collate:
             batches_out = (_collated(p) for p in produced)
         else:
@@ -324,9 +324,10 @@ class DataLoader(TorchDataLoader):
                                        prefetch_factor=self.prefetch_factor or 2, timeout=self.timeout,
                                        mp_context=self.multiprocessing_context, on_error=self.on_error,
                                        stats=self._stats,
-                                       # with no workers, read through the loader's own dataset, whose
+                                       # no workers, or C threads: read through the loader's own dataset, whose
                                        # verified blocks carry over: later epochs hash nothing again
-                                       dataset=lm.worker_dataset(ds) if self.num_workers == 0 else None)
+                                       dataset=lm.worker_dataset(ds) if self.num_workers == 0 or
+                                       self.worker_type == "thread" else None)
         return self._producer
 
     def _close_producer(self) -> None:

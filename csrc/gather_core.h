@@ -1,0 +1,80 @@
+/*
+ * The bounds-checked row gather shared by fastload._native (one call per field, GIL released) and
+ * fastload._gather_pool (worker threads that never hold the GIL). Plain C on int64 tables: no
+ * Python objects, so a thread without the GIL may run it.
+ *
+ * Every copy reads [src, src + len) only after checking it lies inside [lo, hi), the bytes of the
+ * block it belongs to, which the caller proved inside a mapping. The Python side validates the
+ * shard index first, so these checks never fail for data fastload accepted; they keep a bug from
+ * becoming a read outside the mapping (a crash, or another file's bytes), at the cost of a compare
+ * per record, which no benchmark here can tell apart from noise (docs/format.md).
+ */
+#ifndef FASTLOAD_GATHER_CORE_H
+#define FASTLOAD_GATHER_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+static inline int inside(int64_t src, int64_t len, int64_t lo, int64_t hi) {
+    return len >= 0 && src >= lo && src <= hi && hi - src >= len;
+}
+
+/* last index i in [lo, hi) with a[i] <= v (a sorted ascending, a[lo] <= v) */
+static inline ptrdiff_t last_le(const int64_t *a, ptrdiff_t lo, ptrdiff_t hi, int64_t v) {
+    hi -= 1;
+    while (lo < hi) {
+        ptrdiff_t mid = (lo + hi + 1) / 2;
+        if (a[mid] <= v) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+}
+
+/* The source of record ``local`` of block b: block_addr[b] + (local - block_first[b]) * itemsize,
+ * or -1 when that read would leave [block_lo[b], block_hi[b]) (or the arithmetic would wrap). */
+static inline int64_t row_source(const int64_t *bf, const int64_t *ba, const int64_t *blo, const int64_t *bhi,
+                                 ptrdiff_t b, int64_t local, ptrdiff_t itemsize) {
+    int64_t pos = local - bf[b], off;
+    if (pos < 0 || __builtin_mul_overflow(pos, (int64_t)itemsize, &off) || !inside(ba[b], 0, blo[b], bhi[b]) ||
+        off > bhi[b] - ba[b] || !inside(ba[b] + off, itemsize, blo[b], bhi[b]))
+        return -1;
+    return ba[b] + off;
+}
+
+/* The global block tables of gather_multi: shard s's records start at ss[s] (ns + 1 entries), its
+ * blocks are rows [slo[s], shi[s]) of the nb-row block tables (bf: first record, blo/bhi: bytes). */
+typedef struct {
+    const int64_t *ss, *slo, *shi, *bf, *blo, *bhi;
+    ptrdiff_t ns, nb;
+} BlockTables;
+
+/* The first position of idx[0..n) outside [0, total records), or -1. */
+static inline ptrdiff_t first_out_of_range(const BlockTables *t, const int64_t *idx, ptrdiff_t n) {
+    int64_t total = t->ns >= 0 ? t->ss[t->ns] : 0;
+    for (ptrdiff_t i = 0; i < n; i++)
+        if (idx[i] < 0 || idx[i] >= total) return i;
+    return -1;
+}
+
+/* Copy itemsize bytes of each record idx[i] (in range: see first_out_of_range) from its block's
+ * column (ba: the field's column address in every block) to dst + i * itemsize; blocks_out (or
+ * NULL) gets each record's global block. Returns the first position whose read would leave its
+ * block (nothing copied from there on), or -1. */
+static inline ptrdiff_t gather_rows_multi(const BlockTables *t, const int64_t *ba, const int64_t *idx, ptrdiff_t n,
+                                          ptrdiff_t itemsize, char *dst, int64_t *blocks_out) {
+    for (ptrdiff_t i = 0; i < n; i++) {
+        ptrdiff_t s = last_le(t->ss, 0, t->ns, idx[i]);
+        int64_t local = idx[i] - t->ss[s], src = -1;
+        ptrdiff_t b = -1;
+        if (0 <= t->slo[s] && t->slo[s] < t->shi[s] && t->shi[s] <= t->nb) {
+            b = last_le(t->bf, t->slo[s], t->shi[s], local);
+            src = row_source(t->bf, ba, t->blo, t->bhi, b, local, itemsize);
+        }
+        if (src < 0) return i;
+        memcpy(dst + i * itemsize, (const void *)(intptr_t)src, (size_t)itemsize);
+        if (blocks_out != NULL) blocks_out[i] = b;
+    }
+    return -1;
+}
+
+#endif

@@ -1,0 +1,582 @@
+/*
+ * fastload._gather_pool: loader worker threads in C, for batches of fixed fields from raw shards.
+ *
+ * Why: with Python worker threads each batch costs a task hand-off and a result hand-off through
+ * Python queues (two wake-ups and the GIL taken by three threads), 17-28 us of workers' CPU and
+ * 16-27 us of the consumer's per 64 x 4 KB batch on this project's 2-core machine, against a
+ * ~44 us copy (docs/benchmarks.md). Here the consumer queues ``(slot, indices)`` and the threads,
+ * which never take the GIL, run the same bounds-checked gather as fastload._native.gather_multi
+ * (gather_core.h) straight into the slot, one field after another, and checks the checksum of each
+ * block the first time a batch reads it (xxHash's XXH3-64, as the reader). A thread sleeps only when no
+ * task is queued, and is woken only then; the consumer sleeps (GIL released) only when the batch
+ * it asks for is not done yet, and is woken only by the thread that finishes that batch.
+ *
+ * Memory: every buffer a task reads or writes (tables, field columns, slot views) is held with
+ * the buffer protocol from configure() until the next configure() or close(), and configure()
+ * refuses while a task is out or its result not taken; the mapped shards behind the table addresses are the caller's to
+ * keep mapped (the Python side holds the dataset that maps them).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gather_core.h"
+#define XXH_INLINE_ALL
+#include "third_party/xxhash/xxhash.h"
+
+enum { IDLE = 0, QUEUED, RUNNING, DONE };
+enum { OK = 0, OUT_OF_RANGE = 1, OUTSIDE_BLOCK = 2, CORRUPT = 3 };
+#define WAIT_SLICE_NS 20000000L /* a waiting consumer checks Python's signal handlers this often */
+
+typedef struct {
+    int state, status, worker;
+    Py_ssize_t n, position; /* rows; the first position that failed */
+    int64_t field;          /* the field that failed */
+    double busy;            /* seconds the worker spent on the task */
+} Slot;
+
+typedef struct {
+    Py_ssize_t itemsize;
+    const int64_t *column; /* the field's column address in every block */
+} Field;
+
+typedef struct {
+    PyObject_HEAD
+    pthread_mutex_t lock;
+    pthread_cond_t work;  /* a task was queued, or stop */
+    pthread_cond_t done;  /* the slot the consumer waits for is done */
+    pthread_t *threads;
+    int n_threads, started, stop, idle, waking; /* waking: idle threads signalled, not yet up */
+    int sleeping;         /* the consumer sleeps on done (signalled once, by the thread that ends its wait) */
+    Py_ssize_t waiting;   /* the slot the consumer sleeps on, or -1 (-2: on no task out) */
+    Py_ssize_t also;      /* and the later slot it asked to sleep until, or -1 */
+    Py_ssize_t n_slots, batch_size;
+    Py_ssize_t *fifo;     /* queued slots, a ring of n_slots */
+    Py_ssize_t head, count, out; /* out: tasks queued or running */
+    Slot *slots;
+    int64_t *indices;     /* n_slots x batch_size */
+    int64_t *blocks;      /* n_slots x batch_size: each record's global block, for first-touch checks */
+    /* the configuration: tables, fields, and per field and slot the output address */
+    Py_buffer *views;
+    int n_views;
+    BlockTables tables;
+    Field *fields;
+    char **outs;          /* n_fields x n_slots */
+    uint8_t *verified;    /* per block: checksum checked (NULL: never check), shared with Python */
+    const uint64_t *expected; /* per block: xxh3_64 of its bytes [block_lo, block_hi) */
+    int n_fields;
+    int configured;
+    pid_t owner;          /* a forked child has none of the threads: it must not join them */
+} Pool;
+
+typedef struct {
+    Pool *pool;
+    int id;
+} Start;
+
+static void run_task(Pool *p, Py_ssize_t slot, Slot *result) {
+    const int64_t *idx = p->indices + slot * p->batch_size;
+    int64_t *blocks = p->blocks + slot * p->batch_size;
+    Py_ssize_t n = result->n;
+    Py_ssize_t bad = first_out_of_range(&p->tables, idx, n);
+    if (bad >= 0) {
+        result->status = OUT_OF_RANGE;
+        result->position = bad;
+        return;
+    }
+    for (int f = 0; f < p->n_fields; f++) {
+        bad = gather_rows_multi(&p->tables, p->fields[f].column, idx, n, p->fields[f].itemsize,
+                                p->outs[f * p->n_slots + slot], f == 0 ? blocks : NULL);
+        if (bad >= 0) {
+            result->status = OUTSIDE_BLOCK;
+            result->position = bad;
+            result->field = f;
+            return;
+        }
+    }
+    /* First touch: a block's checksum is checked before a batch that read it is handed out (in
+     * the thread, not the consumer, so an epoch's first pass costs the training loop nothing); two
+     * threads may check the same block at once, which only repeats the work. */
+    for (Py_ssize_t i = 0; p->verified != NULL && p->n_fields > 0 && i < n; i++) {
+        int64_t b = blocks[i];
+        if (__atomic_load_n(&p->verified[b], __ATOMIC_RELAXED)) continue; /* flags race benignly */
+        const int64_t lo = p->tables.blo[b], hi = p->tables.bhi[b];
+        if (XXH3_64bits((const void *)(intptr_t)lo, (size_t)(hi - lo)) != p->expected[b]) {
+            result->status = CORRUPT;
+            result->position = i;
+            return;
+        }
+        __atomic_store_n(&p->verified[b], 1, __ATOMIC_RELAXED);
+    }
+    result->status = OK;
+}
+
+/* Whether the consumer's wait is over (called with the lock held). */
+static int woken(Pool *p) {
+    if (p->waiting == -2) return p->out == 0;
+    return p->waiting >= 0 && p->slots[p->waiting].state == DONE && (p->also < 0 || p->slots[p->also].state == DONE);
+}
+
+static void *worker_main(void *arg) {
+    Start start = *(Start *)arg;
+    free(arg);
+    Pool *p = start.pool;
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        while (!p->stop && p->count == 0) {
+            p->idle++;
+            pthread_cond_wait(&p->work, &p->lock);
+            p->idle--;
+            if (p->waking > 0) p->waking--;
+        }
+        if (p->stop) break;
+        Py_ssize_t slot = p->fifo[p->head];
+        p->head = (p->head + 1) % p->n_slots;
+        p->count--;
+        Slot result = p->slots[slot];
+        p->slots[slot].state = RUNNING;
+        pthread_mutex_unlock(&p->lock);
+        result.worker = start.id;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        run_task(p, slot, &result);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        result.busy = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+        pthread_mutex_lock(&p->lock);
+        result.state = DONE;
+        p->slots[slot] = result;
+        p->out--;
+        if (p->sleeping && woken(p)) {
+            p->sleeping = 0;
+            pthread_cond_signal(&p->done);
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+static void release_config(Pool *p) {
+    for (int k = 0; k < p->n_views; k++) PyBuffer_Release(&p->views[k]);
+    PyMem_Free(p->views);
+    PyMem_Free(p->fields);
+    PyMem_Free(p->outs);
+    p->views = NULL;
+    p->fields = NULL;
+    p->outs = NULL;
+    p->verified = NULL;
+    p->expected = NULL;
+    p->n_views = p->n_fields = 0;
+    p->configured = 0;
+}
+
+/* Stop and join the threads (waiting for their current task). */
+static void stop_threads(Pool *p) {
+    if (!p->started) return;
+    if (getpid() != p->owner) {
+        p->started = 0;
+        return;
+    }
+    pthread_mutex_lock(&p->lock);
+    p->stop = 1;
+    pthread_cond_broadcast(&p->work);
+    pthread_mutex_unlock(&p->lock);
+    for (int k = 0; k < p->started; k++) pthread_join(p->threads[k], NULL);
+    p->started = 0;
+}
+
+static int pool_init(Pool *p, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"n_threads", "n_slots", "batch_size", NULL};
+    int n_threads;
+    Py_ssize_t n_slots, batch_size;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "inn", kwlist, &n_threads, &n_slots, &batch_size)) return -1;
+    if (p->threads != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "a GatherPool is initialised once");
+        return -1;
+    }
+    if (n_threads < 1 || n_threads > 1024 || n_slots < 1 || n_slots > (1 << 20) || batch_size < 1 ||
+        batch_size > (1 << 24)) {
+        PyErr_SetString(PyExc_ValueError, "n_threads must be in [1, 1024], n_slots in [1, 2**20], batch_size in "
+                                          "[1, 2**24]");
+        return -1;
+    }
+    p->n_slots = n_slots;
+    p->batch_size = batch_size;
+    p->waiting = p->also = -1;
+    p->owner = getpid();
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->work, NULL);
+    pthread_cond_init(&p->done, NULL);
+    p->fifo = PyMem_Calloc((size_t)n_slots, sizeof(Py_ssize_t));
+    p->slots = PyMem_Calloc((size_t)n_slots, sizeof(Slot));
+    p->indices = PyMem_Calloc((size_t)(n_slots * batch_size), sizeof(int64_t));
+    p->blocks = PyMem_Calloc((size_t)(n_slots * batch_size), sizeof(int64_t));
+    p->threads = PyMem_Calloc((size_t)n_threads, sizeof(pthread_t));
+    if (!p->fifo || !p->slots || !p->indices || !p->blocks || !p->threads) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    p->n_threads = n_threads;
+    for (int k = 0; k < n_threads; k++) {
+        Start *start = malloc(sizeof(Start));
+        int rc = start == NULL ? ENOMEM : 0;
+        if (start != NULL) {
+            start->pool = p;
+            start->id = k;
+            rc = pthread_create(&p->threads[k], NULL, worker_main, start);
+            if (rc != 0) free(start);
+#ifdef __linux__
+            else pthread_setname_np(p->threads[k], "fastload-gather"); /* how ps, top and tests tell them */
+#endif
+        }
+        if (rc != 0) {
+            stop_threads(p);
+            errno = rc;
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        p->started++;
+    }
+    return 0;
+}
+
+static void pool_dealloc(Pool *p) {
+    Py_BEGIN_ALLOW_THREADS
+    stop_threads(p);
+    Py_END_ALLOW_THREADS
+    release_config(p);
+    if (p->owner != 0) {
+        pthread_mutex_destroy(&p->lock);
+        pthread_cond_destroy(&p->work);
+        pthread_cond_destroy(&p->done);
+    }
+    PyMem_Free(p->fifo);
+    PyMem_Free(p->slots);
+    PyMem_Free(p->indices);
+    PyMem_Free(p->blocks);
+    PyMem_Free(p->threads);
+    Py_TYPE(p)->tp_free((PyObject *)p);
+}
+
+static int usable(Pool *p) {
+    if (p->threads == NULL || !p->started) {
+        PyErr_SetString(PyExc_RuntimeError, "this GatherPool is closed");
+        return 0;
+    }
+    return 1;
+}
+
+/* Take a C-contiguous buffer into the pool's views; int64 unless writable. */
+static Py_buffer *hold(Pool *p, PyObject *obj, int writable, const char *what) {
+    Py_buffer *view = &p->views[p->n_views];
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : PyBUF_FORMAT)) != 0)
+        return NULL;
+    if (!writable && (view->itemsize != 8 || view->format == NULL || strchr("qlQL", view->format[strspn(view->format, "<=")]) == NULL)) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_TypeError, "%s must be a contiguous int64 array", what);
+        return NULL;
+    }
+    p->n_views++;
+    return view;
+}
+
+/* configure(shard_start, shard_lo, shard_hi, block_first, block_lo, block_hi, fields, verified=None,
+ * expected=None): fields is a sequence of (column_addr, itemsize, outs), outs one writable buffer
+ * per slot holding batch_size * itemsize bytes; verified (one byte per block, writable: 0 until a
+ * block's checksum was checked) and expected (its xxh3_64, uint64) turn on first-touch checks. */
+static PyObject *pool_configure(Pool *p, PyObject *args) {
+    PyObject *tab[6], *fields, *verified = Py_None, *expected = Py_None;
+    if (!usable(p) || !PyArg_ParseTuple(args, "OOOOOOO|OO", &tab[0], &tab[1], &tab[2], &tab[3], &tab[4], &tab[5],
+                                        &fields, &verified, &expected))
+        return NULL;
+    if ((verified == Py_None) != (expected == Py_None)) {
+        PyErr_SetString(PyExc_ValueError, "verified and expected come together");
+        return NULL;
+    }
+    pthread_mutex_lock(&p->lock);
+    int busy = 0;
+    for (Py_ssize_t s = 0; s < p->n_slots; s++) busy |= p->slots[s].state != IDLE;
+    pthread_mutex_unlock(&p->lock);
+    if (busy) {
+        PyErr_SetString(PyExc_RuntimeError, "configure() while tasks are out (or their results not taken)");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(fields, "fields must be a sequence of (column_addr, itemsize, outs)");
+    if (seq == NULL) return NULL;
+    Py_ssize_t nf = PySequence_Fast_GET_SIZE(seq);
+    release_config(p);
+    p->views = PyMem_Calloc((size_t)(8 + nf * (1 + p->n_slots)), sizeof(Py_buffer));
+    p->fields = PyMem_Calloc((size_t)(nf ? nf : 1), sizeof(Field));
+    p->outs = PyMem_Calloc((size_t)(nf ? nf * p->n_slots : 1), sizeof(char *));
+    if (!p->views || !p->fields || !p->outs) {
+        Py_DECREF(seq);
+        release_config(p);
+        return PyErr_NoMemory();
+    }
+    static const char *names[6] = {"shard_start", "shard_lo", "shard_hi", "block_first", "block_lo", "block_hi"};
+    const int64_t *t[6];
+    Py_ssize_t len[6];
+    for (int k = 0; k < 6; k++) {
+        Py_buffer *view = hold(p, tab[k], 0, names[k]);
+        if (view == NULL) goto fail;
+        t[k] = view->buf;
+        len[k] = view->len / 8;
+    }
+    Py_ssize_t ns = len[0] - 1, nb = len[3];
+    if (ns < 1 || len[1] != ns || len[2] != ns || len[4] != nb || len[5] != nb) {
+        PyErr_SetString(PyExc_ValueError, "inconsistent block tables");
+        goto fail;
+    }
+    p->tables = (BlockTables){.ss = t[0], .slo = t[1], .shi = t[2], .bf = t[3], .blo = t[4], .bhi = t[5],
+                              .ns = ns, .nb = nb};
+    if (verified != Py_None) {
+        Py_buffer *flags = hold(p, verified, 1, "verified"), *sums = flags ? hold(p, expected, 0, "expected") : NULL;
+        if (sums == NULL) goto fail;
+        if (flags->len != nb || sums->len != nb * 8) {
+            PyErr_SetString(PyExc_ValueError, "verified (bytes) and expected (uint64) hold one entry per block");
+            goto fail;
+        }
+        p->verified = flags->buf;
+        p->expected = sums->buf;
+    }
+    for (Py_ssize_t f = 0; f < nf; f++) {
+        PyObject *column, *outs;
+        Py_ssize_t itemsize;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, f), "OnO", &column, &itemsize, &outs)) goto fail;
+        Py_buffer *view = hold(p, column, 0, "column_addr");
+        if (view == NULL) goto fail;
+        if (view->len / 8 != nb || itemsize <= 0) {
+            PyErr_SetString(PyExc_ValueError, "column_addr must match the block tables and itemsize be > 0");
+            goto fail;
+        }
+        p->fields[f] = (Field){.itemsize = itemsize, .column = view->buf};
+        PyObject *outs_seq = PySequence_Fast(outs, "outs must be a sequence of one buffer per slot");
+        if (outs_seq == NULL) goto fail;
+        int ok = PySequence_Fast_GET_SIZE(outs_seq) == p->n_slots;
+        for (Py_ssize_t s = 0; ok && s < p->n_slots; s++) {
+            Py_buffer *out = hold(p, PySequence_Fast_GET_ITEM(outs_seq, s), 1, "out");
+            if (out == NULL) { Py_DECREF(outs_seq); goto fail; }
+            ok = out->len / itemsize >= p->batch_size;
+            p->outs[f * p->n_slots + s] = out->buf;
+        }
+        Py_DECREF(outs_seq);
+        if (!ok) {
+            PyErr_SetString(PyExc_ValueError, "outs must hold one buffer per slot of batch_size * itemsize bytes");
+            goto fail;
+        }
+        p->n_fields++;
+    }
+    Py_DECREF(seq);
+    p->configured = 1;
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(seq);
+    release_config(p);
+    return NULL;
+}
+
+/* submit(slot, indices): queue the gather of indices (int64, at most batch_size) into slot. */
+static PyObject *pool_submit(Pool *p, PyObject *args) {
+    Py_ssize_t slot;
+    PyObject *obj;
+    if (!usable(p) || !PyArg_ParseTuple(args, "nO", &slot, &obj)) return NULL;
+    if (!p->configured) {
+        PyErr_SetString(PyExc_RuntimeError, "submit() before configure()");
+        return NULL;
+    }
+    if (slot < 0 || slot >= p->n_slots) return PyErr_Format(PyExc_IndexError, "slot %zd is out of range", slot);
+    Py_buffer view;
+    if (PyObject_GetBuffer(obj, &view, PyBUF_STRIDES | PyBUF_FORMAT) != 0) return NULL;
+    Py_ssize_t n = view.ndim == 1 ? view.shape[0] : 0;
+    const char *err = NULL;
+    if (view.ndim != 1 || view.itemsize != 8 || view.format == NULL ||
+        strchr("qlQL", view.format[strspn(view.format, "<=")]) == NULL)
+        err = "indices must be a 1-D int64 array";
+    else if (n > p->batch_size)
+        err = "more indices than batch_size";
+    pthread_mutex_lock(&p->lock);
+    if (err == NULL && p->slots[slot].state != IDLE) err = "slot is busy";
+    if (err == NULL) {
+        int64_t *dst = p->indices + slot * p->batch_size;
+        for (Py_ssize_t i = 0; i < n; i++) memcpy(dst + i, (const char *)view.buf + i * view.strides[0], 8);
+        p->slots[slot] = (Slot){.state = QUEUED, .n = n, .worker = -1, .position = -1, .field = -1};
+        p->fifo[(p->head + p->count) % p->n_slots] = slot;
+        p->count++;
+        p->out++;
+        if (p->idle > p->waking) { /* one wake-up per idle thread: a woken one takes a while to run */
+            p->waking++;
+            pthread_cond_signal(&p->work);
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    PyBuffer_Release(&view);
+    if (err != NULL) {
+        PyErr_SetString(PyExc_ValueError, err);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static void deadline_after(struct timespec *ts, long ns) {
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_nsec += ns;
+    ts->tv_sec += ts->tv_nsec / 1000000000L;
+    ts->tv_nsec %= 1000000000L;
+}
+
+static double seconds_since(const struct timespec *t0) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) + 1e-9 * (double)(now.tv_nsec - t0->tv_nsec);
+}
+
+/* Wait until target (a slot, or -2: no task out) is reached or timeout seconds (< 0: no limit)
+ * pass; when the consumer has to sleep, it sleeps until slot also (>= 0) is done too, so that one
+ * wake-up serves several batches. The GIL is released while asleep, and signal handlers run every
+ * WAIT_SLICE_NS. Returns 1 reached, 0 timed out, -1 a handler raised. Called with the GIL held
+ * and the lock not held. */
+static int wait_for(Pool *p, Py_ssize_t target, Py_ssize_t also, double timeout) {
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    pthread_mutex_lock(&p->lock);
+    p->waiting = target;
+    p->also = -1;
+    int reached = woken(p);
+    p->also = also;
+    while (!reached) {
+        long slice = WAIT_SLICE_NS;
+        if (timeout >= 0) {
+            double left = timeout - seconds_since(&t0);
+            if (left <= 0) break;
+            if (left * 1e9 < (double)slice) slice = (long)(left * 1e9) + 1;
+        }
+        /* the GIL is never waited for while holding the lock */
+        pthread_mutex_unlock(&p->lock);
+        PyThreadState *ts = PyEval_SaveThread();
+        pthread_mutex_lock(&p->lock);
+        struct timespec until;
+        deadline_after(&until, slice);
+        if (!(reached = woken(p))) {
+            p->sleeping = 1;
+            pthread_cond_timedwait(&p->done, &p->lock, &until);
+            p->sleeping = 0;
+            reached = woken(p);
+        }
+        pthread_mutex_unlock(&p->lock);
+        PyEval_RestoreThread(ts);
+        if (!reached && PyErr_CheckSignals() != 0) {
+            pthread_mutex_lock(&p->lock);
+            p->waiting = -1;
+            pthread_mutex_unlock(&p->lock);
+            return -1;
+        }
+        pthread_mutex_lock(&p->lock);
+    }
+    p->waiting = -1;
+    reached = target >= 0 ? p->slots[target].state == DONE : p->out == 0;
+    pthread_mutex_unlock(&p->lock);
+    return reached;
+}
+
+/* wait(slot, timeout, also=-1) -> None (timed out) or (status, worker, position, field, busy seconds):
+ * the result of slot's task, sleeping (if it must) until slot also's task is done too; the slot is idle
+ * again once its result is returned. status: 0 done, 1 an index out of range at position, 2 a
+ * read outside its block at position of field, 3 the block of the record at position is corrupt. */
+static PyObject *pool_wait(Pool *p, PyObject *args) {
+    Py_ssize_t slot, also = -1;
+    double timeout;
+    if (!usable(p) || !PyArg_ParseTuple(args, "nd|n", &slot, &timeout, &also)) return NULL;
+    if (slot < 0 || slot >= p->n_slots || also < -1 || also >= p->n_slots)
+        return PyErr_Format(PyExc_IndexError, "slot %zd or %zd is out of range", slot, also);
+    pthread_mutex_lock(&p->lock);
+    int state = p->slots[slot].state;
+    pthread_mutex_unlock(&p->lock);
+    if (state == IDLE) {
+        PyErr_Format(PyExc_ValueError, "slot %zd has no task", slot);
+        return NULL;
+    }
+    int reached = wait_for(p, slot, also, timeout);
+    if (reached < 0) return NULL;
+    if (!reached) Py_RETURN_NONE;
+    pthread_mutex_lock(&p->lock);
+    Slot r = p->slots[slot];
+    p->slots[slot].state = IDLE;
+    pthread_mutex_unlock(&p->lock);
+    return Py_BuildValue("(iinLd)", r.status, r.worker, r.position, (long long)r.field, r.busy);
+}
+
+/* drain(timeout) -> bool: wait until no task is out (their results are dropped: every slot idle). */
+static PyObject *pool_drain(Pool *p, PyObject *args) {
+    double timeout;
+    if (!usable(p) || !PyArg_ParseTuple(args, "d", &timeout)) return NULL;
+    int reached = wait_for(p, -2, -1, timeout);
+    if (reached < 0) return NULL;
+    if (reached) {
+        pthread_mutex_lock(&p->lock);
+        for (Py_ssize_t s = 0; s < p->n_slots; s++) p->slots[s].state = IDLE;
+        pthread_mutex_unlock(&p->lock);
+    }
+    return PyBool_FromLong(reached);
+}
+
+/* close(): stop and join the threads (each finishes its current task first). Idempotent. */
+static PyObject *pool_close(Pool *p, PyObject *unused) {
+    Py_BEGIN_ALLOW_THREADS
+    stop_threads(p);
+    Py_END_ALLOW_THREADS
+    release_config(p);
+    Py_RETURN_NONE;
+}
+
+static PyObject *pool_threads(Pool *p, void *closure) { return PyLong_FromLong(p->started); }
+
+static PyMethodDef pool_methods[] = {
+    {"configure", (PyCFunction)pool_configure, METH_VARARGS,
+     "configure(shard_start, shard_lo, shard_hi, block_first, block_lo, block_hi, fields, verified=None, "
+     "expected=None): what tasks gather; fields: (column_addr, itemsize, outs per slot) each; verified/expected: "
+     "per block, checked flags and xxh3_64 checksums. Refused while tasks are out."},
+    {"submit", (PyCFunction)pool_submit, METH_VARARGS, "submit(slot, indices): queue a batch into an idle slot."},
+    {"wait", (PyCFunction)pool_wait, METH_VARARGS,
+     "wait(slot, timeout, also=-1) -> (status, worker, position, field, busy_s), or None on timeout (< 0: none); "
+     "if it must sleep, until also's task is done too."},
+    {"drain", (PyCFunction)pool_drain, METH_VARARGS, "drain(timeout) -> bool: wait until no task is out."},
+    {"close", (PyCFunction)pool_close, METH_NOARGS, "close(): stop and join the threads."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef pool_getset[] = {
+    {"threads", (getter)pool_threads, NULL, "threads running (0 once closed)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject PoolType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "fastload._gather_pool.GatherPool",
+    .tp_basicsize = sizeof(Pool),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "GatherPool(n_threads, n_slots, batch_size): C threads gathering fixed fields into slots.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)pool_init,
+    .tp_dealloc = (destructor)pool_dealloc,
+    .tp_methods = pool_methods,
+    .tp_getset = pool_getset,
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_gather_pool",
+                                    "fastload's loader worker threads in C (see csrc/gather_pool.c).", -1, NULL};
+
+PyMODINIT_FUNC PyInit__gather_pool(void) {
+    if (PyType_Ready(&PoolType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&PoolType);
+    if (PyModule_AddObject(m, "GatherPool", (PyObject *)&PoolType) < 0) {
+        Py_DECREF(&PoolType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

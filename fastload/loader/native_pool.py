@@ -1,0 +1,87 @@
+"""Thread workers in C for the common case: fixed fields of a local dataset of raw shards.
+
+Python worker threads cost two hand-offs per batch (a task queue and a result queue, each a
+wake-up and a GIL hand-over): on this project's 2-core machine 17-28 us of workers' CPU and
+16-27 us of the consumer's per 64 x 4 KB batch, against a ~44 us copy, so that 2 workers
+delivered 0.55x of what 2 NumPy threads gather (docs/benchmarks.md). Here the workers are C
+threads (``fastload._gather_pool``) that never take the GIL: the consumer queues ``(slot,
+indices)``, a thread runs the same bounds-checked gather as :meth:`Dataset.gather` into the slot
+and checksums each block the first time a batch reads it, and the consumer sleeps only when the
+batch it asks for is not done. A batch that fails in C (an index out of range, a read outside a
+block, a corrupt block) is gathered again in Python (:func:`~.worker_loop.produce_batch`), which
+raises the error :meth:`Dataset.gather` raises (or, with ``on_error="skip"``, replaces the
+records).
+
+Loaders outside this case (process workers, variable-size or image fields, a ``collate_fn``,
+``worker_init_fn``, padded fields, remote or compressed datasets, packed sequences and mixtures)
+keep the Python workers of :mod:`.pools`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._gather_pool import GatherPool
+from ..format.mapped_gather import MappedFields, map_fixed_fields
+from .config import WorkerConfig
+from .slots import SlotRing
+from .worker_loop import open_worker_dataset, split_fields
+
+OK = 0  # a task's status from GatherPool.wait; anything else: the batch is gathered again in Python
+
+
+class NativePool:
+    """``num_workers`` C threads gathering batch tasks into the ring's slots, any thread any task."""
+
+    def __init__(self, ds, mapped: MappedFields, fixed: list[str], ring: SlotRing, num_workers: int):
+        self.dataset = ds  # keeps every shard mapped while the threads read them
+        self.mapped = mapped
+        self.fixed = fixed
+        self.num_workers = num_workers
+        self.gather = GatherPool(num_workers, ring.n_slots, ring.layout.batch_size)
+        t = mapped.tables
+        slots = [ring.arrays(slot) for slot in range(ring.n_slots)]
+        self.gather.configure(mapped.starts, t.shard_lo, t.shard_hi, t.block_first, t.block_lo, t.block_hi,
+                              [(addr, itemsize, [views[name] for views in slots])
+                               for name, addr, itemsize in mapped.columns],
+                              t.verified.view(np.uint8), mapped.checksums)
+        # the C methods themselves, without a Python call around them (the consumer's cost per batch):
+        # submit(slot, indices) queues a task; wait(slot, timeout, also) returns the slot's
+        # (status, worker, position, field, busy seconds), or None after timeout seconds (< 0: no
+        # limit), sleeping, if it must, until slot also's task is done too
+        self.submit = self.gather.submit
+        self.wait = self.gather.wait
+
+    @classmethod
+    def start(cls, config: WorkerConfig, num_workers: int, ring: SlotRing, dataset=None) -> "NativePool | None":
+        """The pool for this loader, or None when it needs Python workers (see the module doc).
+
+        ``dataset``: the caller's open dataset of ``config`` (the loader's own), read in place so
+        that the blocks checked in one epoch stay checked in the next; else one is opened."""
+        if (config.worker_init_fn is not None or config.transforms or config.collate_fn is not None
+                or config.pad or config.dataset_spec is not None):
+            return None
+        try:
+            ds = dataset if dataset is not None else open_worker_dataset(config)
+            fixed, var = split_fields(ds, config.fields, config.layout)
+        except Exception:  # the Python workers report it, naming the step that failed
+            return None
+        mapped = map_fixed_fields(ds, fixed) if not var else None
+        if mapped is None:
+            return None
+        return cls(ds, mapped, fixed, ring, num_workers)
+
+    @property
+    def pids(self) -> list[int]:
+        return []
+
+    def describe(self, wid: int) -> str:
+        return f"loader worker thread {wid}"
+
+    def drain(self) -> None:
+        """Wait for every task out (each a copy of at most a batch); their results are dropped."""
+        self.gather.drain(-1.0)
+
+    def shutdown(self, stop_s: float = 0.0) -> None:
+        """Stop and join the threads (each ends its current copy first: microseconds)."""
+        self.gather.close()
