@@ -42,7 +42,7 @@ from .device import pinned, to_device_stream
 from .iterable import IterableOrder
 from .reading import LoaderSettings, loader_reading
 from .resume import InjectedOrder
-from .samplers import PlanBatchSampler, PlanSampler, log_offset, uses_plan
+from .samplers import PlanBatchSampler, PlanSampler, largest_batch, log_offset, uses_plan
 from .slots import SlotLayout
 from .stats import LoaderStats
 from .transport import ARENA_BYTES, ARENA_FIELD, Packed, unpack
@@ -305,7 +305,7 @@ class DataLoader(TorchDataLoader):
         ds = self.dataset
         fields = tuple(self.fields) if self.fields is not None else None
         cpu = {n: p for n, p in self._pipelines.items() if p.decode.device == "cpu"}  # the workers' part
-        batch_size = self.batch_sampler.batch_size or 1
+        batch_size = largest_batch(self.batch_sampler)
         if self._custom_collate:  # the slot holds the result's bytes, for process workers
             room = ARENA_BYTES if self.num_workers and self.worker_type == "process" else 1
             layout = SlotLayout(batch_size, ((ARENA_FIELD, "|u1", (-(-room // batch_size),)),))

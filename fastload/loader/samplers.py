@@ -23,6 +23,20 @@ MakePlan = Callable[[int, int], EpochPlan]  # (epoch, start_sample) -> that iter
 log = logging.getLogger("fastload.loader")
 
 
+def largest_batch(batch_sampler) -> int:
+    """The most indices a batch of ``batch_sampler`` holds, which sizes the loader's slots: its
+    ``batch_size`` (torch's BatchSampler and fastload's), else the longest batch of a list of
+    lists, which torch's DataLoader accepts as a batch_sampler too."""
+    size = getattr(batch_sampler, "batch_size", None)
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool) and size > 0:
+        return int(size)
+    if isinstance(batch_sampler, (list, tuple)):
+        return max((len(b) for b in batch_sampler), default=1) or 1
+    raise ValueError(f"batch_sampler {type(batch_sampler).__name__} has no batch_size: fastload sizes its "
+                     "batch buffers from it; give it a batch_size attribute (the most indices a batch holds), "
+                     "or pass a list of index lists")
+
+
 def log_offset(cursor: EpochCursor) -> None:
     """Say once that set_epoch numbers now count from a loaded state's epoch (see plan/cursor.py)."""
     if cursor.offset_note:

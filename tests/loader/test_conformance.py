@@ -255,3 +255,24 @@ def test_a_state_of_another_kind_of_loader_is_refused(fl_ds):
         make("fastload", fl_ds, sampler=RandomSampler(range(N))).load_state_dict(own.state_dict())
     with pytest.raises(ValueError, match="iterable"):
         make("fastload", Stream()).load_state_dict(own.state_dict())
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_list_of_index_lists_as_batch_sampler_like_torch(fl_ds, workers):
+    """torch's DataLoader takes any iterable of index lists as batch_sampler; batches of
+    different sizes, the longest in the middle."""
+    batches = [[5, 1, 9], list(range(40, 60)), [0], [7, 8]]
+    ours = DataLoader(fl_ds, batch_sampler=batches, num_workers=workers, collate_fn=lambda rows: rows)
+    theirs = TorchDataLoader(fl_ds, batch_sampler=batches, collate_fn=lambda rows: rows)
+    got, want = list(ours), list(theirs)
+    assert [[int(r["id"]) for r in b] for b in got] == [[int(r["id"]) for r in b] for b in want] == batches
+    default = [b["id"].tolist() for b in DataLoader(fl_ds, batch_sampler=batches, num_workers=workers)]
+    assert default == batches
+
+
+def test_a_batch_sampler_without_batch_size_is_a_clear_error(fl_ds):
+    def batches():
+        yield [1, 2]
+
+    with pytest.raises(ValueError, match="has no batch_size"):
+        next(iter(DataLoader(fl_ds, batch_sampler=batches())))
