@@ -227,7 +227,8 @@ class DataLoader(TorchDataLoader):
 
     def __iter__(self):
         log_offset(self._cursor)
-        if self._native():
+        if self._native():  # torch's iterator draws its base seed first: the user's RNG stream stays torch's
+            torch.empty((), dtype=torch.int64).random_(generator=self.generator)
             return self._iterate()
         if self._iterable is not None:
             return self._iterable.iterate(self, super().__iter__)

@@ -276,3 +276,25 @@ def test_a_batch_sampler_without_batch_size_is_a_clear_error(fl_ds):
 
     with pytest.raises(ValueError, match="has no batch_size"):
         next(iter(DataLoader(fl_ds, batch_sampler=batches())))
+
+
+def id_list(rows):
+    return [int(r["id"]) for r in rows]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_random_sampler_on_the_global_seed_gives_torchs_order_and_leaves_torchs_rng(fl_ds, workers):
+    """torch's iterator draws a base seed before the sampler draws its own: fastload draws it
+    too, so the same torch.manual_seed gives the same batches, and the RNG stream after an
+    epoch (what dropout and augmentations draw next) is the one torch's loader leaves."""
+    def run(cls):
+        torch.manual_seed(11)
+        loader = cls(fl_ds, batch_size=BATCH, sampler=RandomSampler(range(N)), num_workers=workers,
+                     collate_fn=id_list)
+        got = list(loader)
+        return got, torch.rand(3)
+
+    ours, after_ours = run(DataLoader)
+    theirs, after_theirs = run(TorchDataLoader)
+    assert ours == theirs
+    assert torch.equal(after_ours, after_theirs)
