@@ -10,7 +10,24 @@ summing them.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+
+# libc's pread, linked by name (unlike a ctypes pointer, this keeps the kernel cacheable)
+_pread = types.ExternalFunction("pread", types.intp(types.intc, types.voidptr, types.uintp, types.int64))
+
+
+@njit(nogil=True, cache=True)
+def read_ranges(fd, where, at, out):
+    """Read the file's byte ranges ``[where[b], where[b] + at[b + 1] - at[b])`` into
+    ``out[at[b]:at[b + 1]]`` (u1), one ``pread`` each, without the GIL. Returns -1, or the first
+    range that was not read whole (an error or the file's end: the caller reads it again to say
+    which). A Python loop of ``os.preadv`` cost 7-13 ms for 2,000 blocks' tables, this 5 ms.
+    """
+    for b in range(len(where)):
+        n = at[b + 1] - at[b]
+        if n > 0 and _pread(fd, out[at[b]:].ctypes.data, n, where[b]) != n:
+            return b
+    return -1
 
 
 @njit(nogil=True, cache=True)

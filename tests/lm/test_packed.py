@@ -211,3 +211,18 @@ def test_an_index_of_another_format_version_is_rebuilt_not_read(ds, tmp_path):
     with pytest.warns(UserWarning, match="another dataset or settings"):
         b = pack_sequences(ds, seq_len=24, index_dir=tmp_path)
     assert np.array_equal(b.get_batch(np.arange(len(b)))["input_ids"], expect)
+
+
+def test_offset_tables_read_in_one_kernel_call_are_the_files_bytes(tmp_path):
+    """_read_tables' ranges (one pread each, in a kernel) against Python's own reads of the file."""
+    from fastload.lm.packing_index import _read_tables
+
+    data = np.random.default_rng(5).integers(0, 256, 10_000, dtype=np.uint8).tobytes()
+    (tmp_path / "shard").write_bytes(data)
+    where = np.array([4000, 8, 9996, 8], dtype=np.int64)
+    at = np.array([0, 400, 400, 404, 420])  # an empty range too
+    words = _read_tables(str(tmp_path / "shard"), where, at, "shard")
+    expect = b"".join(data[w:w + at[b + 1] - at[b]] for b, w in enumerate(where.tolist()))
+    assert words.tobytes() == expect
+    with pytest.raises(FormatError, match="shard x: ended while its offset tables were read"):
+        _read_tables(str(tmp_path / "shard"), np.array([8, 9990], dtype=np.int64), np.array([0, 8, 24]), "x")
