@@ -87,17 +87,6 @@ def _first_fault(words, at, n, payload, itemsize, b, r):
 
 
 @njit(nogil=True, cache=True)
-def grid_column_tokens(lengths, cols):
-    """Tokens in each column of the grid (document d in column ``d % cols``), in one sequential pass."""
-    n = len(lengths)
-    out = np.zeros(cols, np.int64)
-    for base in range(0, n, cols):
-        for c in range(min(cols, n - base)):
-            out[c] += lengths[base + c]
-    return out
-
-
-@njit(nogil=True, cache=True)
 def grid_walk(lengths, col_order, row_order, j0, j1, token, piece, separator, out):
     """Stream bounds of walked columns ``j0:j1`` of a grid layout
     (:class:`fastload.plan.document_order.GridOrder`): column ``col_order[j]``'s cells in the

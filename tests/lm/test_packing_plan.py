@@ -201,3 +201,13 @@ def test_document_orders_are_keyed_permutations(n, shuffle):
         pos = np.empty(n, np.int64)
         pos[a] = np.arange(n)
         assert np.mean(np.abs(np.diff(pos)) < np.sqrt(n) / 2) < 0.05
+
+
+@pytest.mark.parametrize("n", [64, 100, 1_000, 1_024, 4_097])  # full last rows (64, 1,024) and partial ones
+def test_grid_column_tokens_are_each_columns_sum(n):
+    lengths = np.random.default_rng(n).integers(0, 2**32, n, dtype=np.uint32)  # sums past 2**32
+    order = GridOrder(n, seed=3)
+    expect = np.zeros(order.cols, dtype=np.int64)
+    np.add.at(expect, np.arange(n) % order.cols, lengths.astype(np.int64))  # document d in column d % cols
+    got = order.column_tokens(lengths)
+    assert got.dtype == np.int64 and got.tolist() == expect.tolist()
