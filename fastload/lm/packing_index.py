@@ -110,9 +110,30 @@ def _shard_lengths(ds: Dataset, s: int, column: int, field: str, out: np.ndarray
 
     reader = ds.shard(s)  # checked against the manifest's record count when opened
     path = ds.locator.where(ds.manifest.shard_names[s]) if isinstance(ds.locator, LocalShards) else None
+    itemsize = ds.schema[field].np_dtype.itemsize
+    if reader.all_raw and path is not None and VAR_OFFSET_DTYPE.isnative:
+        status, where = _file_lengths(reader, column, field, path, itemsize, out)
+        if status != 3:
+            return status, where
+        # a table not read whole: read them again below, which names the fault
     words, table_at, payload = _offset_tables(reader, column, field, path)
-    status, where, _ = block_lengths(words, table_at, reader.block_records, payload, ds.schema[field].np_dtype.itemsize,
-                                     out)
+    status, where, _ = block_lengths(words, table_at, reader.block_records, payload, itemsize, out)
+    return status, where
+
+
+def _file_lengths(reader, column: int, field: str, path: str, itemsize: int, out: np.ndarray) -> tuple[int, int]:
+    """A raw local shard's lengths, its tables read from the file and counted by one kernel call
+    (see :func:`fastload._kernels.packing_build.block_lengths`): (status, where)."""
+    from .._kernels.packing_build import block_lengths
+
+    table_pos, payload = _table_places(reader, column, field)
+    scratch = np.empty(int(reader.block_records.max(initial=0)) + 1, dtype=np.uint32)
+    fd = open_regular(path)
+    try:
+        status, where, _ = block_lengths(scratch, table_pos.astype(np.int64), reader.block_records, payload, itemsize,
+                                         out, fd)
+    finally:
+        os.close(fd)
     return status, where
 
 
@@ -131,19 +152,15 @@ def _offset_tables(reader, column: int, field: str, path: str | None) -> tuple[n
     """(u4 words, where each block's offset table of ``column`` starts in them, the payload bytes
     after each table).
 
-    Raw blocks of a local shard (``path``) are read with one ``pread`` per table, all in one kernel
-    call (5 ms at 2.5 M documents in 2,000 blocks, where touching them through a fresh map cost
-    10-12 ms of page faults, one per block); other raw blocks are read in place in the map when their tables are
-    4-byte aligned (the writer aligns them); compressed blocks' tables are copied out.
+    Raw blocks of a local shard (``path``) are read with one ``preadv`` per table (the fallback of
+    :func:`_file_lengths`, which reads them in a kernel; touching them through a fresh map cost
+    10-12 ms of page faults at 2.5 M documents, one per block); other raw blocks are read in
+    place in the map when their tables are 4-byte aligned (the writer aligns them); compressed
+    blocks' tables are copied out.
     """
-    n = reader.block_records
-    table_bytes = (n + 1) * VAR_OFFSET_DTYPE.itemsize
+    table_bytes = (reader.block_records + 1) * VAR_OFFSET_DTYPE.itemsize
     start = reader.col_offsets64[:, column]
-    if np.any(start + table_bytes > reader.block_raw_size):
-        b = int(np.argmax(start + table_bytes > reader.block_raw_size))
-        raise FormatError(f"shard {reader.name} block {b}: field {field!r}'s offsets run past the block")
-    payload = reader.block_raw_size - start - table_bytes
-    where = reader.block_offset + start
+    where, payload = _table_places(reader, column, field)
     at = np.concatenate([[0], np.cumsum(table_bytes)])
     if reader.all_raw and path is not None:
         return _read_tables(path, where, at, reader.name), at[:-1] // 4, payload
@@ -156,19 +173,26 @@ def _offset_tables(reader, column: int, field: str, path: str | None) -> tuple[n
     return tables.view(VAR_OFFSET_DTYPE).astype(np.uint32), at[:-1] // 4, payload
 
 
+def _table_places(reader, column: int, field: str) -> tuple[np.ndarray, np.ndarray]:
+    """(where each block's offset table of ``column`` starts in the shard, the payload bytes
+    after it), after checking that each table lies within its block."""
+    table_bytes = (reader.block_records + 1) * VAR_OFFSET_DTYPE.itemsize
+    start = reader.col_offsets64[:, column]
+    if np.any(start + table_bytes > reader.block_raw_size):
+        b = int(np.argmax(start + table_bytes > reader.block_raw_size))
+        raise FormatError(f"shard {reader.name} block {b}: field {field!r}'s offsets run past the block")
+    return reader.block_offset + start, reader.block_raw_size - start - table_bytes
+
+
 def _read_tables(path: str, where: np.ndarray, at: np.ndarray, name: str) -> np.ndarray:
     """The byte ranges ``[where[b], where[b] + at[b + 1] - at[b])`` of the file, back to back, as u4."""
-    from .._kernels.packing_build import read_ranges
-
     tables = np.empty(int(at[-1]), dtype=np.uint8)
     view = memoryview(tables)
     fd = open_regular(path)
     try:
-        first = int(read_ranges(fd, where.astype(np.int64), at.astype(np.int64), tables))
-        if first >= 0:  # a range not read whole: from it on again in Python, which names the fault
-            for pos, lo, hi in zip(where[first:].tolist(), at[first:-1].tolist(), at[first + 1:].tolist()):
-                if os.preadv(fd, [view[lo:hi]], pos) != hi - lo:  # an OSError for a failed read
-                    raise FormatError(f"shard {name}: ended while its offset tables were read (truncated?)")
+        for pos, lo, hi in zip(where.tolist(), at[:-1].tolist(), at[1:].tolist()):
+            if os.preadv(fd, [view[lo:hi]], pos) != hi - lo:
+                raise FormatError(f"shard {name}: ended while its offset tables were read (truncated?)")
     finally:
         os.close(fd)
     words = tables.view(VAR_OFFSET_DTYPE)

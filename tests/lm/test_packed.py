@@ -213,8 +213,8 @@ def test_an_index_of_another_format_version_is_rebuilt_not_read(ds, tmp_path):
     assert np.array_equal(b.get_batch(np.arange(len(b)))["input_ids"], expect)
 
 
-def test_offset_tables_read_in_one_kernel_call_are_the_files_bytes(tmp_path):
-    """_read_tables' ranges (one pread each, in a kernel) against Python's own reads of the file."""
+def test_offset_tables_read_again_after_a_short_read_are_the_files_bytes(tmp_path):
+    """_read_tables (the fallback after a table not read whole) against Python's own reads."""
     from fastload.lm.packing_index import _read_tables
 
     data = np.random.default_rng(5).integers(0, 256, 10_000, dtype=np.uint8).tobytes()
@@ -226,3 +226,31 @@ def test_offset_tables_read_in_one_kernel_call_are_the_files_bytes(tmp_path):
     assert words.tobytes() == expect
     with pytest.raises(FormatError, match="shard x: ended while its offset tables were read"):
         _read_tables(str(tmp_path / "shard"), np.array([8, 9990], dtype=np.int64), np.array([0, 8, 24]), "x")
+
+
+def test_tables_read_from_the_file_count_as_tables_in_memory(tmp_path):
+    """block_lengths reading each table from a file (one pread each) against it over the same
+    tables in memory, good and bad, and status 3 for a table past the file's end."""
+    import os
+
+    from fastload._kernels.packing_build import block_lengths
+
+    records = np.array([3, 0, 2, 2])
+    tables = [[0, 4, 4, 10], [0], [0, 2, 8], [0, 6, 3]]  # the last decreases
+    payload = np.array([10, 0, 8, 6])
+    words = np.array([w for t in tables for w in t], dtype=np.uint32)
+    table_at = np.concatenate([[0], np.cumsum(records + 1)[:-1]])
+    (tmp_path / "shard").write_bytes(b"\xff" * 12 + words.astype("<u4").tobytes())
+    fd = os.open(tmp_path / "shard", os.O_RDONLY)
+    try:
+        for blocks in (slice(0, 3), slice(0, 4)):
+            expect, got = np.zeros(7, np.uint32), np.zeros(7, np.uint32)
+            want = block_lengths(words, table_at[blocks], records[blocks], payload[blocks], 2, expect)
+            found = block_lengths(np.empty(4, np.uint32), 12 + 4 * table_at[blocks], records[blocks], payload[blocks], 2,
+                                  got, fd)
+            assert found == want and got.tolist() == expect.tolist()
+        assert want[:2] == (1, 3) and found[:2] == (1, 3)  # the decreasing block named
+        assert block_lengths(np.empty(6, np.uint32), np.array([12 + 4 * 8]), np.array([5]), np.array([99]), 2, got,
+                             fd)[:2] == (3, 0)
+    finally:
+        os.close(fd)
