@@ -228,6 +228,28 @@ static PyObject *gather_rows(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* The eight int64 tables both multi-shard gathers take (idx, shard_start, shard_lo, shard_hi,
+ * block_first, block_addr, block_lo, block_hi), as v's first eight views. Fills tables, ba and n
+ * (records in idx); returns -1 with an exception set (v released) for a bad argument, 1 when the
+ * tables' lengths disagree (v kept: the caller reports it), 0 otherwise. */
+static int take_tables(Views *v, PyObject *const *objs, BlockTables *tables, const int64_t **ba, Py_ssize_t *n) {
+    static const char *names[8] = {"idx", "shard_start", "shard_lo", "shard_hi", "block_first", "block_addr",
+                                   "block_lo", "block_hi"};
+    const int64_t *t[8];
+    for (int k = 0; k < 8; k++) {
+        Py_buffer *view = take(v, objs[k], names[k]);
+        if (view == NULL) return -1;
+        t[k] = (const int64_t *)view->buf;
+    }
+    Py_ssize_t ns = v->views[1].len / 8 - 1, nb = v->views[4].len / 8;
+    *tables = (BlockTables){.ss = t[1], .slo = t[2], .shi = t[3], .bf = t[4], .blo = t[6], .bhi = t[7],
+                            .ns = ns, .nb = nb};
+    *ba = t[5];
+    *n = v->views[0].len / 8;
+    return ns < 1 || v->views[2].len != ns * 8 || v->views[3].len != ns * 8 || v->views[5].len != nb * 8 ||
+           v->views[6].len != nb * 8 || v->views[7].len != nb * 8;
+}
+
 /*
  * gather_multi(idx, shard_start, shard_lo, shard_hi, block_first, block_addr, block_lo, block_hi,
  * itemsize, out, blocks_out=None): a fixed field of a batch spread over many raw shards.
@@ -248,27 +270,19 @@ static PyObject *gather_multi(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOOOOOOOnO|O", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5],
                           &objs[6], &objs[7], &itemsize, &out_obj, &blocks_obj))
         return NULL;
-    static const char *names[8] = {"idx", "shard_start", "shard_lo", "shard_hi", "block_first", "block_addr",
-                                   "block_lo", "block_hi"};
     Views v = {.n = 0};
-    const int64_t *t[8];
-    for (int k = 0; k < 8; k++) {
-        Py_buffer *view = take(&v, objs[k], names[k]);
-        if (view == NULL) return NULL;
-        t[k] = (const int64_t *)view->buf;
-    }
+    BlockTables tables;
+    const int64_t *ba;
+    Py_ssize_t n;
+    int mismatch = take_tables(&v, objs, &tables, &ba, &n);
+    if (mismatch < 0) return NULL;
+    const int64_t *idx = (const int64_t *)v.views[0].buf;
     Py_buffer *out = take(&v, out_obj, NULL), *blocks_view = NULL;
     if (out == NULL || (blocks_obj != Py_None && (blocks_view = take(&v, blocks_obj, NULL)) == NULL)) return NULL;
     int64_t *blocks_out = blocks_view != NULL ? (int64_t *)blocks_view->buf : NULL;
-    const int64_t *idx = t[0], *ss = t[1], *slo = t[2], *shi = t[3], *bf = t[4], *ba = t[5], *blo = t[6],
-                  *bhi = t[7];
-    Py_ssize_t n = v.views[0].len / 8, ns = v.views[1].len / 8 - 1, nb = v.views[4].len / 8;
     const char *err = NULL;
     if (blocks_out != NULL && blocks_view->len / 8 < n) err = "blocks_out holds fewer than len(idx) int64";
-    if (ns < 1 || v.views[2].len != ns * 8 || v.views[3].len != ns * 8 || v.views[5].len != nb * 8 ||
-        v.views[6].len != nb * 8 || v.views[7].len != nb * 8 || itemsize <= 0 || out->len / itemsize < n)
-        err = "inconsistent tables or out too small";
-    BlockTables tables = {.ss = ss, .slo = slo, .shi = shi, .bf = bf, .blo = blo, .bhi = bhi, .ns = ns, .nb = nb};
+    if (mismatch || itemsize <= 0 || out->len / itemsize < n) err = "inconsistent tables or out too small";
     Py_ssize_t bad = err ? -1 : first_out_of_range(&tables, idx, n);
     if (err || bad >= 0) {
         if (bad >= 0) PyErr_Format(PyExc_IndexError, "index %lld is out of range", (long long)idx[bad]);
@@ -302,15 +316,13 @@ static PyObject *gather_var_multi(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOOOOOOOOO|O", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5],
                           &objs[6], &objs[7], &offsets_obj, &data_obj, &blocks_obj))
         return NULL;
-    static const char *names[8] = {"idx", "shard_start", "shard_lo", "shard_hi", "block_first", "block_addr",
-                                   "block_lo", "block_hi"};
     Views v = {.n = 0};
-    const int64_t *t[8];
-    for (int k = 0; k < 8; k++) {
-        Py_buffer *view = take(&v, objs[k], names[k]);
-        if (view == NULL) return NULL;
-        t[k] = (const int64_t *)view->buf;
-    }
+    BlockTables tables;
+    const int64_t *ba;
+    Py_ssize_t n;
+    int mismatch = take_tables(&v, objs, &tables, &ba, &n);
+    if (mismatch < 0) return NULL;
+    const int64_t *idx = (const int64_t *)v.views[0].buf;
     Py_buffer *offsets_view = take(&v, offsets_obj, "offsets_out");
     if (offsets_view == NULL) return NULL;
     if (offsets_view->readonly) {
@@ -322,19 +334,14 @@ static PyObject *gather_var_multi(PyObject *self, PyObject *args) {
     if (data == NULL || (blocks_obj != Py_None && (blocks_view = take(&v, blocks_obj, NULL)) == NULL)) return NULL;
     int64_t *blocks_out = blocks_view != NULL ? (int64_t *)blocks_view->buf : NULL;
     int64_t *offsets = (int64_t *)offsets_view->buf;
-    const int64_t *idx = t[0], *ss = t[1], *slo = t[2], *shi = t[3], *bf = t[4], *ba = t[5], *blo = t[6],
-                  *bhi = t[7];
-    Py_ssize_t n = v.views[0].len / 8, ns = v.views[1].len / 8 - 1, nb = v.views[4].len / 8;
+    const int64_t *ss = tables.ss, *slo = tables.slo, *shi = tables.shi, *bf = tables.bf, *blo = tables.blo,
+                  *bhi = tables.bhi;
+    Py_ssize_t ns = tables.ns, nb = tables.nb;
     const char *err = NULL;
     if (blocks_out != NULL && blocks_view->len / 8 < n) err = "blocks_out holds fewer than len(idx) int64";
     if (offsets_view->len / 8 != n + 1) err = "offsets_out must hold len(idx) + 1 int64";
-    if (ns < 1 || v.views[2].len != ns * 8 || v.views[3].len != ns * 8 || v.views[5].len != nb * 8 ||
-        v.views[6].len != nb * 8 || v.views[7].len != nb * 8)
-        err = "inconsistent tables";
-    int64_t total = ns >= 1 ? ss[ns] : 0;
-    Py_ssize_t bad = -1;
-    for (Py_ssize_t i = 0; i < n && !err; i++)
-        if (idx[i] < 0 || idx[i] >= total) { bad = i; break; }
+    if (mismatch) err = "inconsistent tables";
+    Py_ssize_t bad = err ? -1 : first_out_of_range(&tables, idx, n);
     /* src[i]: record i's offset pair, then its payload; blk[i] (its block) and shard[i] */
     int64_t *src = err || bad >= 0 ? NULL : PyMem_Malloc((size_t)(n > 0 ? n : 1) * 3 * sizeof(int64_t));
     if (err || bad >= 0 || src == NULL) {
