@@ -45,7 +45,7 @@ from .resume import InjectedOrder
 from .samplers import PlanBatchSampler, PlanSampler, largest_batch, log_offset, uses_plan
 from .slots import SlotLayout
 from .stats import LoaderStats
-from .transport import ARENA_BYTES, ARENA_FIELD, Packed, unpack
+from .transport import ARENA_BYTES, ARENA_FIELD
 from .workers import BatchProducer, ProducedBatch, WorkerConfig
 
 log = logging.getLogger("fastload.loader")
@@ -275,8 +275,8 @@ class DataLoader(TorchDataLoader):
         if any(p.decode.device == "cuda" for p in self._pipelines.values()):
             batches = _recorded(batches, sent)
         produced = producer.run(prefetch.track(batches), epoch=epoch, pure=own)  # own: may be drawn ahead
-        if self._custom_collate:
-            batches_out = (_collated(p) for p in produced)
+        if self._custom_collate:  # the result as the worker made it (a process's is rebuilt by the producer)
+            batches_out = (p.collated for p in produced)
         else:
             batches_out = map(self._converter(sent, epoch), produced)
         if self.device is not None:
@@ -465,13 +465,6 @@ def copy_batch(batch: Any) -> Any:
     if isinstance(batch, list):
         return [copy_batch(v) for v in batch]
     return batch
-
-
-def _collated(produced: ProducedBatch) -> Any:
-    """A collate_fn's result: as the worker thread made it, or unpacked from its slot."""
-    if isinstance(produced.collated, Packed):
-        return unpack(produced.collated, produced.fixed[ARENA_FIELD].reshape(-1))
-    return produced.collated
 
 
 def _recorded(batches: Iterator[np.ndarray], sent: deque) -> Iterator[np.ndarray]:
