@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import weakref
 from collections import deque
-from functools import partial
 from dataclasses import dataclass, field, replace
+from functools import partial
 from time import perf_counter
 from typing import Any, Iterable, Iterator
 
@@ -53,7 +53,7 @@ class ProducedBatch:
     var: dict[str, VarColumn]
     timings: dict[str, float] = field(default_factory=dict)  # per-stage seconds in the worker
     worker: int = -1  # the worker that produced it; -1: the consumer's own thread
-    collated: Any = None  # the user's collate_fn result, when the loader has one
+    collated: Any = None  # the user's collate_fn result (a process worker's: rebuilt from the slot, leased)
 
     @property
     def nbytes(self) -> int:
@@ -89,7 +89,7 @@ class _State:
         self.run_base = 0  # seq of the current run's batch 0
         self.held: int | None = None  # slot of the batch the consumer holds
         self.leased: set[int] = set()  # slots whose collate results the consumer holds (until garbage)
-        self.lease_limit = max(1, ring.n_slots - 1)  # set by the producer; at least one slot is never leased
+        self.lease_limit = 1  # how many the consumer may hold at once: set by the producer
         self.closed = False
         self.stop_s = STOP_S  # how long closing waits for workers to stop on their own
 
