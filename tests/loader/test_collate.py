@@ -165,3 +165,21 @@ def test_a_held_process_result_survives_later_epochs(ds):
     del first, got
     assert not producer._state.leased  # every slot went back when its batch was garbage
     loader.close()
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_a_collate_gets_torchs_rows_for_every_kind_with_nulls(tmp_path, kind):
+    """The rows a worker hands the collate are those ``Dataset.__getitems__`` gives torch's loader
+    (same keys, values and NumPy types), nulls and ``.valid`` entries included."""
+    rows = [{"i": k, "f": k / 2, "s": f"s{k}", "y": bytes([k]), "a": list(range(k % 4)), "v": [k, -k]}
+            if k % 3 else {c: None for c in "ifsyav"} for k in range(40)]
+    fastload.pack(rows, tmp_path / "ds", schema="a:int32[-1],v:float32[2]", progress=False)
+    nulls = fastload.open(tmp_path / "ds")
+
+    def as_rows(batch):
+        return [{k: (v.tolist(), v.dtype.str) if isinstance(v, np.ndarray) else (v, type(v).__name__)
+                 for k, v in r.items()} for r in batch]
+
+    ours = list(DataLoader(nulls, batch_size=8, collate_fn=as_rows, num_workers=2, worker_type=kind))
+    theirs = list(TorchDataLoader(nulls, batch_size=8, collate_fn=as_rows))
+    assert ours == theirs and "v.valid" in ours[0][0] and ours[0][0]["s"] == (None, "NoneType")
