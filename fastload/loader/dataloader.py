@@ -69,9 +69,10 @@ class DataLoader(TorchDataLoader):
     step runs), ``worker_type`` (``"thread"``, the default, or ``"process"``; the native gather
     releases the GIL, and with a 300 us step per batch 2 threads stalled 6% of the time against 8%
     for 2 processes on this project's 2-core machine; a padding ``collate_fn`` made of torch ops
-    ran 0.9-1.6x as fast on 2 threads as on 2 processes here (bench/collate.py: processes cost
-    ~30% more CPU a batch and win only when both cores are free), but one that spends its time in
-    Python code holds the GIL and wants processes; the loader never switches by itself), ``even`` (``"pad"`` or ``"drop"``:
+    ran 0.7-1.6x as fast on 2 threads as on 2 processes here (bench/collate.py: a process costs
+    ~30% more CPU a batch and ~50 ms an epoch to start and stop, and wins on long epochs with
+    free cores); one that spends its time in Python code holds the GIL and wants processes; the
+    loader never switches by itself), ``even`` (``"pad"`` or ``"drop"``:
     how ranks get equal shares, as DistributedSampler's drop_last False/True), ``fields`` (the
     fields to load), ``pad`` (``{"tokens": 0}`` or ``{"tokens": fastload.Pad(length=512,
     multiple=64, mask="attention_mask")}``: variable-length numeric fields padded in the workers,
