@@ -27,6 +27,7 @@ runs torch with ``--threads`` intra-op threads (default 1): with 2 on a shared 2
 collate's small tensor ops in the main process varied 10x from run to run, for every system.
 
     .venv/bin/python -m bench.collate [--rows 40000] [--repeats 3] [--cap 10] [--json out.json]
+        [--workers 0 2] [--systems fastload/collate ...]
 """
 
 from __future__ import annotations
@@ -152,6 +153,9 @@ def main(argv=None) -> None:
     p.add_argument("--json", default=None)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads of the main process")
     p.add_argument("--no-accelerate", action="store_true", help="leave out the accelerate.prepare systems")
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="worker counts to run (default 0 2)")
+    p.add_argument("--systems", nargs="+", default=None,
+                   help="run only these systems (torch/fastload-ds, the ratios' base, is always run)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     root = make_data(args.data_dir, args.rows)
@@ -159,9 +163,10 @@ def main(argv=None) -> None:
     print_machine(info)
     warm([root])
     tables, payload = [], {"machine": info, "results": {}}
-    for workers in (0, 2):
-        results = interleaved({name: (lambda m=make: run_epoch(m, args.cap))
-                               for name, make in systems(root, workers, not args.no_accelerate).items()},
+    for workers in args.workers:
+        chosen = {name: make for name, make in systems(root, workers, not args.no_accelerate).items()
+                  if args.systems is None or name in args.systems or name == "torch/fastload-ds"}
+        results = interleaved({name: (lambda m=make: run_epoch(m, args.cap)) for name, make in chosen.items()},
                               args.repeats)
         payload["results"][workers] = results
         base = {name: med([r["samples_per_s"] for r in res]) for name, res in results.items()}
@@ -170,8 +175,10 @@ def main(argv=None) -> None:
             rate = [r["samples_per_s"] for r in res]
             ratio = ""
             if name.startswith("fastload"):
-                ratio = f"{base[name] / base['torch/fastload-ds']:.2f}x / {base[name] / base['torch/memmap']:.2f}x"
-            elif name == "accelerate/fastload-pad":
+                ratio = f"{base[name] / base['torch/fastload-ds']:.2f}x"
+                if "torch/memmap" in base:
+                    ratio += f" / {base[name] / base['torch/memmap']:.2f}x"
+            elif name == "accelerate/fastload-pad" and "accelerate/torch" in base:
                 ratio = f"{base[name] / base['accelerate/torch']:.2f}x vs accelerate/torch"
             rows.append([name, workers, fmt_range(rate), ratio])
         print(f"\n## {workers} workers, batch {BATCH}, samples/s")

@@ -45,7 +45,7 @@ from .resume import InjectedOrder
 from .samplers import PlanBatchSampler, PlanSampler, largest_batch, log_offset, uses_plan
 from .slots import SlotLayout
 from .stats import LoaderStats
-from .transport import ARENA_BYTES, ARENA_FIELD, Packed, unpack
+from .transport import ARENA_BYTES, ARENA_FIELD
 from .workers import BatchProducer, ProducedBatch, WorkerConfig
 
 log = logging.getLogger("fastload.loader")
@@ -69,8 +69,10 @@ class DataLoader(TorchDataLoader):
     step runs), ``worker_type`` (``"thread"``, the default, or ``"process"``; the native gather
     releases the GIL, and with a 300 us step per batch 2 threads stalled 6% of the time against 8%
     for 2 processes on this project's 2-core machine; a padding ``collate_fn`` made of torch ops
-    also ran faster on 2 threads than on 2 processes here (bench/collate.py), but one that spends
-    its time in Python code holds the GIL and wants processes), ``even`` (``"pad"`` or ``"drop"``:
+    ran 0.7-1.6x as fast on 2 threads as on 2 processes here (bench/collate.py: a process costs
+    ~30% more CPU a batch and ~50 ms an epoch to start and stop, and wins on long epochs with
+    free cores); one that spends its time in Python code holds the GIL and wants processes; the
+    loader never switches by itself), ``even`` (``"pad"`` or ``"drop"``:
     how ranks get equal shares, as DistributedSampler's drop_last False/True), ``fields`` (the
     fields to load), ``pad`` (``{"tokens": 0}`` or ``{"tokens": fastload.Pad(length=512,
     multiple=64, mask="attention_mask")}``: variable-length numeric fields padded in the workers,
@@ -275,8 +277,8 @@ class DataLoader(TorchDataLoader):
         if any(p.decode.device == "cuda" for p in self._pipelines.values()):
             batches = _recorded(batches, sent)
         produced = producer.run(prefetch.track(batches), epoch=epoch, pure=own)  # own: may be drawn ahead
-        if self._custom_collate:
-            batches_out = (_collated(p) for p in produced)
+        if self._custom_collate:  # the result as the worker made it (a process's is rebuilt by the producer)
+            batches_out = (p.collated for p in produced)
         else:
             batches_out = map(self._converter(sent, epoch), produced)
         if self.device is not None:
@@ -465,13 +467,6 @@ def copy_batch(batch: Any) -> Any:
     if isinstance(batch, list):
         return [copy_batch(v) for v in batch]
     return batch
-
-
-def _collated(produced: ProducedBatch) -> Any:
-    """A collate_fn's result: as the worker thread made it, or unpacked from its slot."""
-    if isinstance(produced.collated, Packed):
-        return unpack(produced.collated, produced.fixed[ARENA_FIELD].reshape(-1))
-    return produced.collated
 
 
 def _recorded(batches: Iterator[np.ndarray], sent: deque) -> Iterator[np.ndarray]:

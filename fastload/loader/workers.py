@@ -13,6 +13,7 @@ from __future__ import annotations
 import weakref
 from collections import deque
 from dataclasses import dataclass, field, replace
+from functools import partial
 from time import perf_counter
 from typing import Any, Iterable, Iterator
 
@@ -29,6 +30,7 @@ from .native_pool import OK, NativePool
 from .pools import FATAL_STOP_S, STOP_S, ProcessPool, ThreadPool, get_context
 from .slots import SlotRing
 from .stats import LoaderStats
+from .transport import ARENA_FIELD, Packed, leased, unpack
 from .worker_loop import INIT, POLL_S, ImageStage, open_worker_dataset, produce_batch, split_fields
 
 __all__ = ["BatchProducer", "ProducedBatch", "WorkerConfig"]
@@ -51,7 +53,7 @@ class ProducedBatch:
     var: dict[str, VarColumn]
     timings: dict[str, float] = field(default_factory=dict)  # per-stage seconds in the worker
     worker: int = -1  # the worker that produced it; -1: the consumer's own thread
-    collated: Any = None  # the user's collate_fn result, when the loader has one
+    collated: Any = None  # the user's collate_fn result (a process worker's: rebuilt from the slot, leased)
 
     @property
     def nbytes(self) -> int:
@@ -86,6 +88,8 @@ class _State:
         self.run_token: object | None = None
         self.run_base = 0  # seq of the current run's batch 0
         self.held: int | None = None  # slot of the batch the consumer holds
+        self.leased: set[int] = set()  # slots whose collate results the consumer holds (until garbage)
+        self.lease_limit = 1  # how many the consumer may hold at once: set by the producer
         self.closed = False
         self.stop_s = STOP_S  # how long closing waits for workers to stop on their own
 
@@ -109,6 +113,12 @@ class _State:
         self.ready.clear()
         self.run_token = None
         self.run_base = self.next_seq
+
+
+def _release(state: _State, slot: int) -> None:
+    """A leased batch is garbage: its slot takes tasks again."""
+    state.leased.discard(slot)
+    state.free.append(slot)
 
 
 def _shutdown(state: _State) -> None:
@@ -165,6 +175,9 @@ class BatchProducer:
         n_slots = num_workers * prefetch_factor + 1 if num_workers else 2
         ring = SlotRing(config.layout, n_slots)
         self._state = st = _State(ring)
+        # the consumer's loop holds the previous batch while it asks for the next: leave the
+        # workers every other slot
+        st.lease_limit = max(1, n_slots - max(num_workers, 1) - 1)
         self._finalizer = weakref.finalize(self, _shutdown, st)
         self.config = config = replace(config, ring_name=ring.name)
         self._row_bytes = sum(config.layout.row_bytes(name) for name in config.layout.names)
@@ -367,6 +380,8 @@ class BatchProducer:
         """Mark the slot as held by the consumer, record the batch in the stats, and wrap it."""
         self._state.held = slot
         fixed = self._state.ring.arrays(slot, n if collated is None else None)
+        if type(collated) is Packed:
+            collated = self._unpacked(slot, collated, fixed[ARENA_FIELD].reshape(-1))
         batch = ProducedBatch(k, slot, n, fixed, cols, timings, worker, collated)
         if self._stats is not None:
             nbytes = n * self._row_bytes if not cols and collated is None else batch.nbytes
@@ -376,6 +391,17 @@ class BatchProducer:
             if skipped:
                 self._stats.add_skipped(skipped)
         return batch
+
+    def _unpacked(self, slot: int, packed: Packed, arena: np.ndarray) -> Any:
+        """A process worker's collate result, made from its slot: views of it on a lease (the slot
+        takes tasks again once the batch is garbage, see transport.leased), or copies (the slot is
+        recycled at the next request) while the consumer already holds ``lease_limit`` batches."""
+        st = self._state
+        if packed.spans is None or len(st.leased) >= st.lease_limit:
+            return unpack(packed, arena)
+        st.held = None
+        st.leased.add(slot)
+        return unpack(packed, leased(arena, partial(_release, st, slot)), copy=False)
 
     def _resume(self, token: object) -> None:
         """Checks on each request for the next batch; recycles the slot of the previous one."""

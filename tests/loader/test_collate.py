@@ -112,3 +112,74 @@ def test_a_collate_result_is_the_callers_to_keep(ds, kind):
     want = list(TorchDataLoader(ds, batch_size=16, collate_fn=collate))
     assert len(kept) == len(want)
     assert all(torch.equal(a["id"], b["id"]) and torch.equal(a["tokens"], b["tokens"]) for a, b in zip(kept, want))
+
+
+def _pad_collate(rows):
+    return {"id": torch.tensor([int(r["id"]) for r in rows]),
+            "tokens": pad_sequence([torch.from_numpy(r["tokens"].astype(np.int64)) for r in rows], batch_first=True)}
+
+
+def _torch_batches(ds, **kw):
+    return list(TorchDataLoader(ds, batch_size=16, collate_fn=_pad_collate, **kw))
+
+
+def _same(a, b) -> bool:
+    return torch.equal(a["id"], b["id"]) and torch.equal(a["tokens"], b["tokens"])
+
+
+def test_process_results_are_slot_views_that_hold_their_slot(ds):
+    """A process worker's tensors are read in place from the batch's slot (no copy), and the slot
+    takes no task while any of them lives: batches kept in a sliding window and a slice of the
+    first kept for the whole epoch stay equal to torch's, and a batch the consumer writes into
+    never shows in another."""
+    want = _torch_batches(ds)
+    loader = DataLoader(ds, batch_size=16, collate_fn=_pad_collate, num_workers=2, worker_type="process")
+    window, in_slot = [], 0
+    for k, batch in enumerate(loader):
+        ring = loader._producer._state.ring
+        in_slot += 0 <= batch["tokens"].data_ptr() - ring._base.ctypes.data < ring._base.nbytes
+        assert _same(batch, want[k])
+        if k == 0:
+            first_rows = batch["tokens"][:2]  # a view keeps the whole batch's slot
+        if k % 2:
+            batch["tokens"].fill_(-1)  # the caller's memory
+        else:
+            window = (window + [(k, batch)])[-2:]
+        assert all(_same(b, want[j]) for j, b in window)
+    assert k == len(want) - 1 and in_slot >= len(want) // 2  # most batches came as views, not copies
+    assert torch.equal(first_rows, want[0]["tokens"][:2])
+
+
+def test_a_held_process_result_survives_later_epochs(ds):
+    """With persistent workers a batch of epoch 0 kept while epochs 1 and 2 run stays intact."""
+    loader = DataLoader(ds, batch_size=16, shuffle=True, collate_fn=_pad_collate, num_workers=2,
+                        worker_type="process", persistent_workers=True)
+    first = next(iter(loader))
+    copy = {k: v.clone() for k, v in first.items()}
+    for epoch in (1, 2):
+        loader.set_epoch(epoch)
+        got = list(loader)
+        assert sorted(int(i) for b in got for i in b["id"]) == list(range(N))
+        assert _same(first, copy)
+    producer = loader._producer
+    del first, got
+    assert not producer._state.leased  # every slot went back when its batch was garbage
+    loader.close()
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_a_collate_gets_torchs_rows_for_every_kind_with_nulls(tmp_path, kind):
+    """The rows a worker hands the collate are those ``Dataset.__getitems__`` gives torch's loader
+    (same keys, values and NumPy types), nulls and ``.valid`` entries included."""
+    rows = [{"i": k, "f": k / 2, "s": f"s{k}", "y": bytes([k]), "a": list(range(k % 4)), "v": [k, -k]}
+            if k % 3 else {c: None for c in "ifsyav"} for k in range(40)]
+    fastload.pack(rows, tmp_path / "ds", schema="a:int32[-1],v:float32[2]", progress=False)
+    nulls = fastload.open(tmp_path / "ds")
+
+    def as_rows(batch):
+        return [{k: (v.tolist(), v.dtype.str) if isinstance(v, np.ndarray) else (v, type(v).__name__)
+                 for k, v in r.items()} for r in batch]
+
+    ours = list(DataLoader(nulls, batch_size=8, collate_fn=as_rows, num_workers=2, worker_type=kind))
+    theirs = list(TorchDataLoader(nulls, batch_size=8, collate_fn=as_rows))
+    assert ours == theirs and "v.valid" in ours[0][0] and ours[0][0]["s"] == (None, "NoneType")
