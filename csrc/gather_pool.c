@@ -16,149 +16,13 @@
  * refuses while a task is out or its result not taken; the mapped shards behind the table addresses are the caller's to
  * keep mapped (the Python side holds the dataset that maps them).
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "gather_pool.h" /* first: Python.h sets the feature macros */
+
 #include <errno.h>
-#include <pthread.h>
-#include <stdint.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
-#include "gather_core.h"
-#define XXH_INLINE_ALL
-#include "third_party/xxhash/xxhash.h"
-
-enum { IDLE = 0, QUEUED, RUNNING, DONE };
-enum { OK = 0, OUT_OF_RANGE = 1, OUTSIDE_BLOCK = 2, CORRUPT = 3 };
 #define WAIT_SLICE_NS 20000000L /* a waiting consumer checks Python's signal handlers this often */
-
-typedef struct {
-    int state, status, worker;
-    Py_ssize_t n, position; /* rows; the first position that failed */
-    int64_t field;          /* the field that failed */
-    double busy;            /* seconds the worker spent on the task */
-} Slot;
-
-typedef struct {
-    Py_ssize_t itemsize;
-    const int64_t *column; /* the field's column address in every block */
-} Field;
-
-typedef struct {
-    PyObject_HEAD
-    pthread_mutex_t lock;
-    pthread_cond_t work;  /* a task was queued, or stop */
-    pthread_cond_t done;  /* the slot the consumer waits for is done */
-    pthread_t *threads;
-    int n_threads, started, stop, idle, waking; /* waking: idle threads signalled, not yet up */
-    int sleeping;         /* the consumer sleeps on done (signalled once, by the thread that ends its wait) */
-    Py_ssize_t waiting;   /* the slot the consumer sleeps on, or -1 (-2: on no task out) */
-    Py_ssize_t also;      /* and the later slot it asked to sleep until, or -1 */
-    Py_ssize_t n_slots, batch_size;
-    Py_ssize_t *fifo;     /* queued slots, a ring of n_slots */
-    Py_ssize_t head, count, out; /* out: tasks queued or running */
-    Slot *slots;
-    int64_t *indices;     /* n_slots x batch_size */
-    int64_t *blocks;      /* n_slots x batch_size: each record's global block, for first-touch checks */
-    /* the configuration: tables, fields, and per field and slot the output address */
-    Py_buffer *views;
-    int n_views;
-    BlockTables tables;
-    Field *fields;
-    char **outs;          /* n_fields x n_slots */
-    uint8_t *verified;    /* per block: checksum checked (NULL: never check), shared with Python */
-    const uint64_t *expected; /* per block: xxh3_64 of its bytes [block_lo, block_hi) */
-    int n_fields;
-    int configured;
-    pid_t owner;          /* a forked child has none of the threads: it must not join them */
-} Pool;
-
-typedef struct {
-    Pool *pool;
-    int id;
-} Start;
-
-static void run_task(Pool *p, Py_ssize_t slot, Slot *result) {
-    const int64_t *idx = p->indices + slot * p->batch_size;
-    int64_t *blocks = p->blocks + slot * p->batch_size;
-    Py_ssize_t n = result->n;
-    Py_ssize_t bad = first_out_of_range(&p->tables, idx, n);
-    if (bad >= 0) {
-        result->status = OUT_OF_RANGE;
-        result->position = bad;
-        return;
-    }
-    for (int f = 0; f < p->n_fields; f++) {
-        bad = gather_rows_multi(&p->tables, p->fields[f].column, idx, n, p->fields[f].itemsize,
-                                p->outs[f * p->n_slots + slot], f == 0 ? blocks : NULL);
-        if (bad >= 0) {
-            result->status = OUTSIDE_BLOCK;
-            result->position = bad;
-            result->field = f;
-            return;
-        }
-    }
-    /* First touch: a block's checksum is checked before a batch that read it is handed out (in
-     * the thread, not the consumer, so an epoch's first pass costs the training loop nothing); two
-     * threads may check the same block at once, which only repeats the work. */
-    for (Py_ssize_t i = 0; p->verified != NULL && p->n_fields > 0 && i < n; i++) {
-        int64_t b = blocks[i];
-        if (__atomic_load_n(&p->verified[b], __ATOMIC_RELAXED)) continue; /* flags race benignly */
-        const int64_t lo = p->tables.blo[b], hi = p->tables.bhi[b];
-        if (XXH3_64bits((const void *)(intptr_t)lo, (size_t)(hi - lo)) != p->expected[b]) {
-            result->status = CORRUPT;
-            result->position = i;
-            return;
-        }
-        __atomic_store_n(&p->verified[b], 1, __ATOMIC_RELAXED);
-    }
-    result->status = OK;
-}
-
-/* Whether the consumer's wait is over (called with the lock held). */
-static int woken(Pool *p) {
-    if (p->waiting == -2) return p->out == 0;
-    return p->waiting >= 0 && p->slots[p->waiting].state == DONE && (p->also < 0 || p->slots[p->also].state == DONE);
-}
-
-static void *worker_main(void *arg) {
-    Start start = *(Start *)arg;
-    free(arg);
-    Pool *p = start.pool;
-    pthread_mutex_lock(&p->lock);
-    for (;;) {
-        while (!p->stop && p->count == 0) {
-            p->idle++;
-            pthread_cond_wait(&p->work, &p->lock);
-            p->idle--;
-            if (p->waking > 0) p->waking--;
-        }
-        if (p->stop) break;
-        Py_ssize_t slot = p->fifo[p->head];
-        p->head = (p->head + 1) % p->n_slots;
-        p->count--;
-        Slot result = p->slots[slot];
-        p->slots[slot].state = RUNNING;
-        pthread_mutex_unlock(&p->lock);
-        result.worker = start.id;
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        run_task(p, slot, &result);
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        result.busy = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-        pthread_mutex_lock(&p->lock);
-        result.state = DONE;
-        p->slots[slot] = result;
-        p->out--;
-        if (p->sleeping && woken(p)) {
-            p->sleeping = 0;
-            pthread_cond_signal(&p->done);
-        }
-    }
-    pthread_mutex_unlock(&p->lock);
-    return NULL;
-}
 
 static void release_config(Pool *p) {
     for (int k = 0; k < p->n_views; k++) PyBuffer_Release(&p->views[k]);
@@ -190,10 +54,12 @@ static void stop_threads(Pool *p) {
 }
 
 static int pool_init(Pool *p, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"n_threads", "n_slots", "batch_size", NULL};
+    static char *kwlist[] = {"n_threads", "n_slots", "batch_size", "consumer_helps", NULL};
     int n_threads;
     Py_ssize_t n_slots, batch_size;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "inn", kwlist, &n_threads, &n_slots, &batch_size)) return -1;
+    int helps = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "inn|p", kwlist, &n_threads, &n_slots, &batch_size, &helps))
+        return -1;
     if (p->threads != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "a GatherPool is initialised once");
         return -1;
@@ -206,6 +72,7 @@ static int pool_init(Pool *p, PyObject *args, PyObject *kwds) {
     }
     p->n_slots = n_slots;
     p->batch_size = batch_size;
+    p->consumer_helps = helps;
     p->waiting = p->also = -1;
     p->owner = getpid();
     pthread_mutex_init(&p->lock, NULL);
@@ -227,7 +94,7 @@ static int pool_init(Pool *p, PyObject *args, PyObject *kwds) {
         if (start != NULL) {
             start->pool = p;
             start->id = k;
-            rc = pthread_create(&p->threads[k], NULL, worker_main, start);
+            rc = pthread_create(&p->threads[k], NULL, pool_worker_main, start);
             if (rc != 0) free(start);
 #ifdef __linux__
             else pthread_setname_np(p->threads[k], "fastload-gather"); /* how ps, top and tests tell them */
@@ -435,17 +302,20 @@ static double seconds_since(const struct timespec *t0) {
 }
 
 /* Wait until target (a slot, or -2: no task out) is reached or timeout seconds (< 0: no limit)
- * pass; when the consumer has to sleep, it sleeps until slot also (>= 0) is done too, so that one
- * wake-up serves several batches. The GIL is released while asleep, and signal handlers run every
+ * pass. Without a timeout the consumer waiting for a slot first runs queued tasks itself, oldest
+ * first (a task cannot be cut short, so a timeout keeps the copies on the threads); when it
+ * has to sleep, it sleeps until slot also (>= 0) is done too, so that one wake-up serves several
+ * batches. The GIL is released meanwhile, and signal handlers run between tasks and every
  * WAIT_SLICE_NS. Returns 1 reached, 0 timed out, -1 a handler raised. Called with the GIL held
  * and the lock not held. */
 static int wait_for(Pool *p, Py_ssize_t target, Py_ssize_t also, double timeout) {
+    const int steal = timeout < 0 && target >= 0;
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     pthread_mutex_lock(&p->lock);
     p->waiting = target;
     p->also = -1;
-    int reached = woken(p);
+    int reached = pool_woken(p);
     p->also = also;
     while (!reached) {
         long slice = WAIT_SLICE_NS;
@@ -460,11 +330,20 @@ static int wait_for(Pool *p, Py_ssize_t target, Py_ssize_t also, double timeout)
         pthread_mutex_lock(&p->lock);
         struct timespec until;
         deadline_after(&until, slice);
-        if (!(reached = woken(p))) {
+        if (!(reached = pool_woken(p)) && steal) {
+            /* rather than sleep, gather here: the batch waited for when no thread has taken it
+             * yet (they are all waking up: a wake-up costs 5-20 us here, a batch ~45 us), and with
+             * consumer_helps any queued batch, so that the consumer's core copies too */
+            while (p->slots[target].state != DONE && p->count > 0 &&
+                   (p->consumer_helps || p->slots[target].state == QUEUED))
+                pool_run_queued(p);
+            reached = p->slots[target].state == DONE;
+        }
+        if (!reached) {
             p->sleeping = 1;
             pthread_cond_timedwait(&p->done, &p->lock, &until);
             p->sleeping = 0;
-            reached = woken(p);
+            reached = pool_woken(p);
         }
         pthread_mutex_unlock(&p->lock);
         PyEval_RestoreThread(ts);
@@ -557,7 +436,9 @@ static PyTypeObject PoolType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "fastload._gather_pool.GatherPool",
     .tp_basicsize = sizeof(Pool),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "GatherPool(n_threads, n_slots, batch_size): C threads gathering fixed fields into slots.",
+    .tp_doc = "GatherPool(n_threads, n_slots, batch_size, consumer_helps=False): C threads gathering fixed fields "
+              "into slots; a consumer waiting without a timeout runs the task it waits for when no thread has "
+              "taken it, and with consumer_helps any queued task.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)pool_init,
     .tp_dealloc = (destructor)pool_dealloc,

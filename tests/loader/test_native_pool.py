@@ -126,6 +126,30 @@ def test_batches_equal_numpy_fancy_indexing(data, num_workers):
     assert ks == list(range(len(batches)))
 
 
+@pytest.mark.parametrize("helps", [False, True])
+def test_a_waiting_consumer_gathers_queued_batches_itself(wide, helps):
+    """With consumer_helps (fewer threads than cores) the waiting consumer runs queued tasks (worker -1)
+    rather than sleep; without it, only the one it waits for when no thread took it. Same bytes."""
+    ds = fastload.open(wide)
+    producer = BatchProducer(config(wide, batch_size=32), num_workers=1, worker_type="thread")
+    with producer:
+        pool = producer._state.pool
+        pool.gather = GatherPool(1, producer.n_slots, 32, consumer_helps=helps)  # the same tables, either policy
+        t = pool.mapped.tables
+        slots = [producer._state.ring.arrays(s) for s in range(producer.n_slots)]
+        pool.gather.configure(pool.mapped.starts, t.shard_lo, t.shard_hi, t.block_first, t.block_lo, t.block_hi,
+                              [(addr, size, [v[name] for v in slots]) for name, addr, size in pool.mapped.columns])
+        pool.submit, pool.wait = pool.gather.submit, pool.gather.wait
+        batches = shuffled(batch_size=32, n=512) * 3
+        got = [(b.worker, b.fixed["x"][:, ::997].copy()) for b in producer.run(batches)]  # a consumer that waits
+    for (_, x), batch in zip(got, batches):
+        np.testing.assert_array_equal(x, ds.get_batch(batch, ["x"])["x"][:, ::997])
+    workers = [w for w, _ in got]
+    if helps:
+        assert workers.count(-1) > 0 and workers.count(0) > 0
+    assert len(workers) == len(batches)
+
+
 def test_the_loader_equals_torch_dataloader_over_the_same_arrays(data):
     root, cols = data
     perm = np.random.default_rng(3).permutation(N).tolist()
