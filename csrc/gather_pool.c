@@ -129,7 +129,7 @@ static void pool_dealloc(Pool *p) {
     Py_TYPE(p)->tp_free((PyObject *)p);
 }
 
-static int usable(Pool *p) {
+int pool_usable(Pool *p) {
     if (p->threads == NULL || !p->started) {
         PyErr_SetString(PyExc_RuntimeError, "this GatherPool is closed");
         return 0;
@@ -157,21 +157,14 @@ static Py_buffer *hold(Pool *p, PyObject *obj, int writable, const char *what) {
  * block's checksum was checked) and expected (its xxh3_64, uint64) turn on first-touch checks. */
 static PyObject *pool_configure(Pool *p, PyObject *args) {
     PyObject *tab[6], *fields, *verified = Py_None, *expected = Py_None;
-    if (!usable(p) || !PyArg_ParseTuple(args, "OOOOOOO|OO", &tab[0], &tab[1], &tab[2], &tab[3], &tab[4], &tab[5],
+    if (!pool_usable(p) || !PyArg_ParseTuple(args, "OOOOOOO|OO", &tab[0], &tab[1], &tab[2], &tab[3], &tab[4], &tab[5],
                                         &fields, &verified, &expected))
         return NULL;
     if ((verified == Py_None) != (expected == Py_None)) {
         PyErr_SetString(PyExc_ValueError, "verified and expected come together");
         return NULL;
     }
-    pthread_mutex_lock(&p->lock);
-    int busy = 0;
-    for (Py_ssize_t s = 0; s < p->n_slots; s++) busy |= p->slots[s].state != IDLE;
-    pthread_mutex_unlock(&p->lock);
-    if (busy) {
-        PyErr_SetString(PyExc_RuntimeError, "configure() while tasks are out (or their results not taken)");
-        return NULL;
-    }
+    if (!pool_all_idle(p, "configure()")) return NULL;
     PyObject *seq = PySequence_Fast(fields, "fields must be a sequence of (column_addr, itemsize, outs)");
     if (seq == NULL) return NULL;
     Py_ssize_t nf = PySequence_Fast_GET_SIZE(seq);
@@ -246,11 +239,31 @@ fail:
     return NULL;
 }
 
+int pool_all_idle(Pool *p, const char *what) {
+    pthread_mutex_lock(&p->lock);
+    int busy = 0;
+    for (Py_ssize_t s = 0; s < p->n_slots; s++) busy |= p->slots[s].state != IDLE;
+    pthread_mutex_unlock(&p->lock);
+    if (busy) PyErr_Format(PyExc_RuntimeError, "%s while tasks are out (or their results not taken)", what);
+    return !busy;
+}
+
+void pool_enqueue(Pool *p, Py_ssize_t slot, Py_ssize_t n, int64_t batch) {
+    p->slots[slot] = (Slot){.state = QUEUED, .n = n, .batch = batch, .worker = -1, .position = -1, .field = -1};
+    p->fifo[(p->head + p->count) % p->n_slots] = slot;
+    p->count++;
+    p->out++;
+    if (p->idle > p->waking) { /* one wake-up per idle thread: a woken one takes a while to run */
+        p->waking++;
+        pthread_cond_signal(&p->work);
+    }
+}
+
 /* submit(slot, indices): queue the gather of indices (int64, at most batch_size) into slot. */
 static PyObject *pool_submit(Pool *p, PyObject *args) {
     Py_ssize_t slot;
     PyObject *obj;
-    if (!usable(p) || !PyArg_ParseTuple(args, "nO", &slot, &obj)) return NULL;
+    if (!pool_usable(p) || !PyArg_ParseTuple(args, "nO", &slot, &obj)) return NULL;
     if (!p->configured) {
         PyErr_SetString(PyExc_RuntimeError, "submit() before configure()");
         return NULL;
@@ -270,14 +283,7 @@ static PyObject *pool_submit(Pool *p, PyObject *args) {
     if (err == NULL) {
         int64_t *dst = p->indices + slot * p->batch_size;
         for (Py_ssize_t i = 0; i < n; i++) memcpy(dst + i, (const char *)view.buf + i * view.strides[0], 8);
-        p->slots[slot] = (Slot){.state = QUEUED, .n = n, .worker = -1, .position = -1, .field = -1};
-        p->fifo[(p->head + p->count) % p->n_slots] = slot;
-        p->count++;
-        p->out++;
-        if (p->idle > p->waking) { /* one wake-up per idle thread: a woken one takes a while to run */
-            p->waking++;
-            pthread_cond_signal(&p->work);
-        }
+        pool_enqueue(p, slot, n, -1);
     }
     pthread_mutex_unlock(&p->lock);
     PyBuffer_Release(&view);
@@ -368,7 +374,7 @@ static int wait_for(Pool *p, Py_ssize_t target, Py_ssize_t also, double timeout)
 static PyObject *pool_wait(Pool *p, PyObject *args) {
     Py_ssize_t slot, also = -1;
     double timeout;
-    if (!usable(p) || !PyArg_ParseTuple(args, "nd|n", &slot, &timeout, &also)) return NULL;
+    if (!pool_usable(p) || !PyArg_ParseTuple(args, "nd|n", &slot, &timeout, &also)) return NULL;
     if (slot < 0 || slot >= p->n_slots || also < -1 || also >= p->n_slots)
         return PyErr_Format(PyExc_IndexError, "slot %zd or %zd is out of range", slot, also);
     pthread_mutex_lock(&p->lock);
@@ -391,7 +397,7 @@ static PyObject *pool_wait(Pool *p, PyObject *args) {
 /* drain(timeout) -> bool: wait until no task is out (their results are dropped: every slot idle). */
 static PyObject *pool_drain(Pool *p, PyObject *args) {
     double timeout;
-    if (!usable(p) || !PyArg_ParseTuple(args, "d", &timeout)) return NULL;
+    if (!pool_usable(p) || !PyArg_ParseTuple(args, "d", &timeout)) return NULL;
     int reached = wait_for(p, -2, -1, timeout);
     if (reached < 0) return NULL;
     if (reached) {
@@ -419,6 +425,14 @@ static PyMethodDef pool_methods[] = {
      "expected=None): what tasks gather; fields: (column_addr, itemsize, outs per slot) each; verified/expected: "
      "per block, checked flags and xxh3_64 checksums. Refused while tasks are out."},
     {"submit", (PyCFunction)pool_submit, METH_VARARGS, "submit(slot, indices): queue a batch into an idle slot."},
+    {"set_order", (PyCFunction)pool_set_order, METH_VARARGS,
+     "set_order(count, batch_size, base, global_batch, nodes, n, pad, keys, low, high): the plan's full batches "
+     "as arithmetic (fastload.plan.batch_formula; keys None: no shuffle), for submit_batch. Refused while tasks "
+     "are out."},
+    {"submit_batch", (PyCFunction)pool_submit_batch, METH_VARARGS,
+     "submit_batch(slot, k): queue batch k of the order, its indices computed by the thread that gathers it."},
+    {"order_batch", (PyCFunction)pool_order_batch, METH_VARARGS,
+     "order_batch(k, out): batch k's record indices into out (int64, batch_size of set_order)."},
     {"wait", (PyCFunction)pool_wait, METH_VARARGS,
      "wait(slot, timeout, also=-1) -> (status, worker, position, field, busy_s), or None on timeout (< 0: none); "
      "if it must sleep, until also's task is done too."},

@@ -2,7 +2,8 @@
  * fastload._gather_pool's shared state: the pool of C threads, its ring of slots and its
  * configuration. gather_pool.c is the Python type (configure, submit, wait, drain, close);
  * gather_pool_tasks.c is what runs without the GIL (a task's gather and checks, the threads'
- * loop, the consumer's own share of the work while it waits).
+ * loop, the consumer's own share of the work while it waits); gather_pool_order.c sets the
+ * plan's arithmetic (keyed_order.h) for tasks that compute their own indices.
  */
 #ifndef FASTLOAD_GATHER_POOL_H
 #define FASTLOAD_GATHER_POOL_H
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "gather_core.h"
+#include "keyed_order.h"
 
 enum { IDLE = 0, QUEUED, RUNNING, DONE };
 enum { OK = 0, OUT_OF_RANGE = 1, OUTSIDE_BLOCK = 2, CORRUPT = 3 };
@@ -22,6 +24,7 @@ enum { OK = 0, OUT_OF_RANGE = 1, OUTSIDE_BLOCK = 2, CORRUPT = 3 };
 typedef struct {
     int state, status, worker;
     Py_ssize_t n, position; /* rows; the first position that failed */
+    int64_t batch;          /* the order's batch whose indices the task computes first; -1: given */
     int64_t field;          /* the field that failed */
     double busy;            /* seconds spent on the task */
 } Slot;
@@ -58,8 +61,20 @@ typedef struct {
     const uint64_t *expected; /* per block: xxh3_64 of its bytes [block_lo, block_hi) */
     int n_fields;
     int configured;
+    KeyedOrder order;     /* for tasks of a batch number (set_order) */
+    int has_order;
     pid_t owner;          /* a forked child has none of the threads: it must not join them */
 } Pool;
+
+/* For the Python methods: 0 with an exception set when closed, or when a task is out. */
+int pool_usable(Pool *p);
+int pool_all_idle(Pool *p, const char *what);
+/* Queue slot's task (lock held): n rows, of the order's batch (-1: of the indices already in place). */
+void pool_enqueue(Pool *p, Py_ssize_t slot, Py_ssize_t n, int64_t batch);
+/* The order's methods (gather_pool_order.c). */
+PyObject *pool_set_order(Pool *p, PyObject *args);
+PyObject *pool_submit_batch(Pool *p, PyObject *args);
+PyObject *pool_order_batch(Pool *p, PyObject *args);
 
 /* The threads' loop (arg: a malloc'ed Start, freed by the thread). */
 typedef struct {

@@ -12,9 +12,10 @@
 #include "third_party/xxhash/xxhash.h"
 
 static void run_task(Pool *p, Py_ssize_t slot, Slot *result) {
-    const int64_t *idx = p->indices + slot * p->batch_size;
+    int64_t *idx = p->indices + slot * p->batch_size;
     int64_t *blocks = p->blocks + slot * p->batch_size;
     Py_ssize_t n = result->n;
+    if (result->batch >= 0) keyed_batch(&p->order, result->batch, idx); /* set before the task, fixed while out */
     Py_ssize_t bad = first_out_of_range(&p->tables, idx, n);
     if (bad >= 0) {
         result->status = OUT_OF_RANGE;
