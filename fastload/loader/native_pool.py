@@ -25,6 +25,7 @@ import numpy as np
 
 from .._gather_pool import GatherPool
 from ..format.mapped_gather import MappedFields, map_fixed_fields
+from ..plan.batch_formula import BatchFormula
 from .config import WorkerConfig
 from .slots import SlotRing
 from .worker_loop import open_worker_dataset, split_fields
@@ -45,6 +46,7 @@ class NativePool:
         # with as many threads as cores it only competes with them (2 threads: 2.0 -> 1.65 M)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.gather = GatherPool(num_workers, ring.n_slots, ring.layout.batch_size, consumer_helps=num_workers < cores)
+        self.gather_batch_size = ring.layout.batch_size
         t = mapped.tables
         slots = [ring.arrays(slot) for slot in range(ring.n_slots)]
         self.gather.configure(mapped.starts, t.shard_lo, t.shard_hi, t.block_first, t.block_lo, t.block_hi,
@@ -57,6 +59,25 @@ class NativePool:
         # limit), sleeping, if it must, until slot also's task is done too
         self.submit = self.gather.submit
         self.wait = self.gather.wait
+        # submit_batch(slot, k): queue batch k of the formula set by use_formula, whose indices the
+        # thread computes (csrc/keyed_order.h) before gathering it
+        self.submit_batch = self.gather.submit_batch
+
+    def use_formula(self, formula: BatchFormula | None) -> int:
+        """Let the threads compute ``formula``'s batches (plan/batch_formula.py); returns how many
+        (0: none, for no formula or one wider than the slots). Only while no task is out."""
+        if formula is None or formula.batch_size > self.gather_batch_size:
+            return 0
+        f = formula
+        self.gather.set_order(f.count, f.batch_size, f.base, f.global_batch, f.nodes, f.n, f.pad, f.keys, f.low,
+                              f.high)
+        return f.count
+
+    def formula_batch(self, k: int, batch_size: int) -> np.ndarray:
+        """Batch k of the formula in use, as its tasks computed it."""
+        out = np.empty(batch_size, dtype=np.int64)
+        self.gather.order_batch(k, out)
+        return out
 
     @classmethod
     def start(cls, config: WorkerConfig, num_workers: int, ring: SlotRing, dataset=None) -> "NativePool | None":
