@@ -335,6 +335,8 @@ class BatchProducer:
                 queued.popleft()
                 st.held = slot  # from here the slot is the consumer's: the next request frees it
                 status, wid, _, _, busy = result
+                if wid < 0 and self._stats is not None:  # the consumer gathered it while it waited
+                    self._stats.add_helped(busy)
                 n, skipped = (rows if type(idx) is int else len(idx)), 0
                 if status != OK:  # gathered again in Python: its error, or (negative indices) the batch
                     if type(idx) is int:
