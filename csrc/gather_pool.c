@@ -8,8 +8,11 @@
  * which never take the GIL, run the same bounds-checked gather as fastload._native.gather_multi
  * (gather_core.h) straight into the slot, one field after another, and checks the checksum of each
  * block the first time a batch reads it (xxHash's XXH3-64, as the reader). A thread sleeps only when no
- * task is queued, and is woken only then; the consumer sleeps (GIL released) only when the batch
- * it asks for is not done yet, and is woken only by the thread that finishes that batch.
+ * task is queued, and is woken only then. A consumer whose batch is not done gathers it itself
+ * when no thread has taken it, and (consumer_helps) other queued batches rather than sleep; it
+ * sleeps (GIL released) only when none is left to take, and is woken only by the thread that
+ * finishes the batches it waits for. A task may also be a batch number of the loader's plan,
+ * whose indices the thread computes first (gather_pool_order.c, keyed_order.h).
  *
  * Memory: every buffer a task reads or writes (tables, field columns, slot views) is held with
  * the buffer protocol from configure() until the next configure() or close(), and configure()

@@ -7,7 +7,10 @@ delivered 0.55x of what 2 NumPy threads gather (docs/benchmarks.md). Here the wo
 threads (``fastload._gather_pool``) that never take the GIL: the consumer queues ``(slot,
 indices)``, a thread runs the same bounds-checked gather as :meth:`Dataset.gather` into the slot
 and checksums each block the first time a batch reads it, and the consumer sleeps only when the
-batch it asks for is not done. A batch that fails in C (an index out of range, a read outside a
+batch it asks for is not done and no queued batch is left for it to gather itself (with fewer
+threads than cores; else only the batch it waits for, when no thread has taken it). The loader's
+own full-shuffle and sequential plans are queued by batch number, their indices computed by the
+threads (plan/batch_formula.py, csrc/keyed_order.h). A batch that fails in C (an index out of range, a read outside a
 block, a corrupt block) is gathered again in Python (:func:`~.worker_loop.produce_batch`), which
 raises the error :meth:`Dataset.gather` raises (or, with ``on_error="skip"``, replaces the
 records).
