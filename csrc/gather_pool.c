@@ -85,8 +85,9 @@ static int pool_init(Pool *p, PyObject *args, PyObject *kwds) {
     p->slots = PyMem_Calloc((size_t)n_slots, sizeof(Slot));
     p->indices = PyMem_Calloc((size_t)(n_slots * batch_size), sizeof(int64_t));
     p->blocks = PyMem_Calloc((size_t)(n_slots * batch_size), sizeof(int64_t));
+    p->scratch = PyMem_Calloc((size_t)(n_slots * 3 * batch_size), sizeof(int64_t));
     p->threads = PyMem_Calloc((size_t)n_threads, sizeof(pthread_t));
-    if (!p->fifo || !p->slots || !p->indices || !p->blocks || !p->threads) {
+    if (!p->fifo || !p->slots || !p->indices || !p->blocks || !p->scratch || !p->threads) {
         PyErr_NoMemory();
         return -1;
     }
@@ -128,6 +129,7 @@ static void pool_dealloc(Pool *p) {
     PyMem_Free(p->slots);
     PyMem_Free(p->indices);
     PyMem_Free(p->blocks);
+    PyMem_Free(p->scratch);
     PyMem_Free(p->threads);
     Py_TYPE(p)->tp_free((PyObject *)p);
 }
@@ -156,7 +158,9 @@ static Py_buffer *hold(Pool *p, PyObject *obj, int writable, const char *what) {
 
 /* configure(shard_start, shard_lo, shard_hi, block_first, block_lo, block_hi, fields, verified=None,
  * expected=None): fields is a sequence of (column_addr, itemsize, outs), outs one writable buffer
- * per slot holding batch_size * itemsize bytes; verified (one byte per block, writable: 0 until a
+ * per slot holding batch_size * itemsize bytes (itemsize 0: a variable-size field without nulls,
+ * outs its arenas, loader/buffers.py: batch_size rows of equal bytes; a batch whose payloads
+ * exceed its rows' arena ends with status 4); verified (one byte per block, writable: 0 until a
  * block's checksum was checked) and expected (its xxh3_64, uint64) turn on first-touch checks. */
 static PyObject *pool_configure(Pool *p, PyObject *args) {
     PyObject *tab[6], *fields, *verified = Py_None, *expected = Py_None;
@@ -212,25 +216,34 @@ static PyObject *pool_configure(Pool *p, PyObject *args) {
         if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, f), "OnO", &column, &itemsize, &outs)) goto fail;
         Py_buffer *view = hold(p, column, 0, "column_addr");
         if (view == NULL) goto fail;
-        if (view->len / 8 != nb || itemsize <= 0) {
-            PyErr_SetString(PyExc_ValueError, "column_addr must match the block tables and itemsize be > 0");
+        if (view->len / 8 != nb || itemsize < 0) {
+            PyErr_SetString(PyExc_ValueError, "column_addr must match the block tables and itemsize be >= 0");
             goto fail;
         }
         p->fields[f] = (Field){.itemsize = itemsize, .column = view->buf};
+        Py_ssize_t row_bytes = -1;
         PyObject *outs_seq = PySequence_Fast(outs, "outs must be a sequence of one buffer per slot");
         if (outs_seq == NULL) goto fail;
         int ok = PySequence_Fast_GET_SIZE(outs_seq) == p->n_slots;
         for (Py_ssize_t s = 0; ok && s < p->n_slots; s++) {
             Py_buffer *out = hold(p, PySequence_Fast_GET_ITEM(outs_seq, s), 1, "out");
             if (out == NULL) { Py_DECREF(outs_seq); goto fail; }
-            ok = out->len / itemsize >= p->batch_size;
+            if (itemsize > 0) {
+                ok = out->len / itemsize >= p->batch_size;
+            } else { /* an arena: rows of equal bytes, the same in every slot, 8-byte aligned */
+                ok = out->len % p->batch_size == 0 && (row_bytes < 0 || row_bytes == out->len / p->batch_size) &&
+                     out->len >= arena_header(p->batch_size) && ((uintptr_t)out->buf & 7) == 0;
+                row_bytes = out->len / p->batch_size;
+            }
             p->outs[f * p->n_slots + s] = out->buf;
         }
         Py_DECREF(outs_seq);
         if (!ok) {
-            PyErr_SetString(PyExc_ValueError, "outs must hold one buffer per slot of batch_size * itemsize bytes");
+            PyErr_SetString(PyExc_ValueError, "outs must hold one buffer per slot of batch_size * itemsize bytes (an "
+                                              "arena: batch_size rows of equal bytes, at least its header)");
             goto fail;
         }
+        p->fields[f].row_bytes = row_bytes;
         p->n_fields++;
     }
     Py_DECREF(seq);
@@ -373,7 +386,8 @@ static int wait_for(Pool *p, Py_ssize_t target, Py_ssize_t also, double timeout)
 /* wait(slot, timeout, also=-1) -> None (timed out) or (status, worker, position, field, busy seconds):
  * the result of slot's task, sleeping (if it must) until slot also's task is done too; the slot is idle
  * again once its result is returned. status: 0 done, 1 an index out of range at position, 2 a
- * read outside its block at position of field, 3 the block of the record at position is corrupt. */
+ * read outside its block at position of field, 3 the block of the record at position is corrupt,
+ * 4 the payloads of variable field `field` exceed the arena. */
 static PyObject *pool_wait(Pool *p, PyObject *args) {
     Py_ssize_t slot, also = -1;
     double timeout;

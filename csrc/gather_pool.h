@@ -18,7 +18,8 @@
 #include "keyed_order.h"
 
 enum { IDLE = 0, QUEUED, RUNNING, DONE };
-enum { OK = 0, OUT_OF_RANGE = 1, OUTSIDE_BLOCK = 2, CORRUPT = 3 };
+enum { OK = 0, OUT_OF_RANGE = 1, OUTSIDE_BLOCK = 2, CORRUPT = 3, TOO_LARGE = 4 };
+#define ARENA_ALIGN 64 /* loader/slots.py ALIGN */
 #define CONSUMER (-1) /* the worker id of a task the waiting consumer ran itself */
 
 typedef struct {
@@ -30,9 +31,17 @@ typedef struct {
 } Slot;
 
 typedef struct {
-    Py_ssize_t itemsize;
+    Py_ssize_t itemsize;   /* 0: a variable-size field, gathered into an arena (loader/buffers.py) */
+    Py_ssize_t row_bytes;  /* a variable field's arena bytes per row of the batch */
     const int64_t *column; /* the field's column address in every block */
 } Field;
+
+/* Bytes before the payloads in an arena of n rows: n + 1 int64 offsets, then n validity bytes,
+ * each part aligned (loader/buffers.py _header). */
+static inline int64_t arena_header(int64_t n) {
+    int64_t offsets = (8 * (n + 1) + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+    return (offsets + n + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+}
 
 typedef struct {
     PyObject_HEAD
@@ -51,6 +60,7 @@ typedef struct {
     Slot *slots;
     int64_t *indices;     /* n_slots x batch_size */
     int64_t *blocks;      /* n_slots x batch_size: each record's global block, for first-touch checks */
+    int64_t *scratch;     /* n_slots x 3 x batch_size: a variable field's gather (gather_var_rows_multi) */
     /* the configuration: tables, fields, and per field and slot the output address */
     Py_buffer *views;
     int n_views;

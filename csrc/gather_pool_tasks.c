@@ -23,10 +23,18 @@ static void run_task(Pool *p, Py_ssize_t slot, Slot *result) {
         return;
     }
     for (int f = 0; f < p->n_fields; f++) {
-        bad = gather_rows_multi(&p->tables, p->fields[f].column, idx, n, p->fields[f].itemsize,
-                                p->outs[f * p->n_slots + slot], f == 0 ? blocks : NULL);
-        if (bad >= 0) {
-            result->status = OUTSIDE_BLOCK;
+        const Field *field = &p->fields[f];
+        char *out = p->outs[f * p->n_slots + slot];
+        int64_t total = 0, head = arena_header(n), room = n * field->row_bytes - head;
+        if (field->itemsize > 0)
+            bad = gather_rows_multi(&p->tables, field->column, idx, n, field->itemsize, out, f == 0 ? blocks : NULL);
+        else /* the arena: offsets at its start, the payloads after its header (validity unused: no nulls) */
+            bad = gather_var_rows_multi(&p->tables, field->column, idx, n, (int64_t *)(void *)out, out + head,
+                                        room, f == 0 ? blocks : NULL, p->scratch + slot * 3 * p->batch_size,
+                                        &total);
+        if (bad >= 0 || (field->itemsize == 0 && total > room)) { /* too large for the arena: Python sends it
+                                                                    * beside the slot */
+            result->status = bad >= 0 ? OUTSIDE_BLOCK : TOO_LARGE;
             result->position = bad;
             result->field = f;
             return;

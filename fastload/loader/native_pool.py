@@ -27,8 +27,9 @@ import os
 import numpy as np
 
 from .._gather_pool import GatherPool
-from ..format.mapped_gather import MappedFields, map_fixed_fields
+from ..format.mapped_gather import MappedFields, map_fields
 from ..plan.batch_formula import BatchFormula
+from .buffers import arena_name
 from .config import WorkerConfig
 from .slots import SlotRing
 from .worker_loop import open_worker_dataset, split_fields
@@ -39,10 +40,10 @@ OK = 0  # a task's status from GatherPool.wait; anything else: the batch is gath
 class NativePool:
     """``num_workers`` C threads gathering batch tasks into the ring's slots, any thread any task."""
 
-    def __init__(self, ds, mapped: MappedFields, fixed: list[str], ring: SlotRing, num_workers: int):
+    def __init__(self, ds, mapped: MappedFields, fixed: list[str], var: list[str], ring: SlotRing, num_workers: int):
         self.dataset = ds  # keeps every shard mapped while the threads read them
         self.mapped = mapped
-        self.fixed = fixed
+        self.fixed, self.var = fixed, var
         self.num_workers = num_workers
         # with fewer threads than cores, a consumer that would sleep for its batch gathers queued
         # ones itself: 1 thread on 2 cores went from 1.35 to 2.0 M samples/s (docs/benchmarks.md);
@@ -53,7 +54,8 @@ class NativePool:
         t = mapped.tables
         slots = [ring.arrays(slot) for slot in range(ring.n_slots)]
         self.gather.configure(mapped.starts, t.shard_lo, t.shard_hi, t.block_first, t.block_lo, t.block_hi,
-                              [(addr, itemsize, [views[name] for views in slots])
+                              # a str/bytes field (itemsize 0) goes into its arena (buffers.py), as the Python gather's
+                              [(addr, itemsize, [views[name if itemsize else arena_name(name)] for views in slots])
                                for name, addr, itemsize in mapped.columns],
                               t.verified.view(np.uint8), mapped.checksums)
         # the C methods themselves, without a Python call around them (the consumer's cost per batch):
@@ -96,10 +98,12 @@ class NativePool:
             fixed, var = split_fields(ds, config.fields, config.layout)
         except Exception:  # the Python workers report it, naming the step that failed
             return None
-        mapped = map_fixed_fields(ds, fixed) if not var else None
+        if any(arena_name(name) not in config.layout.names for name in var):  # arrays of variable size
+            return None
+        mapped = map_fields(ds, fixed + var)  # str/bytes fields without nulls: into their arenas
         if mapped is None:
             return None
-        return cls(ds, mapped, fixed, ring, num_workers)
+        return cls(ds, mapped, fixed, var, ring, num_workers)
 
     @property
     def pids(self) -> list[int]:

@@ -337,12 +337,12 @@ class BatchProducer:
                 status, wid, _, _, busy = result
                 if wid < 0 and self._stats is not None:  # the consumer gathered it while it waited
                     self._stats.add_helped(busy)
-                n, skipped = (rows if type(idx) is int else len(idx)), 0
-                if status != OK:  # gathered again in Python: its error, or (negative indices) the batch
-                    if type(idx) is int:
+                n, skipped, cols = (rows if type(idx) is int else len(idx)), 0, {}
+                if status != OK:  # gathered again in Python: its error, (negative indices) the batch, or
+                    if type(idx) is int:  # a text field too large for its arena, sent beside the slot
                         idx = pool.formula_batch(idx, rows)
-                    n, skipped = self._redo(k, slot, idx, wid)
-                yield self._hand_out(k, slot, n, {}, {"read": busy}, wid, t_request, busy, skipped)
+                    n, skipped, cols = self._redo(k, slot, idx, wid)
+                yield self._hand_out(k, slot, n, cols, {"read": busy}, wid, t_request, busy, skipped)
                 k += 1
         finally:
             if feeder is not None:
@@ -350,16 +350,18 @@ class BatchProducer:
             if st.run_token is token:
                 st.end_run()
 
-    def _redo(self, k: int, slot: int, idx: np.ndarray, wid: int) -> tuple[int, int]:
+    def _redo(self, k: int, slot: int, idx: np.ndarray, wid: int) -> tuple[int, int, dict]:
         """Gather a batch again, in Python, into its slot: raise its error as a worker's, or skip
-        its unreadable records, or (negative indices) deliver it; returns rows and records skipped."""
+        its unreadable records, or (negative indices, text too large for its arena) deliver it;
+        returns rows, records skipped and the columns sent beside the slot."""
         st = self._state
         try:
-            n, _, _, skipped, _ = produce_batch(st.pool.dataset, st.ring, slot, idx, st.pool.fixed, [], self.config)
+            n, cols, _, skipped, _ = produce_batch(st.pool.dataset, st.ring, slot, idx, st.pool.fixed, st.pool.var,
+                                                   self.config)
         except Exception as failed:
             raise failure_exception(pack_failure(failed, "", pickled=False), st.pool.describe(wid),
                                     f"reading batch {k}")
-        return n, skipped
+        return n, skipped, cols
 
     def _run_inline(self, it: Iterator, token: object) -> Iterator[ProducedBatch]:
         st = self._state

@@ -24,6 +24,7 @@ import fastload
 from fastload import FormatError, WorkerError, Writer
 from fastload._gather_pool import GatherPool
 from fastload.format.shard_reader import ShardReader
+from fastload.loader.buffers import with_arenas
 from fastload.loader.index_feeder import IndexFeeder
 from fastload.loader.native_pool import NativePool
 from fastload.loader.pools import ThreadPool
@@ -103,7 +104,9 @@ def test_only_thread_workers_on_fixed_fields_of_raw_local_shards_get_c_threads(d
     assert pool(config(root), num_workers=2, worker_type="process").__name__ == "ProcessPool"
     assert pool(config(root, worker_init_fn=print), num_workers=1, worker_type="thread") is ThreadPool
     texts = write(tmp_path / "text", {**cols, "text": [f"r{i}" for i in range(N)]}, SCHEMA + ",text:str")
-    assert pool(config(texts), num_workers=1, worker_type="thread") is ThreadPool
+    assert pool(config(texts), num_workers=1, worker_type="thread") is ThreadPool  # a str field without an arena
+    in_arena = WorkerConfig(str(texts), {}, None, with_arenas(config(texts).layout, fastload.open(texts), None))
+    assert pool(in_arena, num_workers=1, worker_type="thread") is NativePool  # without nulls: C, into its arena
     assert pool(config(texts, fields=("tok", "id")), num_workers=1, worker_type="thread") is NativePool
     packed = write(tmp_path / "zstd", cols, compression="zstd")
     assert pool(config(packed), num_workers=1, worker_type="thread") is ThreadPool
