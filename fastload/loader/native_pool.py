@@ -1,4 +1,4 @@
-"""Thread workers in C for the common case: fixed fields of a local dataset of raw shards.
+"""Thread workers in C for the common case: fixed and text fields of a local dataset of raw shards.
 
 Python worker threads cost two hand-offs per batch (a task queue and a result queue, each a
 wake-up and a GIL hand-over): on this project's 2-core machine 17-28 us of workers' CPU and
@@ -10,12 +10,14 @@ and checksums each block the first time a batch reads it, and the consumer sleep
 batch it asks for is not done and no queued batch is left for it to gather itself (with fewer
 threads than cores; else only the batch it waits for, when no thread has taken it). The loader's
 own full-shuffle and sequential plans are queued by batch number, their indices computed by the
-threads (plan/batch_formula.py, csrc/keyed_order.h). A batch that fails in C (an index out of range, a read outside a
-block, a corrupt block) is gathered again in Python (:func:`~.worker_loop.produce_batch`), which
-raises the error :meth:`Dataset.gather` raises (or, with ``on_error="skip"``, replaces the
-records).
+threads (plan/batch_formula.py, csrc/keyed_order.h). A str/bytes field without nulls goes into its
+arena of the slot, as the Python workers write it (buffers.py). A batch that fails in C (an index
+out of range, a read outside a block, a corrupt block, text too large for its arena) is gathered
+again in Python (:func:`~.worker_loop.produce_batch`), which raises the error
+:meth:`Dataset.gather` raises (or, with ``on_error="skip"``, replaces the records; or sends the
+text beside the slot).
 
-Loaders outside this case (process workers, variable-size or image fields, a ``collate_fn``,
+Loaders outside this case (process workers, variable-size arrays, text with nulls, image fields, a ``collate_fn``,
 ``worker_init_fn``, padded fields, remote or compressed datasets, packed sequences and mixtures)
 keep the Python workers of :mod:`.pools`.
 """
