@@ -11,8 +11,10 @@ setup(
         Extension("fastload._native", sources=["csrc/fastload_native.c"], depends=["csrc/gather_core.h"],
                   extra_compile_args=FLAGS),
         # the loader's worker threads in C (the fast path of thread workers): the same gather, no GIL
-        Extension("fastload._gather_pool", sources=["csrc/gather_pool.c"],
-                  depends=["csrc/gather_core.h", "csrc/third_party/xxhash/xxhash.h"],
+        Extension("fastload._gather_pool",
+                  sources=["csrc/gather_pool.c", "csrc/gather_pool_tasks.c", "csrc/gather_pool_order.c"],
+                  depends=["csrc/gather_pool.h", "csrc/gather_core.h", "csrc/keyed_order.h",
+                           "csrc/third_party/xxhash/xxhash.h"],
                   extra_compile_args=FLAGS, extra_link_args=["-pthread"]),
         # xxHash's own XXH3-128 (vendored header) over many rows: pack's dedup hashes
         Extension("fastload._row_hash", sources=["csrc/row_hash.c"],

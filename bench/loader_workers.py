@@ -24,9 +24,11 @@ fastload run is repeated with that code (``main ...`` rows), in the same interle
 Each child reads its files once (warm page cache), runs one epoch untimed (first-touch
 verification of the blocks, page-table population, worker start), then ``--epochs`` timed epochs;
 its figure is the median epoch. Besides the rate, a child measures CPU time: the consumer's
-(``time.thread_time`` of the thread iterating the loader, per batch: the consumer's cost) and the
-workers' (the other threads of the process: with thread workers on this dataset the C threads and
-the index feeder, which computes the shuffle; or the worker processes' ``/proc/<pid>/schedstat``).
+(``time.thread_time`` of the thread iterating the loader, per batch: the consumer's cost, less the batches it
+gathered itself for its worker threads while it waited, ``stats()["consumer_gather_s"]``) and the
+workers' (the other threads of the process: with thread workers on this dataset the C threads,
+which also compute the shuffle, plus those gathers of the consumer; or the worker processes'
+``/proc/<pid>/schedstat``).
 "workers' overhead" is their CPU per batch minus the CPU per batch of the NumPy threads that
 gather the same batches (same N, same run). Every batch is consumed minimally and alike: its
 main field's ``len`` (the consumer's cost is then the loader's own).

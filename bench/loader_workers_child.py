@@ -33,15 +33,20 @@ def _children_cpu_s() -> float:
     return total / 1e9
 
 
-def _epochs(run_epoch, epochs: int, batches: int, workers_are_threads: bool) -> dict:
-    """Run one untimed epoch, then ``epochs`` timed ones; medians of per-epoch figures."""
+def _epochs(run_epoch, epochs: int, batches: int, workers_are_threads: bool, helped=lambda: 0.0) -> dict:
+    """Run one untimed epoch, then ``epochs`` timed ones; medians of per-epoch figures.
+
+    ``helped()``: seconds so far that the consumer's thread spent gathering for the worker threads
+    while it waited (the loader's ``consumer_gather_s``): counted as workers' CPU, not the consumer's."""
     run_epoch()
     walls, consumer, workers = [], [], []
     for _ in range(epochs):
+        h0 = helped()
         p0, c0, w0, t0 = time.process_time(), time.thread_time(), _children_cpu_s(), time.perf_counter()
         run_epoch()
-        wall, c = time.perf_counter() - t0, time.thread_time() - c0
+        wall, c, h = time.perf_counter() - t0, time.thread_time() - c0, helped() - h0
         w = (time.process_time() - p0 - c) if workers_are_threads else (_children_cpu_s() - w0)
+        c, w = c - h, w + h
         walls.append(wall)
         consumer.append(c)
         workers.append(w)
@@ -107,7 +112,8 @@ def fastload_loader(spec: dict) -> dict:
         for batch in loader:
             len(batch[main])
 
-    out = _epochs(run_epoch, spec["epochs"], len(loader), spec.get("worker_type") == "thread" or not spec["workers"])
+    out = _epochs(run_epoch, spec["epochs"], len(loader), spec.get("worker_type") == "thread" or not spec["workers"],
+                  lambda: getattr(loader._stats, "helped_s", 0.0))  # stats()["consumer_gather_s"]; not in other commits' code
     loader.close()
     out["rate"] = len(ds) / out["wall_s"]
     out["byte_rate"] = counted[0] / out["wall_s"]

@@ -334,15 +334,12 @@ static PyObject *gather_var_multi(PyObject *self, PyObject *args) {
     if (data == NULL || (blocks_obj != Py_None && (blocks_view = take(&v, blocks_obj, NULL)) == NULL)) return NULL;
     int64_t *blocks_out = blocks_view != NULL ? (int64_t *)blocks_view->buf : NULL;
     int64_t *offsets = (int64_t *)offsets_view->buf;
-    const int64_t *ss = tables.ss, *slo = tables.slo, *shi = tables.shi, *bf = tables.bf, *blo = tables.blo,
-                  *bhi = tables.bhi;
-    Py_ssize_t ns = tables.ns, nb = tables.nb;
     const char *err = NULL;
     if (blocks_out != NULL && blocks_view->len / 8 < n) err = "blocks_out holds fewer than len(idx) int64";
     if (offsets_view->len / 8 != n + 1) err = "offsets_out must hold len(idx) + 1 int64";
     if (mismatch) err = "inconsistent tables";
     Py_ssize_t bad = err ? -1 : first_out_of_range(&tables, idx, n);
-    /* src[i]: record i's offset pair, then its payload; blk[i] (its block) and shard[i] */
+    /* gather_var_rows_multi's scratch: 3 int64 per record */
     int64_t *src = err || bad >= 0 ? NULL : PyMem_Malloc((size_t)(n > 0 ? n : 1) * 3 * sizeof(int64_t));
     if (err || bad >= 0 || src == NULL) {
         if (bad >= 0) PyErr_Format(PyExc_IndexError, "index %lld is out of range", (long long)idx[bad]);
@@ -351,51 +348,11 @@ static PyObject *gather_var_multi(PyObject *self, PyObject *args) {
         release(&v);
         return NULL;
     }
-    int64_t *blk = src + n, *shard = src + 2 * n;
-    Py_ssize_t outside = -1;
-    int64_t sum = 0;
+    Py_ssize_t outside;
+    int64_t sum;
     Py_BEGIN_ALLOW_THREADS
-    /* Three passes, so the cache misses of many records overlap (each record's pair and payload
-     * lie at random places of the mapping; one pass waits on two misses per record in turn):
-     * locate every pair and prefetch it, read the pairs and prefetch the payloads, copy. */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_ssize_t s = last_le(ss, 0, ns, idx[i]);
-        int64_t local = idx[i] - ss[s], pair = -1;
-        Py_ssize_t b = -1;
-        if (0 <= slo[s] && slo[s] < shi[s] && shi[s] <= nb) {
-            b = last_le(bf, slo[s], shi[s], local);
-            pair = row_source(bf, ba, blo, bhi, b, local, 4);
-        }
-        if (pair < 0 || !inside(pair, 8, blo[b], bhi[b])) { outside = i; break; }
-        __builtin_prefetch((const void *)(intptr_t)pair, 0, 0);
-        src[i] = pair;
-        blk[i] = b;
-        shard[i] = s;
-    }
-    offsets[0] = 0;
-    for (Py_ssize_t i = 0; i < n && outside < 0; i++) {
-        Py_ssize_t b = blk[i], s = shard[i];
-        uint32_t lo32, hi32;
-        memcpy(&lo32, (const void *)(intptr_t)src[i], 4);
-        memcpy(&hi32, (const void *)(intptr_t)(src[i] + 4), 4);
-        int64_t block_n = (b + 1 < shi[s] ? bf[b + 1] : ss[s + 1] - ss[s]) - bf[b];
-        int64_t start = ba[b] + (block_n + 1) * 4 + lo32, len = (int64_t)hi32 - (int64_t)lo32;
-        if (block_n < 1 || !inside(start, len, blo[b], bhi[b])) { outside = i; break; }
-        for (int64_t line = 0; line < len && line < 512; line += 64)
-            __builtin_prefetch((const void *)(intptr_t)(start + line), 0, 0);
-        src[i] = start;
-        sum += len;
-        offsets[i + 1] = sum;
-        if (blocks_out != NULL) blocks_out[i] = b;
-    }
-    if (outside < 0 && sum <= data->len) {
-        char *dst = (char *)data->buf;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            int64_t len = offsets[i + 1] - offsets[i];
-            memcpy(dst, (const void *)(intptr_t)src[i], (size_t)len);
-            dst += len;
-        }
-    }
+    outside = gather_var_rows_multi(&tables, ba, idx, n, offsets, (char *)data->buf, (int64_t)data->len, blocks_out,
+                                    src, &sum);
     Py_END_ALLOW_THREADS
     PyMem_Free(src);
     release(&v);

@@ -77,4 +77,60 @@ static inline ptrdiff_t gather_rows_multi(const BlockTables *t, const int64_t *b
     return -1;
 }
 
+/* A variable-size field's rows idx[0..n) (in range) from raw blocks whose column (ba) holds
+ * block_n + 1 uint32 payload offsets, then the payloads: offsets[0..n] get the batch's offsets
+ * from 0, *total their sum, and the payloads are copied back to back into dst only when *total
+ * <= cap (else nothing is copied: the caller makes room). blocks_out (or NULL) gets each row's
+ * global block; scratch holds 3 * n int64. Three passes, so the cache misses of many records
+ * overlap (each record's pair and payload lie at random places of the mapping; one pass waits on
+ * two misses per record in turn): locate every pair and prefetch it, read the pairs and prefetch
+ * the payloads, copy. Returns the first position whose pair or payload would leave its block, or
+ * -1. */
+static inline ptrdiff_t gather_var_rows_multi(const BlockTables *t, const int64_t *ba, const int64_t *idx,
+                                              ptrdiff_t n, int64_t *offsets, char *dst, int64_t cap,
+                                              int64_t *blocks_out, int64_t *scratch, int64_t *total) {
+    const int64_t *ss = t->ss, *slo = t->slo, *shi = t->shi, *bf = t->bf, *blo = t->blo, *bhi = t->bhi;
+    int64_t *src = scratch, *blk = scratch + n, *shard = scratch + 2 * n, sum = 0;
+    *total = 0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        ptrdiff_t s = last_le(ss, 0, t->ns, idx[i]);
+        int64_t local = idx[i] - ss[s], pair = -1;
+        ptrdiff_t b = -1;
+        if (0 <= slo[s] && slo[s] < shi[s] && shi[s] <= t->nb) {
+            b = last_le(bf, slo[s], shi[s], local);
+            pair = row_source(bf, ba, blo, bhi, b, local, 4);
+        }
+        if (pair < 0 || !inside(pair, 8, blo[b], bhi[b])) return i;
+        __builtin_prefetch((const void *)(intptr_t)pair, 0, 0);
+        src[i] = pair;
+        blk[i] = b;
+        shard[i] = s;
+    }
+    offsets[0] = 0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        ptrdiff_t b = blk[i], s = shard[i];
+        uint32_t lo32, hi32;
+        memcpy(&lo32, (const void *)(intptr_t)src[i], 4);
+        memcpy(&hi32, (const void *)(intptr_t)(src[i] + 4), 4);
+        int64_t block_n = (b + 1 < shi[s] ? bf[b + 1] : ss[s + 1] - ss[s]) - bf[b];
+        int64_t start = ba[b] + (block_n + 1) * 4 + lo32, len = (int64_t)hi32 - (int64_t)lo32;
+        if (block_n < 1 || !inside(start, len, blo[b], bhi[b])) return i;
+        for (int64_t line = 0; line < len && line < 512; line += 64)
+            __builtin_prefetch((const void *)(intptr_t)(start + line), 0, 0);
+        src[i] = start;
+        sum += len;
+        offsets[i + 1] = sum;
+        if (blocks_out != NULL) blocks_out[i] = b;
+    }
+    *total = sum;
+    if (sum <= cap) {
+        for (ptrdiff_t i = 0; i < n; i++) {
+            int64_t len = offsets[i + 1] - offsets[i];
+            memcpy(dst, (const void *)(intptr_t)src[i], (size_t)len);
+            dst += len;
+        }
+    }
+    return -1;
+}
+
 #endif

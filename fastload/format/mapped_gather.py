@@ -1,8 +1,8 @@
-"""A dataset's fixed fields as plain tables for gathers that run without Python.
+"""A dataset's fields as plain tables for gathers that run without Python.
 
-:func:`map_fixed_fields` maps every shard of a local dataset of raw shards and hands out the
-global block tables of :func:`fastload._native.gather_multi` (the same C gather, with the same
-bounds checks, run by the loader's C worker threads), with each block's expected checksum and
+:func:`map_fields` maps every shard of a local dataset of raw shards and hands out the
+global block tables of :func:`fastload._native.gather_multi` and ``gather_var_multi`` (the same
+C gathers, with the same bounds checks, run by the loader's C worker threads), with each block's expected checksum and
 its "checked" flag (the tables' own, so a block checked by either side is checked once). The
 tables stay valid while the dataset lives and keeps every shard mapped, which a local dataset
 with no ``max_open`` bound does.
@@ -30,14 +30,14 @@ class MappedFields:
 
     starts: np.ndarray  # cumulative records per shard (n_shards + 1)
     tables: GatherTables
-    columns: tuple[tuple[str, np.ndarray, int], ...]  # (field, its column's address in every block, itemsize)
+    columns: tuple[tuple[str, np.ndarray, int], ...]  # (field, its column's address in every block, itemsize: 0 variable)
     checksums: np.ndarray  # uint64 per block row: xxh3_64 of the block's bytes [block_lo, block_hi)
 
 
-def map_fixed_fields(ds: Dataset, fields: Sequence[str]) -> MappedFields | None:
-    """Map every shard and return the tables for ``fields``, or None where the C gather does not
-    apply: not a local dataset of raw shards kept mapped, ``verify="always"``, a field that is not
-    fixed-size without nulls, no records, more than :data:`MAX_SHARDS` shards, or a shard that does
+def map_fields(ds: Dataset, fields: Sequence[str]) -> MappedFields | None:
+    """Map every shard and return the tables for ``fields``, or None where the C gathers do not
+    apply: not a local dataset of raw shards kept mapped, ``verify="always"``, a field with nulls
+    (or a fixed field of no bytes), no records, more than :data:`MAX_SHARDS` shards, or a shard that does
     not open (:meth:`Dataset.gather` then raises its error at the batch that reads it)."""
     if (type(ds) is not Dataset or not isinstance(ds.locator, LocalShards) or ds.locator.max_open is not None
             or ds.verify == "always" or not len(ds) or not fields or ds.n_shards > MAX_SHARDS):

@@ -271,12 +271,15 @@ class DataLoader(TorchDataLoader):
             prefetch = self._reading.start(plan, epoch)
         else:
             prefetch = start_prefetch(self.dataset, None, lag=1)
+        drawn = batches
         batches = self._sources.counted(batches)  # per-source counts of a mixture (else a no-op)
         producer = self._get_producer()
         sent: deque = deque()  # index arrays in order, for fields decoded here on the GPU
         if any(p.decode.device == "cuda" for p in self._pipelines.values()):
             batches = _recorded(batches, sent)
-        produced = producer.run(prefetch.track(batches), epoch=epoch, pure=own)  # own: may be drawn ahead
+        batches = prefetch.track(batches)
+        # own: may be drawn ahead; and, where nothing wraps the plan's batches, computed by C threads
+        produced = producer.run(batches, epoch=epoch, pure=own, plan=plan if own and batches is drawn else None)
         if self._custom_collate:  # the result as the worker made it (a process's is rebuilt by the producer)
             batches_out = (p.collated for p in produced)
         else:

@@ -40,6 +40,7 @@ class LoaderStats:
         self.stall_s = 0.0
         self.first_batch_s: float | None = None
         self.busy_s = 0.0
+        self.helped_s = 0.0
         self.stages: dict[str, float] = {}
         self._t0: float | None = None
         self._t_last = 0.0
@@ -78,6 +79,11 @@ class LoaderStats:
         """Time spent in a stage measured outside the workers (e.g. ``"transfer"`` to the GPU)."""
         self.stages[name] = self.stages.get(name, 0.0) + seconds
 
+    def add_helped(self, seconds: float) -> None:
+        """Seconds the consumer's thread spent gathering batches for its worker threads while it
+        waited (csrc/gather_pool.c): counted in ``worker_busy_s`` too."""
+        self.helped_s += seconds
+
     def add_skipped(self, n: int = 1) -> None:
         """Records skipped by the ``on_error="skip"`` policy."""
         self.skipped += n
@@ -102,6 +108,7 @@ class LoaderStats:
             "stages": dict(self.stages),
             "num_workers": self.num_workers,
             "worker_busy_s": self.busy_s,
+            "consumer_gather_s": self.helped_s,
             "worker_utilization": per(self.busy_s) / workers,
         }
 

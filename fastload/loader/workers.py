@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import WorkerError
 from ..format.columns import VarColumn
 from ..format.dataset import Dataset
+from ..plan.epoch import EpochPlan
 from .buffers import arena_bytes
 from .config import WorkerConfig
 from .failures import failure_exception, pack_failure
@@ -219,12 +220,16 @@ class BatchProducer:
         return self._state.closed
 
     # -- iteration -------------------------------------------------------------------------
-    def run(self, batches: Iterable[np.ndarray], epoch: int = 0, *, pure: bool = False) -> Iterator[ProducedBatch]:
+    def run(self, batches: Iterable[np.ndarray], epoch: int = 0, *, pure: bool = False,
+            plan: EpochPlan | None = None) -> Iterator[ProducedBatch]:
         """Produce the batches of ``batches`` (record index arrays) and yield them in order.
 
         ``epoch`` keys the image augmentations of this run (with the seed and record index).
         ``pure``: drawing ``batches`` has no effect that depends on when it happens (the loader's
         own plan), so C worker threads may have them drawn ahead in a thread (index_feeder.py).
+        ``plan``: the plan whose :meth:`~EpochPlan.batches` ``batches`` is, untouched: C worker
+        threads then compute its full batches themselves (plan/batch_formula.py) and ``batches``
+        is not drawn; other workers draw ``batches``.
         One run at a time: starting another abandons the previous one (its iterator then raises).
         The slot of each yielded batch is recycled when the next batch is requested.
         """
@@ -236,7 +241,7 @@ class BatchProducer:
         st.run_token = token = object()
         it = iter(batches)
         if isinstance(st.pool, NativePool):
-            return self._run_native(it, token, pure)
+            return self._run_native(it, token, pure, plan)
         return self._run_inline(it, token) if st.pool is None else self._run_pool(it, token)
 
     def _run_pool(self, it: Iterator, token: object) -> Iterator[ProducedBatch]:
@@ -287,10 +292,16 @@ class BatchProducer:
             if st.run_token is token:
                 st.end_run()
 
-    def _run_native(self, it: Iterator, token: object, pure: bool) -> Iterator[ProducedBatch]:
+    def _run_native(self, it: Iterator, token: object, pure: bool, plan: EpochPlan | None) -> Iterator[ProducedBatch]:
         """:meth:`_run_pool` for a :class:`NativePool`: any thread takes the next task, so the
-        batches are simply awaited in the order they were queued."""
+        batches are simply awaited in the order they were queued. A plan's full batches are
+        queued by number (the threads compute their indices), the rest drawn from ``it``."""
         st, pool = self._state, self._state.pool
+        batch_size = self.config.layout.batch_size
+        counted = pool.use_formula(plan.formula()) if plan is not None else 0  # no task is out: end_run drained
+        if counted:
+            it, pure = plan.batches(first=counted), False  # the partial last batch, if any: nothing to draw ahead
+        made = 0  # batches of the formula queued
         free, queued = st.free, st.queued
         timeout = self.timeout if self.timeout > 0 else -1.0
         # A consumer that must sleep for a batch sleeps until the next `ahead` are done: a wake-up
@@ -300,9 +311,9 @@ class BatchProducer:
         spare = st.ring.n_slots - self.num_workers  # tasks beyond one per thread
         ahead = max(1, min(spare, max(2, spare - 1)))
         k, exhausted = 0, False
-        feeder = IndexFeeder(it, FEED_SAMPLES // self.config.layout.batch_size, _END) if pure else None
+        feeder = IndexFeeder(it, FEED_SAMPLES // batch_size, _END) if pure else None
         draw = feeder.take if feeder is not None else lambda: next(it, _END)
-        batch_size = self.config.layout.batch_size
+        rows = plan.batch_size if counted else 0
         try:
             while True:  # the consumer's whole cost per batch: kept to plain steps (issue 17: <= 10 us)
                 t_request = perf_counter()
@@ -311,7 +322,12 @@ class BatchProducer:
                 if st.held is not None:
                     free.append(st.held)
                     st.held = None
-                while free and not exhausted:  # keep every free slot working
+                while made < counted and free:  # keep every free slot working
+                    slot = free.popleft()
+                    pool.submit_batch(slot, made)
+                    queued.append((slot, made))
+                    made += 1
+                while free and not exhausted and made == counted:
                     indices = draw()
                     if indices is _END:
                         exhausted = True
@@ -332,10 +348,14 @@ class BatchProducer:
                 queued.popleft()
                 st.held = slot  # from here the slot is the consumer's: the next request frees it
                 status, wid, _, _, busy = result
-                n, skipped = len(idx), 0
-                if status != OK:  # gathered again in Python: its error, or (negative indices) the batch
-                    n, skipped = self._redo(k, slot, idx, wid)
-                yield self._hand_out(k, slot, n, {}, {"read": busy}, wid, t_request, busy, skipped)
+                if wid < 0 and self._stats is not None:  # the consumer gathered it while it waited
+                    self._stats.add_helped(busy)
+                n, skipped, cols = (rows if type(idx) is int else len(idx)), 0, {}
+                if status != OK:  # gathered again in Python: its error, (negative indices) the batch, or
+                    if type(idx) is int:  # a text field too large for its arena, sent beside the slot
+                        idx = pool.formula_batch(idx, rows)
+                    n, skipped, cols = self._redo(k, slot, idx, wid)
+                yield self._hand_out(k, slot, n, cols, {"read": busy}, wid, t_request, busy, skipped)
                 k += 1
         finally:
             if feeder is not None:
@@ -343,16 +363,18 @@ class BatchProducer:
             if st.run_token is token:
                 st.end_run()
 
-    def _redo(self, k: int, slot: int, idx: np.ndarray, wid: int) -> tuple[int, int]:
+    def _redo(self, k: int, slot: int, idx: np.ndarray, wid: int) -> tuple[int, int, dict]:
         """Gather a batch again, in Python, into its slot: raise its error as a worker's, or skip
-        its unreadable records, or (negative indices) deliver it; returns rows and records skipped."""
+        its unreadable records, or (negative indices, text too large for its arena) deliver it;
+        returns rows, records skipped and the columns sent beside the slot."""
         st = self._state
         try:
-            n, _, _, skipped, _ = produce_batch(st.pool.dataset, st.ring, slot, idx, st.pool.fixed, [], self.config)
+            n, cols, _, skipped, _ = produce_batch(st.pool.dataset, st.ring, slot, idx, st.pool.fixed, st.pool.var,
+                                                   self.config)
         except Exception as failed:
             raise failure_exception(pack_failure(failed, "", pickled=False), st.pool.describe(wid),
                                     f"reading batch {k}")
-        return n, skipped
+        return n, skipped, cols
 
     def _run_inline(self, it: Iterator, token: object) -> Iterator[ProducedBatch]:
         st = self._state

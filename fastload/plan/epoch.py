@@ -29,7 +29,9 @@ from typing import Iterator
 
 import numpy as np
 
-from .orders import Order
+from .batch_formula import BatchFormula
+from .bijection import SMALL
+from .orders import FullShuffle, Order, SequentialOrder
 from .world import World
 
 EVEN_MODES = ("pad", "drop")
@@ -129,6 +131,22 @@ class EpochPlan:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return self.batches()
+
+    def formula(self) -> BatchFormula | None:
+        """This rank's full batches as arithmetic (batch_formula.py; the last, partial batch is
+        left to :meth:`batch`), or None for orders without one: block, shard and partitioned
+        orders, and full shuffles of at most bijection.SMALL records (which rank hashes)."""
+        if type(self.order) is FullShuffle and self.n > SMALL:
+            keys, low, high = self.order.feistel
+        elif type(self.order) is SequentialOrder:
+            keys, low, high = None, 0, 0
+        else:
+            return None
+        full = (self.end - self.start_sample) // self.global_batch
+        return BatchFormula(count=min(full, self.num_batches()), batch_size=self.batch_size,
+                            base=self.start_sample + self._node_offset + self.world.nodes * self.world.local_rank
+                            * self.batch_size, global_batch=self.global_batch, nodes=self.world.nodes, n=self.n,
+                            pad=self.even == "pad" and self.n > 0, keys=keys, low=low, high=high)
 
     def samples_after(self, k: int) -> int:
         """Global samples consumed once every rank delivered k batches: LoaderState.samples_done.

@@ -62,6 +62,12 @@ class FullShuffle:
         self._keys = round_keys(self.seed, self.epoch, STREAM_FULL)
         self._low, self._high = bit_widths(self.n)
 
+    @property
+    def feistel(self) -> tuple[np.ndarray, int, int]:
+        """The round keys and the bit widths of the halves: what evaluates the permutation
+        elsewhere (batch_formula.py)."""
+        return self._keys.copy(), int(self._low), int(self._high)
+
     def indices(self, positions: np.ndarray) -> np.ndarray:
         """The records at these positions of the shuffled epoch."""
         return _chunked(self._indices, _positions(positions, self.n))

@@ -224,3 +224,43 @@ def test_example_decoding_with_a_fast_tokenizer(root, table):
     want = [t or "" for t in table.column("text").to_pylist()[:64]]
     assert texts == want
     assert [e.ids for e in tok.encode_batch(texts)] == [e.ids for e in tok.encode_batch(want)]
+
+
+@pytest.mark.parametrize("small_arena", [False, True])
+@pytest.mark.parametrize("strings", ["list", "buffers"])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_field_without_nulls_goes_through_the_c_threads(root, table, monkeypatch, workers, strings, small_arena):
+    """Thread workers gather a str field without nulls in C, into its arena (loader/native_pool.py):
+    the same rows as pyarrow's take, shuffled; a batch larger than its arena (small_arena: most of
+    them) is gathered again in Python and travels beside the slot."""
+    from fastload.loader.native_pool import NativePool
+
+    if small_arena:  # room for 64 bytes of payloads in a batch of 64 rows
+        monkeypatch.setattr(buffers, "ARENA_MIN", 64)
+        monkeypatch.setattr(buffers, "ARENA_MAX", 64)
+    statuses = []
+    use_formula = NativePool.use_formula
+
+    def counted(pool, formula):  # record every task's status from the C threads
+        count = use_formula(pool, formula)
+        c_wait = pool.wait
+        pool.wait = lambda *a: statuses.append(c_wait(*a)) or statuses[-1]
+        return count
+
+    monkeypatch.setattr(NativePool, "use_formula", counted)
+    with closing(DataLoader(root, batch_size=64, shuffle=True, seed=5, num_workers=workers, fields=("id", "plain"),
+                            strings=strings, persistent_workers=True)) as loader:
+        seen = []
+        for batch in loader:
+            want = table.column("plain").combine_chunks().take(pa.array(batch["id"].numpy()))
+            if strings == "list":
+                assert batch["plain"] == want.to_pylist()
+            else:
+                ref_offsets, ref_data = arrow_buffers(want)
+                np.testing.assert_array_equal(batch["plain.offsets"].numpy(), ref_offsets)
+                np.testing.assert_array_equal(batch["plain"].numpy(), ref_data)
+            seen.extend(batch["id"].tolist())
+        assert sorted(seen) == list(range(N))
+        assert isinstance(loader._producer._state.pool, NativePool)
+    too_large = [r for r in statuses if r[0] == 4]  # gathered again in Python, sent beside the slot
+    assert len(statuses) == len(loader) and (len(too_large) >= len(loader) - 1 if small_arena else not too_large)

@@ -24,10 +24,12 @@ import fastload
 from fastload import FormatError, WorkerError, Writer
 from fastload._gather_pool import GatherPool
 from fastload.format.shard_reader import ShardReader
+from fastload.loader.buffers import with_arenas
 from fastload.loader.index_feeder import IndexFeeder
 from fastload.loader.native_pool import NativePool
 from fastload.loader.pools import ThreadPool
 from fastload.loader.slots import SlotLayout, our_segments
+from fastload.loader.stats import LoaderStats
 from fastload.loader.workers import BatchProducer, WorkerConfig
 
 pytestmark = pytest.mark.timeout(60)
@@ -102,7 +104,9 @@ def test_only_thread_workers_on_fixed_fields_of_raw_local_shards_get_c_threads(d
     assert pool(config(root), num_workers=2, worker_type="process").__name__ == "ProcessPool"
     assert pool(config(root, worker_init_fn=print), num_workers=1, worker_type="thread") is ThreadPool
     texts = write(tmp_path / "text", {**cols, "text": [f"r{i}" for i in range(N)]}, SCHEMA + ",text:str")
-    assert pool(config(texts), num_workers=1, worker_type="thread") is ThreadPool
+    assert pool(config(texts), num_workers=1, worker_type="thread") is ThreadPool  # a str field without an arena
+    in_arena = WorkerConfig(str(texts), {}, None, with_arenas(config(texts).layout, fastload.open(texts), None))
+    assert pool(in_arena, num_workers=1, worker_type="thread") is NativePool  # without nulls: C, into its arena
     assert pool(config(texts, fields=("tok", "id")), num_workers=1, worker_type="thread") is NativePool
     packed = write(tmp_path / "zstd", cols, compression="zstd")
     assert pool(config(packed), num_workers=1, worker_type="thread") is ThreadPool
@@ -124,6 +128,33 @@ def test_batches_equal_numpy_fancy_indexing(data, num_workers):
             for name, arr in b.fixed.items():
                 np.testing.assert_array_equal(arr, cols[name][batches[b.k]], err_msg=name)
     assert ks == list(range(len(batches)))
+
+
+@pytest.mark.parametrize("helps", [False, True])
+def test_a_waiting_consumer_gathers_queued_batches_itself(wide, helps):
+    """With consumer_helps (fewer threads than cores) the waiting consumer runs queued tasks (worker -1)
+    rather than sleep; without it, only the one it waits for when no thread took it. Same bytes."""
+    ds = fastload.open(wide)
+    stats = LoaderStats()
+    producer = BatchProducer(config(wide, batch_size=32), num_workers=1, worker_type="thread", stats=stats)
+    with producer:
+        pool = producer._state.pool
+        pool.gather.close()
+        pool.gather = GatherPool(1, producer.n_slots, 32, consumer_helps=helps)  # the same tables, either policy
+        t = pool.mapped.tables
+        slots = [producer._state.ring.arrays(s) for s in range(producer.n_slots)]
+        pool.gather.configure(pool.mapped.starts, t.shard_lo, t.shard_hi, t.block_first, t.block_lo, t.block_hi,
+                              [(addr, size, [v[name] for v in slots]) for name, addr, size in pool.mapped.columns])
+        pool.submit, pool.wait, pool.submit_batch = pool.gather.submit, pool.gather.wait, pool.gather.submit_batch
+        batches = shuffled(batch_size=32, n=512) * 3
+        got = [(b.worker, b.fixed["x"][:, ::997].copy()) for b in producer.run(batches)]  # a consumer that waits
+    for (_, x), batch in zip(got, batches):
+        np.testing.assert_array_equal(x, ds.get_batch(batch, ["x"])["x"][:, ::997])
+    workers = [w for w, _ in got]
+    if helps:
+        assert workers.count(-1) > 0  # (and the thread the others, unless the machine's load kept it off the cores)
+        assert 0 < stats.snapshot()["consumer_gather_s"] <= stats.snapshot()["worker_busy_s"]
+    assert len(workers) == len(batches)
 
 
 def test_the_loader_equals_torch_dataloader_over_the_same_arrays(data):
@@ -184,6 +215,7 @@ def test_stats_count_the_c_threads_batches(data):
     assert snap["samples"] == n == N and snap["batches"] == len(loader)
     assert snap["bytes"] == N * (66 + 8 + 24) and snap["num_workers"] == 2
     assert snap["stages"]["read"] > 0 and 0 < snap["worker_utilization"] <= 1
+    assert 0 <= snap["consumer_gather_s"] <= snap["worker_busy_s"]
 
 
 # -- failures ------------------------------------------------------------------------------------
@@ -384,7 +416,8 @@ def test_only_the_loaders_own_order_is_drawn_ahead(data, monkeypatch):
         started.clear()
         assert sum(len(b["id"]) for b in fastload.DataLoader(root, batch_size=64, num_workers=2, **kw)) == N
         return len(started)
-    assert feeders(shuffle=True) == 1
+    assert feeders(shuffle="block") == 1  # an order without a formula: drawn ahead in a thread
+    assert feeders(shuffle=True) == 0  # a full shuffle: computed by the C threads (plan/batch_formula.py)
     assert feeders(sampler=torch.utils.data.RandomSampler(range(N))) == 0
     assert not any(t.name == "fastload-indices" for t in threading.enumerate())
 

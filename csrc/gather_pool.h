@@ -1,0 +1,103 @@
+/*
+ * fastload._gather_pool's shared state: the pool of C threads, its ring of slots and its
+ * configuration. gather_pool.c is the Python type (configure, submit, wait, drain, close);
+ * gather_pool_tasks.c is what runs without the GIL (a task's gather and checks, the threads'
+ * loop, the consumer's own share of the work while it waits); gather_pool_order.c sets the
+ * plan's arithmetic (keyed_order.h) for tasks that compute their own indices.
+ */
+#ifndef FASTLOAD_GATHER_POOL_H
+#define FASTLOAD_GATHER_POOL_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#include "gather_core.h"
+#include "keyed_order.h"
+
+enum { IDLE = 0, QUEUED, RUNNING, DONE };
+enum { OK = 0, OUT_OF_RANGE = 1, OUTSIDE_BLOCK = 2, CORRUPT = 3, TOO_LARGE = 4 };
+#define ARENA_ALIGN 64 /* loader/slots.py ALIGN */
+#define CONSUMER (-1) /* the worker id of a task the waiting consumer ran itself */
+
+typedef struct {
+    int state, status, worker;
+    Py_ssize_t n, position; /* rows; the first position that failed */
+    int64_t batch;          /* the order's batch whose indices the task computes first; -1: given */
+    int64_t field;          /* the field that failed */
+    double busy;            /* seconds spent on the task */
+} Slot;
+
+typedef struct {
+    Py_ssize_t itemsize;   /* 0: a variable-size field, gathered into an arena (loader/buffers.py) */
+    Py_ssize_t row_bytes;  /* a variable field's arena bytes per row of the batch */
+    const int64_t *column; /* the field's column address in every block */
+} Field;
+
+/* Bytes before the payloads in an arena of n rows: n + 1 int64 offsets, then n validity bytes,
+ * each part aligned (loader/buffers.py _header). */
+static inline int64_t arena_header(int64_t n) {
+    int64_t offsets = (8 * (n + 1) + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+    return (offsets + n + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+}
+
+typedef struct {
+    PyObject_HEAD
+    pthread_mutex_t lock;
+    pthread_cond_t work;  /* a task was queued, or stop */
+    pthread_cond_t done;  /* the slot the consumer waits for is done */
+    pthread_t *threads;
+    int n_threads, started, stop, idle, waking; /* waking: idle threads signalled, not yet up */
+    int consumer_helps;   /* a waiting consumer runs any queued task, not only the one it waits for */
+    int sleeping;         /* the consumer sleeps on done (signalled once, by the thread that ends its wait) */
+    Py_ssize_t waiting;   /* the slot the consumer sleeps on, or -1 (-2: on no task out) */
+    Py_ssize_t also;      /* and the later slot it asked to sleep until, or -1 */
+    Py_ssize_t n_slots, batch_size;
+    Py_ssize_t *fifo;     /* queued slots, a ring of n_slots */
+    Py_ssize_t head, count, out; /* out: tasks queued or running */
+    Slot *slots;
+    int64_t *indices;     /* n_slots x batch_size */
+    int64_t *blocks;      /* n_slots x batch_size: each record's global block, for first-touch checks */
+    int64_t *scratch;     /* n_slots x 3 x batch_size: a variable field's gather (gather_var_rows_multi) */
+    /* the configuration: tables, fields, and per field and slot the output address */
+    Py_buffer *views;
+    int n_views;
+    BlockTables tables;
+    Field *fields;
+    char **outs;          /* n_fields x n_slots */
+    uint8_t *verified;    /* per block: checksum checked (NULL: never check), shared with Python */
+    const uint64_t *expected; /* per block: xxh3_64 of its bytes [block_lo, block_hi) */
+    int n_fields;
+    int configured;
+    KeyedOrder order;     /* for tasks of a batch number (set_order) */
+    int has_order;
+    pid_t owner;          /* a forked child has none of the threads: it must not join them */
+} Pool;
+
+/* For the Python methods: 0 with an exception set when closed, or when a task is out. */
+int pool_usable(Pool *p);
+int pool_all_idle(Pool *p, const char *what);
+/* Queue slot's task (lock held): n rows, of the order's batch (-1: of the indices already in place). */
+void pool_enqueue(Pool *p, Py_ssize_t slot, Py_ssize_t n, int64_t batch);
+/* The order's methods (gather_pool_order.c). */
+PyObject *pool_set_order(Pool *p, PyObject *args);
+PyObject *pool_submit_batch(Pool *p, PyObject *args);
+PyObject *pool_order_batch(Pool *p, PyObject *args);
+
+/* The threads' loop (arg: a malloc'ed Start, freed by the thread). */
+typedef struct {
+    Pool *pool;
+    int id;
+} Start;
+void *pool_worker_main(void *arg);
+
+/* Whether the consumer's wait is over (lock held). */
+int pool_woken(Pool *p);
+
+/* With the lock held: if a task is queued, take the oldest, run it in the calling thread with the
+ * lock released (the GIL must not be held), and return 1 with the lock held again; else 0. */
+int pool_run_queued(Pool *p);
+
+#endif
