@@ -1,8 +1,8 @@
 """Packing-index build kernels: document lengths from offset tables, and the laid-out stream bounds.
 
 Each is one pass that replaces a chain of whole-array NumPy steps (each of which reads and
-writes every document once more): at 2.5 M documents the lengths take ~3 ms here against 20 ms
-in NumPy, and the bounds of a grid layout 9 ms in one thread (the caller runs stretches of
+writes every document once more): at 2.5 M documents the lengths take ~0.4 ms here (their
+tables in memory) against 20 ms in NumPy, and the bounds of a grid layout 9 ms in one thread (the caller runs stretches of
 columns in threads) against 32 ms for materialising the order, gathering the lengths in it and
 summing them.
 """
@@ -23,8 +23,8 @@ def block_lengths(words, table_at, records, payload, itemsize, out, fd=-1):
     Block b's table is ``records[b] + 1`` u4 offsets at ``words[table_at[b]:]`` (a shard's map
     read in place as u4 words, or the tables copied out of decompressed blocks), or, given a file
     ``fd``, at its byte ``table_at[b]``: each is then read with one ``pread`` into ``words`` (room
-    for the largest table) and counted while in cache, without the GIL (6.8 ms for 2,000 blocks at
-    2.5 M documents, where a Python loop of reads into one array and a pass over it took 10 ms).
+    for the largest table) and counted while in cache, without the GIL (2.8 ms for 2,000 blocks at
+    2.5 M documents in one thread, where a Python loop of reads into one array took 4.5 ms).
     ``payload[b]`` is the bytes the block holds after its table. Writes each record's tokens
     (bytes / ``itemsize``, a power of two) into ``out`` and returns ``(status, where, total
     tokens)``: status 0, or 1 for a block whose table leaves ``words`` or whose offsets do not
@@ -60,23 +60,21 @@ def _table_lengths(words, at, n, payload, itemsize, shift, b, r, out):
     tokens), or block_lengths' fault."""
     if words[at] != 0:
         return 1, b, 0
-    # the checks accumulate without branching (1.8 -> 1 ns a record); a bad block is then
-    # walked again to name its first fault
+    # each size from its two offsets, the checks OR-ed together: no value carried from one record
+    # to the next, so the loop vectorises (0.35 ms for 2.5 M records, against 4 ms when each
+    # offset was kept for the next step). Offsets that never decrease from 0 and end within the
+    # payload all lie within it; a bad block is walked again to name its first fault.
+    table = words[at:at + n + 1]
+    lengths = out[r:r + n]  # indexed from 0 by the loop's counter: no negative-index wrap to check
     seen = np.int64(0)
-    prev = np.int64(0)
-    top = np.int64(0)
-    tokens = 0
     for i in range(n):
-        cur = np.int64(words[at + i + 1])
-        size = cur - prev
+        size = np.int64(table[i + 1]) - np.int64(table[i])
         seen |= size
-        top = max(top, cur)
-        out[r + i] = size >> shift
-        tokens += size >> shift
-        prev = cur
-    if seen < 0 or top > payload or seen & (itemsize - 1):
+        lengths[i] = size >> shift
+    last = np.int64(table[n])
+    if seen < 0 or last > payload or seen & (itemsize - 1):
         return _first_fault(words, at, n, payload, itemsize, b, r)
-    return 0, -1, tokens
+    return 0, -1, last >> shift
 
 
 @njit(nogil=True, cache=True)

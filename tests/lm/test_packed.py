@@ -254,3 +254,41 @@ def test_tables_read_from_the_file_count_as_tables_in_memory(tmp_path):
                              fd)[:2] == (3, 0)
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("itemsize", [1, 2, 4])
+def test_block_lengths_match_numpys_differences_and_name_the_first_fault(itemsize):
+    """Random tables, good and with one fault each (a first offset not 0, a decrease, an offset past
+    the payload, a partial token), against np.diff and a vectorised search for the first bad record."""
+    from fastload._kernels.packing_build import block_lengths
+
+    rng = np.random.default_rng(itemsize)
+    for trial in range(60):
+        records = rng.integers(0, 40, 5)
+        tables = [np.concatenate([[0], np.cumsum(rng.integers(0, 50, n) * itemsize)]) for n in records]
+        payload = np.array([t[-1] + rng.integers(0, 3) * itemsize for t in tables])
+        b = int(rng.integers(0, 5))
+        fault = trial % 5  # 0: none
+        if fault and records[b]:
+            t, i = tables[b], int(rng.integers(0 if fault == 1 else 1, records[b] + 1))
+            t[i] = (t[i] + 1 if fault == 1 else t[i - 1] - 1 if fault == 2 else payload[b] + itemsize
+                    if fault == 3 else t[i] + 1 if itemsize > 1 else t[i])
+        words = np.concatenate(tables).astype(np.uint32)
+        table_at = np.concatenate([[0], np.cumsum(records + 1)[:-1]])
+        out = np.zeros(int(records.sum()), np.uint32)
+        status, where, total = block_lengths(words, table_at, records, payload, itemsize, out)
+        expect, r = (0, -1), 0
+        for k, t in enumerate(tables):
+            t = t.astype(np.int64)
+            d = np.diff(t)
+            bad_range = (d < 0) | (t[1:] > payload[k])
+            bad = bad_range | (d % itemsize != 0)
+            if t[0] != 0 or bad.any():
+                first = int(np.argmax(bad))
+                expect = (1, k) if t[0] != 0 or bad_range[first] else (2, r + first)
+                break
+            assert out[r:r + len(d)].tolist() == (d // itemsize).tolist()
+            r += len(d)
+        assert (status, where) == expect
+        if status == 0:
+            assert total == sum(int(t[-1]) for t in tables) // itemsize
