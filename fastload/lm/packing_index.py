@@ -24,7 +24,12 @@ from ..format.spec import VAR_OFFSET_DTYPE
 from ..plan.document_order import DOC_SHUFFLES, GridOrder, layout_order
 from ..plan.packing import POLICIES, TAILS, PackingIndex, assemble_bins, bounds_dtype, cut_index, split_documents
 
-MAX_THREADS = 4  # threads scanning shards and walking a grid layout (kernels releasing the GIL)
+HUGE_PAGES_FROM = 4 << 20  # NumPy asks the kernel for huge pages (madvise) for arrays of this many bytes
+MAX_THREADS = 4  # threads scanning shards and laying out a grid (kernels releasing the GIL)
+# Below this many documents a thread costs more than it saves: a pool's start (0.5-2 ms here) and
+# a thread waiting for a busy core. On the 2-core VM, 8 builds of 2.5 M documents took 18-24 ms
+# (medians) in one thread against 21-31 ms in 2 or 4, and had none of their 75-130 ms outliers.
+DOCUMENTS_PER_THREAD = 4_000_000
 TOKEN_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 
 
@@ -91,9 +96,10 @@ def document_lengths(ds: Dataset, field: str) -> np.ndarray:
     starts = np.concatenate([[0], np.cumsum(ds.manifest.shard_records, dtype=np.int64)])
     if starts[-1] != len(ds):
         raise FormatError(f"{ds.root}: the manifest's shards hold {int(starts[-1])} records, its total {len(ds)}")
-    out = np.empty(len(ds), dtype=np.uint32)
-    # shards in threads: the table reads and the kernel release the GIL (15 -> 10 ms at 2.5 M documents)
-    found = in_threads(_shard_lengths, [(ds, s, column, field, out[starts[s]:starts[s + 1]]) for s in range(ds.n_shards)])
+    out = large_empty(len(ds), np.uint32)
+    # shards in threads for a large dataset (in_threads): the table reads and the kernel release the GIL
+    found = in_threads(_shard_lengths, [(ds, s, column, field, out[starts[s]:starts[s + 1]]) for s in range(ds.n_shards)],
+                       len(ds))
     for s, (status, where) in enumerate(found):  # the first fault in dataset order
         if status == 1:
             raise FormatError(f"shard {ds.shard(s).name} block {where}: field {field!r} holds offsets that decrease "
@@ -137,11 +143,22 @@ def _file_lengths(reader, column: int, field: str, path: str, itemsize: int, out
     return status, where
 
 
-def in_threads(fn, jobs: list[tuple]) -> list:
-    """``fn(*job)`` for every job, in up to one thread per CPU (at most MAX_THREADS): for kernels
-    that release the GIL. Results in the jobs' order; the first job's exception is raised."""
+def large_empty(n: int, dtype) -> np.ndarray:
+    """``np.empty(n, dtype)``, taken from an allocation of at least HUGE_PAGES_FROM bytes when it
+    is over a quarter of that, so that NumPy asks for huge pages: 1 M u4 lengths written into
+    fresh memory took 1.8 ms in 4 KB pages (a fault each), 1.1 ms so (the tail is never touched)."""
+    dtype = np.dtype(dtype)
+    if HUGE_PAGES_FROM // 4 <= n * dtype.itemsize < HUGE_PAGES_FROM:
+        return np.empty(HUGE_PAGES_FROM // dtype.itemsize, dtype=dtype)[:n]
+    return np.empty(n, dtype=dtype)
+
+
+def in_threads(fn, jobs: list[tuple], documents: int) -> list:
+    """``fn(*job)`` for every job, in threads when there is work for them: one per
+    DOCUMENTS_PER_THREAD documents, at most one per CPU and MAX_THREADS (for kernels that release
+    the GIL). Results in the jobs' order; the first job's exception is raised."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    workers = min(len(jobs), cpus, MAX_THREADS)
+    workers = min(len(jobs), cpus, MAX_THREADS, documents // DOCUMENTS_PER_THREAD)
     if workers <= 1:
         return [fn(*job) for job in jobs]
     with ThreadPoolExecutor(workers) as pool:
@@ -208,13 +225,13 @@ def grid_bounds(lengths: np.ndarray, order: GridOrder, separator: int) -> np.nda
     from .._kernels.packing_build import lay_grid, running_sum
 
     lengths = _u4_lengths(lengths)
-    cells = np.empty(order.n + 1, dtype=np.uint32)  # each piece's tokens at its place + 1, then summed in place
+    cells = large_empty(order.n + 1, np.uint32)  # each piece's tokens at its place + 1, then summed in place
     cells[0] = 0
     pieces = order.column_pieces()
     # more stretches than threads, so a thread slowed by another process's work does not hold the rest up
     cuts = np.linspace(0, order.rows, 4 * MAX_THREADS + 1).astype(np.int64)
     fits = in_threads(lay_grid, [(lengths, order.row_order, pieces, order.full_cols, order.partial_at, separator, a, b,
-                                  cells[1:]) for a, b in zip(cuts[:-1], cuts[1:])])
+                                  cells[1:]) for a, b in zip(cuts[:-1], cuts[1:])], order.n)
     if not all(fits):
         raise ValueError("a document of 2**32 - 1 tokens with a separator: over the index's 32-bit lengths")
     total = running_sum(cells)

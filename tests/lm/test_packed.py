@@ -292,3 +292,38 @@ def test_block_lengths_match_numpys_differences_and_name_the_first_fault(itemsiz
         assert (status, where) == expect
         if status == 0:
             assert total == sum(int(t[-1]) for t in tables) // itemsize
+
+
+def test_the_build_hashes_no_block_of_the_dataset(tmp_path, docs):
+    """The lengths come from the offset tables: a raw local dataset is scanned as opened with none
+    of its blocks verified, and a block whose tokens are damaged is found when a window reads it,
+    not by the build."""
+    ds = write_docs(tmp_path / "docs", docs)
+    reader = ds.shard(1)
+    start = int(reader.block_offset[1] + reader.col_offsets64[1, 0]) + 4 * (int(reader.block_records[1]) + 1)
+    path = tmp_path / "docs" / ds.manifest.shard_names[1]
+    raw = bytearray(path.read_bytes())
+    raw[start] ^= 0xFF  # the block's first token byte: its checksum no longer matches
+    path.write_bytes(bytes(raw))
+    ds = fastload.open(tmp_path / "docs")
+    packed = pack_sequences(ds, seq_len=32, seed=None, index_dir=tmp_path / "index")
+    assert not any(ds.shard(s).verified_flags.any() for s in range(ds.n_shards))
+    with pytest.raises(FormatError, match=rf"{ds.manifest.shard_names[1]}: block 1 .*checksum mismatch"):
+        packed.get_batch(np.arange(len(packed)))
+
+
+def test_a_build_in_threads_is_the_build_in_one(ds, docs, tmp_path, monkeypatch):
+    """Shards scanned and grid rows laid out in threads (as for a dataset of many millions of
+    documents) give the reference windows, and the jobs do run in several threads."""
+    import os
+    import threading
+
+    from fastload.lm import packing_index
+
+    monkeypatch.setattr(packing_index, "DOCUMENTS_PER_THREAD", 1)
+    if len(os.sched_getaffinity(0)) > 1:
+        barrier = threading.Barrier(2, timeout=10)  # passes only when two jobs run at once
+        assert len(set(packing_index.in_threads(lambda: (barrier.wait(), threading.get_ident())[1], [()] * 2, 2))) == 2
+    packed = pack_sequences(ds, seq_len=96, separator=SEP, seed=11, index_dir=tmp_path)
+    expect = np.array(cut_reference(docs, document_order(len(docs), 11), 96, SEP, PAD, "drop"))
+    assert np.array_equal(packed.get_batch(np.arange(len(packed)))["input_ids"], expect)
