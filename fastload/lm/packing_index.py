@@ -153,13 +153,18 @@ def large_empty(n: int, dtype) -> np.ndarray:
     return np.empty(n, dtype=dtype)
 
 
-def in_threads(fn, jobs: list[tuple], documents: int) -> list:
-    """``fn(*job)`` for every job, in threads when there is work for them: one per
-    DOCUMENTS_PER_THREAD documents, at most one per CPU and MAX_THREADS (for kernels that release
-    the GIL). Results in the jobs' order; the first job's exception is raised."""
+def thread_count(jobs: int, documents: int) -> int:
+    """Threads for ``jobs`` kernel calls over ``documents`` documents: one per DOCUMENTS_PER_THREAD
+    documents, at most one per CPU and MAX_THREADS, at least 1."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    workers = min(len(jobs), cpus, MAX_THREADS, documents // DOCUMENTS_PER_THREAD)
-    if workers <= 1:
+    return max(1, min(jobs, cpus, MAX_THREADS, documents // DOCUMENTS_PER_THREAD))
+
+
+def in_threads(fn, jobs: list[tuple], documents: int) -> list:
+    """``fn(*job)`` for every job, in :func:`thread_count` threads (for kernels that release the
+    GIL). Results in the jobs' order; the first job's exception is raised."""
+    workers = thread_count(len(jobs), documents)
+    if workers == 1:
         return [fn(*job) for job in jobs]
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(lambda job: fn(*job), jobs))
@@ -228,8 +233,10 @@ def grid_bounds(lengths: np.ndarray, order: GridOrder, separator: int) -> np.nda
     cells = large_empty(order.n + 1, np.uint32)  # each piece's tokens at its place + 1, then summed in place
     cells[0] = 0
     pieces = order.column_pieces()
-    # more stretches than threads, so a thread slowed by another process's work does not hold the rest up
-    cuts = np.linspace(0, order.rows, 4 * MAX_THREADS + 1).astype(np.int64)
+    # in threads, more stretches than threads, so a thread slowed by another process's work does
+    # not hold the rest up; in one thread, one kernel call
+    workers = thread_count(4 * MAX_THREADS, order.n)
+    cuts = np.linspace(0, order.rows, (4 * workers if workers > 1 else 1) + 1).astype(np.int64)
     fits = in_threads(lay_grid, [(lengths, order.row_order, pieces, order.full_cols, order.partial_at, separator, a, b,
                                   cells[1:]) for a, b in zip(cuts[:-1], cuts[1:])], order.n)
     if not all(fits):
