@@ -210,3 +210,17 @@ def test_document_orders_are_keyed_permutations(n, shuffle):
         pos = np.empty(n, np.int64)
         pos[a] = np.arange(n)
         assert np.mean(np.abs(np.diff(pos)) < np.sqrt(n) / 2) < 0.05
+
+
+@pytest.mark.parametrize("n", [0, 5, 262_143, 262_144, 1_000_000, 2_500_001])
+def test_large_arrays_start_at_a_huge_page(n):
+    """large_empty: n items of the dtype, writable and contiguous; from 1 MiB on at a 2 MiB boundary."""
+    from fastload.lm.packing_index import large_empty
+
+    a, b = large_empty(n, np.uint32), large_empty(n, np.uint32)
+    assert a.shape == (n,) and a.dtype == np.uint32 and a.flags.c_contiguous and a.flags.writeable
+    a[:] = 7
+    b[:] = 9
+    assert (a == 7).all()
+    if n * 4 >= 1 << 20:
+        assert a.ctypes.data % (2 << 20) == 0
