@@ -164,7 +164,7 @@ class ShardReader:
         if (n.min() < 1 or not np.array_equal(b["first_record"].astype(np.int64), expected_first)
                 or int(n.sum()) != self.n_records):
             problems.append("a wrong record count (block record numbers do not add up)")
-        if not np.all(np.isin(b["codec"], (CODEC_NONE, CODEC_ZSTD))):
+        if not np.all((b["codec"] == CODEC_NONE) | (b["codec"] == CODEC_ZSTD)):  # np.isin: 40 us a shard
             problems.append("an unknown codec")
         if np.any((b["codec"] == CODEC_NONE) & (stored != raw)):
             problems.append("a raw block whose stored and raw sizes differ")

@@ -24,7 +24,13 @@ from ..format.spec import VAR_OFFSET_DTYPE
 from ..plan.document_order import DOC_SHUFFLES, GridOrder, layout_order
 from ..plan.packing import POLICIES, TAILS, PackingIndex, assemble_bins, bounds_dtype, cut_index, split_documents
 
-MAX_THREADS = 4  # threads scanning shards and walking a grid layout (kernels releasing the GIL)
+HUGE_PAGES_FROM = 4 << 20  # NumPy asks the kernel for huge pages (madvise) for arrays of this many bytes
+HUGE_PAGE = 2 << 20  # x86-64's: a huge page backs only a 2 MiB-aligned stretch
+MAX_THREADS = 4  # threads scanning shards and laying out a grid (kernels releasing the GIL)
+# Below this many documents a thread costs more than it saves: a pool's start (0.5-2 ms here) and
+# a thread waiting for a busy core. On the 2-core VM, 8 builds of 2.5 M documents took 18-24 ms
+# (medians) in one thread against 21-31 ms in 2 or 4, and had none of their 75-130 ms outliers.
+DOCUMENTS_PER_THREAD = 4_000_000
 TOKEN_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 
 
@@ -91,9 +97,10 @@ def document_lengths(ds: Dataset, field: str) -> np.ndarray:
     starts = np.concatenate([[0], np.cumsum(ds.manifest.shard_records, dtype=np.int64)])
     if starts[-1] != len(ds):
         raise FormatError(f"{ds.root}: the manifest's shards hold {int(starts[-1])} records, its total {len(ds)}")
-    out = np.empty(len(ds), dtype=np.uint32)
-    # shards in threads: the table reads and the kernel release the GIL (15 -> 10 ms at 2.5 M documents)
-    found = in_threads(_shard_lengths, [(ds, s, column, field, out[starts[s]:starts[s + 1]]) for s in range(ds.n_shards)])
+    out = large_empty(len(ds), np.uint32)
+    # shards in threads for a large dataset (in_threads): the table reads and the kernel release the GIL
+    found = in_threads(_shard_lengths, [(ds, s, column, field, out[starts[s]:starts[s + 1]]) for s in range(ds.n_shards)],
+                       len(ds))
     for s, (status, where) in enumerate(found):  # the first fault in dataset order
         if status == 1:
             raise FormatError(f"shard {ds.shard(s).name} block {where}: field {field!r} holds offsets that decrease "
@@ -137,12 +144,32 @@ def _file_lengths(reader, column: int, field: str, path: str, itemsize: int, out
     return status, where
 
 
-def in_threads(fn, jobs: list[tuple]) -> list:
-    """``fn(*job)`` for every job, in up to one thread per CPU (at most MAX_THREADS): for kernels
-    that release the GIL. Results in the jobs' order; the first job's exception is raised."""
+def large_empty(n: int, dtype) -> np.ndarray:
+    """``np.empty(n, dtype)``; from a megabyte on, placed at a 2 MiB boundary of an allocation of at
+    least 4 MiB, so that NumPy asks for huge pages (it does from 4 MiB) and they cover the whole
+    array: a fresh 4 MB array of 1 M lengths took ~1,000 page faults (1.8 ms to fill), 465 when
+    only its allocation was 4 MiB (1.1 ms), 2 so."""
+    dtype = np.dtype(dtype)
+    nbytes = n * dtype.itemsize
+    if nbytes < HUGE_PAGE // 2:
+        return np.empty(n, dtype=dtype)
+    raw = np.empty(max(nbytes + 2 * HUGE_PAGE, HUGE_PAGES_FROM), dtype=np.uint8)  # the tail's huge page fits too
+    skip = -raw.ctypes.data % HUGE_PAGE
+    return raw[skip:skip + nbytes].view(dtype)
+
+
+def thread_count(jobs: int, documents: int) -> int:
+    """Threads for ``jobs`` kernel calls over ``documents`` documents: one per DOCUMENTS_PER_THREAD
+    documents, at most one per CPU and MAX_THREADS, at least 1."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    workers = min(len(jobs), cpus, MAX_THREADS)
-    if workers <= 1:
+    return max(1, min(jobs, cpus, MAX_THREADS, documents // DOCUMENTS_PER_THREAD))
+
+
+def in_threads(fn, jobs: list[tuple], documents: int) -> list:
+    """``fn(*job)`` for every job, in :func:`thread_count` threads (for kernels that release the
+    GIL). Results in the jobs' order; the first job's exception is raised."""
+    workers = thread_count(len(jobs), documents)
+    if workers == 1:
         return [fn(*job) for job in jobs]
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(lambda job: fn(*job), jobs))
@@ -200,20 +227,42 @@ def _read_tables(path: str, where: np.ndarray, at: np.ndarray, name: str) -> np.
 
 
 def grid_bounds(lengths: np.ndarray, order: GridOrder, separator: int) -> np.ndarray:
-    """The stream bounds of documents laid out in a grid order, by kernels walking the grid: no
-    order array is made. The walk is cut into stretches of columns (each column's start comes
-    from the column totals) run in threads, as the kernels release the GIL: at 2.5 M documents
-    9 ms in one thread, 5 ms in two."""
-    from .._kernels.packing_build import grid_walk
+    """The stream bounds of documents laid out in a grid order: each piece's tokens (and
+    separator) laid in its place by kernels walking stretches of grid rows in threads (they
+    release the GIL), then summed in place; no order array is made. At 2.5 M documents 3.5 ms in
+    one thread, 2.7 ms in two, against 8-10 ms + 0.8 ms for the column-by-column walk it replaced
+    (a cache miss per document) and its column totals."""
+    from .._kernels.packing_build import lay_grid, running_sum
 
-    first_token, first_piece = order.column_starts(order.column_tokens(lengths), separator)
-    bounds = np.empty(order.n + 1, dtype=bounds_dtype(int(first_token[-1])))
-    bounds[0] = 0
-    # more stretches than threads, so a thread slowed by another process's work does not hold the rest up
-    cuts = np.linspace(0, order.cols, 4 * MAX_THREADS + 1).astype(np.int64)
-    in_threads(grid_walk, [(lengths, order.col_order, order.row_order, a, b, first_token[a], first_piece[a], separator,
-                            bounds) for a, b in zip(cuts[:-1], cuts[1:])])
+    lengths = _u4_lengths(lengths)
+    cells = large_empty(order.n + 1, np.uint32)  # each piece's tokens at its place + 1, then summed in place
+    cells[0] = 0
+    pieces = order.column_pieces()
+    # in threads, more stretches than threads, so a thread slowed by another process's work does
+    # not hold the rest up; in one thread, one kernel call
+    workers = thread_count(4 * MAX_THREADS, order.n)
+    cuts = np.linspace(0, order.rows, (4 * workers if workers > 1 else 1) + 1).astype(np.int64)
+    fits = in_threads(lay_grid, [(lengths, order.row_order, pieces, order.full_cols, order.partial_at, separator, a, b,
+                                  cells[1:]) for a, b in zip(cuts[:-1], cuts[1:])], order.n)
+    if not all(fits):
+        raise ValueError("a document of 2**32 - 1 tokens with a separator: over the index's 32-bit lengths")
+    total = running_sum(cells)
+    if bounds_dtype(total) == np.int32:
+        return cells.view(np.int32)
+    # the sums' low 32 bits: their differences, wrapping, are the pieces' tokens again
+    bounds = np.zeros(order.n + 1, dtype=np.int64)
+    np.cumsum(np.diff(cells), dtype=np.int64, out=bounds[1:])
     return bounds
+
+
+def _u4_lengths(lengths: np.ndarray) -> np.ndarray:
+    """Lengths as u4 (document_lengths' own dtype, passed as is), after checking other dtypes' range."""
+    lengths = np.asarray(lengths)
+    if lengths.dtype == np.uint32:
+        return lengths
+    if lengths.dtype.kind not in "iu" or (len(lengths) and (lengths.min() < 0 or lengths.max() > np.iinfo(np.uint32).max)):
+        raise ValueError(f"document lengths must be integers in [0, 2**32), not {lengths.dtype} values")
+    return lengths.astype(np.uint32)
 
 
 def build_index(lengths: np.ndarray, config: PackingConfig) -> PackingIndex:

@@ -254,3 +254,76 @@ def test_tables_read_from_the_file_count_as_tables_in_memory(tmp_path):
                              fd)[:2] == (3, 0)
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("itemsize", [1, 2, 4])
+def test_block_lengths_match_numpys_differences_and_name_the_first_fault(itemsize):
+    """Random tables, good and with one fault each (a first offset not 0, a decrease, an offset past
+    the payload, a partial token), against np.diff and a vectorised search for the first bad record."""
+    from fastload._kernels.packing_build import block_lengths
+
+    rng = np.random.default_rng(itemsize)
+    for trial in range(60):
+        records = rng.integers(0, 40, 5)
+        tables = [np.concatenate([[0], np.cumsum(rng.integers(0, 50, n) * itemsize)]) for n in records]
+        payload = np.array([t[-1] + rng.integers(0, 3) * itemsize for t in tables])
+        b = int(rng.integers(0, 5))
+        fault = trial % 5  # 0: none
+        if fault and records[b]:
+            t, i = tables[b], int(rng.integers(0 if fault == 1 else 1, records[b] + 1))
+            t[i] = (t[i] + 1 if fault == 1 else t[i - 1] - 1 if fault == 2 else payload[b] + itemsize
+                    if fault == 3 else t[i] + 1 if itemsize > 1 else t[i])
+        words = np.concatenate(tables).astype(np.uint32)
+        table_at = np.concatenate([[0], np.cumsum(records + 1)[:-1]])
+        out = np.zeros(int(records.sum()), np.uint32)
+        status, where, total = block_lengths(words, table_at, records, payload, itemsize, out)
+        expect, r = (0, -1), 0
+        for k, t in enumerate(tables):
+            t = t.astype(np.int64)
+            d = np.diff(t)
+            bad_range = (d < 0) | (t[1:] > payload[k])
+            bad = bad_range | (d % itemsize != 0)
+            if t[0] != 0 or bad.any():
+                first = int(np.argmax(bad))
+                expect = (1, k) if t[0] != 0 or bad_range[first] else (2, r + first)
+                break
+            assert out[r:r + len(d)].tolist() == (d // itemsize).tolist()
+            r += len(d)
+        assert (status, where) == expect
+        if status == 0:
+            assert total == sum(int(t[-1]) for t in tables) // itemsize
+
+
+def test_the_build_hashes_no_block_of_the_dataset(tmp_path, docs):
+    """The lengths come from the offset tables: a raw local dataset is scanned as opened with none
+    of its blocks verified, and a block whose tokens are damaged is found when a window reads it,
+    not by the build."""
+    ds = write_docs(tmp_path / "docs", docs)
+    reader = ds.shard(1)
+    start = int(reader.block_offset[1] + reader.col_offsets64[1, 0]) + 4 * (int(reader.block_records[1]) + 1)
+    path = tmp_path / "docs" / ds.manifest.shard_names[1]
+    raw = bytearray(path.read_bytes())
+    raw[start] ^= 0xFF  # the block's first token byte: its checksum no longer matches
+    path.write_bytes(bytes(raw))
+    ds = fastload.open(tmp_path / "docs")
+    packed = pack_sequences(ds, seq_len=32, seed=None, index_dir=tmp_path / "index")
+    assert not any(ds.shard(s).verified_flags.any() for s in range(ds.n_shards))
+    with pytest.raises(FormatError, match=rf"{ds.manifest.shard_names[1]}: block 1 .*checksum mismatch"):
+        packed.get_batch(np.arange(len(packed)))
+
+
+def test_a_build_in_threads_is_the_build_in_one(ds, docs, tmp_path, monkeypatch):
+    """Shards scanned and grid rows laid out in threads (as for a dataset of many millions of
+    documents) give the reference windows, and the jobs do run in several threads."""
+    import os
+    import threading
+
+    from fastload.lm import packing_index
+
+    monkeypatch.setattr(packing_index, "DOCUMENTS_PER_THREAD", 1)
+    if len(os.sched_getaffinity(0)) > 1:
+        barrier = threading.Barrier(2, timeout=10)  # passes only when two jobs run at once
+        assert len(set(packing_index.in_threads(lambda: (barrier.wait(), threading.get_ident())[1], [()] * 2, 2))) == 2
+    packed = pack_sequences(ds, seq_len=96, separator=SEP, seed=11, index_dir=tmp_path)
+    expect = np.array(cut_reference(docs, document_order(len(docs), 11), 96, SEP, PAD, "drop"))
+    assert np.array_equal(packed.get_batch(np.arange(len(packed)))["input_ids"], expect)

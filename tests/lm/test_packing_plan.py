@@ -105,7 +105,8 @@ def test_the_grid_order_is_computed_per_piece_as_the_materialised_grid(n):
     assert np.array_equal(order.docs(some), expect[some])  # any pieces, in any order
 
 
-@pytest.mark.parametrize("n", [0, 1, 5, 63, 64, 65, 1000, 4097])
+# 100,003 documents: grid rows laid 8 at a time, the partial last row inside such a stretch
+@pytest.mark.parametrize("n", [0, 1, 5, 63, 64, 65, 1000, 4097, 100_003])
 @pytest.mark.parametrize("seed, shuffle", [(None, "grid"), (3, "grid"), (3, "full")])
 @pytest.mark.parametrize("separator", [False, True])
 def test_the_built_bounds_are_the_numpy_cut_index(n, seed, shuffle, separator):
@@ -127,6 +128,14 @@ def test_bounds_widen_to_int64_past_two_billion_tokens():
     reference = cut_index(lengths, 2048, order=document_order(100, 0), separator=True)
     assert np.array_equal(built.bounds, reference.bounds)
     assert build_index(lengths[:71], PackingConfig(field="tokens", seq_len=2048)).bounds.dtype == np.int32
+
+
+@pytest.mark.parametrize("lengths", [[2**32 - 1] * 64, [-1] * 64, [2**32] * 64, [0.5] * 64])
+def test_lengths_the_index_cannot_sum_are_refused(lengths):
+    """A u4 length that its separator would wrap, or lengths that are not u4 integers."""
+    lengths = np.array(lengths, dtype=np.uint32 if lengths[0] == 2**32 - 1 else None)
+    with pytest.raises(ValueError, match=r"2\*\*32"):
+        build_index(lengths, PackingConfig(field="tokens", seq_len=2048, separator=True))
 
 
 def test_best_fit_kernel_runs_as_python_too(tmp_path):
@@ -203,11 +212,15 @@ def test_document_orders_are_keyed_permutations(n, shuffle):
         assert np.mean(np.abs(np.diff(pos)) < np.sqrt(n) / 2) < 0.05
 
 
-@pytest.mark.parametrize("n", [64, 100, 1_000, 1_024, 4_097])  # full last rows (64, 1,024) and partial ones
-def test_grid_column_tokens_are_each_columns_sum(n):
-    lengths = np.random.default_rng(n).integers(0, 2**32, n, dtype=np.uint32)  # sums past 2**32
-    order = GridOrder(n, seed=3)
-    expect = np.zeros(order.cols, dtype=np.int64)
-    np.add.at(expect, np.arange(n) % order.cols, lengths.astype(np.int64))  # document d in column d % cols
-    got = order.column_tokens(lengths)
-    assert got.dtype == np.int64 and got.tolist() == expect.tolist()
+@pytest.mark.parametrize("n", [0, 5, 262_143, 262_144, 1_000_000, 2_500_001])
+def test_large_arrays_start_at_a_huge_page(n):
+    """large_empty: n items of the dtype, writable and contiguous; from 1 MiB on at a 2 MiB boundary."""
+    from fastload.lm.packing_index import large_empty
+
+    a, b = large_empty(n, np.uint32), large_empty(n, np.uint32)
+    assert a.shape == (n,) and a.dtype == np.uint32 and a.flags.c_contiguous and a.flags.writeable
+    a[:] = 7
+    b[:] = 9
+    assert (a == 7).all()
+    if n * 4 >= 1 << 20:
+        assert a.ctypes.data % (2 << 20) == 0

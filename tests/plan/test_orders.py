@@ -28,6 +28,15 @@ def test_full_shuffle_is_a_bijection(n):
     assert _is_permutation(_all(FullShuffle(n, seed=12345, epoch=3)), n)
 
 
+@pytest.mark.parametrize("n", [0, *SIZES])
+def test_a_full_shuffles_whole_permutation_is_its_per_position_order(n):
+    """permutation() (the Feistel's table walked) gives what indices() computes position by position."""
+    for seed, epoch in ((12345, 3), (0, 1)):
+        order = FullShuffle(n, seed=seed, epoch=epoch)
+        whole = order.permutation()
+        assert whole.dtype == np.int64 and np.array_equal(whole, _all(order))
+
+
 @pytest.mark.parametrize("n", SIZES)
 def test_block_shuffle_is_a_bijection(n):
     rng = np.random.default_rng(n)
