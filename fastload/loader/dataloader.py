@@ -66,17 +66,18 @@ class DataLoader(TorchDataLoader):
     ``partitions`` (each epoch's shards in this many canonical partitions, so each node reads only
     its own; default one per node; resumes onto any node count are exact),
     ``device`` (e.g. ``"cuda"``: the next batch is copied there on a side stream while the current
-    step runs), ``worker_type`` (``"thread"``, the default, or ``"process"``; the native gather
-    releases the GIL, and with a 300 us step per batch 2 threads stalled 6% of the time against 8%
-    for 2 processes on this project's 2-core machine; a padding ``collate_fn`` made of torch ops
-    ran 0.7-1.6x as fast on 2 threads as on 2 processes here (bench/collate.py: a process costs
-    ~30% more CPU a batch and ~50 ms an epoch to start and stop, and wins on long epochs with
-    free cores); one that spends its time in Python code holds the GIL and wants processes; the
-    loader never switches by itself), ``even`` (``"pad"`` or ``"drop"``:
-    how ranks get equal shares, as DistributedSampler's drop_last False/True), ``fields`` (the
-    fields to load), ``pad`` (``{"tokens": 0}`` or ``{"tokens": fastload.Pad(length=512,
-    multiple=64, mask="attention_mask")}``: variable-length numeric fields padded in the workers,
-    with a mask; see :class:`~fastload.loader.collate.Pad`), ``strings`` (``"buffers"`` or
+    step runs), ``worker_type`` (``"thread"`` or ``"process"``; by default threads, and processes
+    where a ``collate_fn`` of the user's runs, as torch runs it; the native gather releases the
+    GIL, and with a 300 us step per batch 2 threads stalled 6% of the time against 8% for 2
+    processes on this project's 2-core machine; a padding ``collate_fn`` holds the GIL for most of
+    its ~0.4 ms a batch, and on 2 free cores 2 processes ran it 1.1x (epochs of 0.2 s) to 1.4x
+    (1 s) as fast as 2 threads (bench/collate.py); threads can win where the cores are busy: a
+    process costs ~30% more CPU a batch and ~50 ms an epoch to start and stop), ``even``
+    (``"pad"`` or ``"drop"``: how ranks get equal shares, as DistributedSampler's drop_last
+    False/True), ``fields`` (the fields to load), ``pad`` (``{"tokens": 0}`` or
+    ``{"tokens": fastload.Pad(length=512, multiple=64, mask="attention_mask")}``: variable-length
+    numeric fields padded in the workers, with a mask; see :class:`~fastload.loader.collate.Pad`),
+    ``strings`` (``"buffers"`` or
     ``{"text": "buffers"}``: a str/bytes field as ``batch["text"]``, its rows' bytes back to back
     (uint8), and ``batch["text.offsets"]``, views of the slot; :mod:`fastload.loader.buffers`),
     ``on_error`` (``"raise"``, or ``"skip"``: a record that cannot be read is
@@ -99,7 +100,7 @@ class DataLoader(TorchDataLoader):
                  worker_init_fn=None, multiprocessing_context=None, generator=None, *,
                  prefetch_factor: int | None = None, persistent_workers: bool = False,
                  pin_memory_device: str = "", in_order: bool = True, seed: int | None = None,
-                 device: str | torch.device | None = None, worker_type: str = "thread",
+                 device: str | torch.device | None = None, worker_type: str | None = None,
                  even: str = "pad", fields: list[str] | None = None, pad: dict | None = None,
                  on_error: str = "raise", log_every: float | None = None, transforms: dict | None = None,
                  partitions: int | None = None, strings: str | dict = "list"):
@@ -110,6 +111,8 @@ class DataLoader(TorchDataLoader):
         schema = dataset.schema if fastload_ds else None
         self._pipelines = loader_pipelines(transforms, schema)
         custom_collate = collate_fn is not None and not isinstance(collate_fn, FastloadCollate)
+        if worker_type is None:  # torch's placement of a collate_fn: in worker processes (it holds the GIL)
+            worker_type = "process" if custom_collate and num_workers else "thread"
         if worker_type not in WORKER_TYPES:
             raise ValueError(f"worker_type must be one of {WORKER_TYPES}, not {worker_type!r}")
         if even not in EVEN_MODES:

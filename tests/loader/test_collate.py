@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -183,3 +185,23 @@ def test_a_collate_gets_torchs_rows_for_every_kind_with_nulls(tmp_path, kind):
     ours = list(DataLoader(nulls, batch_size=8, collate_fn=as_rows, num_workers=2, worker_type=kind))
     theirs = list(TorchDataLoader(nulls, batch_size=8, collate_fn=as_rows))
     assert ours == theirs and "v.valid" in ours[0][0] and ours[0][0]["s"] == (None, "NoneType")
+
+
+def _worker_pid(rows):
+    return {"pid": torch.tensor([os.getpid()] * len(rows)), "id": torch.tensor([int(r["id"]) for r in rows])}
+
+
+@pytest.mark.parametrize("collate, workers, where", [(_worker_pid, 2, "process"), (_worker_pid, 0, "main"),
+                                                     (None, 2, "thread")])
+def test_a_user_collate_runs_in_worker_processes_by_default_as_torchs_does(ds, collate, workers, where):
+    """With no worker_type, a collate_fn of the user's runs in worker processes (as torch runs it;
+    it holds the GIL), with none in the main process; fastload's own batch keeps threads."""
+    loader = DataLoader(ds, batch_size=16, collate_fn=collate, num_workers=workers)
+    assert loader.worker_type == ("thread" if where != "process" else "process")
+    if collate is None:
+        return
+    batches = list(loader)
+    pids = {int(p) for b in batches for p in b["pid"]}
+    assert (os.getpid() not in pids and len(pids) >= 1) if where == "process" else pids == {os.getpid()}
+    want = list(TorchDataLoader(ds, batch_size=16, collate_fn=collate))
+    assert all(torch.equal(a["id"], b["id"]) for a, b in zip(batches, want)) and len(batches) == len(want)
