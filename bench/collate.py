@@ -11,8 +11,8 @@ Systems, each with 0 and 2 workers:
 * ``torch/memmap``: torch's DataLoader over a map-style dataset as users write it (a NumPy
   memmap of all tokens plus offsets, one slice per ``__getitem__``), the padding collate;
 * ``fastload/collate``: fastload.DataLoader with the same ``collate_fn`` (run in its workers on
-  natively gathered rows; thread workers, and ``collate-process`` with process workers, whose
-  results come back through the batch's shared-memory slot);
+  natively gathered rows; its default, process workers, whose results come back through the
+  batch's shared-memory slot), and ``collate-thread`` with ``worker_type="thread"``;
 * ``fastload/pad``: fastload.DataLoader with ``pad={"tokens": Pad(mask="attention_mask")}``
   (padding and mask in the native path, no Python per row; thread workers);
 * ``accelerate/torch`` and ``accelerate/fastload-pad``: the torch loader with the padding
@@ -116,9 +116,9 @@ def systems(root: Path, workers: int, accelerate: bool = True) -> dict:
                                                             collate_fn=pad_collate, **torch_kw),
         "fastload/collate": lambda: DataLoader(ds, batch_size=BATCH, shuffle=True, collate_fn=pad_collate,
                                                num_workers=workers),
-        **({"fastload/collate-process": lambda: DataLoader(ds, batch_size=BATCH, shuffle=True,
-                                                           collate_fn=pad_collate, num_workers=workers,
-                                                           worker_type="process")} if workers else {}),
+        **({"fastload/collate-thread": lambda: DataLoader(ds, batch_size=BATCH, shuffle=True,
+                                                          collate_fn=pad_collate, num_workers=workers,
+                                                          worker_type="thread")} if workers else {}),
         "fastload/pad": lambda: DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=workers,
                                            pad={"tokens": Pad(mask="attention_mask")}),
     }
