@@ -14,7 +14,7 @@ import io
 import pickle
 import sys
 import weakref
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -113,3 +113,19 @@ def leased(arena: np.ndarray, release: Callable[[], None]) -> np.ndarray:
                                  "version": 3}
     weakref.finalize(lease, release).atexit = False
     return np.asarray(lease)
+
+
+def result_nbytes(obj: Any, depth: int = 0) -> int:
+    """Bytes of the tensors and arrays in a collate result (dicts, lists and tuples walked, 8
+    levels at most): what a batch delivers, not the slot room it came through."""
+    if hasattr(obj, "element_size") and hasattr(obj, "nelement"):  # a torch.Tensor
+        return obj.element_size() * obj.nelement()
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    if depth >= 8:
+        return 0
+    if isinstance(obj, dict):
+        return sum(result_nbytes(v, depth + 1) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(result_nbytes(v, depth + 1) for v in obj)
+    return 0

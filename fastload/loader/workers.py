@@ -31,7 +31,7 @@ from .native_pool import OK, NativePool
 from .pools import FATAL_STOP_S, STOP_S, ProcessPool, ThreadPool, get_context
 from .slots import SlotRing
 from .stats import LoaderStats
-from .transport import ARENA_FIELD, Packed, leased, unpack
+from .transport import ARENA_FIELD, Packed, leased, result_nbytes, unpack
 from .worker_loop import INIT, POLL_S, ImageStage, open_worker_dataset, produce_batch, split_fields
 
 __all__ = ["BatchProducer", "ProducedBatch", "WorkerConfig"]
@@ -406,8 +406,11 @@ class BatchProducer:
             collated = self._unpacked(slot, collated, fixed[ARENA_FIELD].reshape(-1))
         batch = ProducedBatch(k, slot, n, fixed, cols, timings, worker, collated)
         if self._stats is not None:
-            nbytes = n * self._row_bytes if not cols and collated is None else batch.nbytes
-            if self._arena_bytes is not None:
+            if collated is not None:
+                nbytes = result_nbytes(collated)
+            else:
+                nbytes = n * self._row_bytes if not cols else batch.nbytes
+            if collated is None and self._arena_bytes is not None:
                 nbytes += self._arena_bytes(fixed, cols)
             self._stats.record_batch(perf_counter() - t_request, n, nbytes, timings, busy)
             if skipped:

@@ -205,3 +205,11 @@ def test_a_user_collate_runs_in_worker_processes_by_default_as_torchs_does(ds, c
     assert (os.getpid() not in pids and len(pids) >= 1) if where == "process" else pids == {os.getpid()}
     want = list(TorchDataLoader(ds, batch_size=16, collate_fn=collate))
     assert all(torch.equal(a["id"], b["id"]) for a, b in zip(batches, want)) and len(batches) == len(want)
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_stats_count_a_collate_results_bytes_not_its_slot(ds, kind):
+    loader = DataLoader(ds, batch_size=16, collate_fn=_pad_collate, num_workers=2, worker_type=kind)
+    list(loader)
+    want = sum(b["id"].nbytes + b["tokens"].nbytes for b in _torch_batches(ds))
+    assert loader.stats()["bytes"] == want
