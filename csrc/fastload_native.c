@@ -228,11 +228,20 @@ static PyObject *gather_rows(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* The eight int64 tables both multi-shard gathers take (idx, shard_start, shard_lo, shard_hi,
- * block_first, block_addr, block_lo, block_hi), as v's first eight views. Fills tables, ba and n
- * (records in idx); returns -1 with an exception set (v released) for a bad argument, 1 when the
- * tables' lengths disagree (v kept: the caller reports it), 0 otherwise. */
-static int take_tables(Views *v, PyObject *const *objs, BlockTables *tables, const int64_t **ba, Py_ssize_t *n) {
+/* The arguments both multi-shard gathers share: the eight int64 tables (idx, shard_start,
+ * shard_lo, shard_hi, block_first, block_addr, block_lo, block_hi), then the optional blocks_out. */
+typedef struct {
+    BlockTables tables;
+    const int64_t *idx, *ba;
+    Py_ssize_t n;          /* records in idx */
+    int mismatch;          /* the tables' lengths disagree: the caller reports it */
+    int64_t *blocks_out;   /* NULL when not given */
+    Py_ssize_t blocks_len; /* int64 that blocks_out holds */
+} MultiArgs;
+
+/* Fills m from objs (as v's first eight views) and blocks_obj (Py_None: no blocks_out); returns
+ * -1 with an exception set (v released) for a bad argument, 0 otherwise. */
+static int take_tables(Views *v, PyObject *const *objs, PyObject *blocks_obj, MultiArgs *m) {
     static const char *names[8] = {"idx", "shard_start", "shard_lo", "shard_hi", "block_first", "block_addr",
                                    "block_lo", "block_hi"};
     const int64_t *t[8];
@@ -242,12 +251,22 @@ static int take_tables(Views *v, PyObject *const *objs, BlockTables *tables, con
         t[k] = (const int64_t *)view->buf;
     }
     Py_ssize_t ns = v->views[1].len / 8 - 1, nb = v->views[4].len / 8;
-    *tables = (BlockTables){.ss = t[1], .slo = t[2], .shi = t[3], .bf = t[4], .blo = t[6], .bhi = t[7],
-                            .ns = ns, .nb = nb};
-    *ba = t[5];
-    *n = v->views[0].len / 8;
-    return ns < 1 || v->views[2].len != ns * 8 || v->views[3].len != ns * 8 || v->views[5].len != nb * 8 ||
-           v->views[6].len != nb * 8 || v->views[7].len != nb * 8;
+    m->tables = (BlockTables){.ss = t[1], .slo = t[2], .shi = t[3], .bf = t[4], .blo = t[6], .bhi = t[7],
+                              .ns = ns, .nb = nb};
+    m->idx = t[0];
+    m->ba = t[5];
+    m->n = v->views[0].len / 8;
+    m->mismatch = ns < 1 || v->views[2].len != ns * 8 || v->views[3].len != ns * 8 || v->views[5].len != nb * 8 ||
+                  v->views[6].len != nb * 8 || v->views[7].len != nb * 8;
+    m->blocks_out = NULL;
+    m->blocks_len = 0;
+    if (blocks_obj != Py_None) {
+        Py_buffer *view = take(v, blocks_obj, NULL);
+        if (view == NULL) return -1;
+        m->blocks_out = (int64_t *)view->buf;
+        m->blocks_len = view->len / 8;
+    }
+    return 0;
 }
 
 /*
@@ -271,28 +290,24 @@ static PyObject *gather_multi(PyObject *self, PyObject *args) {
                           &objs[6], &objs[7], &itemsize, &out_obj, &blocks_obj))
         return NULL;
     Views v = {.n = 0};
-    BlockTables tables;
-    const int64_t *ba;
-    Py_ssize_t n;
-    int mismatch = take_tables(&v, objs, &tables, &ba, &n);
-    if (mismatch < 0) return NULL;
-    const int64_t *idx = (const int64_t *)v.views[0].buf;
-    Py_buffer *out = take(&v, out_obj, NULL), *blocks_view = NULL;
-    if (out == NULL || (blocks_obj != Py_None && (blocks_view = take(&v, blocks_obj, NULL)) == NULL)) return NULL;
-    int64_t *blocks_out = blocks_view != NULL ? (int64_t *)blocks_view->buf : NULL;
+    MultiArgs m;
+    if (take_tables(&v, objs, blocks_obj, &m) < 0) return NULL;
+    Py_ssize_t n = m.n;
+    Py_buffer *out = take(&v, out_obj, NULL);
+    if (out == NULL) return NULL;
     const char *err = NULL;
-    if (blocks_out != NULL && blocks_view->len / 8 < n) err = "blocks_out holds fewer than len(idx) int64";
-    if (mismatch || itemsize <= 0 || out->len / itemsize < n) err = "inconsistent tables or out too small";
-    Py_ssize_t bad = err ? -1 : first_out_of_range(&tables, idx, n);
+    if (m.blocks_out != NULL && m.blocks_len < n) err = "blocks_out holds fewer than len(idx) int64";
+    if (m.mismatch || itemsize <= 0 || out->len / itemsize < n) err = "inconsistent tables or out too small";
+    Py_ssize_t bad = err ? -1 : first_out_of_range(&m.tables, m.idx, n);
     if (err || bad >= 0) {
-        if (bad >= 0) PyErr_Format(PyExc_IndexError, "index %lld is out of range", (long long)idx[bad]);
+        if (bad >= 0) PyErr_Format(PyExc_IndexError, "index %lld is out of range", (long long)m.idx[bad]);
         else PyErr_SetString(PyExc_ValueError, err);
         release(&v);
         return NULL;
     }
     Py_ssize_t outside;
     Py_BEGIN_ALLOW_THREADS
-    outside = gather_rows_multi(&tables, ba, idx, n, itemsize, (char *)out->buf, blocks_out);
+    outside = gather_rows_multi(&m.tables, m.ba, m.idx, n, itemsize, (char *)out->buf, m.blocks_out);
     Py_END_ALLOW_THREADS
     release(&v);
     if (outside >= 0) return outside_error(outside);
@@ -317,12 +332,9 @@ static PyObject *gather_var_multi(PyObject *self, PyObject *args) {
                           &objs[6], &objs[7], &offsets_obj, &data_obj, &blocks_obj))
         return NULL;
     Views v = {.n = 0};
-    BlockTables tables;
-    const int64_t *ba;
-    Py_ssize_t n;
-    int mismatch = take_tables(&v, objs, &tables, &ba, &n);
-    if (mismatch < 0) return NULL;
-    const int64_t *idx = (const int64_t *)v.views[0].buf;
+    MultiArgs m;
+    if (take_tables(&v, objs, blocks_obj, &m) < 0) return NULL;
+    Py_ssize_t n = m.n;
     Py_buffer *offsets_view = take(&v, offsets_obj, "offsets_out");
     if (offsets_view == NULL) return NULL;
     if (offsets_view->readonly) {
@@ -330,19 +342,18 @@ static PyObject *gather_var_multi(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "offsets_out must be writable");
         return NULL;
     }
-    Py_buffer *data = take(&v, data_obj, NULL), *blocks_view = NULL;
-    if (data == NULL || (blocks_obj != Py_None && (blocks_view = take(&v, blocks_obj, NULL)) == NULL)) return NULL;
-    int64_t *blocks_out = blocks_view != NULL ? (int64_t *)blocks_view->buf : NULL;
+    Py_buffer *data = take(&v, data_obj, NULL);
+    if (data == NULL) return NULL;
     int64_t *offsets = (int64_t *)offsets_view->buf;
     const char *err = NULL;
-    if (blocks_out != NULL && blocks_view->len / 8 < n) err = "blocks_out holds fewer than len(idx) int64";
+    if (m.blocks_out != NULL && m.blocks_len < n) err = "blocks_out holds fewer than len(idx) int64";
     if (offsets_view->len / 8 != n + 1) err = "offsets_out must hold len(idx) + 1 int64";
-    if (mismatch) err = "inconsistent tables";
-    Py_ssize_t bad = err ? -1 : first_out_of_range(&tables, idx, n);
+    if (m.mismatch) err = "inconsistent tables";
+    Py_ssize_t bad = err ? -1 : first_out_of_range(&m.tables, m.idx, n);
     /* gather_var_rows_multi's scratch: 3 int64 per record */
     int64_t *src = err || bad >= 0 ? NULL : PyMem_Malloc((size_t)(n > 0 ? n : 1) * 3 * sizeof(int64_t));
     if (err || bad >= 0 || src == NULL) {
-        if (bad >= 0) PyErr_Format(PyExc_IndexError, "index %lld is out of range", (long long)idx[bad]);
+        if (bad >= 0) PyErr_Format(PyExc_IndexError, "index %lld is out of range", (long long)m.idx[bad]);
         else if (err) PyErr_SetString(PyExc_ValueError, err);
         else PyErr_NoMemory();
         release(&v);
@@ -351,8 +362,8 @@ static PyObject *gather_var_multi(PyObject *self, PyObject *args) {
     Py_ssize_t outside;
     int64_t sum;
     Py_BEGIN_ALLOW_THREADS
-    outside = gather_var_rows_multi(&tables, ba, idx, n, offsets, (char *)data->buf, (int64_t)data->len, blocks_out,
-                                    src, &sum);
+    outside = gather_var_rows_multi(&m.tables, m.ba, m.idx, n, offsets, (char *)data->buf, (int64_t)data->len,
+                                    m.blocks_out, src, &sum);
     Py_END_ALLOW_THREADS
     PyMem_Free(src);
     release(&v);
