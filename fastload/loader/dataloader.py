@@ -66,13 +66,10 @@ class DataLoader(TorchDataLoader):
     ``partitions`` (each epoch's shards in this many canonical partitions, so each node reads only
     its own; default one per node; resumes onto any node count are exact),
     ``device`` (e.g. ``"cuda"``: the next batch is copied there on a side stream while the current
-    step runs), ``worker_type`` (``"thread"`` or ``"process"``; by default threads, and processes
-    where a ``collate_fn`` of the user's runs, as torch runs it; the native gather releases the
-    GIL, and with a 300 us step per batch 2 threads stalled 6% of the time against 8% for 2
-    processes on this project's 2-core machine; a padding ``collate_fn`` holds the GIL for most of
-    its ~0.4 ms a batch, and on 2 free cores 2 processes ran it 1.1x (epochs of 0.2 s) to 1.4x
-    (1 s) as fast as 2 threads (bench/collate.py); threads can win where the cores are busy: a
-    process costs ~30% more CPU a batch and ~50 ms an epoch to start and stop), ``even``
+    step runs), ``worker_type`` (``"thread"`` or ``"process"``; by default threads, which the
+    native gather suits (it releases the GIL), and processes where a user's ``collate_fn`` runs,
+    as torch runs it: it holds the GIL, and 2 processes ran a padding collate 1.1-1.4x as fast as
+    2 threads on 2 free cores, bench/collate.py), ``even``
     (``"pad"`` or ``"drop"``: how ranks get equal shares, as DistributedSampler's drop_last
     False/True), ``fields`` (the fields to load), ``pad`` (``{"tokens": 0}`` or
     ``{"tokens": fastload.Pad(length=512, multiple=64, mask="attention_mask")}``: variable-length
