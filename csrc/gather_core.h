@@ -56,6 +56,19 @@ static inline ptrdiff_t first_out_of_range(const BlockTables *t, const int64_t *
     return -1;
 }
 
+/* Where record id (in range) lies: its shard in *s, its global block in *b (-1 for a shard with no
+ * usable blocks), and the address of its itemsize bytes in the block's column ba[b], or -1 when
+ * they would leave the block. */
+static inline int64_t locate_row(const BlockTables *t, const int64_t *ba, int64_t id, ptrdiff_t itemsize,
+                                 ptrdiff_t *s, ptrdiff_t *b) {
+    *s = last_le(t->ss, 0, t->ns, id);
+    *b = -1;
+    int64_t local = id - t->ss[*s];
+    if (!(0 <= t->slo[*s] && t->slo[*s] < t->shi[*s] && t->shi[*s] <= t->nb)) return -1;
+    *b = last_le(t->bf, t->slo[*s], t->shi[*s], local);
+    return row_source(t->bf, ba, t->blo, t->bhi, *b, local, itemsize);
+}
+
 /* Copy itemsize bytes of each record idx[i] (in range: see first_out_of_range) from its block's
  * column (ba: the field's column address in every block) to dst + i * itemsize; blocks_out (or
  * NULL) gets each record's global block. Returns the first position whose read would leave its
@@ -63,13 +76,8 @@ static inline ptrdiff_t first_out_of_range(const BlockTables *t, const int64_t *
 static inline ptrdiff_t gather_rows_multi(const BlockTables *t, const int64_t *ba, const int64_t *idx, ptrdiff_t n,
                                           ptrdiff_t itemsize, char *dst, int64_t *blocks_out) {
     for (ptrdiff_t i = 0; i < n; i++) {
-        ptrdiff_t s = last_le(t->ss, 0, t->ns, idx[i]);
-        int64_t local = idx[i] - t->ss[s], src = -1;
-        ptrdiff_t b = -1;
-        if (0 <= t->slo[s] && t->slo[s] < t->shi[s] && t->shi[s] <= t->nb) {
-            b = last_le(t->bf, t->slo[s], t->shi[s], local);
-            src = row_source(t->bf, ba, t->blo, t->bhi, b, local, itemsize);
-        }
+        ptrdiff_t s, b;
+        int64_t src = locate_row(t, ba, idx[i], itemsize, &s, &b);
         if (src < 0) return i;
         memcpy(dst + i * itemsize, (const void *)(intptr_t)src, (size_t)itemsize);
         if (blocks_out != NULL) blocks_out[i] = b;
@@ -89,17 +97,12 @@ static inline ptrdiff_t gather_rows_multi(const BlockTables *t, const int64_t *b
 static inline ptrdiff_t gather_var_rows_multi(const BlockTables *t, const int64_t *ba, const int64_t *idx,
                                               ptrdiff_t n, int64_t *offsets, char *dst, int64_t cap,
                                               int64_t *blocks_out, int64_t *scratch, int64_t *total) {
-    const int64_t *ss = t->ss, *slo = t->slo, *shi = t->shi, *bf = t->bf, *blo = t->blo, *bhi = t->bhi;
+    const int64_t *ss = t->ss, *shi = t->shi, *bf = t->bf, *blo = t->blo, *bhi = t->bhi;
     int64_t *src = scratch, *blk = scratch + n, *shard = scratch + 2 * n, sum = 0;
     *total = 0;
     for (ptrdiff_t i = 0; i < n; i++) {
-        ptrdiff_t s = last_le(ss, 0, t->ns, idx[i]);
-        int64_t local = idx[i] - ss[s], pair = -1;
-        ptrdiff_t b = -1;
-        if (0 <= slo[s] && slo[s] < shi[s] && shi[s] <= t->nb) {
-            b = last_le(bf, slo[s], shi[s], local);
-            pair = row_source(bf, ba, blo, bhi, b, local, 4);
-        }
+        ptrdiff_t s, b;
+        int64_t pair = locate_row(t, ba, idx[i], 4, &s, &b);
         if (pair < 0 || !inside(pair, 8, blo[b], bhi[b])) return i;
         __builtin_prefetch((const void *)(intptr_t)pair, 0, 0);
         src[i] = pair;
