@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .._cpus import usable_cpus
 from ..errors import FormatError, SchemaError
 from ..format.dataset import Dataset
 from ..format.files import open_regular
@@ -161,7 +162,7 @@ def large_empty(n: int, dtype) -> np.ndarray:
 def thread_count(jobs: int, documents: int) -> int:
     """Threads for ``jobs`` kernel calls over ``documents`` documents: one per DOCUMENTS_PER_THREAD
     documents, at most one per CPU and MAX_THREADS, at least 1."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = usable_cpus()
     return max(1, min(jobs, cpus, MAX_THREADS, documents // DOCUMENTS_PER_THREAD))
 
 

@@ -24,10 +24,9 @@ keep the Python workers of :mod:`.pools`.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from .._cpus import usable_cpus
 from .._gather_pool import GatherPool
 from ..format.mapped_gather import MappedFields, map_fields
 from ..plan.batch_formula import BatchFormula
@@ -50,7 +49,7 @@ class NativePool:
         # with fewer threads than cores, a consumer that would sleep for its batch gathers queued
         # ones itself: 1 thread on 2 cores went from 1.35 to 2.0 M samples/s (docs/benchmarks.md);
         # with as many threads as cores it only competes with them (2 threads: 2.0 -> 1.65 M)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = usable_cpus()
         self.gather = GatherPool(num_workers, ring.n_slots, ring.layout.batch_size, consumer_helps=num_workers < cores)
         self.gather_batch_size = ring.layout.batch_size
         t = mapped.tables
