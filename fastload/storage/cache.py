@@ -143,10 +143,7 @@ class DatasetCache:
                 cap = self._ahead
                 with cap.download(ahead, len(ranges)) as me:
                     for r in ranges:
-                        try:
-                            cap.acquire(me, cancel)
-                        except Cancelled:
-                            raise _Cancelled from None
+                        cap.acquire(me, cancel)
                         try:
                             pending = _reap(pending)  # a failed range ends the download now
                             pending.add(pool.submit(_holding, cap, fetch, r))
@@ -278,7 +275,7 @@ class DatasetCache:
 
             def fetch(r: tuple[int, int]) -> None:
                 if cancel is not None and cancel.is_set():
-                    raise _Cancelled
+                    raise Cancelled
                 os.pwrite(fd, self.remote.read(name, *r, cancel=cancel), r[0])
                 claim.heartbeat()
 
@@ -296,7 +293,7 @@ class DatasetCache:
                                        f"times, checksum {got} each time differs from the manifest's {expected}")
             # no fsync: the cache can always be refetched, and blocks are checksummed when read
             self.node.publish(tmp, final)
-        except _Cancelled:
+        except Cancelled:
             unlink_quiet(tmp)
             return False
         except BaseException:
@@ -410,10 +407,6 @@ def cache_file_name(name: str, digest: str) -> str:
         raise StorageError(f"refusing to cache shard {name!r} with checksum {digest!r}: not a plain file name "
                            "and a 16-digit hex checksum")
     return f"{name}.{digest}"
-
-
-class _Cancelled(Exception):
-    """A download abandoned between ranges because its caller is closing."""
 
 
 def _reap(pending: set, block: bool = False) -> set:

@@ -19,7 +19,8 @@ from typing import Iterator
 
 
 class Cancelled(Exception):
-    """A wait for a stream abandoned because its download is being cancelled."""
+    """A download abandoned because its caller is closing: between its ranges, or while it waited
+    for a stream."""
 
 
 class StreamCap:
