@@ -135,7 +135,7 @@ def gather_fields(ds: Any, indices: np.ndarray, fixed: list[str], var: list[str]
     gathered apart, so they never take the fixed fields off it.
     """
     n = len(indices)
-    arenas = {name: _parts(slot[ARENA_PREFIX + name], n) for name in var if ARENA_PREFIX + name in slot}
+    arenas = {name: _parts(slot[arena_name(name)], n) for name in var if arena_name(name) in slot}
     joined = [name for name in arenas if not ds.schema[name].nullable]
     rest = [name for name in var if name not in joined]
     out: dict[str, Any] = {name: slot[name] for name in fixed}
@@ -155,7 +155,7 @@ def gather_fields(ds: Any, indices: np.ndarray, fixed: list[str], var: list[str]
             offsets[:] = values.offsets - values.offsets[0]
             room[: values.data.nbytes] = values.data
         if isinstance(col, NullableColumn):
-            _valid(slot[ARENA_PREFIX + name], n)[:] = col.valid
+            _valid(slot[arena_name(name)], n)[:] = col.valid
         del cols[name]
     return cols
 
@@ -173,8 +173,7 @@ def arena_bytes(layout: SlotLayout) -> Callable[[dict, dict], int] | None:
             arena = fixed[arena_name(name)]
             total -= arena.nbytes
             if name not in cols:  # its payload bytes (offsets[n]), as a VarColumn sent beside the slot counts
-                n = len(arena)
-                total += int(arena.reshape(-1)[8 * n: 8 * n + 8].view(np.int64)[0])
+                total += int(_parts(arena, len(arena))[0][-1])
         return total
 
     return correction
@@ -183,7 +182,7 @@ def arena_bytes(layout: SlotLayout) -> Callable[[dict, dict], int] | None:
 # -- the consumer's side ------------------------------------------------------------------------------
 def slot_column(f: Field, slot: Mapping[str, np.ndarray]):
     """A field's VarColumn (NullableColumn with nulls) as views of its arena in the slot."""
-    arena = slot[ARENA_PREFIX + f.name]
+    arena = slot[arena_name(f.name)]
     n = len(arena)
     offsets, room = _parts(arena, n)
     col = VarColumn(offsets, room[: offsets[n]])
@@ -192,7 +191,7 @@ def slot_column(f: Field, slot: Mapping[str, np.ndarray]):
 
 def slot_buffers(f: Field, slot: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """:func:`buffer_entries` of a field in its arena, made straight from the slot."""
-    arena = slot[ARENA_PREFIX + f.name]
+    arena = slot[arena_name(f.name)]
     n = len(arena)
     offsets, room = _parts(arena, n)
     out = {f.name: torch.from_numpy(room[: offsets[n]]), f.name + OFFSETS_SUFFIX: torch.from_numpy(offsets)}
