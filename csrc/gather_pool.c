@@ -147,7 +147,7 @@ static Py_buffer *hold(Pool *p, PyObject *obj, int writable, const char *what) {
     Py_buffer *view = &p->views[p->n_views];
     if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : PyBUF_FORMAT)) != 0)
         return NULL;
-    if (!writable && (view->itemsize != 8 || view->format == NULL || strchr("qlQL", view->format[strspn(view->format, "<=")]) == NULL)) {
+    if (!writable && !is_8byte_int(view, "qlQL")) {
         PyBuffer_Release(view);
         PyErr_Format(PyExc_TypeError, "%s must be a contiguous int64 array", what);
         return NULL;
@@ -289,8 +289,7 @@ static PyObject *pool_submit(Pool *p, PyObject *args) {
     if (PyObject_GetBuffer(obj, &view, PyBUF_STRIDES | PyBUF_FORMAT) != 0) return NULL;
     Py_ssize_t n = view.ndim == 1 ? view.shape[0] : 0;
     const char *err = NULL;
-    if (view.ndim != 1 || view.itemsize != 8 || view.format == NULL ||
-        strchr("qlQL", view.format[strspn(view.format, "<=")]) == NULL)
+    if (view.ndim != 1 || !is_8byte_int(&view, "qlQL"))
         err = "indices must be a 1-D int64 array";
     else if (n > p->batch_size)
         err = "more indices than batch_size";

@@ -12,6 +12,7 @@
 #include <Python.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "gather_core.h"
@@ -35,6 +36,12 @@ typedef struct {
     Py_ssize_t row_bytes;  /* a variable field's arena bytes per row of the batch */
     const int64_t *column; /* the field's column address in every block */
 } Field;
+
+/* A buffer of 8-byte integers whose struct format code is one of codes ("qlQL": any int64 or
+ * uint64, "QL": uint64), after an optional byte-order prefix. */
+static inline int is_8byte_int(const Py_buffer *v, const char *codes) {
+    return v->itemsize == 8 && v->format != NULL && strchr(codes, v->format[strspn(v->format, "<=")]) != NULL;
+}
 
 /* Bytes before the payloads in an arena of n rows: n + 1 int64 offsets, then n validity bytes,
  * each part aligned (loader/buffers.py _header). */

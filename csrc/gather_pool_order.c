@@ -24,8 +24,7 @@ PyObject *pool_set_order(Pool *p, PyObject *args) {
     if (keys != Py_None) {
         Py_buffer view;
         if (PyObject_GetBuffer(keys, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) return NULL;
-        int ok = view.len == (Py_ssize_t)sizeof(o.keys) && view.itemsize == 8 && view.format != NULL &&
-                 strchr("QL", view.format[strspn(view.format, "<=")]) != NULL;
+        int ok = view.len == (Py_ssize_t)sizeof(o.keys) && is_8byte_int(&view, "QL");
         if (ok) memcpy(o.keys, view.buf, sizeof(o.keys));
         PyBuffer_Release(&view);
         if (!ok) {
@@ -83,8 +82,7 @@ PyObject *pool_order_batch(Pool *p, PyObject *args) {
     if (!PyArg_ParseTuple(args, "LO", &k, &obj) || !batch_number(p, k)) return NULL;
     Py_buffer view;
     if (PyObject_GetBuffer(obj, &view, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) != 0) return NULL;
-    int ok = view.len == p->order.batch_size * 8 && view.itemsize == 8 && view.format != NULL &&
-             strchr("qlQL", view.format[strspn(view.format, "<=")]) != NULL;
+    int ok = view.len == p->order.batch_size * 8 && is_8byte_int(&view, "qlQL");
     if (ok) keyed_batch(&p->order, k, view.buf);
     PyBuffer_Release(&view);
     if (!ok) {
