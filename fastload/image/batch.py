@@ -78,19 +78,8 @@ class BatchImageDecoder:
         into ``out`` ``(n, *pipeline.shape)``."""
         data = np.ascontiguousarray(data, np.uint8).reshape(-1)
         offsets = np.ascontiguousarray(offsets, np.int64)
-        n = len(offsets) - 1
         lib = window.library()
-        sizes = np.full((n, 2), -1, np.int64)  # (height, width); -1: not for the batch kernel
-        if lib.api is not None:
-            lib.probe(lib.handle, data, offsets, sizes)
-        native = sizes[:, 0] > 0
-        probes: list[Probe | None] = [None] * n
-        for k in np.flatnonzero(~native).tolist():
-            try:
-                p = probes[k] = probe(self._payload(data, offsets, k))
-            except Exception as exc:  # every decoder failure of a bad file: ValueError, OSError, SyntaxError...
-                raise self._error(int(indices[k]), exc, locate) from exc
-            sizes[k] = p.height, p.width
+        sizes, probes = self._sizes(data, offsets, indices, locate, lib)
         boxes, flips = self.pipeline.plan(sizes[:, 0], sizes[:, 1], seed, epoch, indices)
         oh, ow = self.pipeline.size
         factors = dct_factors(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1], oh, ow)
@@ -103,18 +92,18 @@ class BatchImageDecoder:
             flat = out.reshape(len(out), oh, ow * 3)
         if self.pipeline.layout == "NCHW":
             rows = rows.transpose(0, 2, 3, 1)  # each row seen as (H, W, 3): the kernel writes any strides
-        done = np.zeros(n, bool)
+        rows_first_max = ROWS_FIRST_MAX * oh if flat is not None else -1.0
+        done = np.zeros(len(probes), bool)
         seconds = np.zeros(2)  # decode, resample
-        if native.any():
+        todo = np.flatnonzero([p is None for p in probes])  # the JPEGs the batch kernel takes
+        if len(todo):
             # the whole scaled image bounds its window; larger ones take the one-by-one path's one-off buffer
-            need = -(-sizes[:, 0] // factors) * -(-sizes[:, 1] // factors) * 3
-            todo = np.flatnonzero(native & (need <= RETAINED_BUFFER_BYTES))
-            if len(todo):
-                decode_resample_jpegs(lib.api, data, offsets, todo, sizes, boxes, factors, flips,
-                                      self._buf(int(need[todo].max())), self.a, self.b, self.mode, rows,
-                                      flat if flat is not None else self._no_flat, ROWS_FIRST_MAX * oh
-                                      if flat is not None else -1.0, done, seconds)
-        decode_s, resample_s = seconds.tolist()
+            need = -(-sizes[todo, 0] // factors[todo]) * -(-sizes[todo, 1] // factors[todo]) * 3
+            fits = need <= RETAINED_BUFFER_BYTES
+            if fits.any():
+                decode_resample_jpegs(lib.api, data, offsets, todo[fits], sizes, boxes, factors, flips,
+                                      self._buf(int(need[fits].max())), self.a, self.b, self.mode, rows,
+                                      flat if flat is not None else self._no_flat, rows_first_max, done, seconds)
         for k in np.flatnonzero(~done).tolist():
             p = probes[k] or Probe(int(sizes[k, 0]), int(sizes[k, 1]), "jpeg")
             f = int(factors[k])
@@ -126,15 +115,32 @@ class BatchImageDecoder:
             except Exception as exc:
                 raise self._error(int(indices[k]), exc, locate) from exc
             t1 = perf_counter()
-            if flat is not None and y1 - y0 <= ROWS_FIRST_MAX * oh:
+            if y1 - y0 <= rows_first_max:
                 resample_rows_u8(pixels, y0, x0, y1, x1, bool(flips[k]), flat[k])
             else:
                 resample_into(pixels, y0, x0, y1, x1, bool(flips[k]), self.a, self.b, self.mode, rows[k])
-            decode_s += t1 - t
-            resample_s += perf_counter() - t1
+            seconds += t1 - t, perf_counter() - t1
         if timings is not None:
+            decode_s, resample_s = seconds.tolist()
             timings["decode"] = timings.get("decode", 0.0) + decode_s
             timings["resize"] = timings.get("resize", 0.0) + resample_s  # probing and planning: "read"
+
+    def _sizes(self, data: np.ndarray, offsets: np.ndarray, indices: np.ndarray, locate: Callable[[int], str],
+               lib: window.WindowLibrary) -> tuple[np.ndarray, list[Probe | None]]:
+        """Every image's (height, width), and its Probe where the batch kernel will not decode it
+        (None: a JPEG the kernel takes, read by one C call for the batch)."""
+        n = len(offsets) - 1
+        sizes = np.full((n, 2), -1, np.int64)
+        if lib.api is not None:
+            lib.probe(lib.handle, data, offsets, sizes)
+        probes: list[Probe | None] = [None] * n
+        for k in np.flatnonzero(sizes[:, 0] < 0).tolist():
+            try:
+                p = probes[k] = probe(self._payload(data, offsets, k))
+            except Exception as exc:  # every decoder failure of a bad file: ValueError, OSError, SyntaxError...
+                raise self._error(int(indices[k]), exc, locate) from exc
+            sizes[k] = p.height, p.width
+        return sizes, probes
 
     @staticmethod
     def _payload(data: np.ndarray, offsets: np.ndarray, k: int) -> memoryview:
