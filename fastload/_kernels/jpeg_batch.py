@@ -2,10 +2,11 @@
 
 Per image, the loop decodes the window the resample reads (``fastload._jpeg``'s libjpeg-turbo
 entry, called as a C function, no Python) and runs :mod:`.resample`'s kernel on it into the
-image's row. Python probes, plans and calls once per batch: with one Python call per image
-(~20 us holding the GIL, and the garbage collections its objects set off) two thread workers
-delivered 3-10% fewer images than two process workers; 4-6% of the workers' CPU was the cyclic
-garbage collector alone (perf, steady state).
+image's row. Python probes, plans and calls once per batch. With one Python call per image, the
+interpreter took 4.1% of two thread workers' CPU (perf, steady state), holding the GIL the other
+worker waited for between its nogil calls, and thread workers delivered 3,522-3,687 images/s
+against 3,710-3,785 for process workers; with this kernel, 1.3% and 3,837-3,932 against
+3,867-3,912 (alternating runs on 2 cores, docs/images.md).
 
 The C entries are declared by name (``ExternalFunction``) and bound to the addresses the extension
 reports (:func:`register`, called when the library is opened), so the kernel stays cacheable.
