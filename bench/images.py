@@ -337,6 +337,9 @@ def table(results: dict, systems: list[str], transforms: list[str], skipped: dic
 def merge(paths: list[Path], out: Path | None) -> None:
     """One table from the ``--json`` files of runs of the same systems and transforms: their
     repeats, in order, as if one run (each repeat's ratios stay paired within it)."""
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise SystemExit(f"--merge: no such file: {', '.join(missing)}")
     runs = [json.loads(p.read_text()) for p in paths]
     jobs = [list(r["results"]) for r in runs]
     if any(j != jobs[0] for j in jobs):
