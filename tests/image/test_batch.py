@@ -123,3 +123,18 @@ def test_without_the_jit_the_one_by_one_path_gives_the_same_rows(tmp_path):
         assert proc.stdout.split() == [str(jit == "0")]
         results.append(np.load(out))
     assert np.array_equal(results[0], results[1])
+
+
+def test_an_image_too_large_for_the_retained_buffer_leaves_the_kernel(photos, monkeypatch):
+    """A JPEG whose scaled size passes the buffer a decoder keeps goes one by one, into a buffer
+    of its own (the kernel only writes into the retained one): the same rows either way."""
+    from fastload.image import batch
+
+    names = ["china.jpg", "small.jpg", "flower.jpg"]
+    ops = [RandomResizedCrop(40, scale=(0.5, 1.0))]
+    _, kept = _run(ops, [photos[n] for n in names])
+    calls, decode_window = [], batch.window.decode_window
+    monkeypatch.setattr(batch.window, "decode_window", lambda *a, **k: calls.append(1) or decode_window(*a, **k))
+    monkeypatch.setattr(batch, "RETAINED_BUFFER_BYTES", 1000)  # under every scaled photo here
+    dec, alone = _run(ops, [photos[n] for n in names])
+    assert np.array_equal(kept, alone) and len(calls) == len(names) and dec._buffer.nbytes == 0
