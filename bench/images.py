@@ -26,6 +26,9 @@ Systems run interleaved (A, B, C, A, B, C, ...), ``--repeats`` times; medians (m
 "×" columns are medians of the ratios within each repeat (paired runs, minutes apart).
 
     .venv-bench/bin/python -m bench.images [--quick] [--repeats 3] [--cap 30] [--json out.json]
+
+On a shared machine, split the repeats over several runs (each under its own lock) and combine
+their ``--json`` files into one table: ``--merge a.json b.json [--json all.json]``.
 """
 
 from __future__ import annotations
@@ -331,6 +334,30 @@ def table(results: dict, systems: list[str], transforms: list[str], skipped: dic
     return headers, rows
 
 
+def merge(paths: list[Path], out: Path | None) -> None:
+    """One table from the ``--json`` files of runs of the same systems and transforms: their
+    repeats, in order, as if one run (each repeat's ratios stay paired within it)."""
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise SystemExit(f"--merge: no such file: {', '.join(missing)}")
+    runs = [json.loads(p.read_text()) for p in paths]
+    jobs = [list(r["results"]) for r in runs]
+    if any(j != jobs[0] for j in jobs):
+        raise SystemExit(f"--merge: the runs measured different systems or transforms: {jobs}")
+    results = {job: [r for run in runs for r in run["results"][job]] for job in jobs[0]}
+    pairs = [job.split("|") for job in jobs[0] if job != "limit"]
+    systems = list(dict.fromkeys(s for s, _ in pairs))
+    transforms = list(dict.fromkeys(t for _, t in pairs))
+    info = runs[0]["machine"]
+    print_machine(info)
+    print(f"# merged {len(runs)} runs ({', '.join(str(p) for p in paths)}): {len(results['limit'])} repeats")
+    headers, rows = table(results, systems, transforms, runs[0]["skipped"], info["cores"])
+    print()
+    text = print_table(headers, rows)
+    write_json(out, {**runs[0], "headers": headers, "rows": rows, "table": text, "results": results,
+                     "repeats": len(results["limit"]), "merged": [str(p) for p in paths]})
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="2,000 images, 1 repeat, 2 s cap (< 90 s)")
@@ -342,6 +369,8 @@ def main(argv=None) -> int:
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--transforms", default=",".join(TRANSFORMS))
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--merge", nargs="+", type=Path, default=None, metavar="JSON",
+                    help="print one table from the --json files of split runs (nothing is measured)")
     ap.add_argument("--child", nargs=3, metavar=("SYSTEM", "TRANSFORM", "PATH"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     scale = a.scale if a.scale is not None else (0.1 if a.quick else 1.0)
@@ -349,6 +378,9 @@ def main(argv=None) -> int:
     cap = a.cap if a.cap is not None else (2.0 if a.quick else 60.0)
     if a.child:
         print(json.dumps(child(a.child[0], a.child[1], Path(a.child[2]), cap)), flush=True)
+        return 0
+    if a.merge:
+        merge(a.merge, a.json)
         return 0
 
     info = machine_info(a.data_dir)

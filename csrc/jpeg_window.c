@@ -16,12 +16,19 @@
  *   the image scaled by 1/denom into out (C-contiguous uint8, height * width * 3 bytes used). The
  *   returned window is the decoded one: the columns widen to the decoder's block boundaries.
  *   Corrupt data, including what libjpeg only warns about, raises ValueError with its message.
- * The GIL is released while decoding.
+ * probe_jpegs(lib, data, offsets, sizes): the (height, width) of every record's JPEG (a flat byte
+ *   buffer cut by int64 offsets) into sizes (int64, n x 2), or (-1, -1) for one the batch kernel leaves
+ *   to the Python path (not a JPEG, truncated, CMYK/YCCK, over MAX_PIXELS, an unreadable header).
+ * native_entries(lib) -> (api, decode, clock): addresses for a batch kernel that calls
+ *   fastload_jpeg_decode_window and fastload_monotonic_s without Python (fastload/_kernels/jpeg_batch.py).
+ * The GIL is released while decoding and probing.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <setjmp.h>
+#include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include "libjpeg62_abi.h"
 
@@ -139,7 +146,7 @@ static PyObject *load(PyObject *self, PyObject *args) {
 
 typedef struct {
     int top, left, bottom, right;  /* in: the window asked for; out: the one decoded */
-    int denom, fast;
+    int denom, fast;               /* denom 0: read the header only, its size into bottom and right */
     unsigned char *out;
     Py_ssize_t out_len;
 } window_job;
@@ -165,6 +172,12 @@ static int decode(const struct jpeg62_api *api, const unsigned char *data, Py_ss
         snprintf(message, JPEG62_MSG_LENGTH_MAX, "CMYK/YCCK JPEG: decode it whole");
         api->destroy_decompress(&cinfo);
         return -1;
+    }
+    if (job->denom == 0) {
+        job->bottom = (int)cinfo.image_height;
+        job->right = (int)cinfo.image_width;
+        api->destroy_decompress(&cinfo);
+        return 0;
     }
     cinfo.out_color_space = JPEG62_JCS_RGB;
     cinfo.scale_num = 1;
@@ -216,6 +229,84 @@ static int decode(const struct jpeg62_api *api, const unsigned char *data, Py_ss
     return 0;
 }
 
+/* The batch kernel's entry (called from Numba code, no Python): job holds
+ * {denom, fast, top, left, bottom, right} in and the decoded window's {top, left, bottom, right}
+ * back in its last four. Pointers come as integers, the kernel's only portable way to pass them.
+ * 0, or -1 when the window does not decode (the caller decodes that image the Python way). */
+__attribute__((visibility("default"))) int fastload_jpeg_decode_window(intptr_t api, intptr_t data, int64_t len,
+                                                                     intptr_t out, int64_t out_len, intptr_t job) {
+    int32_t *io = (int32_t *)job;
+    window_job w = {.denom = io[0], .fast = io[1], .top = io[2], .left = io[3], .bottom = io[4], .right = io[5],
+                    .out = (unsigned char *)out, .out_len = (Py_ssize_t)out_len};
+    char message[JPEG62_MSG_LENGTH_MAX];
+    if (w.denom != 1 && w.denom != 2 && w.denom != 4 && w.denom != 8) return -1;
+    if (decode((const struct jpeg62_api *)api, (const unsigned char *)data, (Py_ssize_t)len, &w, message) != 0)
+        return -1;
+    io[2] = w.top; io[3] = w.left; io[4] = w.bottom; io[5] = w.right;
+    return 0;
+}
+
+/* Seconds on the clock perf_counter reads (CLOCK_MONOTONIC), for the kernel's stage timings. */
+__attribute__((visibility("default"))) double fastload_monotonic_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+#define MAX_PIXELS (2LL * 89478485LL) /* fastload.image.decode.MAX_PIXELS: Pillow's bomb limit */
+
+/* Height and width of a complete JPEG the window decoder takes (its header readable, not
+ * CMYK/YCCK, at most MAX_PIXELS), else -1. */
+static int probe_one(const struct jpeg62_api *api, const unsigned char *data, Py_ssize_t len, int64_t *hw) {
+    hw[0] = hw[1] = -1;
+    if (len < 4 || data[0] != 0xFF || data[1] != 0xD8 || data[len - 2] != 0xFF || data[len - 1] != 0xD9)
+        return -1; /* not a JPEG, or truncated: the Python path decides (and raises) */
+    window_job header = {.denom = 0};
+    char message[JPEG62_MSG_LENGTH_MAX];
+    if (decode(api, data, len, &header, message) != 0) return -1;
+    long long h = header.bottom, w = header.right;
+    if (h <= 0 || w <= 0 || h * w > MAX_PIXELS) return -1;
+    hw[0] = h;
+    hw[1] = w;
+    return 0;
+}
+
+static PyObject *probe_jpegs(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    Py_buffer data, offsets, sizes;
+    if (!PyArg_ParseTuple(args, "Oy*y*w*", &capsule, &data, &offsets, &sizes)) return NULL;
+    library *lib = PyCapsule_GetPointer(capsule, CAPSULE_NAME);
+    Py_ssize_t n = offsets.len / (Py_ssize_t)sizeof(int64_t) - 1;
+    const int64_t *off = offsets.buf;
+    int ok = lib != NULL && n >= 0 && sizes.len >= n * 2 * (Py_ssize_t)sizeof(int64_t);
+    for (Py_ssize_t k = 0; ok && k < n; k++)
+        ok = off[k] >= 0 && off[k] <= off[k + 1] && off[k + 1] <= data.len;
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t k = 0; k < n; k++)
+            probe_one(&lib->api, (const unsigned char *)data.buf + off[k], (Py_ssize_t)(off[k + 1] - off[k]),
+                      (int64_t *)sizes.buf + 2 * k);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&offsets);
+    PyBuffer_Release(&sizes);
+    if (!ok) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "probe_jpegs: offsets must be int64, ascending, within data, and "
+                                              "sizes must hold 2 int64 per record");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *native_entries(PyObject *self, PyObject *capsule) {
+    library *lib = PyCapsule_GetPointer(capsule, CAPSULE_NAME);
+    if (lib == NULL) return NULL;
+    return Py_BuildValue("NNN", PyLong_FromVoidPtr(&lib->api), PyLong_FromVoidPtr((void *)fastload_jpeg_decode_window),
+                         PyLong_FromVoidPtr((void *)fastload_monotonic_s));
+}
+
 static PyObject *decode_window(PyObject *self, PyObject *args) {
     PyObject *capsule, *out_obj;
     Py_buffer data, out;
@@ -254,6 +345,10 @@ static PyMethodDef methods[] = {
     {"load", load, METH_VARARGS, "load(path) -> capsule: open a libjpeg-turbo (6.2 ABI) for decode_window"},
     {"decode_window", decode_window, METH_VARARGS,
      "decode_window(lib, data, out, denom, top, left, bottom, right, fast) -> (top, left, height, width)"},
+    {"probe_jpegs", probe_jpegs, METH_VARARGS,
+     "probe_jpegs(lib, data, offsets, sizes): (height, width) of each complete JPEG the window decoder takes, else -1"},
+    {"native_entries", native_entries, METH_O,
+     "native_entries(lib) -> (api, decode, clock): addresses for a kernel calling the decoder without Python"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -107,10 +107,15 @@ def decode_error(field: str, index: int, exc: BaseException, locate: Callable[[i
 def dct_factor(height: int, width: int, box_h: float, box_w: float, out_h: int, out_w: int) -> int:
     """The largest power of two (<= 8) the decode may shrink by while the box still covers
     REDUCING_GAP times the output's pixels, so the antialiased resample does the last reduction."""
-    room = min(box_h / out_h, box_w / out_w) / REDUCING_GAP
-    f = 1
-    while f * 2 <= min(room, MAX_DCT_FACTOR):
-        f *= 2
+    return int(dct_factors(np.array([box_h], np.float64), np.array([box_w], np.float64), out_h, out_w)[0])
+
+
+def dct_factors(box_h: np.ndarray, box_w: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """:func:`dct_factor` of many boxes at once (int64)."""
+    room = np.minimum(box_h / out_h, box_w / out_w) / REDUCING_GAP
+    f = np.ones(len(room), np.int64)
+    while (grow := f * 2 <= np.minimum(room, MAX_DCT_FACTOR)).any():
+        f[grow] *= 2
     return f
 
 

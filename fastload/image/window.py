@@ -14,32 +14,36 @@ libjpeg ABI) the loader decodes whole images with simplejpeg, as before; :func:`
 The window's pixels equal a whole-image decode's, except that libjpeg's chroma upsampling treats
 the window's first and last columns as image edges: :func:`window_of` therefore widens the window
 by one column beyond the resampling filter's reach (tests compare against simplejpeg's whole decode).
+
+The loader decodes a batch's JPEGs through the library's native entries (``WindowLibrary.api``:
+:func:`fastload._kernels.jpeg_batch.decode_resample_jpegs`, one call per batch); :func:`decode_window`
+is the per-image form, for the images that kernel leaves (and for tests and the benchmark).
 """
 
 from __future__ import annotations
 
 import functools
 import glob
-import math
 import os
 import sys
 
 import numpy as np
 
+from .._kernels.jpeg_batch import register, window_bounds
+
 JPEG_EOI = b"\xff\xd9"
-# Pixels beyond the resampling filter's reach on each side: 1 for libjpeg's edge upsampling, 1 for
-# the filter's rounding of its first and last tap.
-EDGE_MARGIN = 2
 
 
 class WindowLibrary:
     """An opened libjpeg-turbo (``handle`` is fastload._jpeg's capsule, ``decode`` its
-    ``decode_window``), or why there is none."""
+    ``decode_window``, ``probe`` its ``probe_jpegs``), or why there is none. ``api`` is the address
+    the batch kernel passes to the C decoder, None where that kernel is off (Numba's JIT disabled)."""
 
-    __slots__ = ("handle", "path", "reason", "decode")
+    __slots__ = ("handle", "path", "reason", "decode", "probe", "api")
 
-    def __init__(self, handle=None, path: str | None = None, reason: str | None = None, decode=None):
-        self.handle, self.path, self.reason, self.decode = handle, path, reason, decode
+    def __init__(self, handle=None, path: str | None = None, reason: str | None = None, decode=None, probe=None,
+                 api: int | None = None):
+        self.handle, self.path, self.reason, self.decode, self.probe, self.api = handle, path, reason, decode, probe, api
 
 
 def _candidates() -> list[str]:
@@ -81,21 +85,28 @@ def library() -> WindowLibrary:
     reasons = []
     for path in paths:
         try:
-            return WindowLibrary(_jpeg.load(path), path, decode=_jpeg.decode_window)
+            handle = _jpeg.load(path)
         except OSError as exc:
             reasons.append(str(exc))
+            continue
+        api, decode_address, clock_address = _jpeg.native_entries(handle)
+        from numba import config
+
+        if config.DISABLE_JIT:  # the kernel runs as Python, which cannot call a C entry point
+            api = None
+        else:
+            register(decode_address, clock_address)
+        return WindowLibrary(handle, path, decode=_jpeg.decode_window, probe=_jpeg.probe_jpegs, api=api)
     return WindowLibrary(reason="; ".join(reasons) or "Pillow ships no libjpeg here")
 
 
 def window_of(box: tuple[float, float, float, float], out_h: int, out_w: int, height: int,
               width: int) -> tuple[int, int, int, int]:
     """The rows and columns ``(top, left, bottom, right)`` of a ``height`` x ``width`` image that
-    the resample of ``box`` (y0, x0, y1, x1) to ``out_h`` x ``out_w`` reads, widened by EDGE_MARGIN."""
-    y0, x0, y1, x1 = box
-    reach_y = math.ceil(max((y1 - y0) / out_h, 1.0)) + EDGE_MARGIN  # the triangle filter's support
-    reach_x = math.ceil(max((x1 - x0) / out_w, 1.0)) + EDGE_MARGIN
-    return (max(int(math.floor(y0)) - reach_y, 0), max(int(math.floor(x0)) - reach_x, 0),
-            min(int(math.ceil(y1)) + reach_y, height), min(int(math.ceil(x1)) + reach_x, width))
+    the resample of ``box`` (y0, x0, y1, x1) to ``out_h`` x ``out_w`` reads, widened by
+    :data:`~fastload._kernels.jpeg_batch.EDGE_MARGIN` (the batch kernel's own computation)."""
+    y0, x0, y1, x1 = (float(v) for v in box)
+    return tuple(int(v) for v in window_bounds(y0, x0, y1, x1, int(out_h), int(out_w), int(height), int(width)))
 
 
 def complete(data) -> bool:

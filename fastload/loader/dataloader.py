@@ -67,7 +67,7 @@ class DataLoader(TorchDataLoader):
     its own; default one per node; resumes onto any node count are exact),
     ``device`` (e.g. ``"cuda"``: the next batch is copied there on a side stream while the current
     step runs), ``worker_type`` (``"thread"`` or ``"process"``; by default threads, which the
-    native gather suits (it releases the GIL), and processes where a user's ``collate_fn`` runs,
+    native gather and the image kernels suit (they release the GIL), and processes where a user's ``collate_fn`` runs,
     as torch runs it: it holds the GIL, and 2 processes ran a padding collate 1.1-1.4x as fast as
     2 threads on 2 free cores, bench/collate.py), ``even``
     (``"pad"`` or ``"drop"``: how ranks get equal shares, as DistributedSampler's drop_last

@@ -63,9 +63,8 @@ class ImageStage:
     """The image fields a worker decodes and transforms into its slots: one decoder per field."""
 
     def __init__(self, ds: Dataset, transforms: dict, seed: int):
-        from ..image.batch import BatchImageDecoder, payload_views  # Numba: only loaders with transforms pay
+        from ..image.batch import BatchImageDecoder  # Numba: only loaders with transforms pay
 
-        self._views = payload_views
         self.decoders = {name: BatchImageDecoder(p, name) for name, p in transforms.items()}
         self.seed = seed
         self.locate = ds.locate  # the shard's path, or its URL for a remote dataset, and the record in it
@@ -79,8 +78,7 @@ class ImageStage:
         cols = ds.gather(indices, self.names)
         for name, dec in self.decoders.items():
             col = cols[name]
-            dec.run(self._views(col.data, col.offsets), indices, self.seed, epoch, out[name], self.locate,
-                    timings)
+            dec.run(col.data, col.offsets, indices, self.seed, epoch, out[name], self.locate, timings)
 
     def check(self, ds: Dataset, index: int, epoch: int) -> None:
         """Raise RecordDecodeError when record ``index``'s images do not go through :meth:`run`

@@ -106,3 +106,20 @@ def test_load_refuses_what_is_not_a_libjpeg_turbo(tmp_path, lib):
     if others:  # Pillow's wheels ship them beside libjpeg
         with pytest.raises(OSError, match="has no jpeg_"):
             _jpeg.load(os.path.join(os.path.dirname(lib.path), others[0]))
+
+
+def test_probe_jpegs_reads_the_sizes_simplejpeg_reads_and_refuses_the_rest(photos, lib):
+    """The batch kernel's probe: (height, width) of each complete gray/colour JPEG, as simplejpeg's
+    header; -1 for what the one-by-one path must decode (CMYK, PNG, truncated, not an image)."""
+    names = ["china.jpg", "flower.jpg", "gray.jpg", "cmyk.jpg", "rgb.png", "small.jpg"]
+    payloads = [photos[n] for n in names] + [photos["small.jpg"][:-200], b"", b"not an image at all"]
+    data = np.frombuffer(b"".join(payloads), np.uint8)
+    offsets = np.cumsum([0] + [len(p) for p in payloads], dtype=np.int64)
+    sizes = np.zeros((len(payloads), 2), np.int64)
+    lib.probe(lib.handle, data, offsets, sizes)
+    for name, got in zip(names, sizes.tolist()):
+        h, w, _, _ = simplejpeg.decode_jpeg_header(photos[name]) if name.endswith(".jpg") else (-1, -1, 0, 0)
+        assert got == ([-1, -1] if name == "cmyk.jpg" else [h, w]), name
+    assert sizes[len(names):].tolist() == [[-1, -1]] * 3
+    with pytest.raises(ValueError, match="offsets must be int64, ascending, within data"):
+        lib.probe(lib.handle, data, np.array([0, len(data) + 1], np.int64), sizes)
