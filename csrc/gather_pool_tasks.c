@@ -99,13 +99,15 @@ void *pool_worker_main(void *arg) {
     Pool *p = start.pool;
     pthread_mutex_lock(&p->lock);
     for (;;) {
-        while (!p->stop && p->count == 0) {
+        if (seats_park(p, start.id)) continue; /* a spare while the consumer helps (gather_pool_seats.c) */
+        if (p->stop) break;
+        if (p->count == 0) {
             p->idle++;
             pthread_cond_wait(&p->work, &p->lock);
             p->idle--;
             if (p->waking > 0) p->waking--;
+            continue;
         }
-        if (p->stop) break;
         serve(p, start.id);
     }
     pthread_mutex_unlock(&p->lock);
