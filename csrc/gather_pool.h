@@ -75,6 +75,8 @@ typedef struct {
     struct timespec left_wall;
     double left_cpu;
     long left_blocked;
+    double task_s;          /* seconds of the tasks done in the window, and how many */
+    long tasks;
     int sleeping;         /* the consumer sleeps on done (signalled once, by the thread that ends its wait) */
     Py_ssize_t waiting;   /* the slot the consumer sleeps on, or -1 (-2: on no task out) */
     Py_ssize_t also;      /* and the later slot it asked to sleep until, or -1 */
