@@ -17,6 +17,11 @@ measured run a fresh Python process (``--child``, ``bench/loader_workers_child.p
   of the same batches as a reference for ``list[str]``. Bytes are what a batch delivers: its
   tensors' bytes, a ``list[str]``'s UTF-8 bytes.
 
+With ``--step-us US`` the tokens runs of thread workers (0, and each N) are repeated with a
+simulated training step after each batch (``--step-kinds``: ``cpu``, Python spinning for US µs
+holding the GIL; ``sleep``, about US µs of ``time.sleep``, no CPU and no GIL, as a device sync or
+I/O), reporting the stall: the seconds the consumer waited for its batches (``stats()["stall_s"]``).
+
 With ``--baseline-src DIR`` (a checkout of another commit with its C extension built in place,
 e.g. ``git archive main | tar -x -C DIR && cd DIR && python setup.py build_ext --inplace``) every
 fastload run is repeated with that code (``main ...`` rows), in the same interleaved order.
@@ -33,7 +38,7 @@ which also compute the shuffle, plus those gathers of the consumer; or the worke
 gather the same batches (same N, same run). Every batch is consumed minimally and alike: its
 main field's ``len`` (the consumer's cost is then the loader's own).
 
-    .venv/bin/python -m bench.loader_workers [--quick] [--workers 1,2] [--repeats 5] [--json out.json]
+    .venv/bin/python -m bench.loader_workers [--quick] [--workers 1,2] [--repeats 5] [--step-us 30] [--json out.json]
 """
 
 from __future__ import annotations
