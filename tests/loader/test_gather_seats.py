@@ -126,3 +126,21 @@ def test_with_a_timeout_no_thread_parks(data, two_cores):
     s = loader.stats()
     assert (s["worker_threads"], s["spare_threads"], s["parked_s"], s["consumer_gather_s"]) == (2, 0, 0, 0)
     loader.close()
+
+
+def test_the_loaders_own_shuffle_in_helper_mode_is_the_plans(data, two_cores):
+    """Batches by number (the threads compute the plan's indices) with the consumer gathering too:
+    the same ids as the loader without workers, over two epochs, and each row NumPy's."""
+    root, cols = data
+    kw = dict(batch_size=64, shuffle=True, seed=7)
+    threads = fastload.DataLoader(root, num_workers=2, persistent_workers=True, **kw)
+    inline = fastload.DataLoader(root, num_workers=0, **kw)
+    for _ in range(2):
+        got, want = run_epoch(threads), run_epoch(inline)
+        assert [b["id"].tolist() for b in got] == [b["id"].tolist() for b in want]
+        for b in got:
+            np.testing.assert_array_equal(b["tok"], cols["tok"][b["id"]])
+    s = threads.stats()
+    assert s["spare_threads"] == 1 and s["consumer_gather_s"] > 0
+    threads.close()
+    inline.close()
