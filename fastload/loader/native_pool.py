@@ -53,7 +53,7 @@ class NativePool:
         # ones itself: 1 thread on 2 cores went from 1.35 to 2.0 M samples/s (docs/benchmarks.md).
         # With as many or more, at most `cores` gather at once, the helping consumer counted: the
         # last threads park while it helps, which it does while its time between batches is on the
-        # CPU (csrc/gather_pool_seats.c; 2 threads on 2 cores: 2.3 -> 2.6 M). A consumer with a
+        # CPU (csrc/gather_pool_seats.c; 2 threads on 2 cores: 2.2 -> 2.7 M). A consumer with a
         # timeout never gathers (a copy cannot be cut short): then every thread runs.
         cores = usable_cpus()
         self.gather = GatherPool(num_workers, ring.n_slots, ring.layout.batch_size, consumer_helps=num_workers < cores,
