@@ -75,7 +75,7 @@ typedef struct {
     struct timespec left_wall;
     double left_cpu;
     long left_blocked;
-    double task_s;          /* seconds of the tasks done in the window, and how many */
+    double task_s;          /* seconds of the quickest task done in the window, and how many were done */
     long tasks;
     int sleeping;         /* the consumer sleeps on done (signalled once, by the thread that ends its wait) */
     Py_ssize_t waiting;   /* the slot the consumer sleeps on, or -1 (-2: on no task out) */

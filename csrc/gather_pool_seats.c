@@ -11,7 +11,8 @@
  * Python step holding the GIL, or nothing): its core is taken either way. When that time is not
  * on the CPU (a GIL-free wait: a device sync, I/O, a sleep) its core would sit idle without the
  * spares, so then they run and the consumer only takes a batch no thread has taken (thread mode),
- * provided that it blocks at least as long as a task takes: for shorter waits the wake-ups that
+ * provided that it blocks at least as long as a task takes (the quickest of the window's: a task
+ * preempted by another process takes longer than the copy): for shorter waits the wake-ups that
  * thread mode brings cost more than the copy they add (2 threads with a ~35 us sleep a batch:
  * 0.7 M samples/s in thread mode, 1.3 M in helper mode).
  * The consumer measures its own wall time, CPU time and voluntary context switches between waits
@@ -78,7 +79,8 @@ void seats_wait_begins(Pool *p, const struct timespec *wall) {
     }
     if (p->away_n < AWAY_WINDOW) return;
     double share = p->away_wall > 0 ? p->away_cpu / p->away_wall : 1.0;
-    double off_cpu = (p->away_wall - p->away_cpu) / p->away_n, task = p->tasks ? p->task_s / (double)p->tasks : 0.0;
+    /* a copy's time: the quickest of the window (a task preempted by another process is longer) */
+    double off_cpu = (p->away_wall - p->away_cpu) / p->away_n, task = p->tasks ? p->task_s : 0.0;
     if (p->helper_mode && share < THREADS_BELOW && p->away_blocked >= AWAY_WINDOW / 2 && off_cpu >= task) {
         p->helper_mode = 0;
         p->switches++;
