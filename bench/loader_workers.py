@@ -17,6 +17,11 @@ measured run a fresh Python process (``--child``, ``bench/loader_workers_child.p
   of the same batches as a reference for ``list[str]``. Bytes are what a batch delivers: its
   tensors' bytes, a ``list[str]``'s UTF-8 bytes.
 
+With ``--step-us US`` the tokens runs of thread workers (0, and each N) are repeated with a
+simulated training step after each batch (``--step-kinds``: ``cpu``, Python spinning for US µs
+holding the GIL; ``sleep``, about US µs of ``time.sleep``, no CPU and no GIL, as a device sync or
+I/O), reporting the stall: the seconds the consumer waited for its batches (``stats()["stall_s"]``).
+
 With ``--baseline-src DIR`` (a checkout of another commit with its C extension built in place,
 e.g. ``git archive main | tar -x -C DIR && cd DIR && python setup.py build_ext --inplace``) every
 fastload run is repeated with that code (``main ...`` rows), in the same interleaved order.
@@ -33,7 +38,7 @@ which also compute the shuffle, plus those gathers of the consumer; or the worke
 gather the same batches (same N, same run). Every batch is consumed minimally and alike: its
 main field's ``len`` (the consumer's cost is then the loader's own).
 
-    .venv/bin/python -m bench.loader_workers [--quick] [--workers 1,2] [--repeats 5] [--json out.json]
+    .venv/bin/python -m bench.loader_workers [--quick] [--workers 1,2] [--repeats 5] [--step-us 30] [--json out.json]
 """
 
 from __future__ import annotations
@@ -55,10 +60,18 @@ TOKENS_BATCH, RECORDS_BATCH = 64, 256
 FIXED_TEXT = 200  # bytes of the fixed-width twin of the records' text
 
 
-def configs(workers: list[int], baseline: bool, datasets_: list[str]) -> dict[str, dict]:
+def configs(workers: list[int], baseline: bool, datasets_: list[str], step_us: float = 0.0,
+            step_kinds: tuple[str, ...] = ()) -> dict[str, dict]:
     """name -> spec of one measured run (what the child builds)."""
     out: dict[str, dict] = {}
     codes = [("", None)] + ([("main ", "baseline")] if baseline else [])
+    if "tokens" in datasets_ and step_us > 0:  # thread workers under a simulated training step
+        for kind in step_kinds:
+            for n in [0] + workers:
+                for prefix, code in codes:
+                    out[f"{prefix}fastload {n} thread + {kind} step"] = {
+                        "dataset": "tokens", "system": "fastload", "workers": n, "worker_type": "thread",
+                        "code": code, "step": kind, "step_us": step_us}
     if "tokens" in datasets_:
         for prefix, code in codes:
             out[f"{prefix}fastload 0"] = {"dataset": "tokens", "system": "fastload", "workers": 0, "code": code}
@@ -112,7 +125,7 @@ def report_tokens(res: dict[str, list[dict]], workers: list[int]) -> str:
         ref_cpu = med([r["worker_us"] for r in ref]) if ref else None
         for name, rs in res.items():
             spec = rs[0]["spec"]
-            if spec["dataset"] != "tokens" or spec["workers"] != n:
+            if spec["dataset"] != "tokens" or spec["workers"] != n or spec.get("step"):
                 continue
             rate = med([r["rate"] for r in rs])
             is_ref = spec["system"] == "numpy"
@@ -129,6 +142,26 @@ def report_tokens(res: dict[str, list[dict]], workers: list[int]) -> str:
                          "–" if n == 0 else _f([r["worker_us"] for r in rs]), over])
     return print_table(["run", "k samples/s", "× numpy N", "× main", "× N-1 workers", "consumer µs/batch",
                         "workers CPU µs/batch", "workers' overhead µs/batch"], rows)
+
+
+def report_steps(res: dict[str, list[dict]], workers: list[int]) -> str:
+    """The runs with a simulated step: rate, against the same step with one worker fewer, and the
+    stall (the consumer's seconds waiting for batches) per epoch and per batch."""
+    rows = []
+    for name, rs in res.items():
+        spec = rs[0]["spec"]
+        if not spec.get("step"):
+            continue
+        n = spec["workers"]
+        fewer = res.get(name.replace(f" {n} thread", f" {n - 1} thread")) if n >= 1 else None
+        rate = med([r["rate"] for r in rs])
+        batches = med([r["wall_s"] * r["rate"] for r in rs]) / TOKENS_BATCH  # rows per epoch / batch
+        rows.append([name, _f([r["rate"] for r in rs], 1e-3),
+                     "–" if fewer is None else f"{rate / med([r['rate'] for r in fewer]):.2f}",
+                     _f([r["stall_s"] * 1e3 for r in rs]), _f([r["stall_s"] / batches * 1e6 for r in rs]),
+                     _f([r["step_us"] for r in rs]), _f([r["consumer_us"] for r in rs])])
+    return print_table(["run", "k samples/s", "× N-1 workers", "stall ms/epoch", "stall µs/batch",
+                        "step µs/batch", "consumer µs/batch"], rows)
 
 
 def report_records(res: dict[str, list[dict]]) -> str:
@@ -187,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=3, help="timed epochs per run (after one untimed)")
     ap.add_argument("--datasets", default="tokens,records")
     ap.add_argument("--only", default="", help="comma list of run names to keep")
+    ap.add_argument("--step-us", type=float, default=0.0,
+                    help="tokens: also run thread workers with a simulated training step of this many µs a batch")
+    ap.add_argument("--step-kinds", default="cpu,sleep",
+                    help="the steps: cpu (Python spinning, GIL held), sleep (no CPU, GIL released)")
     ap.add_argument("--baseline-src", type=Path, help="a checkout of the code to compare with (rows 'main ...')")
     ap.add_argument("--quick", action="store_true", help="smoke run: 10,000 token rows, 5%% of the records, 1 repeat")
     ap.add_argument("--json", type=Path)
@@ -209,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         fl = str(ensure_written("records", "fastload", src, a.data_dir)[0])
         paths["records"] = {"arrow": str(src), "fastload": fl}
         paths["records_fixed"] = {"fastload": str(records_fixed(src, a.data_dir)), "order": fl}
-    specs = configs(workers, a.baseline_src is not None, wanted)
+    specs = configs(workers, a.baseline_src is not None, wanted, a.step_us, tuple(a.step_kinds.split(",")))
     if a.only:
         keep = set(a.only.split(","))
         specs = {k: v for k, v in specs.items() if k in keep}
@@ -226,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n## tokens: {a.token_rows:,} × 2049 uint16, batch {TOKENS_BATCH}, shuffled; medians of "
               f"{a.repeats} runs (min–max)")
         payload["tables"]["tokens"] = report_tokens(res, workers)
+        if a.step_us > 0:
+            print(f"\n## tokens with a simulated training step of {a.step_us:g} µs a batch; medians of "
+                  f"{a.repeats} runs (min–max)")
+            payload["tables"]["steps"] = report_steps(res, workers)
     if "records" in wanted:
         print(f"\n## records: batch {RECORDS_BATCH}, shuffled; medians of {a.repeats} runs (min–max)")
         payload["tables"]["records"] = report_records(res)

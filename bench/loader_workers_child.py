@@ -33,26 +33,69 @@ def _children_cpu_s() -> float:
     return total / 1e9
 
 
-def _epochs(run_epoch, epochs: int, batches: int, workers_are_threads: bool, helped=lambda: 0.0) -> dict:
+def _epochs(run_epoch, epochs: int, batches: int, workers_are_threads: bool, helped=lambda: 0.0,
+            stalled=lambda: 0.0, stepped=lambda: (0.0, 0.0)) -> dict:
     """Run one untimed epoch, then ``epochs`` timed ones; medians of per-epoch figures.
 
     ``helped()``: seconds so far that the consumer's thread spent gathering for the worker threads
-    while it waited (the loader's ``consumer_gather_s``): counted as workers' CPU, not the consumer's."""
+    while it waited (the loader's ``consumer_gather_s``): counted as workers' CPU, not the consumer's.
+    ``stalled()``: seconds so far that the consumer waited for batches (the loader's ``stall_s``);
+    ``stepped()``: wall and CPU seconds so far of the simulated training step, which are not the
+    consumer's cost."""
     run_epoch()
-    walls, consumer, workers = [], [], []
+    walls, consumer, workers, stalls, steps = [], [], [], [], []
     for _ in range(epochs):
-        h0 = helped()
+        h0, s0, (sw0, sc0) = helped(), stalled(), stepped()
         p0, c0, w0, t0 = time.process_time(), time.thread_time(), _children_cpu_s(), time.perf_counter()
         run_epoch()
         wall, c, h = time.perf_counter() - t0, time.thread_time() - c0, helped() - h0
+        sw, sc = stepped()
         w = (time.process_time() - p0 - c) if workers_are_threads else (_children_cpu_s() - w0)
-        c, w = c - h, w + h
+        c, w = c - h - (sc - sc0), w + h
         walls.append(wall)
         consumer.append(c)
         workers.append(w)
+        stalls.append(stalled() - s0)
+        steps.append(sw - sw0)
     k = sorted(range(epochs), key=walls.__getitem__)[epochs // 2]  # the median epoch
     return {"wall_s": walls[k], "consumer_us": consumer[k] / batches * 1e6, "worker_us": workers[k] / batches * 1e6,
-            "walls": walls}
+            "stall_s": stalls[k], "step_us": steps[k] / batches * 1e6, "walls": walls}
+
+
+def training_step(kind: str | None, us: float):
+    """A simulated training step after each batch, and a function returning its wall and CPU
+    seconds so far: ``cpu`` spins in Python holding the GIL for ``us`` microseconds; ``sleep``
+    waits about as long without CPU and without the GIL (``time.sleep``, with this thread's timer
+    slack cut from Linux's default 50 us to 1 ns, asking for ``us`` less a sleep's own cost
+    measured first; the step's measured time is reported)."""
+    spent = [0.0, 0.0]
+    if not kind:
+        return None, lambda: (0.0, 0.0)
+    seconds = us * 1e-6
+    if kind == "sleep":
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(29, 1, 0, 0, 0)  # PR_SET_TIMERSLACK: 1 ns
+        t0 = time.perf_counter()
+        for _ in range(200):
+            time.sleep(1e-6)
+        # a sleep's own cost (~15-25 us on this VM) taken off the time asked for
+        seconds = max(0.0, seconds - ((time.perf_counter() - t0) / 200 - 1e-6))
+    elif kind != "cpu":
+        raise ValueError(f"step kind must be cpu or sleep, not {kind!r}")
+
+    def step():
+        t0, c0 = time.perf_counter(), time.thread_time()
+        if kind == "cpu":
+            end = t0 + seconds
+            while time.perf_counter() < end:
+                pass
+        else:
+            time.sleep(seconds)
+        spent[0] += time.perf_counter() - t0
+        spent[1] += time.thread_time() - c0
+
+    return step, lambda: (spent[0], spent[1])
 
 
 def tokens_numpy(spec: dict) -> dict:
@@ -104,6 +147,7 @@ def fastload_loader(spec: dict) -> dict:
                                  seed=SEED, **extra)
     main = "tokens" if spec["dataset"] == "tokens" else "text"
     counted = []  # bytes of the untimed epoch's batches
+    step, stepped = training_step(spec.get("step"), spec.get("step_us", 0.0))
 
     def run_epoch():
         if not counted:
@@ -111,9 +155,12 @@ def fastload_loader(spec: dict) -> dict:
             return
         for batch in loader:
             len(batch[main])
+            if step is not None:
+                step()
 
     out = _epochs(run_epoch, spec["epochs"], len(loader), spec.get("worker_type") == "thread" or not spec["workers"],
-                  lambda: getattr(loader._stats, "helped_s", 0.0))  # stats()["consumer_gather_s"]; not in other commits' code
+                  lambda: getattr(loader._stats, "helped_s", 0.0),  # stats()["consumer_gather_s"]; not in other commits' code
+                  lambda: loader._stats.stall_s, stepped)
     loader.close()
     out["rate"] = len(ds) / out["wall_s"]
     out["byte_rate"] = counted[0] / out["wall_s"]

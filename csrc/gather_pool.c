@@ -51,36 +51,43 @@ static void stop_threads(Pool *p) {
     pthread_mutex_lock(&p->lock);
     p->stop = 1;
     pthread_cond_broadcast(&p->work);
+    pthread_cond_broadcast(&p->unpark);
     pthread_mutex_unlock(&p->lock);
     for (int k = 0; k < p->started; k++) pthread_join(p->threads[k], NULL);
     p->started = 0;
 }
 
 static int pool_init(Pool *p, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"n_threads", "n_slots", "batch_size", "consumer_helps", NULL};
+    static char *kwlist[] = {"n_threads", "n_slots", "batch_size", "consumer_helps", "seats", NULL};
     int n_threads;
     Py_ssize_t n_slots, batch_size;
-    int helps = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "inn|p", kwlist, &n_threads, &n_slots, &batch_size, &helps))
+    int helps = 0, seats = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "inn|pi", kwlist, &n_threads, &n_slots, &batch_size, &helps,
+                                     &seats))
         return -1;
     if (p->threads != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "a GatherPool is initialised once");
         return -1;
     }
     if (n_threads < 1 || n_threads > 1024 || n_slots < 1 || n_slots > (1 << 20) || batch_size < 1 ||
-        batch_size > (1 << 24)) {
+        batch_size > (1 << 24) || seats < 0) {
         PyErr_SetString(PyExc_ValueError, "n_threads must be in [1, 1024], n_slots in [1, 2**20], batch_size in "
-                                          "[1, 2**24]");
+                                          "[1, 2**24], seats >= 0");
         return -1;
     }
     p->n_slots = n_slots;
     p->batch_size = batch_size;
     p->consumer_helps = helps;
+    /* with one seat or none no thread parks: some thread must run while the consumer sleeps */
+    p->seats = seats;
+    p->spares = seats >= 2 && n_threads >= seats ? n_threads - seats + 1 : 0;
+    p->helper_mode = p->spares > 0;
     p->waiting = p->also = -1;
     p->owner = getpid();
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->work, NULL);
     pthread_cond_init(&p->done, NULL);
+    pthread_cond_init(&p->unpark, NULL);
     p->fifo = PyMem_Calloc((size_t)n_slots, sizeof(Py_ssize_t));
     p->slots = PyMem_Calloc((size_t)n_slots, sizeof(Slot));
     p->indices = PyMem_Calloc((size_t)(n_slots * batch_size), sizeof(int64_t));
@@ -124,6 +131,7 @@ static void pool_dealloc(Pool *p) {
         pthread_mutex_destroy(&p->lock);
         pthread_cond_destroy(&p->work);
         pthread_cond_destroy(&p->done);
+        pthread_cond_destroy(&p->unpark);
     }
     PyMem_Free(p->fifo);
     PyMem_Free(p->slots);
@@ -334,6 +342,12 @@ static int wait_for(Pool *p, Py_ssize_t target, Py_ssize_t also, double timeout)
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     pthread_mutex_lock(&p->lock);
+    if (steal) {
+        seats_wait_begins(p, &t0);
+    } else if (p->helper_mode && target >= 0) { /* a consumer that will not help: every thread runs */
+        p->helper_mode = 0;
+        if (p->parked) pthread_cond_broadcast(&p->unpark);
+    }
     p->waiting = target;
     p->also = -1;
     int reached = pool_woken(p);
@@ -356,7 +370,7 @@ static int wait_for(Pool *p, Py_ssize_t target, Py_ssize_t also, double timeout)
              * yet (they are all waking up: a wake-up costs 5-20 us here, a batch ~45 us), and with
              * consumer_helps any queued batch, so that the consumer's core copies too */
             while (p->slots[target].state != DONE && p->count > 0 &&
-                   (p->consumer_helps || p->slots[target].state == QUEUED))
+                   (p->consumer_helps || p->helper_mode || p->slots[target].state == QUEUED))
                 pool_run_queued(p);
             reached = p->slots[target].state == DONE;
         }
@@ -372,6 +386,7 @@ static int wait_for(Pool *p, Py_ssize_t target, Py_ssize_t also, double timeout)
             pthread_mutex_lock(&p->lock);
             p->waiting = -1;
             pthread_mutex_unlock(&p->lock);
+            if (steal) seats_wait_ends(p);
             return -1;
         }
         pthread_mutex_lock(&p->lock);
@@ -379,6 +394,7 @@ static int wait_for(Pool *p, Py_ssize_t target, Py_ssize_t also, double timeout)
     p->waiting = -1;
     reached = target >= 0 ? p->slots[target].state == DONE : p->out == 0;
     pthread_mutex_unlock(&p->lock);
+    if (steal) seats_wait_ends(p);
     return reached;
 }
 
@@ -435,6 +451,18 @@ static PyObject *pool_close(Pool *p, PyObject *unused) {
 
 static PyObject *pool_threads(Pool *p, void *closure) { return PyLong_FromLong(p->started); }
 
+/* The seats' state, read under the lock: (spares, helper mode, spares parked now, seconds parked,
+ * mode changes). */
+static PyObject *pool_seats(Pool *p, void *closure) {
+    if (p->owner == 0) return Py_BuildValue("(iiidl)", 0, 0, 0, 0.0, 0L);
+    pthread_mutex_lock(&p->lock);
+    int spares = p->spares, helper = p->helper_mode, parked = p->parked;
+    double parked_s = p->parked_s + parked * seats_clock() - p->parked_since; /* with the parking now */
+    long switches = p->switches;
+    pthread_mutex_unlock(&p->lock);
+    return Py_BuildValue("(iiidl)", spares, helper, parked, parked_s, switches);
+}
+
 static PyMethodDef pool_methods[] = {
     {"configure", (PyCFunction)pool_configure, METH_VARARGS,
      "configure(shard_start, shard_lo, shard_hi, block_first, block_lo, block_hi, fields, verified=None, "
@@ -459,6 +487,9 @@ static PyMethodDef pool_methods[] = {
 
 static PyGetSetDef pool_getset[] = {
     {"threads", (getter)pool_threads, NULL, "threads running (0 once closed)", NULL},
+    {"seats", (getter)pool_seats, NULL,
+     "(spares, helper_mode, parked, parked_s, switches): threads that park while the consumer helps, whether it "
+     "does, how many are parked now, their seconds parked so far, and the mode's changes so far", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -466,9 +497,12 @@ static PyTypeObject PoolType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "fastload._gather_pool.GatherPool",
     .tp_basicsize = sizeof(Pool),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "GatherPool(n_threads, n_slots, batch_size, consumer_helps=False): C threads gathering fixed fields "
-              "into slots; a consumer waiting without a timeout runs the task it waits for when no thread has "
-              "taken it, and with consumer_helps any queued task.",
+    .tp_doc = "GatherPool(n_threads, n_slots, batch_size, consumer_helps=False, seats=0): C threads gathering "
+              "fixed fields into slots; a consumer waiting without a timeout runs the task it waits for when no "
+              "thread has taken it, and with consumer_helps any queued task. seats >= 2: at most that many "
+              "gatherers at once, the helping consumer counted: with n_threads >= seats the last "
+              "n_threads - seats + 1 threads park while the consumer helps, which it does while its time between "
+              "waits is mostly on the CPU (csrc/gather_pool_seats.c).",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)pool_init,
     .tp_dealloc = (destructor)pool_dealloc,

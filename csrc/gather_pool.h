@@ -58,6 +58,25 @@ typedef struct {
     pthread_t *threads;
     int n_threads, started, stop, idle, waking; /* waking: idle threads signalled, not yet up */
     int consumer_helps;   /* a waiting consumer runs any queued task, not only the one it waits for */
+    /* Seats (gather_pool_seats.c): at most `seats` gatherers at once, a helping consumer counted.
+     * With as many threads as seats or more, the last `spares` threads park while the consumer
+     * helps (helper mode, for a consumer whose time between waits is on the CPU), and run while it
+     * only waits for its batch (thread mode, for one whose time between waits is not). */
+    int seats, spares, helper_mode, parked;
+    pthread_cond_t unpark;  /* helper mode ended, or stop */
+    double parked_s;        /* seconds spent parked, all spares together, until their last unpark */
+    double parked_since;    /* the sum of seats_clock() when each spare parked now parked */
+    long switches;          /* mode changes so far */
+    /* the consumer's time between waits over the current window: wall and CPU seconds, voluntary
+     * context switches (it blocked), waits; and its figures when its last wait returned */
+    double away_wall, away_cpu;
+    long away_blocked;
+    int away_n, away_set;
+    struct timespec left_wall;
+    double left_cpu;
+    long left_blocked;
+    double task_s;          /* seconds of the quickest task done in the window, and how many were done */
+    long tasks;
     int sleeping;         /* the consumer sleeps on done (signalled once, by the thread that ends its wait) */
     Py_ssize_t waiting;   /* the slot the consumer sleeps on, or -1 (-2: on no task out) */
     Py_ssize_t also;      /* and the later slot it asked to sleep until, or -1 */
@@ -99,6 +118,17 @@ typedef struct {
     int id;
 } Start;
 void *pool_worker_main(void *arg);
+
+/* Seats (gather_pool_seats.c). A spare thread whose turn it is to park: parks until thread mode
+ * or stop, lock held (released while parked). */
+int seats_park(Pool *p, int id);
+/* CLOCK_MONOTONIC in seconds. */
+double seats_clock(void);
+/* The consumer's wait begins (lock held; wall: CLOCK_MONOTONIC, read just before): its time since
+ * its last wait counts towards the mode, which may change here. */
+void seats_wait_begins(Pool *p, const struct timespec *wall);
+/* The consumer's wait ends (lock not needed: only the consumer's thread reads these). */
+void seats_wait_ends(Pool *p);
 
 /* Whether the consumer's wait is over (lock held). */
 int pool_woken(Pool *p);

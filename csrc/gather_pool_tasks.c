@@ -78,6 +78,9 @@ static void serve(Pool *p, int worker) {
     clock_gettime(CLOCK_MONOTONIC, &t1);
     result.busy = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     pthread_mutex_lock(&p->lock);
+    if (p->tasks == 0 || result.busy < p->task_s) p->task_s = result.busy; /* the window's quickest task, for the
+                                                                            * seats' mode (gather_pool_seats.c) */
+    p->tasks++;
     result.state = DONE;
     p->slots[slot] = result;
     p->out--;
@@ -99,13 +102,15 @@ void *pool_worker_main(void *arg) {
     Pool *p = start.pool;
     pthread_mutex_lock(&p->lock);
     for (;;) {
-        while (!p->stop && p->count == 0) {
+        if (seats_park(p, start.id)) continue; /* a spare while the consumer helps (gather_pool_seats.c) */
+        if (p->stop) break;
+        if (p->count == 0) {
             p->idle++;
             pthread_cond_wait(&p->work, &p->lock);
             p->idle--;
             if (p->waking > 0) p->waking--;
+            continue;
         }
-        if (p->stop) break;
         serve(p, start.id);
     }
     pthread_mutex_unlock(&p->lock);

@@ -8,7 +8,9 @@ threads (``fastload._gather_pool``) that never take the GIL: the consumer queues
 indices)``, a thread runs the same bounds-checked gather as :meth:`Dataset.gather` into the slot
 and checksums each block the first time a batch reads it, and the consumer sleeps only when the
 batch it asks for is not done and no queued batch is left for it to gather itself (with fewer
-threads than cores; else only the batch it waits for, when no thread has taken it). The loader's
+threads than cores; with as many or more, while its time between batches is on the CPU, and then
+the last threads park, so that at most ``cores`` gather at once; else it takes only the batch it
+waits for, when no thread has taken it: csrc/gather_pool_seats.c). The loader's
 own full-shuffle and sequential plans are queued by batch number, their indices computed by the
 threads (plan/batch_formula.py, csrc/keyed_order.h). A str/bytes field without nulls goes into its
 arena of the slot, as the Python workers write it (buffers.py). A batch that fails in C (an index
@@ -41,16 +43,21 @@ OK = 0  # a task's status from GatherPool.wait; anything else: the batch is gath
 class NativePool:
     """``num_workers`` C threads gathering batch tasks into the ring's slots, any thread any task."""
 
-    def __init__(self, ds, mapped: MappedFields, fixed: list[str], var: list[str], ring: SlotRing, num_workers: int):
+    def __init__(self, ds, mapped: MappedFields, fixed: list[str], var: list[str], ring: SlotRing, num_workers: int,
+                 timeout: float = 0.0):
         self.dataset = ds  # keeps every shard mapped while the threads read them
         self.mapped = mapped
         self.fixed, self.var = fixed, var
         self.num_workers = num_workers
         # with fewer threads than cores, a consumer that would sleep for its batch gathers queued
-        # ones itself: 1 thread on 2 cores went from 1.35 to 2.0 M samples/s (docs/benchmarks.md);
-        # with as many threads as cores it only competes with them (2 threads: 2.0 -> 1.65 M)
+        # ones itself: 1 thread on 2 cores went from 1.35 to 2.0 M samples/s (docs/benchmarks.md).
+        # With as many or more, at most `cores` gather at once, the helping consumer counted: the
+        # last threads park while it helps, which it does while its time between batches is on the
+        # CPU (csrc/gather_pool_seats.c; 2 threads on 2 cores: 2.2 -> 2.7 M). A consumer with a
+        # timeout never gathers (a copy cannot be cut short): then every thread runs.
         cores = usable_cpus()
-        self.gather = GatherPool(num_workers, ring.n_slots, ring.layout.batch_size, consumer_helps=num_workers < cores)
+        self.gather = GatherPool(num_workers, ring.n_slots, ring.layout.batch_size, consumer_helps=num_workers < cores,
+                                 seats=cores if timeout <= 0 else 0)
         self.gather_batch_size = ring.layout.batch_size
         t = mapped.tables
         slots = [ring.arrays(slot) for slot in range(ring.n_slots)]
@@ -86,11 +93,13 @@ class NativePool:
         return out
 
     @classmethod
-    def start(cls, config: WorkerConfig, num_workers: int, ring: SlotRing, dataset=None) -> "NativePool | None":
+    def start(cls, config: WorkerConfig, num_workers: int, ring: SlotRing, dataset=None,
+              timeout: float = 0.0) -> "NativePool | None":
         """The pool for this loader, or None when it needs Python workers (see the module doc).
 
         ``dataset``: the caller's open dataset of ``config`` (the loader's own), read in place so
-        that the blocks checked in one epoch stay checked in the next; else one is opened."""
+        that the blocks checked in one epoch stay checked in the next; else one is opened.
+        ``timeout``: the loader's (> 0: the consumer never gathers, so no thread parks)."""
         if (config.worker_init_fn is not None or config.transforms or config.collate_fn is not None
                 or config.pad or config.dataset_spec is not None):
             return None
@@ -104,11 +113,19 @@ class NativePool:
         mapped = map_fields(ds, fixed + var)  # str/bytes fields without nulls: into their arenas
         if mapped is None:
             return None
-        return cls(ds, mapped, fixed, var, ring, num_workers)
+        return cls(ds, mapped, fixed, var, ring, num_workers, timeout)
 
     @property
     def pids(self) -> list[int]:
         return []
+
+    def thread_stats(self) -> dict[str, int | float]:
+        """The C threads, for ``LoaderStats``: how many run, how many of them park while the
+        consumer gathers in their place (spares), how many are parked now, their seconds parked in
+        all, and how often the spares were sent to park or to run."""
+        spares, _, parked, parked_s, switches = self.gather.seats
+        return {"worker_threads": self.gather.threads, "spare_threads": spares, "parked_threads": parked,
+                "parked_s": parked_s, "spare_switches": switches}
 
     def describe(self, wid: int) -> str:
         # -1: a task the consumer ran itself while it waited (csrc/gather_pool.c, wait_for)

@@ -13,6 +13,9 @@ import time
 from typing import Any, Callable
 
 log = logging.getLogger("fastload.loader")
+_NO_THREADS = (("worker_threads", 0), ("spare_threads", 0), ("parked_threads", 0), ("parked_s", 0.0),
+               ("spare_switches", 0))
+_THREAD_TOTALS = ("parked_s", "spare_switches")  # counted from reset(), as the rest
 
 
 class LoaderStats:
@@ -29,6 +32,7 @@ class LoaderStats:
         self.log_every = log_every
         self._clock = clock
         self.num_workers = 0
+        self._threads: Callable[[], dict[str, Any]] | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -41,14 +45,18 @@ class LoaderStats:
         self.first_batch_s: float | None = None
         self.busy_s = 0.0
         self.helped_s = 0.0
+        self._threads_base = self._threads() if self._threads is not None else None
         self.stages: dict[str, float] = {}
         self._t0: float | None = None
         self._t_last = 0.0
         self._next_log = 0.0
 
-    def set_workers(self, num_workers: int) -> None:
-        """How many workers produce batches (0: the consumer's own thread); divides busy time."""
+    def set_workers(self, num_workers: int, threads: Callable[[], dict[str, Any]] | None = None) -> None:
+        """How many workers produce batches (0: the consumer's own thread); divides busy time.
+        ``threads``: the C worker threads' figures, read at each snapshot (NativePool.thread_stats)."""
         self.num_workers = int(num_workers)
+        self._threads = threads
+        self._threads_base = None
 
     def record_batch(self, wait_s: float, samples: int, nbytes: int, stages: dict[str, float] | None = None,
                      busy_s: float | None = None) -> None:
@@ -110,7 +118,19 @@ class LoaderStats:
             "worker_busy_s": self.busy_s,
             "consumer_gather_s": self.helped_s,
             "worker_utilization": per(self.busy_s) / workers,
+            # the C worker threads: how many run, park while the consumer gathers, are parked now,
+            # their seconds parked and the times they were sent to park or run (zeros for other workers)
+            **self._thread_figures(),
         }
+
+    def _thread_figures(self) -> dict[str, Any]:
+        if self._threads is None:
+            return dict(_NO_THREADS)
+        now = self._threads()
+        if self._threads_base is not None:  # counted from the last reset
+            for name in _THREAD_TOTALS:
+                now[name] -= self._threads_base[name]
+        return now
 
     def format(self) -> str:
         """One line: ``stall 3.1% | 812.4 batches/s | 52.0k samples/s | 213.0 MB/s | workers 41% busy``."""

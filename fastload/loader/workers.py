@@ -193,12 +193,13 @@ class BatchProducer:
             elif worker_type == "process":
                 st.pool = ProcessPool(config, num_workers, ring, ctx)
             else:  # C threads where they apply (fixed fields of raw local shards): native_pool.py
-                st.pool = NativePool.start(config, num_workers, ring, dataset) or ThreadPool(config, num_workers, ring)
+                st.pool = (NativePool.start(config, num_workers, ring, dataset, self.timeout)
+                           or ThreadPool(config, num_workers, ring))
         except BaseException:
             self.close()
             raise
         if stats is not None:
-            stats.set_workers(num_workers)
+            stats.set_workers(num_workers, st.pool.thread_stats if isinstance(st.pool, NativePool) else None)
 
     # -- introspection ---------------------------------------------------------------------
     @property
