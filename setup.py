@@ -13,7 +13,7 @@ setup(
         # the loader's worker threads in C (the fast path of thread workers): the same gather, no GIL
         Extension("fastload._gather_pool",
                   sources=["csrc/gather_pool.c", "csrc/gather_pool_tasks.c", "csrc/gather_pool_order.c",
-                           "csrc/gather_pool_seats.c"],
+                           "csrc/gather_pool_seats.c", "csrc/gather_pool_wait.c"],
                   depends=["csrc/gather_pool.h", "csrc/gather_core.h", "csrc/keyed_order.h",
                            "csrc/third_party/xxhash/xxhash.h"],
                   extra_compile_args=FLAGS, extra_link_args=["-pthread"]),

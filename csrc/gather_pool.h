@@ -3,7 +3,8 @@
  * configuration. gather_pool.c is the Python type (configure, submit, wait, drain, close);
  * gather_pool_tasks.c is what runs without the GIL (a task's gather and checks, the threads'
  * loop, the consumer's own share of the work while it waits); gather_pool_order.c sets the
- * plan's arithmetic (keyed_order.h) for tasks that compute their own indices.
+ * plan's arithmetic (keyed_order.h) for tasks that compute their own indices; gather_pool_wait.c
+ * is the consumer's wait; gather_pool_seats.c decides how many gatherers run at once.
  */
 #ifndef FASTLOAD_GATHER_POOL_H
 #define FASTLOAD_GATHER_POOL_H
@@ -136,5 +137,10 @@ int pool_woken(Pool *p);
 /* With the lock held: if a task is queued, take the oldest, run it in the calling thread with the
  * lock released (the GIL must not be held), and return 1 with the lock held again; else 0. */
 int pool_run_queued(Pool *p);
+
+/* The consumer's wait (gather_pool_wait.c): until target (a slot, or -2: no task out) is reached or
+ * timeout seconds (< 0: no limit) pass; 1 reached, 0 timed out, -1 a signal handler raised. Called
+ * with the GIL held and the lock not held. */
+int pool_wait_for(Pool *p, Py_ssize_t target, Py_ssize_t also, double timeout);
 
 #endif
