@@ -247,11 +247,11 @@ def test_tables_read_from_the_file_count_as_tables_in_memory(tmp_path):
             expect, got = np.zeros(7, np.uint32), np.zeros(7, np.uint32)
             want = block_lengths(words, table_at[blocks], records[blocks], payload[blocks], 2, expect)
             found = block_lengths(np.empty(4, np.uint32), 12 + 4 * table_at[blocks], records[blocks], payload[blocks], 2,
-                                  got, fd)
+                                  got, np.full(len(records[blocks]), fd, np.int32))
             assert found == want and got.tolist() == expect.tolist()
         assert want[:2] == (1, 3) and found[:2] == (1, 3)  # the decreasing block named
         assert block_lengths(np.empty(6, np.uint32), np.array([12 + 4 * 8]), np.array([5]), np.array([99]), 2, got,
-                             fd)[:2] == (3, 0)
+                             np.array([fd], np.int32))[:2] == (3, 0)
     finally:
         os.close(fd)
 
