@@ -115,12 +115,14 @@ def test_an_index_that_does_not_match_the_documents_never_reads_past_them(ds):
 
 
 def test_an_interrupted_build_leaves_no_index(ds, tmp_path, monkeypatch):
-    def failing_save(f, arr, allow_pickle=False):  # the array reaches the disk, the disk fills up after it
-        original(f, arr, allow_pickle=allow_pickle)
+    from fastload.lm import index_store
+
+    def failing_write(path, parts):  # the array reaches the disk, the disk fills up after it
+        original(path, parts)
         raise OSError("disk full")
 
-    original = np.save
-    monkeypatch.setattr(np, "save", failing_save)
+    original = index_store.write_new_file
+    monkeypatch.setattr(index_store, "write_new_file", failing_write)
     with pytest.raises(OSError, match="disk full"):
         pack_sequences(ds, seq_len=20, index_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
