@@ -5,9 +5,9 @@ we can write to, else in ``<cache dir>/packing/<key>/`` (the node cache's direct
 :mod:`fastload.storage.config`), or under an ``index_dir`` the caller names. The key hashes the
 dataset's manifest (so a rewritten dataset gets a new index) and the :class:`PackingConfig`.
 
-The directory holds one ``.npy`` per array (NumPy's own format, written with NumPy's header and
-one ``writev``, opened with ``mmap_mode="r"``: a worker maps it rather than reading it) and ``meta.json`` with the key's inputs and an xxh3
-checksum per array. It is built in a temporary sibling directory and renamed into place, so a
+The directory holds one ``.npy`` per array (NumPy's own format, written as NumPy's header and
+the array in one ``writev``, opened with ``mmap_mode="r"``: a worker maps it rather than reading
+it) and ``meta.json`` with the key's inputs and an xxh3 checksum per array. It is built in a temporary sibling directory and renamed into place, so a
 reader sees a whole index or none; ranks that build the same index at once each rename theirs,
 the first wins and the others use it. Opening checks every array's checksum and the index's
 consistency (O(documents) vectorised, ~3 ms a million), and a damaged index is rebuilt with a

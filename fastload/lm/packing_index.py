@@ -147,33 +147,37 @@ def _file_lengths(ds: Dataset, readers: list, shards: list[int], column: int, fi
     records = np.concatenate([readers[s].block_records for s in shards])
     if not len(records):
         return [(0, -1)] * len(shards)
-    first_block = np.concatenate([[0], np.cumsum([readers[s].n_blocks for s in shards])])
-    shard_of = np.repeat(np.arange(len(shards)), np.diff(first_block))  # of each block, as a place in shards
+    first_block = np.cumsum([0] + [readers[s].n_blocks for s in shards])
     record_at = np.concatenate([starts[s] + readers[s].first_record for s in shards])  # dataset record of each block
-    # stretches of about equal records, cut also where the next shard is not the next in the dataset
-    # (out must be one run per call)
+    # stretches of about equal records for threads, cut also where the next shard is not the next
+    # in the dataset (a call's out is one run)
     workers = thread_count(STRETCHES_PER_THREAD * MAX_THREADS, len(out))
-    stretches = STRETCHES_PER_THREAD * workers if workers > 1 else 1
-    cuts = np.searchsorted(record_at - record_at[0], np.linspace(0, len(out), stretches + 1)[1:-1])
-    gaps = first_block[1:-1][np.diff(shards) != 1]
-    cuts = np.unique(np.concatenate([[0, len(records)], cuts, gaps]))
-    fds = np.full(len(records), -1, dtype=np.int32)
+    cuts = [0, len(records)]
+    if workers > 1:
+        even = np.linspace(0, len(out), STRETCHES_PER_THREAD * workers + 1)[1:-1]
+        cuts += np.searchsorted(record_at - record_at[0], even).tolist()
+    if shards[-1] - shards[0] + 1 != len(shards):
+        cuts += first_block[1:-1][np.diff(shards) != 1].tolist()
+    cuts = sorted(set(cuts))
+    fds = np.empty(len(records), dtype=np.int32)
+    opened = []
     try:
         for k, s in enumerate(shards):
-            fds[first_block[k]:first_block[k + 1]] = open_regular(ds.locator.where(ds.manifest.shard_names[s]))
-        jobs = [(np.empty(int(records[a:b].max(initial=0)) + 1, dtype=np.uint32), table_pos[a:b], records[a:b],
-                 payload[a:b], itemsize, out[record_at[a]:record_at[b - 1] + records[b - 1]], fds[a:b])
+            opened.append(open_regular(ds.locator.where(ds.manifest.shard_names[s])))
+            fds[first_block[k]:first_block[k + 1]] = opened[-1]
+        jobs = [(np.empty(int(records[a:b].max()) + 1, dtype=np.uint32), table_pos[a:b], records[a:b], payload[a:b],
+                 itemsize, out[record_at[a]:record_at[b - 1] + records[b - 1]], fds[a:b])
                 for a, b in zip(cuts[:-1], cuts[1:])]
         found = in_threads(block_lengths, jobs, len(out))
     finally:
-        for fd in np.unique(fds[fds >= 0]).tolist():
+        for fd in opened:
             os.close(fd)
     result: list[tuple[int, int] | None] = [None] * len(shards)
-    for a, (status, where, _) in zip(cuts[:-1].tolist(), found):  # stretches in dataset order
+    for a, (status, where, _) in zip(cuts, found):  # stretches in dataset order
         if not status:
             continue
         block = a + where if status != 2 else int(np.searchsorted(record_at, record_at[a] + where, "right") - 1)
-        k = int(shard_of[block])
+        k = int(np.searchsorted(first_block, block, "right") - 1)
         s = shards[k]
         if result[k] is not None:
             continue  # an earlier stretch named the shard's first fault
