@@ -7,12 +7,13 @@ dataset's manifest (so a rewritten dataset gets a new index) and the :class:`Pac
 
 The directory holds one ``.npy`` per array (NumPy's own format, written as NumPy's header and
 the array in one ``writev``, opened with ``mmap_mode="r"``: a worker maps it rather than reading
-it) and ``meta.json`` with the key's inputs and an xxh3 checksum per array. It is built in a temporary sibling directory and renamed into place, so a
-reader sees a whole index or none; ranks that build the same index at once each rename theirs,
-the first wins and the others use it. Opening checks every array's checksum and the index's
-consistency (O(documents) vectorised, ~3 ms a million), and a damaged index is rebuilt with a
-warning. That check is also why the files are not fsync'ed (it cost 23 ms of a 50 ms build): after
-a crash, an index whose renamed files lost their contents fails its checksums and is rebuilt.
+it) and ``meta.json`` with the key's inputs and an xxh3 checksum per array. It is built in a
+temporary sibling directory and renamed into place, so a reader sees a whole index or none;
+ranks that build the same index at once each rename theirs, the first wins and the others use
+it. Opening checks every array's checksum and the index's consistency (O(documents) vectorised,
+~3 ms a million), and a damaged index is rebuilt with a warning. That check is also why the
+files are not fsync'ed (it cost 23 ms of a 50 ms build): after a crash, an index whose renamed
+files lost their contents fails its checksums and is rebuilt.
 """
 
 from __future__ import annotations
