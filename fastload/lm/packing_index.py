@@ -10,6 +10,7 @@ touching a token) and runs the right builder.
 
 from __future__ import annotations
 
+import _thread
 import os
 import threading
 from dataclasses import asdict, dataclass
@@ -28,10 +29,12 @@ from ..plan.packing import POLICIES, TAILS, PackingIndex, assemble_bins, bounds_
 HUGE_PAGES_FROM = 4 << 20  # NumPy asks the kernel for huge pages (madvise) for arrays of this many bytes
 HUGE_PAGE = 2 << 20  # x86-64's: a huge page backs only a 2 MiB-aligned stretch
 MAX_THREADS = 4  # threads scanning shards and laying out a grid (kernels releasing the GIL)
-# Below this many documents a thread costs more than it saves: a pool's start (0.5-2 ms here) and
-# a thread waiting for a busy core. On the 2-core VM, 8 builds of 2.5 M documents took 18-24 ms
-# (medians) in one thread against 21-31 ms in 2 or 4, and had none of their 75-130 ms outliers.
-DOCUMENTS_PER_THREAD = 4_000_000
+# A thread per this many documents: helpers started without waiting for them (in_threads). On the
+# shared 2-core VM (load ~1.5-2 from other work), 1 M documents built in 6.1 / 6.9 ms (medians of
+# 48 builds, two interleaved runs) in two threads against 6.8 / 7.5 ms in one, and 2.5 M in
+# 15.9 ms against 15.6 (no gain there with the other core busy). Threads started through
+# threading (a pool's start 0.35-0.5 ms, a thread's 0.12-0.26 ms) lost at both sizes.
+DOCUMENTS_PER_THREAD = 500_000
 STRETCHES_PER_THREAD = 4  # jobs per thread, so that a thread slowed by another process's work holds no one up
 TOKEN_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 
@@ -212,10 +215,11 @@ def thread_count(jobs: int, documents: int) -> int:
 
 def in_threads(fn, jobs: list[tuple], documents: int) -> list:
     """``fn(*job)`` for every job, in :func:`thread_count` threads (for kernels that release the
-    GIL): this one and plain threads started for the call, each taking the next job left, so a
-    thread slowed by other work on its core holds the rest up by one job at most. (A pool's start
-    cost 0.35-0.5 ms here, a thread's start and join 0.12-0.26 ms.) Results in the jobs' order;
-    the first job's exception is raised."""
+    GIL): this one and helpers started for the call, each taking the next job left. This thread
+    never waits for a helper to start (``threading.Thread.start`` does: 0.12-0.26 ms here, a
+    pool's start 0.35-0.5 ms, longer when the other core is busy): it works through the jobs,
+    and at the end waits only for those a helper has taken. Results in the jobs' order; the
+    first job's exception is raised."""
     workers = thread_count(len(jobs), documents)
     if workers == 1:
         return [fn(*job) for job in jobs]
@@ -223,24 +227,30 @@ def in_threads(fn, jobs: list[tuple], documents: int) -> list:
     errors: list[BaseException | None] = [None] * len(jobs)
     left = iter(range(len(jobs)))
     lock = threading.Lock()
+    busy = [threading.Lock() for _ in range(workers - 1)]  # held by a helper while it runs a job
 
-    def work() -> None:
+    def work(held: threading.Lock | None = None) -> None:
         while True:
-            with lock:
+            with lock:  # a job is taken and its helper marked busy at once
                 k = next(left, None)
-            if k is None:
-                return
+                if k is None:
+                    return
+                if held is not None:
+                    held.acquire()
             try:
                 results[k] = fn(*jobs[k])
             except BaseException as exc:  # raised below, in the caller's thread
                 errors[k] = exc
+            finally:
+                if held is not None:
+                    held.release()
 
-    threads = [threading.Thread(target=work, name="fastload-index-build", daemon=True) for _ in range(workers - 1)]
-    for thread in threads:
-        thread.start()
+    for held in busy:
+        _thread.start_new_thread(work, (held,))
     work()
-    for thread in threads:
-        thread.join()
+    for held in busy:  # every job is taken: wait for those still running in helpers
+        with held:
+            pass
     for exc in errors:
         if exc is not None:
             raise exc

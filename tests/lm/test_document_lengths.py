@@ -98,3 +98,21 @@ def test_a_table_past_the_end_of_a_shrunk_file_names_the_shard(tmp_path, docs, t
         f.truncate(int(ds.shard(1).block_offset[2]))
     with pytest.raises(FormatError, match=rf"{ds.manifest.shard_names[1]}: ended while its offset tables were read"):
         document_lengths(ds, "tokens")
+
+
+def test_a_job_that_fails_in_a_helper_thread_is_raised_in_the_caller(monkeypatch):
+    """in_threads' helpers run jobs the caller never waits to start; an error in any job is raised,
+    and the results of the others come back in the jobs' order."""
+    import time
+
+    monkeypatch.setattr(packing_index, "DOCUMENTS_PER_THREAD", 1)
+
+    def job(k):
+        time.sleep(0.01)  # long enough for a helper to take some of the jobs
+        if k == 5:
+            raise ValueError(f"job {k}")
+        return k * k
+
+    with pytest.raises(ValueError, match="job 5"):
+        packing_index.in_threads(job, [(k,) for k in range(8)], 8)
+    assert packing_index.in_threads(job, [(k,) for k in range(5)], 8) == [k * k for k in range(5)]
