@@ -30,10 +30,10 @@ HUGE_PAGES_FROM = 4 << 20  # NumPy asks the kernel for huge pages (madvise) for 
 HUGE_PAGE = 2 << 20  # x86-64's: a huge page backs only a 2 MiB-aligned stretch
 MAX_THREADS = 4  # threads scanning shards and laying out a grid (kernels releasing the GIL)
 # A thread per this many documents: helpers started without waiting for them (in_threads). On the
-# shared 2-core VM (load ~1.5-2 from other work), 1 M documents built in 6.1 / 6.9 ms (medians of
-# 48 builds, two interleaved runs) in two threads against 6.8 / 7.5 ms in one, and 2.5 M in
-# 15.9 ms against 15.6 (no gain there with the other core busy). Threads started through
-# threading (a pool's start 0.35-0.5 ms, a thread's 0.12-0.26 ms) lost at both sizes.
+# shared 2-core VM, 1 M documents built in 6.1 / 6.9 / 6.8 ms (medians of 48 builds, interleaved
+# runs at load ~1.5-3 from other work) in two threads against 6.8 / 7.5 / 7.8 ms in one; in one
+# run at load ~3 (the other core taken) 8.3 against 7.9 ms; 2.5 M in 15.9 ms against 15.6.
+# Threads started through threading (a pool's start 0.35-0.5 ms, a thread's 0.12-0.26 ms) lost.
 DOCUMENTS_PER_THREAD = 500_000
 STRETCHES_PER_THREAD = 4  # jobs per thread, so that a thread slowed by another process's work holds no one up
 TOKEN_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
