@@ -17,20 +17,21 @@ _pread = types.ExternalFunction("pread", types.intp(types.intc, types.voidptr, t
 
 
 @njit(nogil=True, cache=True)
-def block_lengths(words, table_at, records, payload, itemsize, out, fd=-1):
+def block_lengths(words, table_at, records, payload, itemsize, out, fds=None):
     """Token counts of the records of consecutive blocks, from their variable column's offset tables.
 
     Block b's table is ``records[b] + 1`` u4 offsets at ``words[table_at[b]:]`` (a shard's map
-    read in place as u4 words, or the tables copied out of decompressed blocks), or, given a file
-    ``fd``, at its byte ``table_at[b]``: each is then read with one ``pread`` into ``words`` (room
-    for the largest table) and counted while in cache, without the GIL (2.8 ms for 2,000 blocks at
-    2.5 M documents in one thread, where a Python loop of reads into one array took 4.5 ms).
-    ``payload[b]`` is the bytes the block holds after its table. Writes each record's tokens
-    (bytes / ``itemsize``, a power of two) into ``out`` and returns ``(status, where, total
-    tokens)``: status 0, or 1 for a block whose table leaves ``words`` or whose offsets do not
-    start at 0, decrease or pass its payload (``where`` is the block), or 2 for a record holding
-    a partial token (``where`` is the record), or 3 for a table not read whole from ``fd`` (an
-    error or the file's end; ``where`` is the block: the caller reads them again to say which).
+    read in place as u4 words, or the tables copied out of decompressed blocks), or, given files
+    ``fds`` (one per block), at byte ``table_at[b]`` of file ``fds[b]``: each is then read with one
+    ``pread`` into ``words`` (room for the largest table) and counted while in cache, without the
+    GIL (~1.3-2 us a table, most of it the kernel's page-cache read; the blocks of several shards
+    in one call, so a dataset's scan is one call per thread). ``payload[b]`` is the bytes the
+    block holds after its table. Writes each record's tokens (bytes / ``itemsize``, a power of
+    two) into ``out`` and returns ``(status, where, total tokens)``: status 0, or 1 for a block
+    whose table leaves ``words`` or whose offsets do not start at 0, decrease or pass its payload
+    (``where`` is the block), or 2 for a record holding a partial token (``where`` is the record),
+    or 3 for a table not read whole from its file (an error or the file's end; ``where`` is the
+    block: the caller reads it again to say which).
     """
     shift = 0
     while (1 << shift) < itemsize:
@@ -40,8 +41,8 @@ def block_lengths(words, table_at, records, payload, itemsize, out, fd=-1):
     for b in range(len(records)):
         n = records[b]
         at = table_at[b]
-        if fd >= 0:
-            if n + 1 > len(words) or _pread(fd, words.ctypes.data, (n + 1) * 4, at) != (n + 1) * 4:
+        if fds is not None:
+            if n + 1 > len(words) or _pread(fds[b], words.ctypes.data, (n + 1) * 4, at) != (n + 1) * 4:
                 return 3, b, total
             at = 0
         elif at < 0 or at + n + 1 > len(words):

@@ -5,23 +5,27 @@ we can write to, else in ``<cache dir>/packing/<key>/`` (the node cache's direct
 :mod:`fastload.storage.config`), or under an ``index_dir`` the caller names. The key hashes the
 dataset's manifest (so a rewritten dataset gets a new index) and the :class:`PackingConfig`.
 
-The directory holds one ``.npy`` per array (NumPy's own format, opened with ``mmap_mode="r"``:
-a worker maps it rather than reading it) and ``meta.json`` with the key's inputs and an xxh3
-checksum per array. It is built in a temporary sibling directory and renamed into place, so a
-reader sees a whole index or none; ranks that build the same index at once each rename theirs,
-the first wins and the others use it. Opening checks every array's checksum and the index's
-consistency (O(documents) vectorised, ~3 ms a million), and a damaged index is rebuilt with a
-warning. That check is also why the files are not fsync'ed (it cost 23 ms of a 50 ms build): after
-a crash, an index whose renamed files lost their contents fails its checksums and is rebuilt.
+The directory holds one ``.npy`` per array (NumPy's own format, written as NumPy's header and
+the array in one ``writev``, opened with ``mmap_mode="r"``: a worker maps it rather than reading
+it) and ``meta.json`` with the key's inputs and an xxh3 checksum per array. It is built in a
+temporary sibling directory and renamed into place, so a reader sees a whole index or none;
+ranks that build the same index at once each rename theirs, the first wins and the others use
+it. Opening checks every array's checksum and the index's consistency (O(documents) vectorised,
+~3 ms a million), and a damaged index is rebuilt with a warning. That check is also why the
+files are not fsync'ed (it cost 23 ms of a 50 ms build): after a crash, an index whose renamed
+files lost their contents fails its checksums and is rebuilt.
 """
 
 from __future__ import annotations
 
+import gc
+import io
 import json
 import os
 import shutil
 import uuid
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -71,32 +75,49 @@ def load_or_build(ds, config: PackingConfig, lengths_of, index_dir=None) -> tupl
     ``lengths_of(ds)`` returns the document lengths (called only when building). Returns the
     index (memory-mapped arrays) and its directory.
     """
-    ds_id = dataset_id(ds)
-    path = index_parent(ds, index_dir) / index_key(ds_id, config)
-    if path.is_dir():
-        try:
-            return open_index(path, ds_id, config, len(ds)), path
-        except FormatError as exc:
-            warnings.warn(f"rebuilding the packing index: {exc}", stacklevel=3)
-    index = build_index(lengths_of(ds), config)
-    write_index(path, index, ds_id, config)
+    with collector_paused():
+        ds_id = dataset_id(ds)
+        path = index_parent(ds, index_dir) / index_key(ds_id, config)
+        if path.is_dir():
+            try:
+                return open_index(path, ds_id, config, len(ds)), path
+            except FormatError as exc:
+                warnings.warn(f"rebuilding the packing index: {exc}", stacklevel=3)
+        index = build_index(lengths_of(ds), config)
+        write_index(path, index, ds_id, config)
     return index, path  # the arrays just built; other processes map the files
+
+
+@contextmanager
+def collector_paused():
+    """Python's cyclic garbage collector off for the duration (then restored as it was): a build
+    leaves few tracked objects (~70 in a clean process), but a full collection that fell into a
+    build (the whole heap of a process that imported torch) paused it 60-75 ms, ~8x the build
+    of a million documents. A build makes no reference cycles to collect; a collection its
+    allocations make due runs as it ends."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def write_index(path: Path, index: PackingIndex, ds_id: str, config: PackingConfig) -> None:
     """Write the index to ``path`` through a temporary sibling directory and one rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex}"
-    tmp.mkdir()
+    os.mkdir(tmp)
     try:
         sums = {}
         for name in index.ARRAYS:
             arr = np.ascontiguousarray(getattr(index, name))
-            np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
+            write_new_file(tmp / f"{name}.npy", [npy_header(arr), arr])
             sums[name] = f"{checksum(arr.view(np.uint8)):016x}"
         meta = {"format": INDEX_FORMAT, "dataset": ds_id, "config": config.to_json(), "kind": _kind(index),
                 "windows": index.n_windows, "checksums": sums}
-        (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True))
+        write_new_file(tmp / META, [json.dumps(meta, indent=1, sort_keys=True).encode()])
         try:
             if path.exists():  # a damaged index: move it out of the way first
                 stale = path.parent / f".tmp-stale-{uuid.uuid4().hex}"
@@ -108,6 +129,29 @@ def write_index(path: Path, index: PackingIndex, ds_id: str, config: PackingConf
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def npy_header(arr: np.ndarray) -> bytes:
+    """The header ``np.save`` writes before a C-contiguous array (format 1.0), made by NumPy's own
+    format module; the array's bytes follow it."""
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(out, np.lib.format.header_data_from_array_1_0(arr))
+    return out.getvalue()
+
+
+def write_new_file(path: Path, parts: list) -> None:
+    """Create ``path`` (which must not exist) holding ``parts`` (bytes-like, C-contiguous) back to
+    back, with one ``writev``: 0.15 ms less than ``np.save`` for a 4 MB index (1.09 ms against
+    1.23, medians of 38), which writes through a Python file object."""
+    views = [memoryview(part).cast("B") for part in parts]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        done = os.writev(fd, views)
+        rest = memoryview(b"".join(views))[done:] if done < sum(len(v) for v in views) else memoryview(b"")
+        while rest:  # a short write (a signal, a full disk about to raise): go on from where it stopped
+            rest = rest[os.write(fd, rest):]
+    finally:
+        os.close(fd)
 
 
 def _kind(index: PackingIndex) -> str:

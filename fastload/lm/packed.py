@@ -20,7 +20,7 @@ from .. import _native
 from ..format.dataset import Dataset
 from ..format.local_shards import LocalShards
 from ..opening import Reopen, open_dataset, reopen_spec
-from .index_store import load_or_build
+from .index_store import collector_paused, load_or_build
 from .outputs import OUTPUTS, finish_batch, packed_schema, window_bounds
 from .packing_index import PackingConfig, document_lengths, token_field
 from .readable import BatchReadable, check_indices, check_out
@@ -174,11 +174,12 @@ def pack_sequences(source: Dataset | str | os.PathLike, *, field: str = "tokens"
     The index is built once per (dataset, settings), stored beside the dataset or in the cache
     directory (``index_dir`` overrides), and memory-mapped by every process that reads it.
     """
-    if isinstance(source, (str, os.PathLike)):
-        source = open_dataset(source)
-    return PackedDataset(source, field=field, seq_len=seq_len, policy=policy, tail=tail, stride=stride,
-                         separator=separator, pad_id=pad_id, seed=seed, shuffle=shuffle, dtype=dtype,
-                         outputs=outputs, index_dir=index_dir)
+    with collector_paused():  # opening the dataset too
+        if isinstance(source, (str, os.PathLike)):
+            source = open_dataset(source)
+        return PackedDataset(source, field=field, seq_len=seq_len, policy=policy, tail=tail, stride=stride,
+                             separator=separator, pad_id=pad_id, seed=seed, shuffle=shuffle, dtype=dtype,
+                             outputs=outputs, index_dir=index_dir)
 
 
 __all__ = ["OUTPUTS", "PackedDataset", "pack_sequences"]

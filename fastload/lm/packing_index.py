@@ -10,8 +10,9 @@ touching a token) and runs the right builder.
 
 from __future__ import annotations
 
+import _thread
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -28,10 +29,13 @@ from ..plan.packing import POLICIES, TAILS, PackingIndex, assemble_bins, bounds_
 HUGE_PAGES_FROM = 4 << 20  # NumPy asks the kernel for huge pages (madvise) for arrays of this many bytes
 HUGE_PAGE = 2 << 20  # x86-64's: a huge page backs only a 2 MiB-aligned stretch
 MAX_THREADS = 4  # threads scanning shards and laying out a grid (kernels releasing the GIL)
-# Below this many documents a thread costs more than it saves: a pool's start (0.5-2 ms here) and
-# a thread waiting for a busy core. On the 2-core VM, 8 builds of 2.5 M documents took 18-24 ms
-# (medians) in one thread against 21-31 ms in 2 or 4, and had none of their 75-130 ms outliers.
-DOCUMENTS_PER_THREAD = 4_000_000
+# A thread per this many documents: helpers started without waiting for them (in_threads). On the
+# shared 2-core VM, 1 M documents built in 6.1 / 6.9 / 6.8 ms (medians of 48 builds, interleaved
+# runs at load ~1.5-3 from other work) in two threads against 6.8 / 7.5 / 7.8 ms in one; in one
+# run at load ~3 (the other core taken) 8.3 against 7.9 ms; 2.5 M in 15.9 ms against 15.6.
+# Threads started through threading (a pool's start 0.35-0.5 ms, a thread's 0.12-0.26 ms) lost.
+DOCUMENTS_PER_THREAD = 500_000
+STRETCHES_PER_THREAD = 4  # jobs per thread, so that a thread slowed by another process's work holds no one up
 TOKEN_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 
 
@@ -87,11 +91,12 @@ def document_lengths(ds: Dataset, field: str) -> np.ndarray:
     """Tokens in each record's ``field`` (uint32), from each block's table of offsets (no token is read).
 
     A variable column starts with ``records + 1`` little-endian u4 offsets; a block's lengths are
-    their differences, computed by one kernel pass per shard over its tables (see
-    :func:`_offset_tables`). Offsets that do not start at 0, decrease or pass the block are a
-    FormatError naming the shard and block. Blocks are not checksummed here: the
-    lengths only plan windows, and every read of a window checks its stretches against the
-    verified block it copies from.
+    their differences, computed by kernel passes over the tables: the raw shards of a local
+    dataset have their tables read from the files, all shards in one kernel call per thread
+    (:func:`_file_lengths`), others one call per shard (:func:`_offset_tables`). Offsets that do
+    not start at 0, decrease or pass the block are a FormatError naming the shard and block.
+    Blocks are not checksummed here: the lengths only plan windows, and every read of a window
+    checks its stretches against the verified block it copies from.
     """
     f = token_field(ds, field)
     column = ds.schema.index(field)
@@ -99,12 +104,17 @@ def document_lengths(ds: Dataset, field: str) -> np.ndarray:
     if starts[-1] != len(ds):
         raise FormatError(f"{ds.root}: the manifest's shards hold {int(starts[-1])} records, its total {len(ds)}")
     out = large_empty(len(ds), np.uint32)
-    # shards in threads for a large dataset (in_threads): the table reads and the kernel release the GIL
-    found = in_threads(_shard_lengths, [(ds, s, column, field, out[starts[s]:starts[s + 1]]) for s in range(ds.n_shards)],
-                       len(ds))
-    for s, (status, where) in enumerate(found):  # the first fault in dataset order
+    readers = [ds.shard(s) for s in range(ds.n_shards)]  # each checked against the manifest's record count
+    from_files = isinstance(ds.locator, LocalShards) and VAR_OFFSET_DTYPE.isnative
+    in_files = [s for s, reader in enumerate(readers) if from_files and reader.all_raw]
+    found = dict(zip(in_files, _file_lengths(ds, readers, in_files, column, field, starts, out)))
+    in_memory = [s for s in range(ds.n_shards) if s not in found]
+    found.update(zip(in_memory, in_threads(_shard_lengths, [(readers[s], column, field, out[starts[s]:starts[s + 1]])
+                                                            for s in in_memory], len(ds))))
+    for s in range(ds.n_shards):  # the first fault in dataset order
+        status, where = found[s]
         if status == 1:
-            raise FormatError(f"shard {ds.shard(s).name} block {where}: field {field!r} holds offsets that decrease "
+            raise FormatError(f"shard {readers[s].name} block {where}: field {field!r} holds offsets that decrease "
                               f"or pass the block (corrupt block)")
         if status == 2:
             raise SchemaError(f"{ds.locate(int(starts[s]) + where)}: field {field!r} holds a partial {f.dtype} token "
@@ -112,37 +122,74 @@ def document_lengths(ds: Dataset, field: str) -> np.ndarray:
     return out
 
 
-def _shard_lengths(ds: Dataset, s: int, column: int, field: str, out: np.ndarray) -> tuple[int, int]:
-    """Shard ``s``'s lengths into ``out``: block_lengths' (status, where)."""
+def _shard_lengths(reader, column: int, field: str, out: np.ndarray, path: str | None = None) -> tuple[int, int]:
+    """A shard's lengths into ``out`` from its tables in memory (see :func:`_offset_tables`):
+    block_lengths' (status, where)."""
     from .._kernels.packing_build import block_lengths
 
-    reader = ds.shard(s)  # checked against the manifest's record count when opened
-    path = ds.locator.where(ds.manifest.shard_names[s]) if isinstance(ds.locator, LocalShards) else None
-    itemsize = ds.schema[field].np_dtype.itemsize
-    if reader.all_raw and path is not None and VAR_OFFSET_DTYPE.isnative:
-        status, where = _file_lengths(reader, column, field, path, itemsize, out)
-        if status != 3:
-            return status, where
-        # a table not read whole: read them again below, which names the fault
     words, table_at, payload = _offset_tables(reader, column, field, path)
-    status, where, _ = block_lengths(words, table_at, reader.block_records, payload, itemsize, out)
+    status, where, _ = block_lengths(words, table_at, reader.block_records, payload,
+                                     reader.schema[field].np_dtype.itemsize, out)
     return status, where
 
 
-def _file_lengths(reader, column: int, field: str, path: str, itemsize: int, out: np.ndarray) -> tuple[int, int]:
-    """A raw local shard's lengths, its tables read from the file and counted by one kernel call
-    (see :func:`fastload._kernels.packing_build.block_lengths`): (status, where)."""
+def _file_lengths(ds: Dataset, readers: list, shards: list[int], column: int, field: str, starts: np.ndarray,
+                  out: np.ndarray) -> list[tuple[int, int]]:
+    """The lengths of raw local ``shards`` into ``out`` (dataset order), each block's table read
+    from its file by :func:`fastload._kernels.packing_build.block_lengths` (one ``pread`` each):
+    the blocks of all the shards in one kernel call, or in stretches of about equal records for
+    :func:`in_threads`. Returns each shard's (status, where), ``where`` counted within the shard."""
     from .._kernels.packing_build import block_lengths
 
-    table_pos, payload = _table_places(reader, column, field)
-    scratch = np.empty(int(reader.block_records.max(initial=0)) + 1, dtype=np.uint32)
-    fd = open_regular(path)
+    if not shards:
+        return []
+    itemsize = ds.schema[field].np_dtype.itemsize
+    places = [_table_places(readers[s], column, field) for s in shards]
+    table_pos = np.concatenate([pos for pos, _ in places])
+    payload = np.concatenate([rest for _, rest in places])
+    records = np.concatenate([readers[s].block_records for s in shards])
+    if not len(records):
+        return [(0, -1)] * len(shards)
+    first_block = np.cumsum([0] + [readers[s].n_blocks for s in shards])
+    record_at = np.concatenate([starts[s] + readers[s].first_record for s in shards])  # dataset record of each block
+    # stretches of about equal records for threads, cut also where the next shard is not the next
+    # in the dataset (a call's out is one run)
+    workers = thread_count(STRETCHES_PER_THREAD * MAX_THREADS, len(out))
+    cuts = [0, len(records)]
+    if workers > 1:
+        even = np.linspace(0, len(out), STRETCHES_PER_THREAD * workers + 1)[1:-1]
+        cuts += np.searchsorted(record_at - record_at[0], even).tolist()
+    if shards[-1] - shards[0] + 1 != len(shards):
+        cuts += first_block[1:-1][np.diff(shards) != 1].tolist()
+    cuts = sorted(set(cuts))
+    fds = np.empty(len(records), dtype=np.int32)
+    opened = []
     try:
-        status, where, _ = block_lengths(scratch, table_pos.astype(np.int64), reader.block_records, payload, itemsize,
-                                         out, fd)
+        for k, s in enumerate(shards):
+            opened.append(open_regular(ds.locator.where(ds.manifest.shard_names[s])))
+            fds[first_block[k]:first_block[k + 1]] = opened[-1]
+        jobs = [(np.empty(int(records[a:b].max()) + 1, dtype=np.uint32), table_pos[a:b], records[a:b], payload[a:b],
+                 itemsize, out[record_at[a]:record_at[b - 1] + records[b - 1]], fds[a:b])
+                for a, b in zip(cuts[:-1], cuts[1:])]
+        found = in_threads(block_lengths, jobs, len(out))
     finally:
-        os.close(fd)
-    return status, where
+        for fd in opened:
+            os.close(fd)
+    result: list[tuple[int, int] | None] = [None] * len(shards)
+    for a, (status, where, _) in zip(cuts, found):  # stretches in dataset order
+        if not status:
+            continue
+        block = a + where if status != 2 else int(np.searchsorted(record_at, record_at[a] + where, "right") - 1)
+        k = int(np.searchsorted(first_block, block, "right") - 1)
+        s = shards[k]
+        if result[k] is not None:
+            continue  # an earlier stretch named the shard's first fault
+        if status == 3:  # a table not read whole: read them again, which names the fault
+            result[k] = _shard_lengths(readers[s], column, field, out[starts[s]:starts[s + 1]],
+                                       ds.locator.where(ds.manifest.shard_names[s]))
+        else:
+            result[k] = (status, block - int(first_block[k]) if status == 1 else int(record_at[a] + where - starts[s]))
+    return [found_k or (0, -1) for found_k in result]
 
 
 def large_empty(n: int, dtype) -> np.ndarray:
@@ -168,12 +215,46 @@ def thread_count(jobs: int, documents: int) -> int:
 
 def in_threads(fn, jobs: list[tuple], documents: int) -> list:
     """``fn(*job)`` for every job, in :func:`thread_count` threads (for kernels that release the
-    GIL). Results in the jobs' order; the first job's exception is raised."""
+    GIL): this one and helpers started for the call, each taking the next job left. This thread
+    never waits for a helper to start (``threading.Thread.start`` does: 0.12-0.26 ms here, a
+    pool's start 0.35-0.5 ms, longer when the other core is busy): it works through the jobs,
+    and at the end waits only for those a helper has taken. Results in the jobs' order; the
+    first job's exception is raised."""
     workers = thread_count(len(jobs), documents)
     if workers == 1:
         return [fn(*job) for job in jobs]
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(lambda job: fn(*job), jobs))
+    results: list = [None] * len(jobs)
+    errors: list[BaseException | None] = [None] * len(jobs)
+    left = iter(range(len(jobs)))
+    lock = threading.Lock()
+    busy = [threading.Lock() for _ in range(workers - 1)]  # held by a helper while it runs a job
+
+    def work(held: threading.Lock | None = None) -> None:
+        while True:
+            with lock:  # a job is taken and its helper marked busy at once
+                k = next(left, None)
+                if k is None:
+                    return
+                if held is not None:
+                    held.acquire()
+            try:
+                results[k] = fn(*jobs[k])
+            except BaseException as exc:  # raised below, in the caller's thread
+                errors[k] = exc
+            finally:
+                if held is not None:
+                    held.release()
+
+    for held in busy:
+        _thread.start_new_thread(work, (held,))
+    work()
+    for held in busy:  # every job is taken: wait for those still running in helpers
+        with held:
+            pass
+    for exc in errors:
+        if exc is not None:
+            raise exc
+    return results
 
 
 def _offset_tables(reader, column: int, field: str, path: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -241,8 +322,8 @@ def grid_bounds(lengths: np.ndarray, order: GridOrder, separator: int) -> np.nda
     pieces = order.column_pieces()
     # in threads, more stretches than threads, so a thread slowed by another process's work does
     # not hold the rest up; in one thread, one kernel call
-    workers = thread_count(4 * MAX_THREADS, order.n)
-    cuts = np.linspace(0, order.rows, (4 * workers if workers > 1 else 1) + 1).astype(np.int64)
+    workers = thread_count(STRETCHES_PER_THREAD * MAX_THREADS, order.n)
+    cuts = np.linspace(0, order.rows, (STRETCHES_PER_THREAD * workers if workers > 1 else 1) + 1).astype(np.int64)
     fits = in_threads(lay_grid, [(lengths, order.row_order, pieces, order.full_cols, order.partial_at, separator, a, b,
                                   cells[1:]) for a, b in zip(cuts[:-1], cuts[1:])], order.n)
     if not all(fits):

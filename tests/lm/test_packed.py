@@ -115,12 +115,14 @@ def test_an_index_that_does_not_match_the_documents_never_reads_past_them(ds):
 
 
 def test_an_interrupted_build_leaves_no_index(ds, tmp_path, monkeypatch):
-    def failing_save(f, arr, allow_pickle=False):  # the array reaches the disk, the disk fills up after it
-        original(f, arr, allow_pickle=allow_pickle)
+    from fastload.lm import index_store
+
+    def failing_write(path, parts):  # the array reaches the disk, the disk fills up after it
+        original(path, parts)
         raise OSError("disk full")
 
-    original = np.save
-    monkeypatch.setattr(np, "save", failing_save)
+    original = index_store.write_new_file
+    monkeypatch.setattr(index_store, "write_new_file", failing_write)
     with pytest.raises(OSError, match="disk full"):
         pack_sequences(ds, seq_len=20, index_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
@@ -247,11 +249,11 @@ def test_tables_read_from_the_file_count_as_tables_in_memory(tmp_path):
             expect, got = np.zeros(7, np.uint32), np.zeros(7, np.uint32)
             want = block_lengths(words, table_at[blocks], records[blocks], payload[blocks], 2, expect)
             found = block_lengths(np.empty(4, np.uint32), 12 + 4 * table_at[blocks], records[blocks], payload[blocks], 2,
-                                  got, fd)
+                                  got, np.full(len(records[blocks]), fd, np.int32))
             assert found == want and got.tolist() == expect.tolist()
         assert want[:2] == (1, 3) and found[:2] == (1, 3)  # the decreasing block named
         assert block_lengths(np.empty(6, np.uint32), np.array([12 + 4 * 8]), np.array([5]), np.array([99]), 2, got,
-                             fd)[:2] == (3, 0)
+                             np.array([fd], np.int32))[:2] == (3, 0)
     finally:
         os.close(fd)
 
