@@ -13,6 +13,7 @@ from fastload.image import ImagePipeline, RandomResizedCrop, Resize
 from fastload.image.batch import RETAINED_BUFFER_BYTES, BatchImageDecoder
 from fastload.image.decode import decode_rgb, probe
 
+from ..jit_modes import outputs_with_and_without_jit
 from .conftest import _photo_paths
 
 
@@ -96,11 +97,6 @@ def test_a_jpeg_that_fails_inside_the_kernel_is_a_record_decode_error(photos):
 def test_without_the_jit_the_one_by_one_path_gives_the_same_rows(tmp_path):
     """NUMBA_DISABLE_JIT=1 (the debugging mode): the batch kernel, which calls C from compiled
     code, is off and every image goes one by one, with the same output."""
-    import subprocess
-    import sys
-
-    from .conftest import _photo_paths
-
     script, out = tmp_path / "run.py", tmp_path / "out.npy"
     script.write_text(
         "import sys, numpy as np\n"
@@ -114,15 +110,10 @@ def test_without_the_jit_the_one_by_one_path_gives_the_same_rows(tmp_path):
         "BatchImageDecoder(pipe, 'image').run(data, offsets, np.arange(len(payloads)), 3, 0, out, str)\n"
         "print(window.library().api is not None)\n"
         "np.save(sys.argv[1], out)\n")
-    results = []
-    for jit in ("0", "1"):
-        env = {**__import__("os").environ, "NUMBA_DISABLE_JIT": jit}
-        proc = subprocess.run([sys.executable, str(script), str(out), *map(str, _photo_paths())], env=env,
-                              capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.split() == [str(jit == "0")]
-        results.append(np.load(out))
-    assert np.array_equal(results[0], results[1])
+    (jit_api, jit_rows), (plain_api, plain_rows) = outputs_with_and_without_jit(
+        [script, out, *_photo_paths()], read=lambda proc: (proc.stdout.split(), np.load(out)))
+    assert jit_api == ["True"] and plain_api == ["False"]
+    assert np.array_equal(jit_rows, plain_rows)
 
 
 def test_an_image_too_large_for_the_retained_buffer_leaves_the_kernel(photos, monkeypatch):

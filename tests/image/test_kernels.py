@@ -13,6 +13,7 @@ from PIL import Image
 
 from fastload._kernels.resample import MODE_FLOAT, MODE_HALF, MODE_UINT8, resample_into, resample_rows_u8
 
+from ..jit_modes import outputs_with_and_without_jit
 from .conftest import pillow_rgb
 
 ONE, ZERO = np.ones(3, np.float32), np.zeros(3, np.float32)
@@ -103,9 +104,6 @@ def test_nchw_view_gets_the_same_pixels(photos):
 
 def test_the_kernel_reads_the_same_as_plain_python(tmp_path):
     """NUMBA_DISABLE_JIT=1 (the debugging mode) runs the kernel as Python: same output."""
-    import subprocess
-    import sys
-
     script = tmp_path / "run.py"
     out = tmp_path / "out.npy"
     script.write_text(
@@ -121,10 +119,5 @@ def test_the_kernel_reads_the_same_as_plain_python(tmp_path):
         "rows = np.zeros((9, 21), np.uint8)\n"
         "resample_rows_u8(src, 3.0, 1.0, 9.5, 29.0, True, rows)\n"
         "np.save(sys.argv[1], np.concatenate([u8.astype(np.uint16).ravel(), f16.ravel(), rows.ravel()]))\n")
-    results = []
-    for jit in ("0", "1"):
-        env = {**__import__("os").environ, "NUMBA_DISABLE_JIT": jit}
-        proc = subprocess.run([sys.executable, str(script), str(out)], env=env, capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        results.append(np.load(out))
+    results = outputs_with_and_without_jit([script, out], read=lambda proc: np.load(out))
     assert np.array_equal(results[0], results[1])

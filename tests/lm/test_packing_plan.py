@@ -11,6 +11,7 @@ from fastload.plan.document_order import GridOrder, layout_order
 from fastload.plan.orders import FullShuffle
 from fastload.plan.packing import CutIndex, SegmentIndex, cut_index, document_order, window_fill
 
+from ..jit_modes import outputs_with_and_without_jit
 from .reference import best_fit_fills, cut_reference
 
 
@@ -140,24 +141,15 @@ def test_lengths_the_index_cannot_sum_are_refused(lengths):
 
 def test_best_fit_kernel_runs_as_python_too(tmp_path):
     """NUMBA_DISABLE_JIT=1 (the debugging mode) gives the same bins."""
-    import os
-    import subprocess
-    import sys
-
     code = ("import numpy as np; from fastload._kernels.packing import best_fit\n"
             "s = np.random.default_rng(0).integers(1, 64, 2000); b = np.empty(2000, np.int64)\n"
             "n = best_fit(np.sort(s)[::-1].copy(), 64, b); print(n, int(b.sum()))")
-    outs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={**os.environ, "NUMBA_DISABLE_JIT": jit}).stdout for jit in ("0", "1")]
+    outs = outputs_with_and_without_jit(["-c", code])
     assert outs[0] == outs[1] and outs[0].strip()
 
 
 def test_build_kernels_run_as_python_too():
     """NUMBA_DISABLE_JIT=1: the lengths scan and the grid walk give the same index."""
-    import os
-    import subprocess
-    import sys
-
     code = ("import numpy as np; from fastload.lm.packing_index import PackingConfig, build_index\n"
             "from fastload._kernels.packing_build import block_lengths\n"
             "w = np.array([0, 4, 10, 0, 6], np.uint32); out = np.empty(3, np.uint32)\n"
@@ -166,8 +158,7 @@ def test_build_kernels_run_as_python_too():
             "L = np.random.default_rng(0).integers(0, 500, 3000).astype(np.uint32)\n"
             "b = build_index(L, PackingConfig(field='t', seq_len=64, separator=True)).bounds\n"
             "print(b.dtype, int(b.sum()), int(b[-1]))")
-    outs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={**os.environ, "NUMBA_DISABLE_JIT": jit}).stdout for jit in ("0", "1")]
+    outs = outputs_with_and_without_jit(["-c", code])
     assert outs[0] == outs[1] and "[2, 3, 3]" in outs[0]
 
 

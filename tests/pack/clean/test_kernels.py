@@ -4,10 +4,6 @@ Python's ``" ".join(s.split())``, Python's set for the hash table; and the same 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import xxhash
@@ -15,6 +11,8 @@ import xxhash
 from fastload._kernels.hash_table import count_new, insert_first, move_all
 from fastload._kernels.text_norm import collapse_whitespace, rows_with_byte_at_least
 from fastload import _row_hash
+
+from ...jit_modes import outputs_with_and_without_jit
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -157,10 +155,5 @@ def test_the_kernels_give_the_same_results_as_plain_python(tmp_path):
         "insert_first(table, 6, np.concatenate([h, h]), np.arange(len(h) * 2), keep, 0, 32)\n"
         "np.save(sys.argv[1], np.concatenate([h.view(np.uint8).ravel(), w[:w_off[-1]], w_off.view(np.uint8),"
         " keep.view(np.uint8)]))\n")
-    results = []
-    for jit in ("0", "1"):
-        env = {**os.environ, "NUMBA_DISABLE_JIT": jit}
-        proc = subprocess.run([sys.executable, str(script), str(out)], env=env, capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        results.append(np.load(out))
+    results = outputs_with_and_without_jit([script, out], read=lambda proc: np.load(out))
     assert np.array_equal(results[0], results[1])
