@@ -374,7 +374,7 @@ static PyObject *pool_seats(Pool *p, void *closure) {
     if (p->owner == 0) return Py_BuildValue("(iiidl)", 0, 0, 0, 0.0, 0L);
     pthread_mutex_lock(&p->lock);
     int spares = p->spares, helper = p->helper_mode, parked = p->parked;
-    double parked_s = p->parked_s + parked * seats_clock() - p->parked_since; /* with the parking now */
+    double parked_s = p->parked_s + parked * monotonic_s() - p->parked_since; /* with the parking now */
     long switches = p->switches;
     pthread_mutex_unlock(&p->lock);
     return Py_BuildValue("(iiidl)", spares, helper, parked, parked_s, switches);

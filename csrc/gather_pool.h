@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "gather_core.h"
@@ -51,6 +52,26 @@ static inline int64_t arena_header(int64_t n) {
     return (offsets + n + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
 }
 
+/* Seconds from a to b. */
+static inline double seconds_between(const struct timespec *a, const struct timespec *b) {
+    return (double)(b->tv_sec - a->tv_sec) + 1e-9 * (double)(b->tv_nsec - a->tv_nsec);
+}
+
+/* CLOCK_MONOTONIC in seconds. */
+static inline double monotonic_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* A thread's clocks at one moment (gather_pool_seats.c): CLOCK_MONOTONIC, its CPU seconds and its
+ * voluntary context switches (the times it blocked). */
+typedef struct {
+    struct timespec wall;
+    double cpu;
+    long blocked;
+} ThreadReading;
+
 typedef struct {
     PyObject_HEAD
     pthread_mutex_t lock;
@@ -66,16 +87,14 @@ typedef struct {
     int seats, spares, helper_mode, parked;
     pthread_cond_t unpark;  /* helper mode ended, or stop */
     double parked_s;        /* seconds spent parked, all spares together, until their last unpark */
-    double parked_since;    /* the sum of seats_clock() when each spare parked now parked */
+    double parked_since;    /* the sum of monotonic_s() when each spare parked now parked */
     long switches;          /* mode changes so far */
     /* the consumer's time between waits over the current window: wall and CPU seconds, voluntary
      * context switches (it blocked), waits; and its figures when its last wait returned */
     double away_wall, away_cpu;
     long away_blocked;
     int away_n, away_set;
-    struct timespec left_wall;
-    double left_cpu;
-    long left_blocked;
+    ThreadReading left;
     double task_s;          /* seconds of the quickest task done in the window, and how many were done */
     long tasks;
     int sleeping;         /* the consumer sleeps on done (signalled once, by the thread that ends its wait) */
@@ -123,11 +142,12 @@ void *pool_worker_main(void *arg);
 /* Seats (gather_pool_seats.c). A spare thread whose turn it is to park: parks until thread mode
  * or stop, lock held (released while parked). */
 int seats_park(Pool *p, int id);
-/* CLOCK_MONOTONIC in seconds. */
-double seats_clock(void);
-/* The consumer's wait begins (lock held; wall: CLOCK_MONOTONIC, read just before): its time since
- * its last wait counts towards the mode, which may change here. */
-void seats_wait_begins(Pool *p, const struct timespec *wall);
+/* The calling (consumer's) thread now: the wall clock, and with spares its CPU time and voluntary
+ * context switches (getrusage: a system call, so read before taking the lock). */
+void seats_read(Pool *p, ThreadReading *now);
+/* The consumer's wait begins (lock held; now: seats_read just before): its time since its last
+ * wait counts towards the mode, which may change here. */
+void seats_wait_begins(Pool *p, const ThreadReading *now);
 /* The consumer's wait ends (lock not needed: only the consumer's thread reads these). */
 void seats_wait_ends(Pool *p);
 

@@ -31,10 +31,6 @@
 #define THREADS_BELOW 0.4 /* CPU share of the consumer's time between waits under which spares run */
 #define HELPER_ABOVE 0.6  /* and over which they park again */
 
-static double seconds_between(const struct timespec *a, const struct timespec *b) {
-    return (double)(b->tv_sec - a->tv_sec) + 1e-9 * (double)(b->tv_nsec - a->tv_nsec);
-}
-
 int seats_park(Pool *p, int id) {
     if (!p->helper_mode || p->stop || id < p->n_threads - p->spares) return 0;
     /* a task's wake-up may have fallen to this thread: hand it to an idle one that runs */
@@ -42,39 +38,32 @@ int seats_park(Pool *p, int id) {
         p->waking++;
         pthread_cond_signal(&p->work);
     }
-    double t0 = seats_clock();
+    double t0 = monotonic_s();
     p->parked++;
     p->parked_since += t0;
     while (p->helper_mode && !p->stop) pthread_cond_wait(&p->unpark, &p->lock);
     p->parked--;
     p->parked_since -= t0;
-    p->parked_s += seats_clock() - t0;
+    p->parked_s += monotonic_s() - t0;
     return 1;
 }
 
-double seats_clock(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-/* The calling thread's CPU seconds and voluntary context switches so far. */
-static void thread_usage(double *cpu, long *blocked) {
+void seats_read(Pool *p, ThreadReading *now) {
+    clock_gettime(CLOCK_MONOTONIC, &now->wall);
+    if (p->spares == 0) return; /* fixed from the pool's start: no lock needed */
     struct rusage r;
     getrusage(RUSAGE_THREAD, &r);
-    *cpu = (double)(r.ru_utime.tv_sec + r.ru_stime.tv_sec) + 1e-6 * (double)(r.ru_utime.tv_usec + r.ru_stime.tv_usec);
-    *blocked = r.ru_nvcsw;
+    now->cpu = (double)(r.ru_utime.tv_sec + r.ru_stime.tv_sec) +
+               1e-6 * (double)(r.ru_utime.tv_usec + r.ru_stime.tv_usec);
+    now->blocked = r.ru_nvcsw;
 }
 
-void seats_wait_begins(Pool *p, const struct timespec *wall) {
+void seats_wait_begins(Pool *p, const ThreadReading *now) {
     if (p->spares == 0) return;
     if (p->away_set) {
-        double cpu;
-        long blocked;
-        thread_usage(&cpu, &blocked);
-        p->away_wall += seconds_between(&p->left_wall, wall);
-        p->away_cpu += cpu - p->left_cpu;
-        p->away_blocked += blocked - p->left_blocked;
+        p->away_wall += seconds_between(&p->left.wall, &now->wall);
+        p->away_cpu += now->cpu - p->left.cpu;
+        p->away_blocked += now->blocked - p->left.blocked;
         p->away_n++;
     }
     if (p->away_n < AWAY_WINDOW) return;
@@ -98,7 +87,6 @@ void seats_wait_begins(Pool *p, const struct timespec *wall) {
 
 void seats_wait_ends(Pool *p) {
     if (p->spares == 0) return;
-    clock_gettime(CLOCK_MONOTONIC, &p->left_wall);
-    thread_usage(&p->left_cpu, &p->left_blocked);
+    seats_read(p, &p->left);
     p->away_set = 1;
 }

@@ -76,7 +76,7 @@ static void serve(Pool *p, int worker) {
     clock_gettime(CLOCK_MONOTONIC, &t0);
     run_task(p, slot, &result);
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    result.busy = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    result.busy = seconds_between(&t0, &t1);
     pthread_mutex_lock(&p->lock);
     if (p->tasks == 0 || result.busy < p->task_s) p->task_s = result.busy; /* the window's quickest task, for the
                                                                             * seats' mode (gather_pool_seats.c) */

@@ -17,12 +17,6 @@ static void deadline_after(struct timespec *ts, long ns) {
     ts->tv_nsec %= 1000000000L;
 }
 
-static double seconds_since(const struct timespec *t0) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - t0->tv_sec) + 1e-9 * (double)(now.tv_nsec - t0->tv_nsec);
-}
-
 /* Wait until target (a slot, or -2: no task out) is reached or timeout seconds (< 0: no limit)
  * pass. Without a timeout the consumer waiting for a slot first runs queued tasks itself, oldest
  * first (a task cannot be cut short, so a timeout keeps the copies on the threads); when it
@@ -32,11 +26,15 @@ static double seconds_since(const struct timespec *t0) {
  * and the lock not held. */
 int pool_wait_for(Pool *p, Py_ssize_t target, Py_ssize_t also, double timeout) {
     const int steal = timeout < 0 && target >= 0;
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ThreadReading start; /* read before the lock: the threads take it to publish each task */
+    if (steal)
+        seats_read(p, &start);
+    else
+        clock_gettime(CLOCK_MONOTONIC, &start.wall);
+    const struct timespec t0 = start.wall;
     pthread_mutex_lock(&p->lock);
     if (steal) {
-        seats_wait_begins(p, &t0);
+        seats_wait_begins(p, &start);
     } else if (p->helper_mode && target >= 0) { /* a consumer that will not help: every thread runs */
         p->helper_mode = 0;
         if (p->parked) pthread_cond_broadcast(&p->unpark);
@@ -48,7 +46,9 @@ int pool_wait_for(Pool *p, Py_ssize_t target, Py_ssize_t also, double timeout) {
     while (!reached) {
         long slice = WAIT_SLICE_NS;
         if (timeout >= 0) {
-            double left = timeout - seconds_since(&t0);
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            double left = timeout - seconds_between(&t0, &now);
             if (left <= 0) break;
             if (left * 1e9 < (double)slice) slice = (long)(left * 1e9) + 1;
         }
