@@ -147,9 +147,12 @@ def write_new_file(path: Path, parts: list) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         done = os.writev(fd, views)
-        rest = memoryview(b"".join(views))[done:] if done < sum(len(v) for v in views) else memoryview(b"")
-        while rest:  # a short write (a signal, a full disk about to raise): go on from where it stopped
-            rest = rest[os.write(fd, rest):]
+        for view in views:  # after a short write (a signal, a full disk about to raise): the rest, in place
+            skip = min(done, len(view))
+            done -= skip
+            rest = view[skip:]
+            while rest:
+                rest = rest[os.write(fd, rest):]
     finally:
         os.close(fd)
 
