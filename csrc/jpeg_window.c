@@ -356,4 +356,9 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_jpeg",
                                     "Decode a window of a JPEG through a libjpeg-turbo found at run time.", -1,
                                     methods};
 
-PyMODINIT_FUNC PyInit__jpeg(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__jpeg(void) {
+    PyObject *m = PyModule_Create(&module);
+    /* the probe's size limit, which fastload.image.decode.MAX_PIXELS must equal (a test checks) */
+    if (m != NULL && PyModule_AddObject(m, "MAX_PIXELS", PyLong_FromLongLong(MAX_PIXELS)) < 0) Py_CLEAR(m);
+    return m;
+}

@@ -108,6 +108,15 @@ def test_load_refuses_what_is_not_a_libjpeg_turbo(tmp_path, lib):
             _jpeg.load(os.path.join(os.path.dirname(lib.path), others[0]))
 
 
+def test_the_probe_refuses_images_over_the_python_paths_pixel_limit():
+    """The C probe and the Python decoder keep one limit: an image the one-by-one path refuses is
+    never decoded by the batch kernel."""
+    from fastload import _jpeg
+    from fastload.image.decode import MAX_PIXELS
+
+    assert _jpeg.MAX_PIXELS == MAX_PIXELS
+
+
 def test_probe_jpegs_reads_the_sizes_simplejpeg_reads_and_refuses_the_rest(photos, lib):
     """The batch kernel's probe: (height, width) of each complete gray/colour JPEG, as simplejpeg's
     header; -1 for what the one-by-one path must decode (CMYK, PNG, truncated, not an image)."""
