@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import FormatError, SchemaError
 from .codec import CHECKSUM_NAME, checksum
 from .schema import Schema
-from .shard_writer import ShardInfo, fsync_dir, temp_path_for
+from .shard_writer import ShardInfo, write_file_atomically
 from .spec import (
     BLOCK_DTYPE, FORMAT_VERSION, HEADER_PREFIX, MANIFEST_NAME, MAX_BLOCK_RECORDS, MAX_BLOCKS, MAX_MANIFEST_BYTES,
     MAX_RECORDS, READABLE_VERSIONS, TRAILER_DTYPE,
@@ -136,13 +136,7 @@ class Manifest:
     def write(self, root: str | os.PathLike) -> Path:
         """Write atomically (temporary name, fsync, rename): the manifest is the commit point."""
         final = Path(root) / MANIFEST_NAME
-        tmp = temp_path_for(final)
-        with open(tmp, "wb") as f:
-            f.write(self.dumps())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        fsync_dir(final.parent)
+        write_file_atomically(final, self.dumps())
         return final
 
 

@@ -61,6 +61,25 @@ def temp_path_for(final: Path) -> Path:
     return final.with_name(f".{final.name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
+def write_file_atomically(final: Path, data: bytes, durable: bool = True) -> None:
+    """Write ``data`` to ``final`` through a temporary name and a rename, so that a reader sees the
+    old file or the whole new one. ``durable``: fsync the file before the rename and the directory
+    after. A write that fails (a full disk) removes its temporary file before the error goes on."""
+    tmp = temp_path_for(final)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(final.parent)
+
+
 class SpillFile:
     """A pack worker's file of encoded blocks, opened for copying them into shards; ``close()``
     deletes it. Mapped once, so the shard checksum reads the blocks where they lie."""

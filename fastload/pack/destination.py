@@ -14,7 +14,7 @@ import shutil
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from ..format.shard_writer import fsync_dir, temp_path_for
+from ..format.shard_writer import fsync_dir, write_file_atomically
 from ..storage.remote import Remote, RetryPolicy, normalise_url, split_protocol
 
 PART_BYTES = 64 << 20  # multipart upload part size (S3): 4 parts per 256 MB shard
@@ -68,14 +68,7 @@ class LocalDestination(Destination):
             return f.read() if end is None else f.read(end - (start or 0))
 
     def write_bytes(self, name: str, data: bytes) -> None:
-        final = self.root / name
-        tmp = temp_path_for(final)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        fsync_dir(self.root)
+        write_file_atomically(self.root / name, data)
 
     def publish(self, path: Path, name: str, size: int) -> None:
         os.replace(path, self.root / name)  # staging lives inside the output: same file system

@@ -8,13 +8,12 @@ block that began the first unfinished shard.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..format.codec import checksum
 from ..format.shard_reader import map_file
-from ..format.shard_writer import ShardInfo, temp_path_for
+from ..format.shard_writer import ShardInfo, write_file_atomically
 from ..format.spec import PACK_JOURNAL
 
 
@@ -54,10 +53,7 @@ class Journal:
         return j
 
     def write(self, root: Path) -> None:
-        final = root / PACK_JOURNAL
-        tmp = temp_path_for(final)
-        tmp.write_bytes(self.dumps())
-        os.replace(tmp, final)
+        write_file_atomically(root / PACK_JOURNAL, self.dumps(), durable=False)
 
     @classmethod
     def read(cls, root: Path) -> "Journal | None":

@@ -233,3 +233,40 @@ def test_same_records_give_byte_identical_files(tmp_path, compression):
     assert first == again
     # how the rows were fed (one by one in chunks of 64, or one batch) does not change the bytes
     assert write_sample(tmp_path / "c", "batch", compression) == first
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_a_small_file_write_that_fails_leaves_no_temporary_file(tmp_path, monkeypatch, durable):
+    """The manifest, the pack journal and a destination's small files go through
+    write_file_atomically: when the write fails (here as a full disk does, in the write itself),
+    the error goes on, the old file stays whole, and no temporary file is left beside it."""
+    import builtins
+    import errno
+
+    from fastload.format import shard_writer
+    from fastload.format.shard_writer import write_file_atomically
+
+    final = tmp_path / "journal.json"
+    final.write_bytes(b"old")
+
+    class FullDisk:  # the temporary file is created for real; writing into it fails
+        def __init__(self, path, mode):
+            self.file = builtins.open(path, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shard_writer, "open", FullDisk, raising=False)
+    with pytest.raises(OSError, match="No space left"):
+        write_file_atomically(final, b"new", durable=durable)
+    monkeypatch.undo()
+    assert final.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["journal.json"]
+    write_file_atomically(final, b"new", durable=durable)
+    assert final.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["journal.json"]
