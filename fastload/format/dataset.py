@@ -477,20 +477,11 @@ class Dataset:
 
     # -- integrity -------------------------------------------------------------------------
     def verify_all(self, progress=None) -> None:
-        """Check every shard's whole-file checksum and every block checksum; raise FormatError."""
-        from .codec import checksum
+        """Check every shard's whole-file checksum and every block checksum; raise FormatError
+        (see :func:`fastload.format.integrity.verify_dataset`)."""
+        from .integrity import verify_dataset
 
-        for s, name in enumerate(self.manifest.shard_names):
-            reader = self.shard(s)
-            if f"{checksum(reader.buf):016x}" != self.manifest.shard_checksums[s]:
-                reader.verify_all()  # names the corrupt block when one is
-                raise FormatError(f"shard {self.locator.where(name)}: file checksum differs from the manifest")
-            reader.verify_all()
-            if self._max_open is not None:
-                del reader
-                self.release(s)  # a cache smaller than the dataset must be able to evict it
-            if progress is not None:
-                progress(s, name)
+        verify_dataset(self, progress)
 
 
 class BatchRows(list):
