@@ -44,6 +44,8 @@ class Dataset:
         self.root = self.locator.root
         self.manifest = self.locator.open()
         self.schema: Schema = self.manifest.schema
+        self._shard_schema = self.schema.without_nullable()  # what each shard's header must hold
+        self._shard_headers: dict = {}  # shard headers parsed, by their JSON text (see ShardReader)
         if verify not in VERIFY_MODES:
             raise ValueError(f"verify must be one of {VERIFY_MODES}, not {verify!r}")
         self.verify = verify
@@ -163,12 +165,13 @@ class Dataset:
 
     def _open_shard(self, s: int) -> ShardReader:
         path = self.locator.where(self.manifest.shard_names[s])
-        reader = ShardReader(self.locator.map(s), path, verify=self.verify, verified=self._verified.get(s))
+        reader = ShardReader(self.locator.map(s), path, verify=self.verify, verified=self._verified.get(s),
+                             headers=self._shard_headers)
         self._verified[s] = reader.verified_flags
         if reader.n_records != int(self.manifest.shard_records[s]):
             raise FormatError(f"shard {path} holds {reader.n_records} records, the manifest says "
                               f"{int(self.manifest.shard_records[s])}")
-        if reader.schema != self.schema.without_nullable():
+        if reader.schema != self._shard_schema:
             raise FormatError(f"shard {path} has schema ({reader.schema.describe()}), the manifest "
                               f"({self.schema.describe()})")
         undeclared = [name for name in reader.null_fields if not self.schema[name].nullable]

@@ -273,6 +273,34 @@ def test_shard_of_another_schema(root, tmp_path):
         fastload.open(root)[0]
 
 
+def test_a_shard_whose_header_differs_from_the_others_is_parsed_and_refused(root, monkeypatch):
+    """Shards sharing a header are parsed once per dataset; a shard whose header text differs
+    (here, a checksum-valid header of another schema) is parsed for itself and refused, after
+    the shards before it opened with theirs."""
+    from fastload.format import shard_reader
+
+    path = shards(root)[1]
+    data = bytearray(path.read_bytes())
+    json_len = int(np.frombuffer(bytes(data[:16]), HEADER_PREFIX)["json_len"][0])
+    header_end = -(-(HEADER_PREFIX.itemsize + json_len) // 64) * 64
+    text = bytes(data[16:16 + json_len])
+    assert text.count(b'"int64"') == 1
+    data[16:16 + json_len] = text.replace(b'"int64"', b'"int32"')  # the same length: the layout holds
+    at = len(data) + trailer_field_offset("header_checksum")
+    data[at:at + 8] = np.uint64(checksum(bytes(data[:header_end]))).tobytes()
+    path.write_bytes(bytes(data))
+    parsed = []
+    real = shard_reader.load_json
+    monkeypatch.setattr(shard_reader, "load_json", lambda data, what: parsed.append(what) or real(data, what))
+    ds = fastload.open(root)
+    for s in (0, 2, 0):
+        ds.get_batch(list(shard_records(root, s)))
+    assert len(parsed) == 1  # the header shards 0 and 2 share, once
+    with pytest.raises(FormatError, match=r"has schema \(id: int32.*the manifest \(id: int64") as info:
+        ds[shard_records(root, 1)[0]]
+    assert str(path) in str(info.value) and len(parsed) == 2
+
+
 def test_manifest_that_lies_about_sizes_and_counts(root):
     original = (root / MANIFEST_NAME).read_bytes()
     m = Manifest.loads(original)
