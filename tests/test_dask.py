@@ -81,6 +81,16 @@ def test_bag_of_records(client, tmp_path):
     assert report.records == 3000 and list(ds) == records
 
 
+def test_a_local_output_gets_the_record_sizes_of_its_token_lists(tmp_path):
+    from fastload.format.record_sizes import read_record_sizes
+
+    records = [{"k": i, "tokens": list(range(i % 37))} for i in range(2000)]
+    fastload.dask.pack_collection(db.from_sequence(records, npartitions=3), tmp_path / "bag", scheduler="threads",
+                                  schema="k:int64,tokens:int32[-1]", **OPTS)
+    ds = fastload.open(tmp_path / "bag")
+    assert read_record_sizes(ds, "tokens").tolist() == [len(r["tokens"]) for r in records]
+
+
 def test_partitions_that_disagree_on_the_schema_leave_no_dataset(client, tmp_path):
     parts = [dask.delayed(lambda k: [{"v": k}] if k else [{"v": "text"}])(k) for k in range(3)]
     with pytest.raises(SchemaError, match="partitions inferred different schemas"):

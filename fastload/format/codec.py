@@ -47,3 +47,23 @@ def decompress(stored, codec: int, raw_size: int):
             raise ValueError(f"its zstd frame declares {declared} bytes, the index {raw_size}")
         return zstandard.ZstdDecompressor().decompress(stored, max_output_size=raw_size)
     raise ValueError(f"unknown codec {codec}")
+
+
+def decompress_prefix(stored, codec: int, raw_size: int, n: int):
+    """The first ``n`` raw bytes of a stored block (fewer when it holds fewer), decompressing no
+    further than they need: a zstd frame is decompressed in its own blocks of at most 128 KB, so
+    the offset table at a block's start costs one of them, not the whole block."""
+    if codec == CODEC_NONE:
+        return memoryview(stored)[:n]
+    if codec == CODEC_ZSTD:
+        n = min(n, raw_size)
+        reader = zstandard.ZstdDecompressor().stream_reader(stored)
+        parts, got = [], 0
+        while got < n:
+            part = reader.read(n - got)
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+        return b"".join(parts)
+    raise ValueError(f"unknown codec {codec}")

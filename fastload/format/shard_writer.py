@@ -61,14 +61,18 @@ def temp_path_for(final: Path) -> Path:
     return final.with_name(f".{final.name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
-def write_file_atomically(final: Path, data: bytes, durable: bool = True) -> None:
-    """Write ``data`` to ``final`` through a temporary name and a rename, so that a reader sees the
-    old file or the whole new one. ``durable``: fsync the file before the rename and the directory
-    after. A write that fails (a full disk) removes its temporary file before the error goes on."""
+def write_file_atomically(final: Path, data, durable: bool = True) -> None:
+    """Write ``data`` (bytes, or a function writing to the open binary file) to ``final`` through
+    a temporary name and a rename, so that a reader sees the old file or the whole new one.
+    ``durable``: fsync the file before the rename and the directory after. A write that fails (a
+    full disk) removes its temporary file before the error goes on."""
     tmp = temp_path_for(final)
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
             if durable:
                 f.flush()
                 os.fsync(f.fileno())

@@ -12,6 +12,7 @@ TRAILER_MAGIC = b"FLTRAIL\x00"
 MANIFEST_NAME = "manifest.json"
 PACK_JOURNAL = ".fastload-pack.json"  # an unfinished pack's resume journal (see docs/format.md)
 SHARD_SUFFIX = ".fls"
+SIZES_SUFFIX = ".fls-sizes"  # a field's record sizes beside the shards (record_sizes.py)
 
 ALIGN = 64  # block and index starts are 64-byte aligned, so column views are aligned too
 COLUMN_ALIGN = 8  # each column inside a block's raw bytes starts 8-byte aligned

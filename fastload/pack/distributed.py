@@ -32,6 +32,7 @@ from typing import Any, Iterable, Iterator
 from .._sizes import parse_size
 from ..errors import OutputExistsError, SchemaError
 from ..format.manifest import Manifest
+from ..format.record_sizes import write_record_sizes
 from ..format.schema import Schema
 from ..format.shard_writer import TEMP_MARK, ShardInfo
 from ..format.spec import CODEC_NAMES, MANIFEST_NAME, SHARD_SUFFIX
@@ -264,7 +265,10 @@ def commit(plan: PartitionPlan, results: list[PartitionResult], metadata: dict |
     schema = next(iter(schemas))
     shards = [s for r in results for s in r.shards]
     manifest = Manifest.from_shards(schema, plan.settings, shards, metadata)
-    plan.destination().write_bytes(MANIFEST_NAME, manifest.dumps())
+    dest = plan.destination()
+    if isinstance(dest, LocalDestination):  # a remote output gets none (its shards are not here)
+        write_record_sizes(dest.root, manifest)
+    dest.write_bytes(MANIFEST_NAME, manifest.dumps())
     return manifest
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import OutputExistsError
 from ..format.manifest import Manifest
+from ..format.record_sizes import write_record_sizes
 from ..format.shard_reader import ShardReader
 from ..format.shard_writer import ShardInfo
 from ..format.spec import MANIFEST_NAME, PACK_JOURNAL
@@ -90,6 +91,7 @@ class LocalOutput(PackOutput):
             journal.write(self.staging)
 
     def commit(self, manifest: Manifest) -> None:
+        write_record_sizes(self.staging, manifest)  # before the manifest, the commit point
         manifest.write(self.staging)
         (self.staging / PACK_JOURNAL).unlink(missing_ok=True)
 
