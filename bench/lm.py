@@ -18,7 +18,10 @@ Measured, interleaved (A, B, C, A, B, C ...), medians of ``--repeats`` runs, pag
   the imports, Numba's cached kernels and megatron's helpers, is reported apart):
 
   - fastload: ``fastload.pack_sequences(path, seq_len=2048, seed=0)``: open the dataset, read
-    every document's length from the blocks' offset tables, lay the lengths out in the keyed
+    every document's length from the record sizes file its Writer wrote beside the shards (as
+    megatron reads them from its ``.idx``; a dataset without one, such as one written before
+    those files, has each block's offset table read instead: timed as its own row), lay the
+    lengths out in the keyed
     grid order and sum them (the stream bounds, int32), write ``bounds.npy`` with its checksum
     and ``meta.json`` into a temporary directory and rename it into place. The window order is
     not part of the index: the loader shuffles windows with an O(1) keyed permutation when it
@@ -70,6 +73,7 @@ def prepare(home: Path, n_docs: int, reading: bool = True) -> Path:
     """
     root = home / f"lm-{n_docs}"
     if (root / "done").exists() or (not reading and (root / "done-build").exists()):
+        add_record_sizes(root / "fastload")
         return root
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
@@ -89,6 +93,16 @@ def prepare(home: Path, n_docs: int, reading: bool = True) -> Path:
     write_reference(root / "windows.npy", tokens, offsets)
     (root / "done").write_text("ok")
     return root
+
+
+def add_record_sizes(path: Path) -> None:
+    """The record sizes file fastload's Writer now writes, added to a dataset cached before it did."""
+    import fastload
+    from fastload.format.record_sizes import sized_fields, sizes_name, write_record_sizes
+
+    ds = fastload.open(path)
+    if not all((path / sizes_name(j)).exists() for j in sized_fields(ds.schema)):
+        write_record_sizes(path, ds.manifest)
 
 
 def write_megatron_idx(path: Path, lengths: np.ndarray) -> None:
@@ -173,13 +187,18 @@ def build_fastload_in_memory(root: Path, scratch: Path) -> dict:
     return {"s": time.perf_counter() - t0, "windows": index.n_windows, "bytes": index.bounds.nbytes}
 
 
-BUILDS = {"fastload": build_fastload, "fastload, no write": build_fastload_in_memory}
+BUILDS = {"fastload": build_fastload, "fastload, no write": build_fastload_in_memory,
+          "fastload, tables read": build_fastload}
 
 
 def child_build(system: str, root: str, scratch: str) -> dict:
     """Build twice in this (fresh) process: the first build pays the imports, Numba's cache loads
     and megatron's helpers and is reported apart; the second is the measured one."""
     build = BUILDS.get(system, build_megatron)
+    if system == "fastload, tables read":  # as for a dataset without a record sizes file
+        from fastload.lm import packing_index
+
+        packing_index.read_record_sizes = lambda *args: None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         first = build(Path(root), Path(scratch))
@@ -389,7 +408,7 @@ def main(argv=None) -> int:
     try:
         if "build" not in skip:
             warm([root / "fastload", root / "corpus.bin", root / "corpus.idx"])
-            systems = ("fastload", "fastload, no write", "megatron")
+            systems = ("fastload", "fastload, no write", "fastload, tables read", "megatron")
             outputs = [scratch / "fl-index", scratch / "mg-index"]
             # each run in a fresh process (megatron's torch threads and freed memory slowed whatever ran
             # after it in the same process by 5-10 ms), after removing and flushing the last run's index
@@ -400,6 +419,7 @@ def main(argv=None) -> int:
             mg = med(times["megatron"])
             labels = {"fastload": "fastload `pack_sequences` (open, lengths, bounds, write)",
                       "fastload, no write": "fastload, the same without writing the index",
+                      "fastload, tables read": "fastload, the lengths read from the blocks' offset tables",
                       "megatron": "megatron-core `GPTDataset` (document, sample and shuffle indices, saved)"}
             print_table(["index build", "seconds (median)", "runs", "first run", "windows", "index bytes",
                          "megatron / this"],

@@ -22,6 +22,7 @@ from ..errors import FormatError, SchemaError
 from ..format.dataset import Dataset
 from ..format.files import open_regular
 from ..format.local_shards import LocalShards
+from ..format.record_sizes import read_record_sizes
 from ..format.spec import VAR_OFFSET_DTYPE
 from ..plan.document_order import DOC_SHUFFLES, GridOrder, layout_order
 from ..plan.packing import POLICIES, TAILS, PackingIndex, assemble_bins, bounds_dtype, cut_index, split_documents
@@ -88,7 +89,9 @@ def token_field(ds, field: str):
 
 
 def document_lengths(ds: Dataset, field: str) -> np.ndarray:
-    """Tokens in each record's ``field`` (uint32), from each block's table of offsets (no token is read).
+    """Tokens in each record's ``field`` (uint32): from the dataset's record sizes file when it
+    has one to trust (:mod:`fastload.format.record_sizes`, written with the dataset), else from
+    each block's table of offsets (no token is read).
 
     A variable column starts with ``records + 1`` little-endian u4 offsets; a block's lengths are
     their differences, computed by kernel passes over the tables: the raw shards of a local
@@ -104,6 +107,8 @@ def document_lengths(ds: Dataset, field: str) -> np.ndarray:
     if starts[-1] != len(ds):
         raise FormatError(f"{ds.root}: the manifest's shards hold {int(starts[-1])} records, its total {len(ds)}")
     out = large_empty(len(ds), np.uint32)
+    if read_record_sizes(ds, field, out) is not None:  # the counts written with the dataset
+        return out
     readers = [ds.shard(s) for s in range(ds.n_shards)]  # each checked against the manifest's record count
     from_files = isinstance(ds.locator, LocalShards) and VAR_OFFSET_DTYPE.isnative
     in_files = [s for s, reader in enumerate(readers) if from_files and reader.all_raw]

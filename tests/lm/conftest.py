@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import fastload
+from fastload.format.spec import SIZES_SUFFIX
 
 
-def write_docs(root, docs, *, compression="none", dtype=np.uint16, extra=None):
-    """One record per document (field "tokens"), in several shards and many blocks."""
+def write_docs(root, docs, *, compression="none", dtype=np.uint16, extra=None, sizes=True):
+    """One record per document (field "tokens"), in several shards and many blocks. ``sizes=False``:
+    without the record sizes file (as a dataset written before them), so that what needs the
+    documents' lengths reads the blocks' offset tables."""
     with fastload.Writer(root, schema=f"tokens:{np.dtype(dtype).name}[-1]" + (extra or ""),
                          shard_size="8KB", block_size="1KB", compression=compression) as w:
         for i, d in enumerate(docs):
@@ -17,6 +22,9 @@ def write_docs(root, docs, *, compression="none", dtype=np.uint16, extra=None):
             if extra:
                 rec["id"] = i
             w.write(rec)
+    if not sizes:
+        for path in Path(root).glob(f"*{SIZES_SUFFIX}"):
+            path.unlink()
     return fastload.open(root)
 
 

@@ -59,7 +59,7 @@ def damage_offset(root, ds, shard: int, block: int, k: int, value: int) -> None:
 def test_the_first_corrupt_table_in_dataset_order_is_named(tmp_path, docs, threads):
     """Tables damaged in a later block of shard 1 and in shard 2: the scan (one call, or stretches
     in threads) names shard 1's block, however the stretches cut the shards."""
-    ds = write_docs(tmp_path / "docs", docs)
+    ds = write_docs(tmp_path / "docs", docs, sizes=False)
     assert ds.n_shards >= 3 and ds.shard(1).n_blocks >= 4
     damage_offset(tmp_path / "docs", ds, 2, 0, 2, 0xFFFFFF)
     damage_offset(tmp_path / "docs", ds, 1, 3, 2, 0xFFFFFF)
@@ -68,7 +68,7 @@ def test_the_first_corrupt_table_in_dataset_order_is_named(tmp_path, docs, threa
 
 
 def test_a_table_whose_first_offset_is_not_zero_is_refused(tmp_path, docs, threads):
-    ds = write_docs(tmp_path / "docs", docs)
+    ds = write_docs(tmp_path / "docs", docs, sizes=False)
     last = ds.n_shards - 1
     damage_offset(tmp_path / "docs", ds, last, ds.shard(last).n_blocks - 1, 0, 2)
     with pytest.raises(FormatError, match=rf"{ds.manifest.shard_names[last]} block {ds.shard(last).n_blocks - 1}:"):
@@ -76,7 +76,7 @@ def test_a_table_whose_first_offset_is_not_zero_is_refused(tmp_path, docs, threa
 
 
 def test_a_partial_token_in_a_later_shard_names_its_record(tmp_path, docs, threads):
-    ds = write_docs(tmp_path / "docs", docs)
+    ds = write_docs(tmp_path / "docs", docs, sizes=False)
     reader = ds.shard(2)
     table = int(reader.block_offset[1] + reader.col_offsets64[1, 0])
     offsets = np.frombuffer((tmp_path / "docs" / ds.manifest.shard_names[2]).read_bytes()[table:table + 12], "<u4")
@@ -90,7 +90,7 @@ def test_a_partial_token_in_a_later_shard_names_its_record(tmp_path, docs, threa
 def test_a_table_past_the_end_of_a_shrunk_file_names_the_shard(tmp_path, docs, threads):
     """A shard cut short after it was opened (its map still whole): the table read from the file
     comes back short, and the tables are read again to name the shard."""
-    ds = write_docs(tmp_path / "docs", docs)
+    ds = write_docs(tmp_path / "docs", docs, sizes=False)
     ds = fastload.open(tmp_path / "docs")
     ds.shard(1)  # mapped while whole
     path = tmp_path / "docs" / ds.manifest.shard_names[1]

@@ -172,16 +172,22 @@ def test_torch_dataloader_reads_it_as_a_map_style_dataset(ds):
         assert np.array_equal(torch.cat([b[name] for b in batches]).numpy(), expect[name])
 
 
-def test_a_corrupt_offset_table_is_a_format_error_naming_the_shard_and_block(tmp_path, docs):
-    ds = write_docs(tmp_path / "docs", docs)
+@pytest.mark.parametrize("sizes", [False, True], ids=["tables-read", "sizes-file"])
+def test_a_corrupt_offset_table_is_a_format_error_naming_the_shard_and_block(tmp_path, docs, sizes):
+    """Without a record sizes file the build reads the damaged table and names it; with one (the
+    damage came after it was written) the build plans from it, and the first read of the damaged
+    block names it (its checksum): no window is silently cut wrong either way."""
+    ds = write_docs(tmp_path / "docs", docs, sizes=sizes)
     reader = ds.shard(1)
     at = int(reader.block_offset[2] + reader.col_offsets64[2, 0]) + 4 * 3  # block 2's 4th offset
     path = tmp_path / "docs" / ds.manifest.shard_names[1]
     raw = bytearray(path.read_bytes())
     raw[at:at + 4] = (0xFFFFFF).to_bytes(4, "little")  # far past the block
     path.write_bytes(bytes(raw))
-    with pytest.raises(FormatError, match=rf"{ds.manifest.shard_names[1]} block 2"):
-        pack_sequences(fastload.open(tmp_path / "docs"), seq_len=32, index_dir=tmp_path / "index")
+    with pytest.raises(FormatError, match=rf"{ds.manifest.shard_names[1]}:? block 2"):
+        packed = pack_sequences(fastload.open(tmp_path / "docs"), seq_len=32, index_dir=tmp_path / "index")
+        assert sizes  # built from the sizes file: the damage shows when the block is read
+        packed.get_batch(np.arange(len(packed)))
 
 
 def test_document_lengths_are_the_documents_lengths(ds, docs):
@@ -191,7 +197,7 @@ def test_document_lengths_are_the_documents_lengths(ds, docs):
 
 
 def test_a_record_with_a_partial_token_is_a_schema_error_naming_it(tmp_path, docs):
-    ds = write_docs(tmp_path / "docs", docs)
+    ds = write_docs(tmp_path / "docs", docs, sizes=False)  # the tables are read (with sizes: as above)
     reader = ds.shard(1)
     table = int(reader.block_offset[2] + reader.col_offsets64[2, 0])
     path = tmp_path / "docs" / ds.manifest.shard_names[1]
