@@ -145,3 +145,27 @@ def test_decompress_prefix_is_the_blocks_first_bytes():
     for n in (0, 1, 4097, 131_072, 300_001, len(raw), len(raw) + 10):
         assert bytes(decompress_prefix(stored, CODEC_ZSTD, len(raw), n)) == raw[:n]
         assert bytes(decompress_prefix(raw, CODEC_NONE, len(raw), n)) == raw[:n]
+
+
+def test_verify_finds_a_sizes_file_written_wrong(tmp_path):
+    """A file whose checksums hold but whose counts disagree with the blocks (a faulty tool wrote
+    it): ``verify_all`` (``fastload verify``) names it and the first record it miscounts."""
+    from fastload.format.codec import checksum
+
+    t = table()
+    ds = write(tmp_path / "ds", t)
+    ds.verify_all()  # as written: sound
+    path = tmp_path / "ds" / sizes_name(0)
+    raw = bytearray(path.read_bytes())
+    counts = np.frombuffer(raw, "<u4", offset=SIZES_HEADER.itemsize).copy()
+    counts[300] += 1
+    raw[SIZES_HEADER.itemsize:] = counts.tobytes()
+    header = np.frombuffer(bytes(raw[:SIZES_HEADER.itemsize]), SIZES_HEADER).copy()
+    header["counts"] = checksum(counts.tobytes())
+    raw[:SIZES_HEADER.itemsize] = header.tobytes()
+    path.write_bytes(bytes(raw))
+    ds = fastload.open(tmp_path / "ds")
+    assert read_record_sizes(ds, "tokens")[300] == counts[300]  # trusted by a reader: its checksums hold
+    with pytest.raises(fastload.FormatError, match=rf"{sizes_name(0)}: .*record \d+ holds {counts[300] - 1} values "
+                                                   rf"of 'tokens', the file says {counts[300]}"):
+        ds.verify_all()
