@@ -99,23 +99,26 @@ def fill_block_causal(spans, span_ptr, out):
 
 @njit(nogil=True, cache=True)
 def _segment_arrays(n_segments, n_windows):
-    """Segment documents, starts, lengths, separator flags, windows; and each window's padding."""
+    """Segment documents, starts, lengths, separator flags, windows, end-of-document flags; and
+    each window's padding."""
     return (np.empty(n_segments, np.int64), np.empty(n_segments, np.int64), np.empty(n_segments, np.int64),
-            np.empty(n_segments, np.int64), np.empty(n_segments, np.int64), np.empty(n_windows, np.int64))
+            np.empty(n_segments, np.int64), np.empty(n_segments, np.int64), np.empty(n_segments, np.uint8),
+            np.empty(n_windows, np.int64))
 
 
 @njit(nogil=True, cache=True)
-def plan_windows(windows, ptr, doc, start, length, sep, seq_len):
+def plan_windows(windows, ptr, doc, start, length, sep, ends, seq_len):
     """The segments of a batch of windows, in output order, and each window's padding.
 
-    Returns (seg_doc, seg_start, seg_len, seg_sep, seg_window, pad, bad): ``bad`` is the first
-    window holding more than ``seq_len`` tokens (a damaged index), or -1.
+    Returns (seg_doc, seg_start, seg_len, seg_sep, seg_window, seg_end, pad, bad): ``seg_end``
+    marks a segment that ends its document; ``bad`` is the first window holding more than
+    ``seq_len`` tokens (a damaged index), or -1.
     """
     n = len(windows)
     total = 0
     for b in range(n):
         total += ptr[windows[b] + 1] - ptr[windows[b]]
-    seg_doc, seg_start, seg_len, seg_sep, seg_window, pad = _segment_arrays(total, n)
+    seg_doc, seg_start, seg_len, seg_sep, seg_window, seg_end, pad = _segment_arrays(total, n)
     j = 0
     for b in range(n):
         fill = 0
@@ -125,27 +128,30 @@ def plan_windows(windows, ptr, doc, start, length, sep, seq_len):
             seg_len[j] = length[s]
             seg_sep[j] = sep[s]
             seg_window[j] = b
+            seg_end[j] = ends[s]
             fill += length[s] + sep[s]
             j += 1
         pad[b] = seq_len - fill
         if pad[b] < 0:
-            return seg_doc, seg_start, seg_len, seg_sep, seg_window, pad, b
-    return seg_doc, seg_start, seg_len, seg_sep, seg_window, pad, -1
+            return seg_doc, seg_start, seg_len, seg_sep, seg_window, seg_end, pad, b
+    return seg_doc, seg_start, seg_len, seg_sep, seg_window, seg_end, pad, -1
 
 
 @njit(nogil=True, cache=True)
-def copy_list(seg_start, seg_len, seg_sep, seg_window, pad, doc_addr, doc_bytes, itemsize, sep_addr, pad_addr,
-              pad_bytes, addr, nbytes, lo, hi):
+def copy_list(seg_start, seg_len, seg_sep, seg_window, seg_end, pad, doc_addr, doc_bytes, itemsize, sep_addr,
+              pad_addr, pad_bytes, addr, nbytes, lo, hi):
     """Fill (addr, nbytes) with every piece of the batch's tokens in output order: per segment its
     document stretch then its separator (0 bytes if none), per window its padding after its
     segments; and (lo, hi), the buffer each piece must lie in (its document's payload, the
     separator, the padding row), which the native copy checks again. Returns the first segment
-    reaching past its document's ``doc_bytes``, or -1."""
+    reaching past its document's ``doc_bytes``, or ending its document (``seg_end``) short of
+    them (lengths planned from a record sizes file or an index that miscount it), or -1."""
     k = 0
     j = 0
     for b in range(len(pad)):
         while j < len(seg_window) and seg_window[j] == b:
-            if seg_start[j] < 0 or seg_len[j] < 0 or (seg_start[j] + seg_len[j]) * itemsize > doc_bytes[j]:
+            end = (seg_start[j] + seg_len[j]) * itemsize
+            if seg_start[j] < 0 or seg_len[j] < 0 or end > doc_bytes[j] or (seg_end[j] and end != doc_bytes[j]):
                 return j
             addr[k] = doc_addr[j] + seg_start[j] * itemsize
             nbytes[k] = seg_len[j] * itemsize
@@ -188,7 +194,7 @@ def plan_cut_windows(windows, bounds, seq_len, stride, separator):
         while k < pieces and bounds[k] < end:
             count += 1
             k += 1
-    seg_piece, seg_start, seg_len, seg_sep, seg_window, pad = _segment_arrays(count, n)
+    seg_piece, seg_start, seg_len, seg_sep, seg_window, seg_end, pad = _segment_arrays(count, n)
     j = 0
     for b in range(n):
         begin = windows[b] * stride
@@ -209,8 +215,9 @@ def plan_cut_windows(windows, bounds, seq_len, stride, separator):
                 seg_len[j] = length
                 seg_sep[j] = sep
                 seg_window[j] = b
+                seg_end[j] = 1 if hi >= doc_len else 0
                 fill += length + sep
                 j += 1
             k += 1
         pad[b] = seq_len - fill
-    return seg_piece[:j], seg_start[:j], seg_len[:j], seg_sep[:j], seg_window[:j], pad, -1
+    return seg_piece[:j], seg_start[:j], seg_len[:j], seg_sep[:j], seg_window[:j], seg_end[:j], pad, -1

@@ -59,11 +59,14 @@ def decompress_prefix(stored, codec: int, raw_size: int, n: int):
         n = min(n, raw_size)
         reader = zstandard.ZstdDecompressor().stream_reader(stored)
         parts, got = [], 0
-        while got < n:
-            part = reader.read(n - got)
-            if not part:
-                break
-            parts.append(part)
-            got += len(part)
+        try:
+            while got < n:
+                part = reader.read(n - got)
+                if not part:
+                    break
+                parts.append(part)
+                got += len(part)
+        except zstandard.ZstdError as exc:  # as decompress's callers expect: a ValueError
+            raise ValueError(str(exc)) from exc
         return b"".join(parts)
     raise ValueError(f"unknown codec {codec}")

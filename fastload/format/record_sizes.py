@@ -16,10 +16,10 @@ another manifest or damaged reads the tables instead (:func:`read_record_sizes` 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
-import zstandard
 
 from ..errors import FormatError
 from .codec import checksum, decompress_prefix, new_hasher
@@ -33,12 +33,17 @@ SIZES_MAGIC = b"FLSIZES\x00"
 SIZES_VERSION = 1
 # magic, version, field position, records, the manifest's xxh3, the counts' xxh3; then u4 counts
 SIZES_HEADER = np.dtype([("magic", "S8"), ("version", "<u4"), ("field", "<u4"), ("n_records", "<u8"),
-                         ("manifest", "<u8"), ("counts", "<u8")])
+                         ("manifest", "<u8"), ("counts_checksum", "<u8")])
 COUNT_DTYPE = np.dtype("<u4")
 
 
 def sizes_name(field_index: int) -> str:
     return f"field-{field_index}{SIZES_SUFFIX}"
+
+
+def is_sizes_name(name: str) -> bool:
+    """A name :func:`sizes_name` makes (what an overwrite or a resumed pack may remove)."""
+    return re.fullmatch(r"field-[0-9]+" + re.escape(SIZES_SUFFIX), name) is not None
 
 
 def sized_fields(schema) -> list[int]:
@@ -66,8 +71,8 @@ def write_record_sizes(root: str | os.PathLike, manifest, durable: bool = True) 
         def write(f) -> None:
             f.write(bytes(SIZES_HEADER.itemsize))  # the header, once the counts' checksum is known
             hasher = new_hasher()
-            for name in manifest.shard_names:
-                counts = shard_counts(ShardReader.open(root / name, verify="never"), j)
+            for s, name in enumerate(manifest.shard_names):
+                counts = shard_counts(_shard_of(root, manifest, s), j)
                 hasher.update(counts)
                 f.write(counts)
             header = np.zeros(1, SIZES_HEADER)
@@ -79,6 +84,20 @@ def write_record_sizes(root: str | os.PathLike, manifest, durable: bool = True) 
     for j in fields:
         write_file_atomically(root / sizes_name(j), counts_of(j), durable)
     return [root / sizes_name(j) for j in fields]
+
+
+def _shard_of(root: Path, manifest, s: int) -> ShardReader:
+    """Shard ``s`` of the manifest, checked to be the file it describes (its size, records and
+    schema): counts bound to a manifest must be that manifest's shards' (a late write of a
+    distributed task may have replaced one)."""
+    name = manifest.shard_names[s]
+    reader = ShardReader.open(root / name, verify="never")
+    if (len(reader.buf) != int(manifest.shard_bytes[s]) or reader.n_records != int(manifest.shard_records[s])
+            or reader.schema != manifest.schema.without_nullable()):
+        raise FormatError(f"shard {root / name} is not the shard the manifest describes "
+                          f"({len(reader.buf)} bytes, {reader.n_records} records; the manifest says "
+                          f"{int(manifest.shard_bytes[s])} and {int(manifest.shard_records[s])})")
+    return reader
 
 
 def shard_counts(reader: ShardReader, column: int) -> np.ndarray:
@@ -95,7 +114,7 @@ def shard_counts(reader: ShardReader, column: int) -> np.ndarray:
         end = start + (n + 1) * VAR_OFFSET_DTYPE.itemsize
         try:
             head = decompress_prefix(reader.stored(b), int(reader.block_codec[b]), int(reader.block_raw_size[b]), end)
-        except zstandard.ZstdError as exc:
+        except ValueError as exc:
             raise FormatError(f"shard {reader.name} block {b} cannot be decompressed ({exc})") from exc
         offsets = np.frombuffer(head, dtype=np.uint8)[start:end].view(VAR_OFFSET_DTYPE).astype(np.int64)
         if len(offsets) != n + 1:
@@ -126,7 +145,10 @@ def read_record_sizes(ds, field: str, out: np.ndarray | None = None) -> np.ndarr
     try:
         if os.fstat(fd).st_size != SIZES_HEADER.itemsize + n * COUNT_DTYPE.itemsize:
             return None
-        header = np.frombuffer(os.pread(fd, SIZES_HEADER.itemsize, 0), SIZES_HEADER)[0]
+        head = os.pread(fd, SIZES_HEADER.itemsize, 0)
+        if len(head) != SIZES_HEADER.itemsize:  # cut short since the fstat
+            return None
+        header = np.frombuffer(head, SIZES_HEADER)[0]
         if (bytes(header["magic"]) != SIZES_MAGIC.rstrip(b"\x00") or int(header["version"]) != SIZES_VERSION
                 or int(header["field"]) != j or int(header["n_records"]) != n
                 or int(header["manifest"]) != manifest_identity(ds.manifest)):
@@ -134,11 +156,15 @@ def read_record_sizes(ds, field: str, out: np.ndarray | None = None) -> np.ndarr
         counts = np.empty(n, dtype=COUNT_DTYPE) if out is None else out
         if counts.shape != (n,) or counts.dtype != COUNT_DTYPE or not counts.flags.c_contiguous:
             raise ValueError(f"out must be a contiguous array of {n} uint32, not {counts.dtype}{counts.shape}")
-        if os.preadv(fd, [memoryview(counts).cast("B")], SIZES_HEADER.itemsize) != n * COUNT_DTYPE.itemsize:
-            return None
+        view, at = memoryview(counts).cast("B"), SIZES_HEADER.itemsize
+        while view:  # a read returns at most ~2 GiB (537 M records)
+            got = os.preadv(fd, [view], at)
+            if not got:
+                return None
+            view, at = view[got:], at + got
     finally:
         os.close(fd)
-    if checksum(counts) != int(header["counts"]):
+    if checksum(counts) != int(header["counts_checksum"]):
         return None
     return counts
 

@@ -14,10 +14,10 @@ from .block import BlockBuilder, EncodedBlock, SpilledBlock
 from .columns import convert_columns, filter_rows
 from .infer import infer_schema
 from .manifest import Manifest
-from .record_sizes import write_record_sizes
+from .record_sizes import is_sizes_name, write_record_sizes
 from .schema import Field, Schema
 from .shard_writer import TEMP_MARK, ShardInfo, ShardWriter, SpillFile
-from .spec import CODEC_NAMES, MANIFEST_NAME, PACK_JOURNAL, SHARD_SUFFIX, SIZES_SUFFIX, shard_name
+from .spec import CODEC_NAMES, MANIFEST_NAME, PACK_JOURNAL, SHARD_SUFFIX, shard_name
 
 ON_ERROR = ("raise", "skip")
 
@@ -34,7 +34,7 @@ def codec_settings(block_size: int | str, compression: str, level: int) -> dict[
 
 def is_fastload_file(name: str) -> bool:
     return (name == MANIFEST_NAME or name == PACK_JOURNAL or name.endswith(SHARD_SUFFIX)
-            or name.endswith(SIZES_SUFFIX) or (name.startswith(".") and TEMP_MARK in name))
+            or is_sizes_name(name) or (name.startswith(".") and TEMP_MARK in name))
 
 
 def prepare_output(out: str | os.PathLike, overwrite: bool) -> Path:

@@ -38,7 +38,8 @@ from .packing_index import PackingConfig, build_index
 
 # 2: a "cut" index stores only its stream bounds (int32 below 2**31 tokens); the document order
 # is recomputed from the seed. A version-1 index (order.npy + int64 bounds.npy) gets a new key.
-INDEX_FORMAT = "fastload-packing/2"
+# 3: a "best-fit" index marks the segments that end their documents (ends.npy).
+INDEX_FORMAT = "fastload-packing/3"
 META = "meta.json"
 LOCAL_DIR = ".fastload-packing"
 

@@ -30,8 +30,8 @@ class WindowBatch:
             planned = [index.order.docs(pieces), *planned]  # the layout is computed, not stored
         else:
             planned = plan_windows(windows, index.ptr, index.doc, index.start, index.length, index.sep,
-                                   index.seq_len)
-        self.doc, self.start, self.length, self.sep, self.window, self.pad, bad = planned
+                                   index.ends, index.seq_len)
+        self.doc, self.start, self.length, self.sep, self.window, self.ends, self.pad, bad = planned
         if bad >= 0:
             raise FormatError(f"packing index: window {int(windows[bad])} holds more than "
                               f"seq_len={self.seq_len} tokens (damaged index)")
@@ -59,7 +59,8 @@ class WindowBatch:
         in output order; each piece lies inside [lower, upper), the buffer it is copied from.
 
         ``doc_addr``/``doc_bytes`` are each segment's document payload address and size; a segment
-        reaching past its document (an index that does not belong to these documents) raises.
+        reaching past its document, or ending it short of its size (an index, or the record sizes
+        file it was built from, that does not belong to these documents), raises.
         ``sep`` holds the separator token, ``pad`` a window of padding tokens.
         """
         from .._kernels.packing import copy_list
@@ -67,10 +68,11 @@ class WindowBatch:
         size = 2 * len(self.doc) + self.n
         addr, nbytes = np.empty(size, dtype=np.int64), np.empty(size, dtype=np.int64)
         lo, hi = np.empty(size, dtype=np.int64), np.empty(size, dtype=np.int64)
-        j = copy_list(self.start, self.length, self.sep, self.window, self.pad, doc_addr, doc_bytes,
+        j = copy_list(self.start, self.length, self.sep, self.window, self.ends, self.pad, doc_addr, doc_bytes,
                       itemsize, sep.ctypes.data, pad.ctypes.data, pad.nbytes, addr, nbytes, lo, hi)
         if j >= 0:
+            as_end = " as its end" if self.ends[j] else ""
             raise FormatError(f"packing index: a window reads tokens {int(self.start[j])}..{int(self.start[j] + self.length[j])} "
-                              f"of record {int(self.doc[j])}, which holds {int(doc_bytes[j]) // itemsize} "
-                              f"(the index does not match the dataset)")
+                              f"of record {int(self.doc[j])}{as_end}, which holds {int(doc_bytes[j]) / itemsize:g} "
+                              f"(the index, or the record sizes file it was built from, does not match the dataset)")
         return addr, nbytes, lo, hi

@@ -91,9 +91,11 @@ class SegmentIndex:
     start: np.ndarray  # int64 (segments): first token within the document
     length: np.ndarray  # int32 (segments): tokens taken from the document
     sep: np.ndarray  # uint8 (segments): 1 when a separator token follows
+    ends: np.ndarray  # uint8 (segments): 1 when the segment ends its document (checked on every read)
 
-    ARRAYS = ("ptr", "doc", "start", "length", "sep")
-    DTYPES = {"ptr": np.int64, "doc": np.int64, "start": np.int64, "length": np.int32, "sep": np.uint8}
+    ARRAYS = ("ptr", "doc", "start", "length", "sep", "ends")
+    DTYPES = {"ptr": np.int64, "doc": np.int64, "start": np.int64, "length": np.int32, "sep": np.uint8,
+              "ends": np.uint8}
 
     @property
     def n_windows(self) -> int:
@@ -111,13 +113,14 @@ class SegmentIndex:
         """
         _check_arrays(self)
         n_seg = len(self.doc)
-        if not (len(self.start) == len(self.length) == len(self.sep) == n_seg):
+        if not (len(self.start) == len(self.length) == len(self.sep) == len(self.ends) == n_seg):
             raise ValueError("packing index: segment arrays differ in length")
         p = self.ptr
         if len(p) < 1 or p[0] != 0 or p[-1] != n_seg or np.any(np.diff(p) < 0):
             raise ValueError("packing index: window pointers must rise from 0 to the segment count")
-        if n_seg and (self.doc.min() < 0 or self.start.min() < 0 or self.length.min() < 0 or self.sep.max() > 1):
-            raise ValueError("packing index: negative document, offset or length, or a bad separator flag")
+        if n_seg and (self.doc.min() < 0 or self.start.min() < 0 or self.length.min() < 0 or self.sep.max() > 1
+                      or self.ends.max() > 1):
+            raise ValueError("packing index: negative document, offset or length, or a bad separator or end flag")
         fill = window_fill(self)
         if len(fill) and fill.max() > self.seq_len:
             w = int(np.argmax(fill))
@@ -125,10 +128,12 @@ class SegmentIndex:
         if n_docs is not None and n_seg and self.doc.max() >= n_docs:
             raise ValueError(f"packing index: refers to document {int(self.doc.max())} of {n_docs}")
         if doc_lengths is not None and n_seg:
-            over = self.start + self.length > doc_lengths[self.doc]
+            end = self.start + self.length
+            over = (end > doc_lengths[self.doc]) | ((self.ends == 1) & (end != doc_lengths[self.doc]))
             if over.any():
                 j = int(np.argmax(over))
-                raise ValueError(f"packing index: segment {j} reads past the end of document {int(self.doc[j])}")
+                raise ValueError(f"packing index: segment {j} reads past or short of the end of document "
+                                 f"{int(self.doc[j])}")
 
 
 def _check_arrays(index) -> None:
@@ -209,13 +214,14 @@ def _segments(seq_len: int, window: np.ndarray, n_windows: int, docs: np.ndarray
     start = np.minimum(lo, doc_len)
     length = np.minimum(hi, doc_len) - start
     sep = (hi > doc_len) if separator else np.zeros(len(hi), dtype=bool)
+    ends = hi >= doc_len
     keep = (length > 0) | sep
     if not keep.all():
-        window, docs, start, length, sep = window[keep], docs[keep], start[keep], length[keep], sep[keep]
+        window, docs, start, length, sep, ends = (a[keep] for a in (window, docs, start, length, sep, ends))
     ptr = np.zeros(n_windows + 1, dtype=np.int64)
     np.cumsum(np.bincount(window, minlength=n_windows), out=ptr[1:])
     return SegmentIndex(seq_len=seq_len, ptr=ptr, doc=docs.astype(np.int64), start=start.astype(np.int64),
-                        length=length.astype(np.int32), sep=sep.astype(np.uint8))
+                        length=length.astype(np.int32), sep=sep.astype(np.uint8), ends=ends.astype(np.uint8))
 
 
 PackingIndex = CutIndex | SegmentIndex

@@ -161,7 +161,7 @@ def test_verify_finds_a_sizes_file_written_wrong(tmp_path):
     counts[300] += 1
     raw[SIZES_HEADER.itemsize:] = counts.tobytes()
     header = np.frombuffer(bytes(raw[:SIZES_HEADER.itemsize]), SIZES_HEADER).copy()
-    header["counts"] = checksum(counts.tobytes())
+    header["counts_checksum"] = checksum(counts.tobytes())
     raw[:SIZES_HEADER.itemsize] = header.tobytes()
     path.write_bytes(bytes(raw))
     ds = fastload.open(tmp_path / "ds")
@@ -169,3 +169,24 @@ def test_verify_finds_a_sizes_file_written_wrong(tmp_path):
     with pytest.raises(fastload.FormatError, match=rf"{sizes_name(0)}: .*record \d+ holds {counts[300] - 1} values "
                                                    rf"of 'tokens', the file says {counts[300]}"):
         ds.verify_all()
+
+
+def test_a_shard_that_is_not_the_manifests_gets_no_counts(tmp_path):
+    """Counts bound to a manifest are its shards': a shard replaced before the commit (a late write
+    of a distributed task) is refused, not counted."""
+    from fastload.format.record_sizes import write_record_sizes
+
+    ds = write(tmp_path / "ds", table())
+    other = write(tmp_path / "other", table(900, seed=5))
+    name = ds.manifest.shard_names[1]
+    (tmp_path / "ds" / name).write_bytes((tmp_path / "other" / other.manifest.shard_names[1]).read_bytes())
+    with pytest.raises(fastload.FormatError, match=rf"{name} is not the shard the manifest describes"):
+        write_record_sizes(tmp_path / "ds", ds.manifest)
+
+
+def test_only_its_own_names_are_taken_for_sizes_files():
+    from fastload.format.writer import is_fastload_file
+
+    assert is_fastload_file("field-0.fls-sizes") and is_fastload_file("field-12.fls-sizes")
+    assert not any(is_fastload_file(n) for n in ("notes.fls-sizes", "field-.fls-sizes", "field-1x.fls-sizes",
+                                                 "field-\u00b2.fls-sizes"))

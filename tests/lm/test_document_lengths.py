@@ -35,10 +35,11 @@ def mixed_docs(seed: int = 3) -> list[np.ndarray]:
     return [d.astype(np.uint16) for d in docs]
 
 
+@pytest.mark.parametrize("sizes", [False, True], ids=["tables-read", "sizes-file"])
 @pytest.mark.parametrize("compression", ["none", "zstd"])
-def test_lengths_of_raw_compressed_and_mixed_shards_are_the_documents(tmp_path, compression, threads):
+def test_lengths_of_raw_compressed_and_mixed_shards_are_the_documents(tmp_path, compression, threads, sizes):
     docs = mixed_docs()
-    ds = write_docs(tmp_path / "docs", docs, compression=compression)
+    ds = write_docs(tmp_path / "docs", docs, compression=compression, sizes=sizes)
     raw = [ds.shard(s).all_raw for s in range(ds.n_shards)]
     if compression == "zstd":  # both kinds, and raw shards that are not one run: read in several calls
         assert any(raw) and not all(raw) and any(a and not b for a, b in zip(raw, raw[1:]))

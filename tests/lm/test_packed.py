@@ -190,10 +190,36 @@ def test_a_corrupt_offset_table_is_a_format_error_naming_the_shard_and_block(tmp
         packed.get_batch(np.arange(len(packed)))
 
 
-def test_document_lengths_are_the_documents_lengths(ds, docs):
-    """Read from the offset tables in place (raw blocks) or copied out (zstd): the written lengths."""
-    lengths = document_lengths(ds, "tokens")
-    assert lengths.dtype == np.uint32 and lengths.tolist() == [len(d) for d in docs]
+@pytest.mark.parametrize("policy", ["cut", "best-fit"])
+@pytest.mark.parametrize("change", [-3, 2], ids=["shorter", "longer"])
+def test_a_sizes_file_that_miscounts_a_document_is_named_when_its_end_is_read(tmp_path, docs, policy, change):
+    """A record sizes file whose checksums hold but whose count of one document is wrong (written
+    by a faulty tool): the index is built from it, and the window that ends that document raises
+    instead of cutting it short or reading past it."""
+    from fastload.format.codec import checksum
+    from fastload.format.record_sizes import SIZES_HEADER, sizes_name
+
+    write_docs(tmp_path / "docs", docs)
+    k = next(i for i, d in enumerate(docs) if len(d) > 5)
+    path = tmp_path / "docs" / sizes_name(0)
+    raw = bytearray(path.read_bytes())
+    counts = np.frombuffer(raw, "<u4", offset=SIZES_HEADER.itemsize).copy()
+    counts[k] = int(counts[k]) + change
+    header = np.frombuffer(bytes(raw[:SIZES_HEADER.itemsize]), SIZES_HEADER).copy()
+    header["counts_checksum"] = checksum(counts.tobytes())
+    path.write_bytes(header.tobytes() + counts.tobytes())
+    packed = pack_sequences(tmp_path / "docs", seq_len=32, policy=policy, separator=SEP, index_dir=tmp_path / "ix")
+    with pytest.raises(FormatError, match=rf"of record {k}( as its end)?, which holds {len(docs[k])}\b"):
+        packed.get_batch(np.arange(len(packed)))
+
+
+def test_document_lengths_are_the_documents_lengths(ds, docs, tmp_path):
+    """From the record sizes file, and from the offset tables read in place (raw blocks) or
+    copied out (zstd) without one: the written lengths."""
+    tables = write_docs(tmp_path / "tables", docs, compression=ds.manifest.settings["compression"], sizes=False)
+    for each in (ds, tables):
+        lengths = document_lengths(each, "tokens")
+        assert lengths.dtype == np.uint32 and lengths.tolist() == [len(d) for d in docs]
 
 
 def test_a_record_with_a_partial_token_is_a_schema_error_naming_it(tmp_path, docs):
@@ -215,7 +241,7 @@ def test_an_index_of_another_format_version_is_rebuilt_not_read(ds, tmp_path):
     a = pack_sequences(ds, seq_len=24, index_dir=tmp_path)
     expect = a.get_batch(np.arange(len(a)))["input_ids"]
     meta = a.index_path / "meta.json"
-    meta.write_text(meta.read_text().replace("fastload-packing/2", "fastload-packing/1"))
+    meta.write_text(meta.read_text().replace("fastload-packing/3", "fastload-packing/2"))
     with pytest.warns(UserWarning, match="another dataset or settings"):
         b = pack_sequences(ds, seq_len=24, index_dir=tmp_path)
     assert np.array_equal(b.get_batch(np.arange(len(b)))["input_ids"], expect)

@@ -168,16 +168,18 @@ def test_check_refuses_damaged_indexes():
     index = build_index(lengths, config)
     index.check(3, lengths)
     bad = SegmentIndex(seq_len=8, ptr=index.ptr, doc=index.doc, start=index.start + 25,
-                       length=index.length, sep=index.sep)
-    with pytest.raises(ValueError, match="past the end"):
+                       length=index.length, sep=index.sep, ends=index.ends)
+    with pytest.raises(ValueError, match="past or short of the end"):
         bad.check(3, lengths)
+    with pytest.raises(ValueError, match="past or short of the end"):  # documents longer than planned
+        index.check(3, lengths + 1)
     crowded = SegmentIndex(seq_len=4, ptr=index.ptr, doc=index.doc, start=index.start,
-                           length=index.length, sep=index.sep)
+                           length=index.length, sep=index.sep, ends=index.ends)
     with pytest.raises(ValueError, match="more than seq_len"):
         crowded.check()
     with pytest.raises(ValueError, match="pointers"):
         SegmentIndex(seq_len=8, ptr=index.ptr[::-1].copy(), doc=index.doc, start=index.start,
-                     length=index.length, sep=index.sep).check()
+                     length=index.length, sep=index.sep, ends=index.ends).check()
     with pytest.raises(ValueError, match="refers to document"):
         index.check(2)
     cut = cut_index(lengths, 8, order=np.array([2, 0, 1]), separator=True)
