@@ -334,7 +334,8 @@ def test_gather_multi_refuses_indices_and_reads_outside(src):
 
 def test_gather_multi_finds_every_record_among_uneven_shards_and_blocks():
     """The shard and block lookups (branch-free binary searches) at every table size from 1 to 17
-    blocks a shard and blocks of 1 to 9 records, against NumPy's searchsorted and fancy indexing."""
+    blocks a shard and blocks of 1 to 9 records, and the copies by chunks of 64 located records,
+    against NumPy's searchsorted and fancy indexing; a read outside its block named past a chunk."""
     rng = np.random.default_rng(5)
     block_rows = [rng.integers(1, 10, n_blocks) for n_blocks in [*range(1, 18), 1, 2, 64]]
     n = sum(int(r.sum()) for r in block_rows)
@@ -353,3 +354,10 @@ def test_gather_multi_finds_every_record_among_uneven_shards_and_blocks():
     blocks = np.full(n, -1, np.int64)
     np.testing.assert_array_equal(multi(idx, t, itemsize, blocks), flat[idx])
     np.testing.assert_array_equal(blocks, np.searchsorted(global_first, idx, side="right") - 1)
+    # a block one byte short: the first position reading its last record is named, past the first 64
+    rows = np.concatenate(block_rows).astype(np.int64)
+    at = np.argsort(idx)  # at[r]: the position of record r
+    b = next(b for b in range(len(rows)) if at[global_first[b] + rows[b] - 1] > 64)
+    short = dict(t, block_hi=np.where(np.arange(len(hi)) == b, hi - 1, hi))
+    with pytest.raises(ValueError, match=f"position {at[global_first[b] + rows[b] - 1]} would be read outside"):
+        multi(idx, short, itemsize)
