@@ -89,11 +89,12 @@ typedef struct {
     double parked_s;        /* seconds spent parked, all spares together, until their last unpark */
     double parked_since;    /* the sum of monotonic_s() when each spare parked now parked */
     long switches;          /* mode changes so far */
-    /* the consumer's time between waits over the current window: wall and CPU seconds, voluntary
-     * context switches (it blocked), waits; and its figures when its last wait returned */
+    /* the consumer's time between waits over the current window (one in AWAY_EVERY measured):
+     * wall and CPU seconds, voluntary context switches (it blocked), how many measured; its figures
+     * when its last measured wait returned, and the waits since one was */
     double away_wall, away_cpu;
     long away_blocked;
-    int away_n, away_set;
+    int away_n, away_set, away_skipped;
     ThreadReading left;
     double task_s;          /* seconds of the quickest task done in the window, and how many were done */
     long tasks;
@@ -142,9 +143,10 @@ void *pool_worker_main(void *arg);
 /* Seats (gather_pool_seats.c). A spare thread whose turn it is to park: parks until thread mode
  * or stop, lock held (released while parked). */
 int seats_park(Pool *p, int id);
-/* The calling (consumer's) thread now: the wall clock, and with spares its CPU time and voluntary
- * context switches (getrusage: a system call, so read before taking the lock). */
-void seats_read(Pool *p, ThreadReading *now);
+/* The calling (consumer's) thread now: the wall clock, and with spares and `usage` its CPU time
+ * and voluntary context switches (getrusage: a system call, so read before taking the lock). At a
+ * wait's start, usage is p->away_set: whether the time since the last wait is measured. */
+void seats_read(Pool *p, ThreadReading *now, int usage);
 /* The consumer's wait begins (lock held; now: seats_read just before): its time since its last
  * wait counts towards the mode, which may change here. */
 void seats_wait_begins(Pool *p, const ThreadReading *now);

@@ -16,9 +16,10 @@
  * thread mode brings cost more than the copy they add (2 threads with a ~35 us sleep a batch:
  * 0.7 M samples/s in thread mode, 1.3 M in helper mode).
  * The consumer measures its own wall time, CPU time and voluntary context switches between waits
- * (getrusage of its thread: 0.4 us a call here, where its CPU clock costs 0.6 us), and the mode
- * follows them over windows of AWAY_WINDOW waits, with hysteresis, so that a spare parks or
- * resumes rarely (each a wake-up), not once a batch. Both signs are needed: time off the CPU
+ * (getrusage of its thread: 0.4 us a call here, where its CPU clock costs 0.6 us), between one in
+ * AWAY_EVERY pairs of waits (two calls a batch were ~1% of a 2-thread batch's CPU), and the mode
+ * follows them over windows of AWAY_WINDOW such measures, with hysteresis, so that a spare parks
+ * or resumes rarely (each a wake-up), not once a batch. Both signs are needed: time off the CPU
  * alone is also what another process's load looks like (the consumer preempted: its core is not
  * idle), and blocking alone is also a short wait inside a CPU-bound step.
  */
@@ -27,7 +28,8 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#define AWAY_WINDOW 8     /* waits per decision */
+#define AWAY_WINDOW 8     /* measured waits per decision */
+#define AWAY_EVERY 2      /* the time before one wait in this many is measured */
 #define THREADS_BELOW 0.4 /* CPU share of the consumer's time between waits under which spares run */
 #define HELPER_ABOVE 0.6  /* and over which they park again */
 
@@ -48,9 +50,9 @@ int seats_park(Pool *p, int id) {
     return 1;
 }
 
-void seats_read(Pool *p, ThreadReading *now) {
+void seats_read(Pool *p, ThreadReading *now, int usage) {
     clock_gettime(CLOCK_MONOTONIC, &now->wall);
-    if (p->spares == 0) return; /* fixed from the pool's start: no lock needed */
+    if (p->spares == 0 || !usage) return; /* spares: fixed from the pool's start, no lock needed */
     struct rusage r;
     getrusage(RUSAGE_THREAD, &r);
     now->cpu = (double)(r.ru_utime.tv_sec + r.ru_stime.tv_sec) +
@@ -65,6 +67,7 @@ void seats_wait_begins(Pool *p, const ThreadReading *now) {
         p->away_cpu += now->cpu - p->left.cpu;
         p->away_blocked += now->blocked - p->left.blocked;
         p->away_n++;
+        p->away_set = 0;
     }
     if (p->away_n < AWAY_WINDOW) return;
     double share = p->away_wall > 0 ? p->away_cpu / p->away_wall : 1.0;
@@ -86,7 +89,8 @@ void seats_wait_begins(Pool *p, const ThreadReading *now) {
 }
 
 void seats_wait_ends(Pool *p) {
-    if (p->spares == 0) return;
-    seats_read(p, &p->left);
+    if (p->spares == 0 || ++p->away_skipped < AWAY_EVERY) return;
+    p->away_skipped = 0;
+    seats_read(p, &p->left, 1);
     p->away_set = 1;
 }

@@ -28,7 +28,7 @@ int pool_wait_for(Pool *p, Py_ssize_t target, Py_ssize_t also, double timeout) {
     const int steal = timeout < 0 && target >= 0;
     ThreadReading start; /* read before the lock: the threads take it to publish each task */
     if (steal)
-        seats_read(p, &start);
+        seats_read(p, &start, p->away_set);
     else
         clock_gettime(CLOCK_MONOTONIC, &start.wall);
     const struct timespec t0 = start.wall;

@@ -330,3 +330,34 @@ def test_gather_multi_refuses_indices_and_reads_outside(src):
         multi([8], short, 8)
     with pytest.raises(ValueError, match="inconsistent tables"):
         multi([0], dict(t, block_lo=t["block_lo"][:2]), 8)
+
+
+def test_gather_multi_finds_every_record_among_uneven_shards_and_blocks():
+    """The shard and block lookups (branch-free binary searches) at every table size from 1 to 17
+    blocks a shard and blocks of 1 to 9 records, and the copies by chunks of 64 located records,
+    against NumPy's searchsorted and fancy indexing; a read outside its block named past a chunk."""
+    rng = np.random.default_rng(5)
+    block_rows = [rng.integers(1, 10, n_blocks) for n_blocks in [*range(1, 18), 1, 2, 64]]
+    n = sum(int(r.sum()) for r in block_rows)
+    itemsize = 6
+    flat = rng.integers(0, 256, (n, itemsize), dtype=np.uint8)
+    starts = np.cumsum([0] + [int(r.sum()) for r in block_rows]).astype(np.int64)
+    n_blocks = np.array([len(r) for r in block_rows], np.int64)
+    shard_lo = np.concatenate([[0], np.cumsum(n_blocks)[:-1]]).astype(np.int64)
+    first = np.concatenate([np.concatenate([[0], np.cumsum(r)[:-1]]) for r in block_rows]).astype(np.int64)
+    global_first = first + np.repeat(starts[:-1], n_blocks)  # each block's first record, globally
+    addr = flat.ctypes.data + global_first * itemsize
+    lo, hi = addr, addr + np.concatenate(block_rows).astype(np.int64) * itemsize
+    t = dict(shard_start=starts, shard_lo=shard_lo, shard_hi=shard_lo + n_blocks, block_first=first,
+             block_addr=addr, block_lo=lo, block_hi=hi)
+    idx = rng.permutation(n)
+    blocks = np.full(n, -1, np.int64)
+    np.testing.assert_array_equal(multi(idx, t, itemsize, blocks), flat[idx])
+    np.testing.assert_array_equal(blocks, np.searchsorted(global_first, idx, side="right") - 1)
+    # a block one byte short: the first position reading its last record is named, past the first 64
+    rows = np.concatenate(block_rows).astype(np.int64)
+    at = np.argsort(idx)  # at[r]: the position of record r
+    b = next(b for b in range(len(rows)) if at[global_first[b] + rows[b] - 1] > 64)
+    short = dict(t, block_hi=np.where(np.arange(len(hi)) == b, hi - 1, hi))
+    with pytest.raises(ValueError, match=f"position {at[global_first[b] + rows[b] - 1]} would be read outside"):
+        multi(idx, short, itemsize)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
+import torch
 
 from .. import _native
 from ..errors import SchemaError
@@ -146,8 +147,6 @@ def to_torch(schema: Schema, fixed: Mapping[str, np.ndarray], var: Mapping[str, 
     with their masks, the ``strings`` fields in buffer form (tensors, no copy), other variable
     fields as lists (tensors for numeric arrays). A str/bytes field missing from ``var`` is in
     its arena among the ``fixed`` slot views (see :mod:`.buffers`)."""
-    import torch
-
     out: dict[str, Any] = {}
     for name in names:
         arr = fixed.get(name)

@@ -59,9 +59,10 @@ class LoaderStats:
         self._threads_base = None
 
     def record_batch(self, wait_s: float, samples: int, nbytes: int, stages: dict[str, float] | None = None,
-                     busy_s: float | None = None) -> None:
+                     busy_s: float | None = None, helped: bool = False) -> None:
         """One delivered batch: the consumer waited ``wait_s`` for it; ``stages`` are the worker's
-        per-stage seconds for it and ``busy_s`` its whole time on it (defaults to their sum)."""
+        per-stage seconds for it and ``busy_s`` its whole time on it (defaults to their sum);
+        ``helped``: the consumer's thread gathered it while it waited (see :meth:`add_helped`)."""
         now = self._clock()
         if self._t0 is None:
             self._t0 = now - wait_s
@@ -79,6 +80,8 @@ class LoaderStats:
             if busy_s is None:
                 busy_s = sum(stages.values())
         self.busy_s += busy_s or 0.0
+        if helped:
+            self.helped_s += busy_s
         if self.log_every is not None and now >= self._next_log:
             self._next_log = now + self.log_every
             log.info("%s", self.format())

@@ -315,6 +315,8 @@ class BatchProducer:
         feeder = IndexFeeder(it, FEED_SAMPLES // batch_size, _END) if pure else None
         draw = feeder.take if feeder is not None else lambda: next(it, _END)
         rows = plan.batch_size if counted else 0
+        stats, arrays, submit_batch, wait = self._stats, st.ring.arrays, pool.submit_batch, pool.wait
+        row_bytes, arena_bytes = self._row_bytes, self._arena_bytes
         try:
             while True:  # the consumer's whole cost per batch: kept to plain steps (issue 17: <= 10 us)
                 t_request = perf_counter()
@@ -325,7 +327,7 @@ class BatchProducer:
                     st.held = None
                 while made < counted and free:  # keep every free slot working
                     slot = free.popleft()
-                    pool.submit_batch(slot, made)
+                    submit_batch(slot, made)
                     queued.append((slot, made))
                     made += 1
                 while free and not exhausted and made == counted:
@@ -342,21 +344,27 @@ class BatchProducer:
                 if not queued:
                     return
                 slot, idx = queued[0]
-                result = pool.wait(slot, timeout, queued[min(ahead, len(queued)) - 1][0])
+                result = wait(slot, timeout, queued[min(ahead, len(queued)) - 1][0])
                 if result is None:
                     self._fatal(WorkerError(f"DataLoader timed out after {self.timeout:g} seconds waiting for "
                                             f"batch {k} from the loader's worker threads"))
                 queued.popleft()
                 st.held = slot  # from here the slot is the consumer's: the next request frees it
                 status, wid, _, _, busy = result
-                if wid < 0 and self._stats is not None:  # the consumer gathered it while it waited
-                    self._stats.add_helped(busy)
-                n, skipped, cols = (rows if type(idx) is int else len(idx)), 0, {}
-                if status != OK:  # gathered again in Python: its error, (negative indices) the batch, or
-                    if type(idx) is int:  # a text field too large for its arena, sent beside the slot
+                n = rows if type(idx) is int else len(idx)
+                if status == OK:  # _hand_out's steps for a batch that is all in its slot, inline
+                    fixed, timings = arrays(slot, n), {"read": busy}
+                    if stats is not None:  # wid < 0: the consumer gathered it while it waited
+                        stats.record_batch(perf_counter() - t_request, n, n * row_bytes if arena_bytes is None
+                                           else n * row_bytes + arena_bytes(fixed, {}), timings, busy, wid < 0)
+                    yield ProducedBatch(k, slot, n, fixed, {}, timings, wid)
+                else:  # gathered again in Python: its error, (negative indices) the batch, or a text field
+                    if wid < 0 and stats is not None:  # too large for its arena, sent beside the slot
+                        stats.add_helped(busy)
+                    if type(idx) is int:
                         idx = pool.formula_batch(idx, rows)
                     n, skipped, cols = self._redo(k, slot, idx, wid)
-                yield self._hand_out(k, slot, n, cols, {"read": busy}, wid, t_request, busy, skipped)
+                    yield self._hand_out(k, slot, n, cols, {"read": busy}, wid, t_request, busy, skipped)
                 k += 1
         finally:
             if feeder is not None:

@@ -33,7 +33,7 @@ def test_stall_rates_and_utilization_on_a_scripted_timeline():
     clock.t = 103.5
     stats.record_batch(0.5, 64, 6400, {"read": 0.4, "decode": 0.1})
     clock.t = 105.5
-    stats.record_batch(0.0, 32, 3200, {"read": 0.2}, busy_s=0.3)
+    stats.record_batch(0.0, 32, 3200, {"read": 0.2}, busy_s=0.3, helped=True)  # the consumer gathered it
     stats.add_stage("transfer", 0.25)
     stats.add_skipped(2)
     clock.t = 500.0  # a snapshot long after the last batch does not dilute the rates
@@ -45,6 +45,7 @@ def test_stall_rates_and_utilization_on_a_scripted_timeline():
     assert s["bytes_per_s"] == pytest.approx(16000 / 5.5)
     assert s["stages"] == pytest.approx({"read": 1.1, "decode": 0.1, "transfer": 0.25})
     assert s["worker_busy_s"] == pytest.approx(0.6 + 0.5 + 0.3)  # busy defaults to the stages' sum
+    assert s["consumer_gather_s"] == pytest.approx(0.3)
     assert s["worker_utilization"] == pytest.approx(1.4 / 5.5 / 2)
     assert s["num_workers"] == 2
 
