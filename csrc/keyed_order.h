@@ -13,9 +13,11 @@
 
 #define KEYED_ROUNDS 8 /* bijection.ROUNDS */
 
-/* feistel_passes is also built for AVX-512 and AVX2, picked when the module loads (GCC's and
- * Clang's function clones, on x86-64 Linux with glibc); elsewhere the one portable build */
-#if defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) && (defined(__GNUC__) || defined(__clang__))
+/* feistel_passes is also built for AVX-512 and AVX2, picked when the module loads (GCC's function
+ * clones, on x86-64 Linux with glibc; "arch=x86-64-v4" needs GCC 11); elsewhere, Clang included,
+ * the one portable build */
+#if defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) && defined(__GNUC__) && !defined(__clang__) \
+    && __GNUC__ >= 11
 #define KEYED_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 #else
 #define KEYED_CLONES
