@@ -25,7 +25,9 @@ class _LoopThread:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
-        self._runner = web.AppRunner(app, handle_signals=False)
+        # handlers still writing to a client that stopped reading (a download abandoned over a
+        # stalled server) are cancelled after 2 s, so close() never waits out aiohttp's 60 s
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
 
         async def start():
             await self._runner.setup()
