@@ -35,7 +35,8 @@ from ..plan.batch_formula import BatchFormula
 from .buffers import arena_name
 from .config import WorkerConfig
 from .slots import SlotRing
-from .worker_loop import open_worker_dataset, split_fields
+from .failures import failure_exception, pack_failure
+from .worker_loop import open_worker_dataset, produce_batch, split_fields
 
 OK = 0  # a task's status from GatherPool.wait; anything else: the batch is gathered again in Python
 
@@ -85,6 +86,18 @@ class NativePool:
         self.gather.set_order(f.count, f.batch_size, f.base, f.global_batch, f.nodes, f.n, f.pad, f.keys, f.low,
                               f.high)
         return f.count
+
+    def regather(self, ring: SlotRing, slot: int, idx: np.ndarray, config: WorkerConfig, k: int,
+                 wid: int) -> tuple[int, int, dict]:
+        """Gather a batch the C threads refused again, in Python, into its slot: raise its error
+        as a worker's, or skip its unreadable records, or (negative indices, text too large for
+        its arena) deliver it; returns rows, records skipped and the columns sent beside the slot."""
+        try:
+            n, cols, _, skipped, _ = produce_batch(self.dataset, ring, slot, idx, self.fixed, self.var, config)
+        except Exception as failed:
+            raise failure_exception(pack_failure(failed, "", pickled=False), self.describe(wid),
+                                    f"reading batch {k}")
+        return n, skipped, cols
 
     def formula_batch(self, k: int, batch_size: int) -> np.ndarray:
         """Batch k of the formula in use, as its tasks computed it."""

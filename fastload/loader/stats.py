@@ -62,7 +62,8 @@ class LoaderStats:
                      busy_s: float | None = None, helped: bool = False) -> None:
         """One delivered batch: the consumer waited ``wait_s`` for it; ``stages`` are the worker's
         per-stage seconds for it and ``busy_s`` its whole time on it (defaults to their sum);
-        ``helped``: the consumer's thread gathered it while it waited (see :meth:`add_helped`)."""
+        ``helped``: the consumer's thread gathered it while it waited (csrc/gather_pool_wait.c):
+        its ``busy_s`` counts in ``helped_s`` as well as in the workers' busy time."""
         now = self._clock()
         if self._t0 is None:
             self._t0 = now - wait_s
@@ -89,11 +90,6 @@ class LoaderStats:
     def add_stage(self, name: str, seconds: float) -> None:
         """Time spent in a stage measured outside the workers (e.g. ``"transfer"`` to the GPU)."""
         self.stages[name] = self.stages.get(name, 0.0) + seconds
-
-    def add_helped(self, seconds: float) -> None:
-        """Seconds the consumer's thread spent gathering batches for its worker threads while it
-        waited (csrc/gather_pool.c): counted in ``worker_busy_s`` too."""
-        self.helped_s += seconds
 
     def add_skipped(self, n: int = 1) -> None:
         """Records skipped by the ``on_error="skip"`` policy."""

@@ -25,7 +25,7 @@ from ..format.dataset import Dataset
 from ..plan.epoch import EpochPlan
 from .buffers import arena_bytes
 from .config import WorkerConfig
-from .failures import failure_exception, pack_failure
+from .failures import failure_exception
 from .index_feeder import IndexFeeder
 from .native_pool import OK, NativePool
 from .pools import FATAL_STOP_S, STOP_S, ProcessPool, ThreadPool, get_context
@@ -359,31 +359,17 @@ class BatchProducer:
                                            else n * row_bytes + arena_bytes(fixed, {}), timings, busy, wid < 0)
                     yield ProducedBatch(k, slot, n, fixed, {}, timings, wid)
                 else:  # gathered again in Python: its error, (negative indices) the batch, or a text field
-                    if wid < 0 and stats is not None:  # too large for its arena, sent beside the slot
-                        stats.add_helped(busy)
-                    if type(idx) is int:
+                    if type(idx) is int:  # too large for its arena, sent beside the slot
                         idx = pool.formula_batch(idx, rows)
-                    n, skipped, cols = self._redo(k, slot, idx, wid)
-                    yield self._hand_out(k, slot, n, cols, {"read": busy}, wid, t_request, busy, skipped)
+                    n, skipped, cols = pool.regather(st.ring, slot, idx, self.config, k, wid)
+                    yield self._hand_out(k, slot, n, cols, {"read": busy}, wid, t_request, busy, skipped,
+                                         helped=wid < 0)
                 k += 1
         finally:
             if feeder is not None:
                 feeder.close()
             if st.run_token is token:
                 st.end_run()
-
-    def _redo(self, k: int, slot: int, idx: np.ndarray, wid: int) -> tuple[int, int, dict]:
-        """Gather a batch again, in Python, into its slot: raise its error as a worker's, or skip
-        its unreadable records, or (negative indices, text too large for its arena) deliver it;
-        returns rows, records skipped and the columns sent beside the slot."""
-        st = self._state
-        try:
-            n, cols, _, skipped, _ = produce_batch(st.pool.dataset, st.ring, slot, idx, st.pool.fixed, st.pool.var,
-                                                   self.config)
-        except Exception as failed:
-            raise failure_exception(pack_failure(failed, "", pickled=False), st.pool.describe(wid),
-                                    f"reading batch {k}")
-        return n, skipped, cols
 
     def _run_inline(self, it: Iterator, token: object) -> Iterator[ProducedBatch]:
         st = self._state
@@ -406,9 +392,10 @@ class BatchProducer:
             if st.run_token is token:
                 st.end_run()
 
-    def _hand_out(self, k: int, slot: int, n: int, cols: dict, timings: dict, worker: int,
-                  t_request: float, busy: float | None, skipped: int, collated: Any = None) -> ProducedBatch:
-        """Mark the slot as held by the consumer, record the batch in the stats, and wrap it."""
+    def _hand_out(self, k: int, slot: int, n: int, cols: dict, timings: dict, worker: int, t_request: float,
+                  busy: float | None, skipped: int, collated: Any = None, helped: bool = False) -> ProducedBatch:
+        """Mark the slot as held by the consumer, record the batch in the stats (``helped``: the
+        consumer gathered it while it waited), and wrap it."""
         self._state.held = slot
         fixed = self._state.ring.arrays(slot, n if collated is None else None)
         if type(collated) is Packed:
@@ -421,7 +408,7 @@ class BatchProducer:
                 nbytes = n * self._row_bytes if not cols else batch.nbytes
             if collated is None and self._arena_bytes is not None:
                 nbytes += self._arena_bytes(fixed, cols)
-            self._stats.record_batch(perf_counter() - t_request, n, nbytes, timings, busy)
+            self._stats.record_batch(perf_counter() - t_request, n, nbytes, timings, busy, helped)
             if skipped:
                 self._stats.add_skipped(skipped)
         return batch
