@@ -77,7 +77,6 @@ static int pool_init(Pool *p, PyObject *args, PyObject *kwds) {
     p->batch_size = batch_size;
     p->consumer_helps = helps;
     /* with one seat or none no thread parks: some thread must run while the consumer sleeps */
-    p->seats = seats;
     p->spares = seats >= 2 && n_threads >= seats ? n_threads - seats + 1 : 0;
     p->helper_mode = p->spares > 0;
     p->waiting = p->also = -1;

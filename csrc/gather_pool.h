@@ -80,11 +80,12 @@ typedef struct {
     pthread_t *threads;
     int n_threads, started, stop, idle, waking; /* waking: idle threads signalled, not yet up */
     int consumer_helps;   /* a waiting consumer runs any queued task, not only the one it waits for */
-    /* Seats (gather_pool_seats.c): at most `seats` gatherers at once, a helping consumer counted.
+    /* Seats (gather_pool_seats.c): at most `seats` (a constructor argument) gatherers at once, a
+     * helping consumer counted.
      * With as many threads as seats or more, the last `spares` threads park while the consumer
      * helps (helper mode, for a consumer whose time between waits is on the CPU), and run while it
      * only waits for its batch (thread mode, for one whose time between waits is not). */
-    int seats, spares, helper_mode, parked;
+    int spares, helper_mode, parked;
     pthread_cond_t unpark;  /* helper mode ended, or stop */
     double parked_s;        /* seconds spent parked, all spares together, until their last unpark */
     double parked_since;    /* the sum of monotonic_s() when each spare parked now parked */
@@ -150,6 +151,8 @@ void seats_read(Pool *p, ThreadReading *now, int usage);
 /* The consumer's wait begins (lock held; now: seats_read just before): its time since its last
  * wait counts towards the mode, which may change here. */
 void seats_wait_begins(Pool *p, const ThreadReading *now);
+/* Thread mode: the spares run again (unparked now); lock held. */
+void seats_all_run(Pool *p);
 /* The consumer's wait ends (lock not needed: only the consumer's thread reads these). */
 void seats_wait_ends(Pool *p);
 

@@ -74,9 +74,7 @@ void seats_wait_begins(Pool *p, const ThreadReading *now) {
     /* a copy's time: the quickest of the window (a task preempted by another process is longer) */
     double off_cpu = (p->away_wall - p->away_cpu) / p->away_n, task = p->tasks ? p->task_s : 0.0;
     if (p->helper_mode && share < THREADS_BELOW && p->away_blocked >= AWAY_WINDOW / 2 && off_cpu >= task) {
-        p->helper_mode = 0;
-        p->switches++;
-        if (p->parked) pthread_cond_broadcast(&p->unpark);
+        seats_all_run(p);
     } else if (!p->helper_mode && (share > HELPER_ABOVE || p->away_blocked < AWAY_WINDOW / 4 || off_cpu < task / 2)) {
         p->helper_mode = 1; /* the spares park after their current task */
         p->switches++;
@@ -94,3 +92,10 @@ void seats_wait_ends(Pool *p) {
     seats_read(p, &p->left, 1);
     p->away_set = 1;
 }
+/* Thread mode: the spares run again (unparked now); under the lock. */
+void seats_all_run(Pool *p) {
+    p->helper_mode = 0;
+    p->switches++;
+    if (p->parked) pthread_cond_broadcast(&p->unpark);
+}
+

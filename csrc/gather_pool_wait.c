@@ -36,8 +36,7 @@ int pool_wait_for(Pool *p, Py_ssize_t target, Py_ssize_t also, double timeout) {
     if (steal) {
         seats_wait_begins(p, &start);
     } else if (p->helper_mode && target >= 0) { /* a consumer that will not help: every thread runs */
-        p->helper_mode = 0;
-        if (p->parked) pthread_cond_broadcast(&p->unpark);
+        seats_all_run(p);
     }
     p->waiting = target;
     p->also = -1;
