@@ -57,22 +57,24 @@ def manifest_identity(manifest) -> int:
     return int(manifest.to_json()["manifest_checksum"], 16)
 
 
-def write_record_sizes(root: str | os.PathLike, manifest, durable: bool = True) -> list[Path]:
+def write_record_sizes(root: str | os.PathLike, manifest) -> list[Path]:
     """Write the sizes files of ``manifest``'s dataset in ``root`` (its shards written, before the
-    manifest: the commit point), each through a temporary name and a rename. The counts are
-    streamed shard by shard, so memory stays at one shard's. Returns the files written."""
+    manifest: the commit point), each through a temporary name, fsync and a rename. Each shard is
+    opened and checked once; the counts are streamed shard by shard, so memory stays at one
+    shard's. Returns the files written."""
     root = Path(root)
     fields = sized_fields(manifest.schema)
     if not fields:
         return []
     identity = manifest_identity(manifest)
+    readers = [_shard_of(root, manifest, s) for s in range(manifest.n_shards)]  # mapped lazily: pages as read
 
     def counts_of(j: int):
         def write(f) -> None:
             f.write(bytes(SIZES_HEADER.itemsize))  # the header, once the counts' checksum is known
             hasher = new_hasher()
-            for s, name in enumerate(manifest.shard_names):
-                counts = shard_counts(_shard_of(root, manifest, s), j)
+            for reader in readers:
+                counts = shard_counts(reader, j)
                 hasher.update(counts)
                 f.write(counts)
             header = np.zeros(1, SIZES_HEADER)
@@ -82,7 +84,7 @@ def write_record_sizes(root: str | os.PathLike, manifest, durable: bool = True) 
         return write
 
     for j in fields:
-        write_file_atomically(root / sizes_name(j), counts_of(j), durable)
+        write_file_atomically(root / sizes_name(j), counts_of(j))
     return [root / sizes_name(j) for j in fields]
 
 

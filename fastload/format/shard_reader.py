@@ -88,9 +88,7 @@ class ShardReader:
         self.bitmap_offsets = starts[:, k:] if per_field == 2 else np.full((self.n_blocks, k), NO_BITMAP, np.uint32)
         has_bitmap = (self.bitmap_offsets != NO_BITMAP).any(axis=0)
         self.null_fields = tuple(f.name for f, nulls in zip(self.schema, has_bitmap) if nulls)
-        self._check_index(header_end, start)  # sets the int64 columns below
-        self.block_codec = self.blocks["codec"].astype(np.int64)
-        self.bitmap_offsets64 = np.where(self.bitmap_offsets == NO_BITMAP, -1, self.bitmap_offsets64)
+        self._check_index(header_end, start)  # sets the block table's int64 columns
 
     def _check_trailer(self, size: int) -> dict[str, int]:
         """The trailer's fields as Python integers, each counts within its maximum."""
@@ -166,7 +164,9 @@ class ShardReader:
         self.block_offset, self.block_raw_size, self.block_records = offset, raw, n
         self.first_record = b["first_record"].astype(np.int64)
         self.col_offsets64 = self.col_offsets.astype(np.int64)
-        self.bitmap_offsets64 = self.bitmap_offsets.astype(np.int64)
+        bitmaps = self.bitmap_offsets.astype(np.int64)
+        self.bitmap_offsets64 = np.where(self.bitmap_offsets == NO_BITMAP, -1, bitmaps)
+        self.block_codec = b["codec"].astype(np.int64)
         raw_codec = b["codec"] == CODEC_NONE
         self.all_raw = bool(raw_codec.all())
         if not self.n_blocks:
@@ -181,24 +181,24 @@ class ShardReader:
             problems.append("an unknown codec")
         if np.any(raw_codec & (stored != raw)):
             problems.append("a raw block whose stored and raw sizes differ")
-        problems += self._check_columns(n, raw)
+        problems += self._check_columns(n, raw, bitmaps)
         if problems:
             raise self._fail("index is inconsistent: " + ", ".join(problems))
 
-    def _check_columns(self, n: np.ndarray, raw: np.ndarray) -> list[str]:
+    def _check_columns(self, n: np.ndarray, raw: np.ndarray, bitmaps: np.ndarray) -> list[str]:
         """Column offsets: in schema order from 0, each column (and its validity bitmap, where the
         block has one) fitting before the next, the last ending inside the block, and a block
         ending with a fixed column or a bitmap ending exactly with it; so a block's raw size is no
         larger than its records imply (docs/format.md).
 
-        ``n`` and ``raw`` are int64 and at most 2^32 - 1, so every quantity here stays below 2^62;
+        ``n``, ``raw`` and ``bitmaps`` (each field's bitmap start per block, NO_BITMAP for none) are
+        int64 and at most 2^32 - 1, so every quantity here stays below 2^62;
         a column's record count is compared with the room divided by the item size, never
         multiplied, because ``n * itemsize`` may reach 2^64.
         """
         problems = []
         col = self.col_offsets64
         end = np.zeros(len(n), dtype=np.int64)  # where the previous column ends, per block
-        bitmaps = self.bitmap_offsets64
         bitmap_len = (n + 7) // 8
         for j, f in enumerate(self.schema):
             start = col[:, j]
